@@ -1,0 +1,68 @@
+"""Every ``FINCONN_*`` configuration key, with its default and meaning.
+
+``FinConn.init_app`` reads each key once with ``app.config.setdefault`` and validates the
+result into a :class:`Settings`; nothing else reads ``app.config``.
+"""
+
+from __future__ import annotations
+
+FINCONN_STRIPE_SECRET_KEY: str | None = None
+"""Real Stripe secret key (``sk_live_...``/``sk_test_...``). Default: env ``STRIPE_SECRET_KEY``.
+Absent means the built-in sandbox is used."""
+
+FINCONN_STRIPE_PUBLISHABLE_KEY: str | None = None
+"""Publishable key handed to Stripe.js. Default: env ``STRIPE_PUBLISHABLE_KEY``."""
+
+FINCONN_WEBHOOK_SECRET: str | list[str] | None = None
+"""Webhook endpoint secret(s) (``whsec_...``). A list, or a comma-separated string, during
+secret rotation. Default: env ``STRIPE_WEBHOOK_SECRET``. Required when not in sandbox mode."""
+
+FINCONN_SANDBOX: bool | None = None
+"""Use the offline emulator instead of Stripe. Default: True when no secret key is set."""
+
+FINCONN_SANDBOX_DATABASE: str | None = None
+"""Where the emulator keeps its state: a file path, or ``":memory:"`` for tests.
+Default: ``finconn-sandbox.sqlite3`` in the app's instance folder."""
+
+FINCONN_SANDBOX_REFRESH_DELAY: float = 1.0
+"""Seconds a sandbox refresh stays pending before it finishes on its own."""
+
+FINCONN_PERMISSIONS: list[str] = ["balances", "transactions"]
+"""What users are asked to share: any of ``balances``, ``ownership``, ``payment_method``,
+``transactions``."""
+
+FINCONN_PREFETCH: list[str] = []
+"""Refreshes Stripe starts as soon as an account links: any of ``balances``, ``ownership``,
+``transactions`` (each must also be in ``FINCONN_PERMISSIONS``)."""
+
+FINCONN_COUNTRY: str = "US"
+"""The session's ``filters[country]``."""
+
+FINCONN_ACCOUNT_SUBCATEGORIES: list[str] | None = None
+"""The session's ``filters[account_subcategories]``: ``checking``, ``savings``, ``mortgage``,
+``line_of_credit``, ``credit_card``. None offers every kind."""
+
+FINCONN_SUBSCRIBE_TRANSACTIONS: bool = True
+"""Subscribe newly linked accounts to Stripe's daily transaction refresh (needs the
+``transactions`` permission)."""
+
+FINCONN_URL_PREFIX: str = "/finconn"
+"""Where the blueprint is mounted."""
+
+FINCONN_TASK_QUEUE: str = "inline"
+"""Where webhook processing runs: ``inline`` (in the request) or ``celery``."""
+
+FINCONN_MAX_CONTENT_LENGTH: int = 64 * 1024
+"""Largest request body the blueprint's JSON routes accept, in bytes."""
+
+FINCONN_WEBHOOK_MAX_CONTENT_LENGTH: int = 1024 * 1024
+"""Largest webhook body accepted, in bytes."""
+
+FINCONN_WEBHOOK_TOLERANCE: int = 300
+"""How old, in seconds, a webhook signature's timestamp may be."""
+
+FINCONN_ALLOWED_ORIGINS: list[str] = []
+"""Origins, besides the request's own host, allowed to call the state-changing routes."""
+
+FINCONN_MERCHANT_NAME: str | None = None
+"""Name shown on the sandbox modal's consent step. Default: the app's import name."""
