@@ -20,7 +20,14 @@ them as ``{"error": {"code", "message", "fields"?}}``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+_logger = logging.getLogger("flask_finconn")
 
 
 class FinConnError(Exception):
@@ -113,3 +120,48 @@ class StripeUnavailable(FinConnError):
     status = 502
     code = "stripe_unavailable"
     message = "Stripe could not be reached. Try again in a moment."
+
+
+def register_handlers(bp: Blueprint) -> None:
+    """Render every error raised by the blueprint's views as the one JSON error shape.
+
+    Handlers go on the blueprint only, so the host's own pages keep their HTML errors.
+    Routing errors (an unknown URL under the prefix) happen before a blueprint is chosen
+    and stay the host's.
+    """
+    bp.register_error_handler(FinConnError, _render_finconn_error)
+    bp.register_error_handler(HTTPException, _render_http_error)
+    bp.register_error_handler(Exception, _render_unexpected)
+
+
+def _json_error(error: FinConnError) -> ResponseReturnValue:
+    return jsonify({"error": error.to_dict()}), error.status
+
+
+def _render_finconn_error(error: FinConnError) -> ResponseReturnValue:
+    if error.status >= 500:
+        _logger.warning("Flask-FinConn request failed: %s (%s)", error.code, error.status)
+    return _json_error(error)
+
+
+def _render_http_error(error: HTTPException) -> ResponseReturnValue:
+    if isinstance(error, RequestEntityTooLarge):
+        return _json_error(PayloadTooLarge())
+    status = error.code or 500
+    name = type(error).__name__
+    if name == "CSRFError":  # Flask-WTF's CSRFProtect refused the request
+        return _json_error(
+            CrossSiteRequest(
+                "The CSRF token is missing or invalid; send it in the X-CSRFToken header.",
+                code="csrf_failed",
+                status=status,
+            )
+        )
+    code = (error.name or "error").lower().replace(" ", "_").replace("'", "")
+    message = error.description or "The request could not be handled."
+    return _json_error(FinConnError(message, code=code, status=status))
+
+
+def _render_unexpected(error: Exception) -> ResponseReturnValue:
+    _logger.exception("Unexpected error in a Flask-FinConn route")
+    return _json_error(FinConnError())

@@ -1,0 +1,219 @@
+"""Marshmallow schemas: the JSON wire contract of the blueprint's routes.
+
+Input schemas refuse unknown fields, so a typo is a 400 with ``fields`` rather than a
+silently ignored option. Output schemas turn models into the JSON of DESIGN §5: amounts
+stay integers in minor units, times are ISO 8601 UTC strings (``2026-11-25T09:40:00Z``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import ValidationError as SchemaError
+
+from .errors import ValidationError
+from .extension import PERMISSIONS
+
+REFRESH_FEATURES = ("balance", "ownership", "transactions")
+TRANSACTION_STATUSES = ("pending", "posted", "void")
+
+
+def iso(value: datetime | None) -> str | None:
+    """An aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (None stays None)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_unix(value: int | None) -> str | None:
+    """Stripe's Unix seconds as an ISO 8601 UTC string (None stays None)."""
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class UTCTime(fields.Field[datetime]):
+    """A datetime dumped as an ISO 8601 UTC string with a ``Z``."""
+
+    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return iso(value)
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    """Validate request data with ``schema``; a failure is a 400 listing each field's problem."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("The request body must be a JSON object.", fields={})
+    try:
+        result: dict[str, Any] = schema.load(data)
+    except SchemaError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise ValidationError(
+            "Some fields of the request are not valid.", fields=dict(messages)
+        ) from None
+    return result
+
+
+class _Input(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# inputs
+
+
+class SessionCreateSchema(_Input):
+    """``POST /sessions``: optionally narrow the permissions asked for."""
+
+    permissions = fields.List(
+        fields.String(validate=validate.OneOf(PERMISSIONS)),
+        validate=validate.Length(min=1),
+    )
+
+
+class SessionCompleteSchema(_Input):
+    """``POST /sessions/<id>/complete``: no fields; account ids are never taken from the browser."""
+
+
+class RefreshSchema(_Input):
+    """``POST /accounts/<id>/refresh``: which data to fetch again."""
+
+    features = fields.List(
+        fields.String(validate=validate.OneOf(REFRESH_FEATURES)),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+
+
+class DisconnectSchema(_Input):
+    """``POST /accounts/<id>/disconnect``: no fields."""
+
+
+class TransactionQuerySchema(_Input):
+    """``GET /accounts/<id>/transactions`` query string."""
+
+    limit = fields.Integer(load_default=25, validate=validate.Range(min=1, max=100))
+    cursor = fields.String(load_default=None)
+    status = fields.String(load_default=None, validate=validate.OneOf(TRANSACTION_STATUSES))
+
+
+# outputs
+
+
+def _balance(account: Any) -> dict[str, Any] | None:
+    snapshot = account.latest_balance
+    if snapshot is None:
+        return None
+    return {
+        "current": snapshot.current,
+        "available": snapshot.available,
+        "currency": snapshot.currency,
+        "as_of": iso(snapshot.as_of),
+    }
+
+
+def _refresh_state(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    return {
+        "status": raw.get("status"),
+        "last_attempted_at": iso_unix(raw.get("last_attempted_at")),
+        "next_refresh_available_at": iso_unix(raw.get("next_refresh_available_at")),
+    }
+
+
+def _refresh(account: Any) -> dict[str, Any]:
+    return {
+        "balance": _refresh_state(account.balance_refresh),
+        "ownership": _refresh_state(account.ownership_refresh),
+        "transactions": _refresh_state(account.transaction_refresh),
+    }
+
+
+class SessionSchema(Schema):
+    """A new linking session, with what the browser needs to open the modal."""
+
+    id = fields.String()
+    client_secret = fields.String()
+    publishable_key = fields.String(allow_none=True)
+    stripe_js_url = fields.String()
+    sandbox = fields.Boolean()
+
+
+class AccountSchema(Schema):
+    """A linked account with its latest balance and refresh states."""
+
+    id = fields.String()
+    institution_name = fields.String()
+    display_name = fields.String(allow_none=True)
+    last4 = fields.String(allow_none=True)
+    category = fields.String()
+    subcategory = fields.String()
+    status = fields.String()
+    action = fields.String()
+    permissions = fields.List(fields.String())
+    subscriptions = fields.List(fields.String())
+    balance = fields.Function(_balance)
+    refresh = fields.Function(_refresh)
+    linked_at = UTCTime()
+    updated_at = UTCTime()
+
+
+class AccountListSchema(Schema):
+    """``GET /accounts``."""
+
+    data = fields.List(fields.Nested(AccountSchema))
+
+
+class CompletedSessionSchema(Schema):
+    """``POST /sessions/<id>/complete``: the accounts linked, or ``cancelled``."""
+
+    accounts = fields.List(fields.Nested(AccountSchema))
+    cancelled = fields.Boolean()
+
+
+class TransactionSchema(Schema):
+    """One transaction; ``account`` is our account id."""
+
+    id = fields.String()
+    account = fields.String(attribute="account_id")
+    amount = fields.Integer()
+    currency = fields.String()
+    description = fields.String()
+    status = fields.String()
+    transacted_at = UTCTime()
+    posted_at = UTCTime()
+    void_at = UTCTime()
+
+
+class TransactionPageSchema(Schema):
+    """A page of transactions, newest first, with the cursor of the next page."""
+
+    data = fields.List(fields.Nested(TransactionSchema))
+    has_more = fields.Boolean()
+    next_cursor = fields.String(allow_none=True)
+
+
+class OwnerSchema(Schema):
+    """One owner of an account, from the latest ownership refresh."""
+
+    id = fields.String()
+    name = fields.String()
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    address = fields.String(attribute="raw_address", allow_none=True)
+    refreshed_at = UTCTime()
+
+
+class OwnerListSchema(Schema):
+    """``GET /accounts/<id>/owners``."""
+
+    data = fields.List(fields.Nested(OwnerSchema))
+
+
+class ErrorSchema(Schema):
+    """The one error body: ``{"error": {"code", "message", "fields"?}}``."""
+
+    error = fields.Dict()

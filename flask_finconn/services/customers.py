@@ -1,0 +1,46 @@
+"""One Stripe Customer per holder, created on first use."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ..extension import FinConnState, Holder
+from ..models import Customer
+
+
+def find_customer(state: FinConnState, holder_id: str) -> Customer | None:
+    """The holder's stored customer, or None before their first link."""
+    session = state.db.session
+    return session.scalars(sa.select(Customer).where(Customer.holder_id == holder_id)).first()
+
+
+def get_or_create_customer(state: FinConnState, holder: Holder) -> Customer:
+    """The holder's customer, creating it at Stripe and storing it the first time.
+
+    The Stripe call carries an idempotency key derived from the holder id, so concurrent
+    first requests (or a retry after a crash) get the same ``cus_`` back from Stripe; the
+    unique ``holder_id`` then lets exactly one insert win and the others read its row.
+    """
+    existing = find_customer(state, holder.id)
+    if existing is not None:
+        return existing
+    stripe_customer = state.stripe.create_customer(holder.id, email=holder.email, name=holder.name)
+    session = state.db.session
+    customer = Customer(
+        holder_id=holder.id,
+        stripe_id=stripe_customer.id,
+        email=holder.email,
+        name=holder.name,
+        livemode=bool(stripe_customer.livemode),
+    )
+    session.add(customer)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        winner = find_customer(state, holder.id)
+        if winner is None:
+            raise
+        return winner
+    return customer

@@ -1,0 +1,289 @@
+"""The one module that talks to Stripe: a small facade over one ``StripeClient`` per app.
+
+In sandbox mode the client is pointed at the in-process emulator through its HTTP client,
+so every call below runs the real SDK code path either way. The client pins the API
+version the SDK was built for and retries network failures, 409s and 5xx twice. Every POST
+carries an idempotency key: a deterministic one where a retry of *our* operation must not
+create a second object (a holder's customer, a subscription), the SDK's random one
+elsewhere.
+
+SDK exceptions never leave this module: they become :class:`~.errors.FinConnError`s whose
+messages name the operation, never the key, a client secret or Stripe's own text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import stripe
+from stripe.financial_connections import Account as StripeAccount
+from stripe.financial_connections import AccountOwner as StripeAccountOwner
+from stripe.financial_connections import Session as StripeSession
+from stripe.financial_connections import Transaction as StripeTransaction
+
+from .errors import Conflict, FinConnError, NotFound, StripeUnavailable
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
+
+logger = logging.getLogger("flask_finconn.stripe")
+
+MAX_NETWORK_RETRIES = 2
+PAGE_SIZE = 100
+
+__all__ = [
+    "StripeAPI",
+    "StripeAccount",
+    "StripeAccountOwner",
+    "StripeSession",
+    "StripeTransaction",
+]
+
+
+class StripeAPI:
+    """The Stripe operations Flask-FinConn uses, with errors mapped to ``FinConnError``."""
+
+    def __init__(self, client: stripe.StripeClient, *, livemode: bool) -> None:
+        self.client = client
+        self.livemode = livemode
+
+    @classmethod
+    def for_key(cls, secret_key: str) -> StripeAPI:
+        """A client for real Stripe with the given secret key."""
+        client = stripe.StripeClient(secret_key, max_network_retries=MAX_NETWORK_RETRIES)
+        return cls(client, livemode=secret_key.startswith(("sk_live_", "rk_live_")))
+
+    @classmethod
+    def for_sandbox(cls, sandbox: Sandbox, *, livemode: bool = False) -> StripeAPI:
+        """A client whose requests go to the in-process sandbox, without a socket."""
+        client = stripe.StripeClient(
+            sandbox.api_key,
+            base_addresses={"api": sandbox.api_base},
+            http_client=sandbox.http_client(),
+            max_network_retries=MAX_NETWORK_RETRIES,
+        )
+        return cls(client, livemode=livemode)
+
+    @property
+    def _fc(self) -> Any:
+        return self.client.v1.financial_connections
+
+    # customers
+
+    def create_customer(
+        self, holder_id: str, *, email: str | None, name: str | None
+    ) -> stripe.Customer:
+        """Create the Customer for a holder; a retry for the same holder returns the same one."""
+        params: dict[str, Any] = {"metadata": {"finconn_holder_id": holder_id}}
+        if email:
+            params["email"] = email
+        if name:
+            params["name"] = name
+        key = "finconn-customer-" + _digest(holder_id)
+        with _calling("create a customer"):
+            customer: stripe.Customer = self.client.v1.customers.create(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": key},
+            )
+        return customer
+
+    # sessions
+
+    def create_session(
+        self,
+        customer: str,
+        *,
+        permissions: list[str],
+        prefetch: list[str],
+        country: str,
+        account_subcategories: list[str] | None,
+    ) -> StripeSession:
+        """Open a Financial Connections session for a customer."""
+        filters: dict[str, Any] = {"country": country}
+        if account_subcategories:
+            filters["account_subcategories"] = account_subcategories
+        params: dict[str, Any] = {
+            "account_holder": {"type": "customer", "customer": customer},
+            "permissions": permissions,
+            "filters": filters,
+        }
+        if prefetch:
+            params["prefetch"] = prefetch
+        with _calling("create a linking session"):
+            session: StripeSession = self._fc.sessions.create(params)
+        return session
+
+    def retrieve_session(self, session_id: str) -> StripeSession:
+        """Read a session (404 ``session_not_found`` when Stripe has no such session)."""
+        with _calling("read the linking session", not_found="session_not_found"):
+            session: StripeSession = self._fc.sessions.retrieve(session_id)
+        return session
+
+    def session_accounts(self, session_id: str) -> list[StripeAccount]:
+        """Every account linked in a session, read page by page (never the embedded list)."""
+        with _calling("list the session's accounts", not_found="session_not_found"):
+            page = self._fc.accounts.list({"session": session_id, "limit": PAGE_SIZE})
+            return list(page.auto_paging_iter())
+
+    # accounts
+
+    def customer_accounts(self, customer: str) -> Iterator[StripeAccount]:
+        """Every account linked for a customer, page by page."""
+        with _calling("list the customer's accounts"):
+            page = self._fc.accounts.list(
+                {"account_holder": {"customer": customer}, "limit": PAGE_SIZE}
+            )
+        iterator = page.auto_paging_iter()
+        while True:
+            with _calling("list the customer's accounts"):
+                try:
+                    account = next(iterator)
+                except StopIteration:
+                    return
+            yield account
+
+    def retrieve_account(
+        self, account_id: str, *, expand: list[str] | None = None
+    ) -> StripeAccount:
+        """Read an account (404 ``account_not_found`` when Stripe has no such account)."""
+        params: dict[str, Any] = {"expand": expand} if expand else {}
+        with _calling("read the account", not_found="account_not_found"):
+            account: StripeAccount = self._fc.accounts.retrieve(account_id, params)
+        return account
+
+    def refresh_account(self, account_id: str, features: list[str]) -> StripeAccount:
+        """Start refreshes of ``balance``, ``ownership`` and/or ``transactions``."""
+        with _calling("refresh the account", not_found="account_not_found"):
+            account: StripeAccount = self._fc.accounts.refresh(account_id, {"features": features})
+        return account
+
+    def subscribe_transactions(self, account_id: str) -> StripeAccount:
+        """Subscribe an account to the daily transaction refresh (once per account)."""
+        key = "finconn-subscribe-" + _digest(account_id)
+        with _calling("subscribe the account to transactions", not_found="account_not_found"):
+            account: StripeAccount = self._fc.accounts.subscribe(
+                account_id, {"features": ["transactions"]}, {"idempotency_key": key}
+            )
+        return account
+
+    def unsubscribe_transactions(self, account_id: str) -> StripeAccount:
+        """Stop the daily transaction refresh of an account."""
+        with _calling("unsubscribe the account", not_found="account_not_found"):
+            account: StripeAccount = self._fc.accounts.unsubscribe(
+                account_id, {"features": ["transactions"]}
+            )
+        return account
+
+    def disconnect_account(self, account_id: str) -> StripeAccount:
+        """Disconnect an account at Stripe; its data can no longer be refreshed or read."""
+        key = "finconn-disconnect-" + _digest(account_id)
+        with _calling("disconnect the account", not_found="account_not_found"):
+            account: StripeAccount = self._fc.accounts.disconnect(
+                account_id, None, {"idempotency_key": key}
+            )
+        return account
+
+    def account_owners(self, account_id: str, ownership: str) -> list[StripeAccountOwner]:
+        """The owners in one ownership snapshot of an account."""
+        with _calling("list the account's owners", not_found="account_not_found"):
+            page = self._fc.accounts.owners.list(
+                account_id, {"ownership": ownership, "limit": PAGE_SIZE}
+            )
+            return list(page.auto_paging_iter())
+
+    def transactions(
+        self, account_id: str, *, after_refresh: str | None = None
+    ) -> Iterator[StripeTransaction]:
+        """An account's transactions, streamed page by page (only newer than a refresh id)."""
+        params: dict[str, Any] = {"account": account_id, "limit": PAGE_SIZE}
+        if after_refresh:
+            params["transaction_refresh"] = {"after": after_refresh}
+        with _calling("list the account's transactions", not_found="account_not_found"):
+            page = self._fc.transactions.list(params)
+        while True:
+            yield from page.data
+            if not page.has_more:
+                return
+            with _calling("list the account's transactions", not_found="account_not_found"):
+                page = page.next_page()
+
+    def construct_event(self, payload: bytes, signature: str, secret: str, tolerance: int) -> Any:
+        """Verify a webhook's signature against the raw body and parse the event.
+
+        Raises ``stripe.SignatureVerificationError`` or ``ValueError`` untouched: the caller
+        turns both into a 400.
+        """
+        return stripe.Webhook.construct_event(payload, signature, secret, tolerance=tolerance)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+@contextmanager
+def _calling(operation: str, *, not_found: str | None = None) -> Iterator[None]:
+    """Turn SDK exceptions raised while doing ``operation`` into ``FinConnError``s.
+
+    Only the exception class, HTTP status, Stripe's error code and request id are logged:
+    Stripe's messages can quote (masked) keys and are not ours to show.
+    """
+    try:
+        yield
+    except stripe.StripeError as exc:
+        logger.warning(
+            "Stripe call failed: could not %s (%s, status %s, code %s, request %s)",
+            operation,
+            type(exc).__name__,
+            exc.http_status,
+            exc.code,
+            exc.request_id,
+        )
+        raise _translate(exc, operation, not_found) from exc
+
+
+def _translate(exc: stripe.StripeError, operation: str, not_found: str | None) -> FinConnError:
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return StripeUnavailable(
+            f"Stripe refused our API key while trying to {operation}; "
+            "check FINCONN_STRIPE_SECRET_KEY.",
+            code="stripe_authentication_failed",
+        )
+    if isinstance(exc, stripe.RateLimitError):
+        return StripeUnavailable(
+            f"Stripe is receiving too many requests; could not {operation}. Try again shortly."
+        )
+    if isinstance(exc, stripe.InvalidRequestError):
+        if exc.http_status == 404 and not_found is not None:
+            return NotFound(_NOT_FOUND_MESSAGES.get(not_found, NotFound.message), code=not_found)
+        if exc.code and exc.code.startswith("financial_connections_"):
+            return Conflict(
+                _CONFLICT_MESSAGES.get(exc.code, f"Stripe would not {operation} in its state."),
+                code=exc.code.removeprefix("financial_connections_"),
+            )
+        return FinConnError(
+            f"Stripe rejected the request to {operation}.",
+            code="stripe_request_rejected",
+            status=502,
+        )
+    return StripeUnavailable(
+        f"Stripe could not be reached or failed while trying to {operation}. Try again in a moment."
+    )
+
+
+_NOT_FOUND_MESSAGES = {
+    "session_not_found": "There is no such linking session for this user.",
+    "account_not_found": "There is no such bank account for this user.",
+}
+
+_CONFLICT_MESSAGES = {
+    "financial_connections_account_inactive": (
+        "The bank account is inactive; link it again to resume updates."
+    ),
+    "financial_connections_no_successful_transaction_refresh": (
+        "No transaction refresh has succeeded for this account yet; refresh it first."
+    ),
+}
