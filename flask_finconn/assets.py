@@ -1,0 +1,215 @@
+"""The widget's webassets bundles, the route that serves them, and the ``finconn`` Jinja helper.
+
+:func:`init_assets` (called by ``FinConn.init_app``) builds two bundles from the package's
+``static/finconn`` sources, minified and with a content hash in the file name:
+
+- ``finconn_js``: ``finconn-connect.js`` (the ``<finconn-connect>`` element and
+  ``FinConn.connect``), minified with rjsmin
+- ``finconn_css``: ``finconn-connect.css`` (the button's look, themeable with
+  ``--finconn-*`` custom properties)
+
+The package directory may be read-only (an installed wheel), so the output goes to
+``<instance>/finconn-assets`` or, when that cannot be written, to a per-app directory under
+the system's temporary directory. The ``finconn_assets`` blueprint serves it at
+``<prefix>/assets/<file>`` with a year-long cache, which is safe because each build has its
+own file name.
+
+Templates get a ``finconn`` global (a :class:`TemplateHelper`)::
+
+    {{ finconn.scripts(nonce=csp_nonce) }}
+    {{ finconn.button("Link your bank", permissions=["balances"], class_="link") }}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+from flask import Blueprint, Flask, Response, request, send_from_directory, url_for
+from markupsafe import Markup, escape
+from webassets import Bundle, Environment
+from webassets.filter import Filter
+
+if TYPE_CHECKING:
+    from .extension import FinConnState
+
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+ONE_YEAR = 365 * 24 * 3600
+
+
+class CSSMin(Filter):  # type: ignore[misc]
+    """A small CSS minifier: drops comments and the whitespace CSS does not need."""
+
+    name = "finconn_cssmin"
+
+    def output(self, _in: IO[str], out: IO[str], **kw: Any) -> None:
+        css = re.sub(r"/\*.*?\*/", "", _in.read(), flags=re.S)
+        css = re.sub(r"\s+", " ", css)
+        css = re.sub(r"\s*([{};,>])\s*", r"\1", css)
+        css = re.sub(r":\s+", ":", css).replace(";}", "}")
+        out.write(css.strip())
+
+
+def make_bundles() -> dict[str, Bundle]:
+    """The widget's bundles by name; their sources are relative to ``flask_finconn/static``."""
+    return {
+        "finconn_js": Bundle(
+            "finconn/finconn-connect.js",
+            filters="rjsmin",
+            output="finconn-connect.%(version)s.js",
+        ),
+        "finconn_css": Bundle(
+            "finconn/finconn-connect.css",
+            filters=(CSSMin(),),
+            output="finconn-connect.%(version)s.css",
+        ),
+    }
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def build_directory(app: Flask) -> str:
+    """Where the built files go: the instance folder when writable, else a temp directory."""
+    preferred = os.path.join(app.instance_path, "finconn-assets")
+    if _writable(preferred):
+        return preferred
+    digest = hashlib.sha256(app.instance_path.encode()).hexdigest()[:12]
+    fallback = os.path.join(tempfile.gettempdir(), f"flask-finconn-assets-{os.getuid()}-{digest}")
+    if _writable(fallback):
+        return fallback
+    raise OSError(
+        f"Flask-FinConn cannot write its widget files to {preferred} or {fallback}; "
+        "make the app's instance folder writable."
+    )
+
+
+def make_environment(directory: str) -> Environment:
+    """A webassets environment that builds the widget into ``directory``."""
+    env = Environment(directory=directory, url="/", load_path=[STATIC_DIR])
+    env.debug = False
+    env.cache = False
+    env.url_expire = False
+    env.auto_build = True
+    env.manifest = f"json:{os.path.join(directory, 'manifest.json')}"
+    for name, bundle in make_bundles().items():
+        env.register(name, bundle)
+    return env
+
+
+def _attrs(attrs: dict[str, Any]) -> str:
+    """HTML attributes from keyword arguments: ``class_`` → class, ``data_x`` → data-x."""
+    parts = []
+    for key, value in attrs.items():
+        if value is None or value is False:
+            continue
+        name = key.rstrip("_").replace("_", "-")
+        if value is True:
+            parts.append(f" {name}")
+            continue
+        if isinstance(value, list | tuple):
+            value = " ".join(str(v) for v in value)
+        parts.append(f' {name}="{escape(value)}"')
+    return "".join(parts)
+
+
+class TemplateHelper:
+    """The ``finconn`` Jinja global: script and stylesheet tags, and the button element."""
+
+    def __init__(self, env: Environment, url_prefix: str) -> None:
+        self.env = env
+        self.directory: str = env.directory
+        self.url_prefix = url_prefix
+        self._files: dict[str, str] = {}
+
+    def build(self) -> dict[str, str]:
+        """Build every bundle that is missing or stale; returns the file names by bundle."""
+        return {name: self.filename(name) for name in make_bundles()}
+
+    def filename(self, bundle: str) -> str:
+        """The built, versioned file name of ``bundle`` (built on first use)."""
+        if bundle not in self._files:
+            self._files[bundle] = self.env[bundle].urls()[0].rsplit("/", 1)[-1]
+        return self._files[bundle]
+
+    @property
+    def js_url(self) -> str:
+        """The URL of the minified widget script."""
+        return url_for("finconn_assets.asset", filename=self.filename("finconn_js"))
+
+    @property
+    def css_url(self) -> str:
+        """The URL of the minified widget stylesheet."""
+        return url_for("finconn_assets.asset", filename=self.filename("finconn_css"))
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL of the extension's routes, as the browser must call them."""
+        return request.script_root + self.url_prefix
+
+    def scripts(self, nonce: str | None = None, *, stylesheet: bool = True) -> Markup:
+        """The widget's ``<link>`` and deferred ``<script>`` tags, with a CSP nonce if given."""
+        extra = _attrs({"nonce": nonce})
+        tags = []
+        if stylesheet:
+            tags.append(f'<link rel="stylesheet" href="{escape(self.css_url)}"{extra}>')
+        tags.append(
+            f'<script src="{escape(self.js_url)}"'
+            f"{_attrs({'data_endpoint': self.endpoint})} defer{extra}></script>"
+        )
+        return Markup("\n".join(tags))
+
+    def button(self, label: str = "Link your bank", **attrs: Any) -> Markup:
+        """A ``<finconn-connect>`` element; keyword arguments become its attributes.
+
+        ``permissions`` may be a list; ``disabled=True`` renders a bare attribute; ``class_``
+        and ``data_*`` map to ``class`` and ``data-*``. The label is escaped unless it is
+        ``Markup``.
+        """
+        attrs.setdefault("endpoint", self.endpoint)
+        return Markup(f"<finconn-connect{_attrs(attrs)}>{escape(label)}</finconn-connect>")
+
+    def __html__(self) -> Markup:
+        return self.scripts()
+
+
+def make_blueprint(helper: TemplateHelper) -> Blueprint:
+    """The ``finconn_assets`` blueprint serving the files ``helper`` builds."""
+    bp = Blueprint("finconn_assets", __name__)
+
+    @bp.get("/<path:filename>")
+    def asset(filename: str) -> Response:
+        # Another worker may have rendered the page: build here too before serving.
+        helper.build()
+        response = send_from_directory(helper.directory, filename, max_age=ONE_YEAR)
+        response.headers["Cache-Control"] = f"public, max-age={ONE_YEAR}, immutable"
+        return response
+
+    return bp
+
+
+def init_assets(app: Flask, state: FinConnState) -> None:
+    """Register the widget's bundles, the route serving them and the ``finconn`` Jinja global."""
+    directory = build_directory(app)
+    env = make_environment(directory)
+    prefix = state.settings.url_prefix
+    helper = TemplateHelper(env, prefix)
+    app.register_blueprint(make_blueprint(helper), url_prefix=f"{prefix}/assets")
+    app.extensions["finconn_assets"] = helper
+    app.jinja_env.globals["finconn"] = helper
+
+
+def bundle_sources() -> Iterable[str]:
+    """Absolute paths of every source file the bundles read (for benchmarks and tests)."""
+    for bundle in make_bundles().values():
+        for name in bundle.contents:
+            yield os.path.join(STATIC_DIR, name)

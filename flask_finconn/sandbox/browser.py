@@ -1,0 +1,139 @@
+"""The sandbox's browser half: the Stripe.js stand-in and the JSON routes its modal calls.
+
+:func:`make_blueprint` returns a blueprint (``finconn_sandbox``) that the extension mounts at
+``<prefix>/sandbox`` in sandbox mode only:
+
+- ``GET stripe.js``: the stand-in script (``Stripe(pk).collectFinancialConnectionsAccounts``)
+- ``GET static/...``: the modal's stylesheet
+- ``GET api/session``, ``GET api/institutions``, ``POST api/login``, ``POST api/authorize``,
+  ``POST api/complete``, ``POST api/cancel``: the modal's steps
+
+Like Stripe's own modal, the JSON routes are authorised by the session's client secret and
+nothing else: no cookie, no holder. Errors use Stripe's body,
+``{"error": {"type", "code", "message"}}``, which the stand-in hands back to the page
+unchanged for launch failures (an expired or already used session).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
+
+from ._params import ApiError
+
+if TYPE_CHECKING:
+    from . import Sandbox
+
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+
+
+def _merchant_name() -> str:
+    """The name the consent step shows: the extension's setting, else the app's name."""
+    state = current_app.extensions.get("finconn")
+    settings = getattr(state, "settings", None)
+    name = getattr(settings, "merchant_name", None)
+    return str(name or current_app.import_name)
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "Send a JSON object with the session's client_secret.")
+    return data
+
+
+def _secret(data: dict[str, Any] | None = None) -> str:
+    value = (data or {}).get("client_secret") if data is not None else None
+    if value is None:
+        value = request.args.get("client_secret")
+    if not isinstance(value, str) or not value:
+        raise ApiError(
+            400,
+            "Missing required param: client_secret.",
+            code="parameter_missing",
+            param="client_secret",
+        )
+    return value
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise ApiError(400, f"Invalid {key}: expected a string.", param=key)
+    return value
+
+
+def make_blueprint(sandbox: Sandbox) -> Blueprint:
+    """A blueprint serving the Stripe.js stand-in and the modal's routes for ``sandbox``."""
+    bp = Blueprint(
+        "finconn_sandbox",
+        __name__,
+        static_folder=STATIC_DIR,
+        static_url_path="/static",
+    )
+
+    @bp.errorhandler(ApiError)
+    def api_error(error: ApiError) -> tuple[Response, int]:
+        return jsonify(error.body()), error.status
+
+    @bp.after_request
+    def no_store(response: Response) -> Response:
+        # Session state changes on every step; the script must follow package upgrades.
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @bp.get("/stripe.js")
+    def stripe_js() -> Response:
+        return send_from_directory(
+            STATIC_DIR, "finconn-sandbox.js", mimetype="text/javascript", max_age=0
+        )
+
+    @bp.get("/api/session")
+    def session() -> Response:
+        found = sandbox.modal_session(_secret())
+        return jsonify({**found, "merchant_name": _merchant_name()})
+
+    @bp.get("/api/institutions")
+    def institutions() -> Response:
+        sandbox.modal_session(_secret())
+        query = request.args.get("q", "").strip() or None
+        return jsonify({"data": sandbox.institutions(query)})
+
+    @bp.post("/api/login")
+    def login() -> Response:
+        data = _body()
+        return jsonify(
+            sandbox.modal_login(
+                _secret(data),
+                _text(data, "institution"),
+                username=_text(data, "username"),
+                password=_text(data, "password"),
+                stage=_text(data, "stage") or "password",
+                answer=_text(data, "answer"),
+            )
+        )
+
+    @bp.post("/api/authorize")
+    def authorize() -> Response:
+        data = _body()
+        return jsonify(sandbox.modal_authorize(_secret(data), _text(data, "institution")))
+
+    @bp.post("/api/complete")
+    def complete() -> Response:
+        data = _body()
+        accounts = data.get("accounts")
+        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
+            raise ApiError(
+                400, "Invalid accounts: expected a list of account ids.", param="accounts"
+            )
+        return jsonify(sandbox.modal_complete(_secret(data), _text(data, "institution"), accounts))
+
+    @bp.post("/api/cancel")
+    def cancel() -> Response:
+        data = _body()
+        return jsonify(sandbox.modal_cancel(_secret(data)))
+
+    return bp

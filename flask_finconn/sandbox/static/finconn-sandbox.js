@@ -1,0 +1,600 @@
+/*
+ * Flask-FinConn sandbox: a stand-in for Stripe.js's Financial Connections modal.
+ *
+ * Stripe(publishableKey).collectFinancialConnectionsAccounts({clientSecret}) opens a real
+ * modal (consent, choose a bank, log in, choose accounts, success) and resolves exactly as
+ * Stripe.js does: {financialConnectionsSession: {id, accounts}} with accounts [] when the user
+ * closes it, or {error: {type, code, message}} when the session cannot be used. Every step
+ * talks to the sandbox through the JSON routes next to this script, authorised by the
+ * session's client secret only.
+ */
+(() => {
+  "use strict";
+  if (window.FinConnSandbox) return;
+
+  const script = document.currentScript;
+  const base = new URL(".", script ? script.src : location.href).href;
+
+  const PERMISSIONS = {
+    balances: ["Balances", "Current and available balances"],
+    ownership: ["Account ownership", "Account holder names, addresses and contact details"],
+    payment_method: ["Account and routing numbers", "So that payments can be made from the account"],
+    transactions: ["Transactions", "Transaction history, including pending transactions"],
+  };
+  const DOWN = {
+    down_scheduled: [
+      "is under scheduled maintenance",
+      "The bank announced this maintenance window. Try again later, or choose another bank.",
+    ],
+    down_unscheduled: [
+      "is unavailable right now",
+      "We can't connect to this bank at the moment. Try again later, or choose another bank.",
+    ],
+    down_error: [
+      "could not be reached",
+      "Something unexpected went wrong between Stripe and the bank. Choose another bank or try again.",
+    ],
+  };
+
+  /** Build an element: h("button", {class: "x", onclick: f}, "text", child). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === false || value == null) continue;
+      if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else if (key in el && key !== "list" && key !== "form") el[key] = value;
+      else el.setAttribute(key, value === true ? "" : value);
+    }
+    el.append(...children.flat(Infinity).filter((c) => c != null && c !== false));
+    return el;
+  }
+
+  async function api(path, clientSecret, body) {
+    const url = new URL(`api/${path}`, base);
+    const init = { headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (body) {
+      init.method = "POST";
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify({ client_secret: clientSecret, ...body });
+    } else {
+      url.searchParams.set("client_secret", clientSecret);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (error) {
+      return { error: { type: "api_connection_error", message: "The sandbox could not be reached." } };
+    }
+    let data;
+    try {
+      data = await response.json();
+    } catch {
+      data = {};
+    }
+    if (!response.ok) {
+      return { error: data.error || { type: "api_error", message: `The sandbox answered ${response.status}.` } };
+    }
+    return data;
+  }
+
+  const initials = (name) =>
+    name
+      .split(/\s+/)
+      .filter((w) => /^[A-Za-z0-9]/.test(w))
+      .slice(0, 2)
+      .map((w) => w[0].toUpperCase())
+      .join("");
+
+  const color = (institution) => (institution.logo && institution.logo.color) || "#425466";
+
+  function logo(institution, big) {
+    return h(
+      "span",
+      { class: `logo${big ? " logo--big" : ""}`, "aria-hidden": "true", style: `--logo:${color(institution)}` },
+      (institution.logo && institution.logo.initials) || initials(institution.name) || "?",
+    );
+  }
+
+  /** A small bank-building glyph (SVG: no emoji font needed). */
+  function bankIcon() {
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "28");
+    svg.setAttribute("height", "28");
+    const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+    path.setAttribute("fill", "currentColor");
+    path.setAttribute("d", "M12 2 2 7v2h20V7L12 2Zm-7 9v7h2v-7H5Zm4 0v7h2v-7H9Zm4 0v7h2v-7h-2Zm4 0v7h2v-7h-2ZM3 20v2h18v-2H3Z");
+    svg.append(path);
+    return svg;
+  }
+
+  const label = (value) => (value ? value[0].toUpperCase() + value.slice(1).replace(/_/g, " ") : "");
+
+  function mask(last4) {
+    return last4 ? `•••• ${last4}` : "";
+  }
+
+  class Modal {
+    constructor(session, clientSecret, resolve) {
+      this.session = session;
+      this.secret = clientSecret;
+      this.resolve = resolve;
+      this.history = [];
+      this.step = null;
+      this.institution = null;
+      this.accounts = [];
+      this.linked = null;
+      this.returnFocus = document.activeElement;
+      this.mount();
+      this.go("consent", false);
+    }
+
+    mount() {
+      this.host = h("div", { class: "finconn-sandbox-host", "data-finconn-sandbox": "" });
+      const root = this.host.attachShadow({ mode: "open" });
+      this.root = root;
+      this.title = h("h2", { id: "finconn-title", class: "title", tabIndex: -1 });
+      this.backButton = h("button", { type: "button", class: "icon back", "aria-label": "Back", onclick: () => this.back() }, "←");
+      this.body = h("div", { class: "body" });
+      this.footer = h("div", { class: "footer" });
+      this.dialog = h(
+        "div",
+        { class: "dialog", role: "dialog", "aria-modal": "true", "aria-labelledby": "finconn-title" },
+        h(
+          "div",
+          { class: "top" },
+          this.backButton,
+          h("span", { class: "merchant" }, this.session.merchant_name || "Sandbox"),
+          h("span", { class: "badge", title: "Nothing here touches a real bank." }, "Sandbox"),
+          h("button", { type: "button", class: "icon close", "aria-label": "Close", onclick: () => this.close() }, "×"),
+        ),
+        h("div", { class: "content" }, this.title, this.body),
+        this.footer,
+      );
+      const sheet = h("link", { rel: "stylesheet", href: new URL("static/finconn-sandbox.css", base).href });
+      const backdrop = h("div", { class: "backdrop", hidden: true }, this.dialog);
+      const show = () => {
+        backdrop.hidden = false;
+        this.focusFirst();
+      };
+      sheet.addEventListener("load", show, { once: true });
+      sheet.addEventListener("error", show, { once: true });
+      root.append(sheet, backdrop);
+      root.addEventListener("keydown", (event) => this.onKey(event));
+      // The page behind the modal must not take focus or clicks while it is open.
+      this.inerted = [...document.body.children].filter((el) => !el.inert);
+      for (const el of this.inerted) el.inert = true;
+      document.body.append(this.host);
+    }
+
+    onKey(event) {
+      if (event.key === "Escape") {
+        event.preventDefault();
+        this.close();
+      } else if (event.key === "Tab") {
+        const items = [...this.dialog.querySelectorAll("button, input, [href], [tabindex='0']")].filter(
+          (el) => !el.disabled && !el.hidden && el.offsetParent !== null,
+        );
+        if (!items.length) return;
+        const first = items[0];
+        const last = items[items.length - 1];
+        const current = this.root.activeElement;
+        if (event.shiftKey && (current === first || !this.dialog.contains(current))) {
+          event.preventDefault();
+          last.focus();
+        } else if (!event.shiftKey && (current === last || !this.dialog.contains(current))) {
+          event.preventDefault();
+          first.focus();
+        }
+      }
+    }
+
+    focusFirst() {
+      const target = this.body.querySelector("[autofocus]") || this.footer.querySelector(".primary") || this.title;
+      target.focus();
+    }
+
+    finish(accounts) {
+      for (const el of this.inerted) el.inert = false;
+      this.host.remove();
+      if (this.returnFocus && this.returnFocus.focus) this.returnFocus.focus();
+      this.resolve({ financialConnectionsSession: { id: this.session.id, accounts } });
+    }
+
+    async close() {
+      if (this.closing) return;
+      this.closing = true;
+      if (this.linked) return this.finish(this.linked);
+      await api("cancel", this.secret, {});
+      this.finish([]);
+    }
+
+    go(step, remember = true) {
+      if (remember && this.step) this.history.push(this.step);
+      this.step = step;
+      this.render();
+    }
+
+    back() {
+      if (!this.history.length) return;
+      this.step = this.history.pop();
+      this.render();
+    }
+
+    render() {
+      this.body.replaceChildren();
+      this.footer.replaceChildren();
+      this.error = null;
+      this.dialog.dataset.step = this.step;
+      this.backButton.hidden = !this.history.length || this.step === "success" || this.step === "failed";
+      this[`render_${this.step}`]();
+      if (!this.host.shadowRoot.querySelector(".backdrop").hidden) this.focusFirst();
+    }
+
+    setTitle(text) {
+      this.title.textContent = text;
+    }
+
+    primary(label, onclick, disabled = false) {
+      const button = h("button", { type: "button", class: "primary", onclick, disabled }, label);
+      this.footer.append(button);
+      return button;
+    }
+
+    secondary(label, onclick) {
+      this.footer.append(h("button", { type: "button", class: "secondary", onclick }, label));
+    }
+
+    showError(message) {
+      if (!this.error) {
+        this.error = h("p", { class: "error", role: "alert" });
+        this.body.prepend(this.error);
+      }
+      this.error.textContent = message;
+    }
+
+    /** Run a sandbox call with the dialog marked busy; returns null after showing an error. */
+    async call(path, body) {
+      this.dialog.setAttribute("aria-busy", "true");
+      for (const b of this.footer.querySelectorAll("button")) b.disabled = true;
+      const result = await api(path, this.secret, body);
+      this.dialog.removeAttribute("aria-busy");
+      if (this.closing) return null;
+      if (result.error) {
+        for (const b of this.footer.querySelectorAll("button")) b.disabled = false;
+        this.showError(result.error.message || "Something went wrong.");
+        return null;
+      }
+      return result;
+    }
+
+    render_consent() {
+      const merchant = this.session.merchant_name || "This app";
+      this.setTitle(`${merchant} uses Stripe to link your accounts`);
+      const requested = (this.session.permissions || []).filter((p) => PERMISSIONS[p]);
+      this.body.append(
+        h(
+          "div",
+          { class: "hero", "aria-hidden": "true" },
+          h("span", { class: "logo logo--big", style: "--logo:#0a2540" }, initials(merchant) || "M"),
+          h("span", { class: "dots" }, "•••"),
+          h("span", { class: "logo logo--big", style: "--logo:#635bff" }, bankIcon()),
+        ),
+        h("p", { class: "lede" }, `${merchant} will be able to see the following data from the accounts you choose:`),
+        h(
+          "ul",
+          { class: "permissions" },
+          h("li", {}, h("strong", {}, "Account details"), h("span", {}, "Account name, type and last four digits")),
+          requested.map((p) => h("li", { "data-permission": p }, h("strong", {}, PERMISSIONS[p][0]), h("span", {}, PERMISSIONS[p][1]))),
+        ),
+        h("p", { class: "fine" }, "Sandbox mode: the banks, logins and data below are simulated. Nothing leaves this app."),
+      );
+      this.primary("Agree and continue", () => this.go("institutions"));
+    }
+
+    async render_institutions() {
+      this.setTitle("Select your bank");
+      const results = h("div", { class: "institutions", role: "list" });
+      const search = h("input", {
+        type: "search",
+        class: "search",
+        placeholder: "Search 12 sandbox banks",
+        "aria-label": "Search for your bank",
+        autocomplete: "off",
+        autofocus: true,
+      });
+      this.body.append(search, results);
+      let ticket = 0;
+      const show = async () => {
+        const mine = ++ticket;
+        const query = search.value.trim();
+        const data = await api(`institutions?q=${encodeURIComponent(query)}`, this.secret);
+        if (mine !== ticket || this.step !== "institutions") return;
+        if (data.error) return this.showError(data.error.message);
+        const list = query ? data.data : data.data.filter((i) => i.featured);
+        results.classList.toggle("institutions--grid", !query);
+        results.replaceChildren(
+          ...list.map((institution) =>
+            h(
+              "div",
+              { role: "listitem" },
+              h(
+                "button",
+                {
+                  type: "button",
+                  class: "institution",
+                  "data-institution": institution.id,
+                  onclick: () => this.choose(institution),
+                },
+                logo(institution),
+                h("span", { class: "name" }, institution.name),
+              ),
+            ),
+          ),
+        );
+        if (!list.length) results.append(h("p", { class: "empty" }, `No sandbox bank matches “${query}”.`));
+      };
+      search.addEventListener("input", show);
+      await show();
+    }
+
+    choose(institution) {
+      this.institution = institution;
+      if (DOWN[institution.status]) this.go("down");
+      else this.go(institution.auth === "oauth" ? "oauth" : "login");
+    }
+
+    render_down() {
+      const [headline, fallback] = DOWN[this.institution.status];
+      const text = this.institution.status_message || fallback;
+      this.dialog.dataset.reason = this.institution.status;
+      this.setTitle(`${this.institution.name} ${headline}`);
+      this.body.append(h("div", { class: "hero" }, logo(this.institution, true)), h("p", { class: "lede" }, text));
+      this.primary("Select another bank", () => this.back());
+    }
+
+    render_oauth() {
+      const bank = this.institution.name;
+      this.setTitle(`Continue to ${bank}`);
+      this.body.append(
+        h("div", { class: "hero" }, logo(this.institution, true)),
+        h("p", { class: "lede" }, `You'll log in at ${bank} and choose the accounts to share. Then you'll come back here.`),
+      );
+      this.primary(`Continue to ${bank}`, () => this.go("bank"));
+    }
+
+    render_bank() {
+      const bank = this.institution.name;
+      this.setTitle(`${bank}: authorize access`);
+      this.body.append(
+        h(
+          "div",
+          { class: "bank-frame", style: `--logo:${color(this.institution)}` },
+          h("div", { class: "bank-bar" }, logo(this.institution), h("span", {}, `${bank} · secure sign-in (simulated)`)),
+          h(
+            "p",
+            {},
+            `You're signed in at ${bank}. Allow ${this.session.merchant_name || "this app"} to access your accounts through Stripe?`,
+          ),
+        ),
+      );
+      this.primary("Authorize", async () => {
+        const result = await this.call("authorize", { institution: this.institution.id });
+        if (result) this.afterLogin(result);
+      });
+      this.secondary("Cancel", () => this.back());
+    }
+
+    render_login() {
+      const bank = this.institution.name;
+      this.setTitle(`Log in to ${bank}`);
+      const username = h("input", { id: "fc-username", name: "username", autocomplete: "off", autofocus: true, required: true });
+      const password = h("input", { id: "fc-password", name: "password", type: "password", autocomplete: "off", required: true });
+      const form = h(
+        "form",
+        {
+          class: "form",
+          onsubmit: async (event) => {
+            event.preventDefault();
+            const result = await this.call("login", {
+              institution: this.institution.id,
+              username: username.value,
+              password: password.value,
+            });
+            if (result) this.afterLogin(result);
+          },
+        },
+        h("div", { class: "bank-bar", style: `--logo:${color(this.institution)}` }, logo(this.institution), h("span", {}, bank)),
+        h("label", { htmlFor: "fc-username" }, "Username"),
+        username,
+        h("label", { htmlFor: "fc-password" }, "Password"),
+        password,
+        h(
+          "p",
+          { class: "fine" },
+          "Sandbox: any username and password log in. Type a magic word as the password to test other paths: ",
+          ["mfa", "options", "security_question", "error", "incorrect"].map((w, i) => [i ? ", " : "", h("code", {}, w)]),
+          ".",
+        ),
+        h("button", { type: "submit", hidden: true, tabIndex: -1 }),
+      );
+      this.body.append(form);
+      this.primary("Log in", () => form.requestSubmit());
+    }
+
+    afterLogin(result) {
+      if (result.next === "accounts") {
+        this.accounts = result.accounts || [];
+        this.go("accounts");
+      } else if (result.next === "incorrect") {
+        this.showError(result.message || "The username or password is incorrect. Try again.");
+        const password = this.body.querySelector("#fc-password");
+        if (password) {
+          password.value = "";
+          password.focus();
+        }
+      } else if (result.next === "failed") {
+        this.failure = result.message;
+        this.go("failed");
+      } else {
+        this.challenge = result;
+        this.go(result.next);
+      }
+    }
+
+    challengeForm(fieldLabel, stage, type = "text", extra = []) {
+      const input = h("input", { id: "fc-answer", name: "answer", type, autocomplete: "off", autofocus: true, required: true });
+      const form = h(
+        "form",
+        {
+          class: "form",
+          onsubmit: async (event) => {
+            event.preventDefault();
+            const result = await this.call("login", { institution: this.institution.id, stage, answer: input.value });
+            if (result) this.afterLogin(result);
+          },
+        },
+        extra,
+        h("label", { htmlFor: "fc-answer" }, fieldLabel),
+        input,
+        h("button", { type: "submit", hidden: true, tabIndex: -1 }),
+      );
+      this.body.append(form);
+      this.primary("Continue", () => form.requestSubmit());
+    }
+
+    render_mfa() {
+      this.setTitle("Enter your verification code");
+      this.challengeForm("Verification code", "mfa", "text", [
+        h("p", { class: "lede" }, this.challenge.prompt || "We sent a code to your phone. Any code works in the sandbox."),
+      ]);
+    }
+
+    render_security_question() {
+      this.setTitle("Answer your security question");
+      this.challengeForm(this.challenge.prompt || "What is the name of your first pet?", "security_question");
+    }
+
+    render_options() {
+      this.setTitle("Where should we send your code?");
+      const options = this.challenge.options || ["Text message to •••-•••-1234", "Email to j•••@example.com"];
+      const form = h(
+        "form",
+        {
+          class: "form",
+          onsubmit: async (event) => {
+            event.preventDefault();
+            const choice = form.querySelector("input:checked");
+            const result = await this.call("login", {
+              institution: this.institution.id,
+              stage: "options",
+              answer: choice ? choice.value : options[0],
+            });
+            if (result) this.afterLogin(result);
+          },
+        },
+        h(
+          "fieldset",
+          { class: "choices" },
+          h("legend", {}, "Send a verification code by"),
+          options.map((option, i) =>
+            h("label", { class: "choice" }, h("input", { type: "radio", name: "option", value: option, checked: i === 0, autofocus: i === 0 }), h("span", {}, option)),
+          ),
+        ),
+      );
+      this.body.append(form);
+      this.primary("Send code", () => form.requestSubmit());
+    }
+
+    render_failed() {
+      this.setTitle(`${this.institution ? this.institution.name : "Your bank"} could not log you in`);
+      this.body.append(
+        h("p", { class: "lede" }, this.failure || "Something went wrong at your bank. This linking session has ended."),
+      );
+      this.primary("Close", () => this.close());
+    }
+
+    render_accounts() {
+      this.setTitle("Select accounts to link");
+      const boxes = [];
+      const link = () => this.footer.querySelector(".primary");
+      const update = () => {
+        link().disabled = !boxes.some((b) => b.checked);
+      };
+      const rows = this.accounts.map((account) => {
+        const id = account.key || account.id;
+        const unsupported = account.selectable === false || Boolean(account.disabled_reason);
+        const box = h("input", {
+          type: "checkbox",
+          name: "account",
+          value: id,
+          checked: !unsupported,
+          disabled: unsupported,
+          onchange: update,
+        });
+        if (!unsupported) boxes.push(box);
+        return h(
+          "label",
+          { class: `account${unsupported ? " account--disabled" : ""}`, "data-account": id },
+          box,
+          h(
+            "span",
+            { class: "account-text" },
+            h("span", { class: "name" }, account.display_name || "Account"),
+            h("span", { class: "meta" }, [label(account.subcategory), mask(account.last4)].filter(Boolean).join(" · ")),
+            unsupported ? h("span", { class: "reason" }, account.disabled_reason || "Not supported") : null,
+          ),
+        );
+      });
+      this.body.append(h("fieldset", { class: "accounts" }, h("legend", { class: "sr" }, "Accounts"), rows));
+      if (!this.accounts.length) this.body.append(h("p", { class: "empty" }, "This bank has no accounts to share."));
+      if (boxes[0]) boxes[0].autofocus = true;
+      this.primary("Link accounts", async () => {
+        const chosen = boxes.filter((b) => b.checked).map((b) => b.value);
+        const result = await this.call("complete", { institution: this.institution.id, accounts: chosen });
+        if (!result) return;
+        this.linked = result.accounts || [];
+        this.go("success");
+      });
+      update();
+    }
+
+    render_success() {
+      this.setTitle("Your accounts were linked");
+      this.body.append(
+        h("div", { class: "hero" }, h("span", { class: "check", "aria-hidden": "true" }, "✓")),
+        h(
+          "ul",
+          { class: "linked" },
+          this.linked.map((a) => h("li", {}, h("span", { class: "name" }, a.display_name), h("span", { class: "meta" }, mask(a.last4)))),
+        ),
+        h("p", { class: "lede" }, `${this.session.merchant_name || "The app"} can now use the data you shared.`),
+      );
+      this.primary("Done", () => this.close());
+    }
+  }
+
+  function Stripe(publishableKey) {
+    if (typeof publishableKey !== "string" || !publishableKey) {
+      throw new TypeError(`Stripe(): expected a publishable key such as "pk_test_...", got ${JSON.stringify(publishableKey)}.`);
+    }
+    return {
+      async collectFinancialConnectionsAccounts(options) {
+        const clientSecret = options && options.clientSecret;
+        if (typeof clientSecret !== "string" || !clientSecret) {
+          throw new TypeError("collectFinancialConnectionsAccounts: expected {clientSecret: string}, the session's client_secret.");
+        }
+        if (document.querySelector("[data-finconn-sandbox]")) {
+          return { error: { type: "invalid_request_error", message: "A Financial Connections window is already open." } };
+        }
+        const session = await api("session", clientSecret);
+        if (session.error) return { error: session.error };
+        return new Promise((resolve) => new Modal(session, clientSecret, resolve));
+      },
+    };
+  }
+
+  window.FinConnSandbox = { Stripe };
+  // Never replace a real Stripe.js the page loaded for something else.
+  if (!window.Stripe) window.Stripe = Stripe;
+})();

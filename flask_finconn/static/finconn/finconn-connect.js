@@ -1,0 +1,290 @@
+/*
+ * Flask-FinConn widget: the <finconn-connect> element and FinConn.connect().
+ *
+ * Flow: POST <endpoint>/sessions -> load Stripe.js once (or the sandbox stand-in when the
+ * session says sandbox) -> collectFinancialConnectionsAccounts({clientSecret}) ->
+ * POST <endpoint>/sessions/<id>/complete. The server re-reads the session from Stripe, so
+ * nothing the browser says about accounts is trusted.
+ *
+ * Plain modern JS with no build step; the extension serves it minified through webassets.
+ */
+(() => {
+  "use strict";
+  // Included twice (two bundles, a template and a partial): the first copy wins.
+  if (window.FinConn && window.FinConn.connect) return;
+
+  const script = document.currentScript;
+  const defaultEndpoint = (script && script.dataset.endpoint) || "/finconn";
+  // Scripts we inject need the page's CSP nonce; ours is readable only as a property.
+  const nonce = (script && script.nonce) || "";
+  const STRIPE_SRC = /^https:\/\/js\.stripe\.com\/(v3\/?|[a-z]+\/stripe\.js)(\?.*)?$/;
+  const LOAD_TIMEOUT_MS = 30000;
+  const loads = new Map();
+  const instances = new Map();
+  let active = null;
+
+  class FinConnError extends Error {
+    constructor(code, message, cause) {
+      super(message, cause ? { cause } : undefined);
+      this.name = "FinConnError";
+      this.code = code;
+    }
+  }
+
+  const fail = (code, message, cause) => new FinConnError(code, message, cause);
+
+  function findScript(url) {
+    for (const tag of document.querySelectorAll("script[src]")) {
+      if (tag.dataset.finconnFailed) continue;
+      if (tag.src === url || (STRIPE_SRC.test(url) && STRIPE_SRC.test(tag.src))) return tag;
+    }
+    return null;
+  }
+
+  function inject(url, getGlobal, retries) {
+    return new Promise((resolve, reject) => {
+      let tag = findScript(url);
+      if (!tag) {
+        tag = document.createElement("script");
+        tag.src = url;
+        tag.async = true;
+        if (nonce) tag.nonce = nonce;
+        document.head.appendChild(tag);
+      }
+      const timer = setTimeout(
+        () => reject(fail("stripe_js_load_failed", `Stripe.js did not load from ${url} in time.`)),
+        LOAD_TIMEOUT_MS,
+      );
+      tag.addEventListener("load", () => {
+        clearTimeout(timer);
+        const Stripe = getGlobal();
+        if (Stripe) resolve(Stripe);
+        else reject(fail("stripe_js_unavailable", `${url} loaded but did not define Stripe.`));
+      });
+      tag.addEventListener("error", (event) => {
+        clearTimeout(timer);
+        // A failed tag never fires again: drop it so the next attempt injects a fresh one.
+        tag.dataset.finconnFailed = "1";
+        tag.remove();
+        if (retries > 0) {
+          inject(url, getGlobal, retries - 1).then(resolve, reject);
+        } else {
+          reject(fail("stripe_js_load_failed", `Stripe.js could not be loaded from ${url}.`, event));
+        }
+      });
+    });
+  }
+
+  /** The Stripe constructor from `url`, loading the script at most once per page. */
+  function loadStripe(url, sandbox) {
+    const getGlobal = sandbox
+      ? () => window.FinConnSandbox && window.FinConnSandbox.Stripe
+      : () => window.Stripe;
+    const ready = getGlobal();
+    if (ready) return Promise.resolve(ready);
+    if (!loads.has(url)) {
+      const loading = inject(url, getGlobal, 1);
+      // Forget a failure so that the next click can retry the load.
+      loading.catch(() => loads.delete(url));
+      loads.set(url, loading);
+    }
+    return loads.get(url);
+  }
+
+  async function post(url, body, fetchImpl) {
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    const csrf = document.querySelector('meta[name="csrf-token"]');
+    if (csrf && csrf.content) headers["X-CSRFToken"] = csrf.content;
+    let response;
+    try {
+      response = await fetchImpl(url, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body),
+        credentials: "same-origin",
+      });
+    } catch (error) {
+      throw fail("network_error", "The server could not be reached. Check your connection and try again.", error);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      const error = (data && data.error) || {};
+      throw fail(
+        error.code || `http_${response.status}`,
+        error.message || `The server answered ${response.status} ${response.statusText}.`.replace(" .", "."),
+      );
+    }
+    if (!data || typeof data !== "object") {
+      throw fail("invalid_response", "The server sent a response that is not JSON.");
+    }
+    return data;
+  }
+
+  function permissionList(value) {
+    if (!value) return [];
+    return (Array.isArray(value) ? value : String(value).split(/[\s,]+/)).filter(Boolean);
+  }
+
+  /**
+   * Run one linking flow; resolves {accounts, cancelled, session}, rejects with a FinConnError.
+   * Only one flow runs at a time on a page, as only one modal can be open.
+   */
+  async function connect(options = {}) {
+    if (active) throw fail("flow_in_progress", "A bank-linking window is already open.");
+    const endpoint = String(options.endpoint || defaultEndpoint).replace(/\/+$/, "");
+    const fetchImpl = options.fetch || window.fetch.bind(window);
+    active = true;
+    try {
+      const permissions = permissionList(options.permissions);
+      const session = await post(`${endpoint}/sessions`, permissions.length ? { permissions } : {}, fetchImpl);
+      const Stripe = await loadStripe(session.stripe_js_url, session.sandbox);
+      const key = `${session.sandbox ? "sandbox:" : ""}${session.publishable_key}`;
+      if (!instances.has(key)) instances.set(key, Stripe(session.publishable_key));
+      let result;
+      try {
+        result = await instances.get(key).collectFinancialConnectionsAccounts({
+          clientSecret: session.client_secret,
+        });
+      } catch (error) {
+        throw fail("stripe_error", (error && error.message) || "Stripe.js could not open the linking window.", error);
+      }
+      if (result && result.error) {
+        throw fail(result.error.code || result.error.type || "stripe_error", result.error.message || "The linking window could not be opened.");
+      }
+      const done = await post(`${endpoint}/sessions/${encodeURIComponent(session.id)}/complete`, {}, fetchImpl);
+      return { accounts: done.accounts || [], cancelled: Boolean(done.cancelled), session: session.id };
+    } finally {
+      active = null;
+    }
+  }
+
+  class FinConnConnectElement extends HTMLElement {
+    static get observedAttributes() {
+      return ["disabled"];
+    }
+
+    /** Register the element (once) under `tag`; returns the class. */
+    static define(tag = "finconn-connect", registry = window.customElements) {
+      if (!registry.get(tag)) registry.define(tag, this);
+      return this;
+    }
+
+    get endpoint() {
+      return this.getAttribute("endpoint") || defaultEndpoint;
+    }
+
+    set endpoint(value) {
+      this.setAttribute("endpoint", value);
+    }
+
+    get permissions() {
+      return permissionList(this.getAttribute("permissions"));
+    }
+
+    set permissions(value) {
+      this.setAttribute("permissions", permissionList(value).join(" "));
+    }
+
+    get disabled() {
+      return this.hasAttribute("disabled");
+    }
+
+    set disabled(value) {
+      this.toggleAttribute("disabled", Boolean(value));
+    }
+
+    get busy() {
+      return this.getAttribute("aria-busy") === "true";
+    }
+
+    connectedCallback() {
+      // Parsed before its children (script in <head> without defer): render once they exist.
+      if (!this.button && !this.firstChild && document.readyState === "loading") {
+        document.addEventListener("DOMContentLoaded", () => this.connectedCallback(), { once: true });
+        return;
+      }
+      if (!this.button) this.render();
+      this.sync();
+    }
+
+    attributeChangedCallback() {
+      this.sync();
+    }
+
+    render() {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "finconn-connect__button";
+      button.append(...this.childNodes);
+      if (!button.textContent.trim()) button.textContent = "Link your bank";
+      const status = document.createElement("span");
+      status.className = "finconn-connect__status";
+      status.setAttribute("role", "status");
+      status.setAttribute("aria-live", "polite");
+      button.addEventListener("click", () => this.start());
+      this.append(button, status);
+      this.button = button;
+      this.status = status;
+    }
+
+    sync() {
+      if (!this.button) return;
+      this.button.disabled = this.disabled;
+      if (this.busy) this.button.setAttribute("aria-disabled", "true");
+      else this.button.removeAttribute("aria-disabled");
+    }
+
+    say(message, isError = false) {
+      if (!this.status) return;
+      this.status.textContent = message;
+      this.status.classList.toggle("finconn-connect__status--error", isError);
+    }
+
+    emit(name, detail, cancelable = false) {
+      return this.dispatchEvent(
+        new CustomEvent(`finconn-connect-${name}`, { bubbles: true, cancelable, detail }),
+      );
+    }
+
+    /** The network half of a click; override it to customise the request. */
+    connect() {
+      return connect({ endpoint: this.endpoint, permissions: this.permissions });
+    }
+
+    /** Start a linking flow, as a click does; ignored while one is running. */
+    async start() {
+      if (this.busy || this.disabled) return;
+      if (!this.emit("start", { permissions: this.permissions }, true)) return;
+      this.setAttribute("aria-busy", "true");
+      this.sync();
+      this.say("");
+      try {
+        const { accounts, cancelled } = await this.connect();
+        if (accounts.length) {
+          this.say(`${accounts.length} account${accounts.length === 1 ? "" : "s"} linked.`);
+          this.emit("success", { accounts });
+        } else {
+          this.emit("exit", { reason: cancelled ? "cancelled" : "no_accounts" });
+        }
+      } catch (caught) {
+        const error = {
+          code: (caught && caught.code) || "unexpected_error",
+          message: (caught && caught.message) || "Something went wrong. Try again.",
+        };
+        this.say(error.message, true);
+        this.emit("error", { error });
+      } finally {
+        this.setAttribute("aria-busy", "false");
+        this.sync();
+      }
+    }
+  }
+
+  window.FinConn = { connect, loadStripe, FinConnError, FinConnConnectElement, version: "0.1.0" };
+  FinConnConnectElement.define();
+})();
