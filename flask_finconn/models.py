@@ -124,9 +124,9 @@ class Account(Base):
     transaction_refresh: Mapped[dict[str, Any] | None]
     ownership_id: Mapped[str | None] = mapped_column(sa.String(255))  # fcaowns_ last stored
     transactions_cursor: Mapped[str | None] = mapped_column(sa.String(255))  # fctxnref_ synced
-    latest_balance_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("finconn_balance.id", use_alter=True, ondelete="SET NULL")
-    )
+    # No database FK: it would close a cycle with finconn_balance.account_id, and Alembic's
+    # create_table drops use_alter FKs, so migrations would never create it.
+    latest_balance_id: Mapped[int | None]
     previous_stripe_ids: Mapped[list[str]] = mapped_column(default=list)
     livemode: Mapped[bool] = mapped_column(default=False)
     raw: Mapped[dict[str, Any]]
@@ -135,7 +135,8 @@ class Account(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     latest_balance: Mapped[BalanceSnapshot | None] = relationship(
-        foreign_keys=[latest_balance_id], post_update=True
+        primaryjoin="foreign(Account.latest_balance_id) == BalanceSnapshot.id",
+        post_update=True,
     )
 
 
@@ -222,7 +223,12 @@ def attach_to(metadata: sa.MetaData) -> None:
     """Copy the ``finconn_*`` tables into the host's metadata (once; safe to repeat)."""
     for table in Base.metadata.sorted_tables:
         if table.name not in metadata.tables:
-            table.to_metadata(metadata)
+            copy = table.to_metadata(metadata)
+            # The copies only serve create_all and migrations; plain column types there make
+            # Alembic render `sa.DateTime()` instead of an unimported `flask_finconn...` name.
+            for column in copy.columns:
+                if isinstance(column.type, TypeDecorator):
+                    column.type = column.type.impl_instance
 
 
 __all__ = [

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get("FINCONN_TEST_POSTGRES_URL")
@@ -42,3 +44,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def finconn_app(database_url: str) -> Iterator[Flask]:
+    """A host app from ``flask_finconn.testing.create_app`` on a fresh database."""
+    from flask_finconn.testing import create_app
+
+    app = create_app(database_url)
+    yield app
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def finconn_client(finconn_app: Flask) -> FlaskClient:
+    """A test client of ``finconn_app``."""
+    return finconn_app.test_client()
