@@ -1,0 +1,140 @@
+"""SQLite storage for the sandbox: one connection, one lock, explicit transactions.
+
+A file database survives restarts and may be shared by several processes (WAL, and
+``BEGIN IMMEDIATE`` for writes so they queue instead of failing). Inside one process a
+re-entrant lock serialises access, so concurrent requests never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS customers (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created INTEGER NOT NULL, email TEXT,
+    data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS customers_seq ON customers (seq);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created INTEGER NOT NULL,
+    client_secret TEXT NOT NULL UNIQUE, state TEXT NOT NULL, expires_at INTEGER NOT NULL,
+    data TEXT NOT NULL, internal TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created INTEGER NOT NULL, session TEXT,
+    customer TEXT, holder_account TEXT, data TEXT NOT NULL, internal TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS accounts_seq ON accounts (seq);
+CREATE INDEX IF NOT EXISTS accounts_session ON accounts (session, seq);
+CREATE INDEX IF NOT EXISTS accounts_customer ON accounts (customer, seq);
+CREATE INDEX IF NOT EXISTS accounts_holder_account ON accounts (holder_account, seq);
+CREATE TABLE IF NOT EXISTS ownerships (
+    id TEXT PRIMARY KEY, account TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS owners (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ownership TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS owners_ownership ON owners (ownership, seq);
+CREATE TABLE IF NOT EXISTS txn_refreshes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, account TEXT NOT NULL,
+    created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS transactions (
+    id TEXT PRIMARY KEY, account TEXT NOT NULL, transacted_at INTEGER NOT NULL,
+    status TEXT NOT NULL, refresh_seq INTEGER NOT NULL, amount INTEGER NOT NULL,
+    description TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transactions_order ON transactions (account, transacted_at, id);
+CREATE INDEX IF NOT EXISTS transactions_refresh ON transactions (account, refresh_seq);
+CREATE INDEX IF NOT EXISTS transactions_pending ON transactions (account, status);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, created INTEGER NOT NULL,
+    type TEXT NOT NULL, account TEXT, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY, target TEXT NOT NULL UNIQUE, url TEXT, path TEXT,
+    secret TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL, endpoint TEXT NOT NULL,
+    due_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,
+    last_status INTEGER);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, due_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, delivery INTEGER NOT NULL, event TEXT NOT NULL,
+    endpoint TEXT NOT NULL, at INTEGER NOT NULL, status INTEGER, error TEXT);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, due_at REAL NOT NULL, kind TEXT NOT NULL,
+    account TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at);
+CREATE INDEX IF NOT EXISTS tasks_account ON tasks (account, kind);
+CREATE TABLE IF NOT EXISTS idempotency (
+    api_key TEXT NOT NULL, key TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
+    params TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, created INTEGER NOT NULL,
+    PRIMARY KEY (api_key, key));
+"""
+
+
+class Store:
+    """A SQLite connection shared by the threads of one process, used under a lock."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn = sqlite3.connect(
+            database, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        if database != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def tx(self, write: bool = True) -> Iterator[None]:
+        """Run a block in one transaction (nested blocks join the outer one)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._conn.execute("COMMIT")
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        self._conn.executemany(sql, rows)
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(sql, args).fetchone()
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, args).fetchall()
+
+    def next_seq(self, table: str) -> int:
+        row = self.one(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table}")
+        return int(row[0])
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,1415 @@
+"""The sandbox: state, clock, refresh and account state machines, events and webhooks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import _data, institutions
+from ._params import ApiError, invalid, not_found
+from ._store import Store
+from .faults import Faults
+from .institutions import AccountTemplate, Institution
+
+log = logging.getLogger("flask_finconn.sandbox")
+
+WSGIApp = Callable[..., Any]
+
+API_VERSION = "2026-10-28.endive"
+FEATURE_STATE = {
+    "balance": "balance_refresh",
+    "ownership": "ownership_refresh",
+    "transactions": "transaction_refresh",
+}
+FEATURE_PERMISSION = {
+    "balance": "balances",
+    "ownership": "ownership",
+    "transactions": "transactions",
+}
+REFRESHED_EVENT = {
+    "balance": "financial_connections.account.refreshed_balance",
+    "ownership": "financial_connections.account.refreshed_ownership",
+    "transactions": "financial_connections.account.refreshed_transactions",
+}
+ACCOUNT_EVENT_TYPES = (
+    "financial_connections.account.created",
+    "financial_connections.account.deactivated",
+    "financial_connections.account.reactivated",
+    "financial_connections.account.disconnected",
+    "financial_connections.account.refreshed_balance",
+    "financial_connections.account.refreshed_ownership",
+    "financial_connections.account.refreshed_transactions",
+    "financial_connections.account.account_numbers_updated",
+    "financial_connections.account.upcoming_account_number_expiry",
+    "financial_connections.account.supported_payment_method_types_updated",
+    "financial_connections.account.upcoming_deactivation",
+    "financial_connections.account.expected_deactivation_date_updated",
+)
+AUTHORIZATION_EVENT_TYPES = (
+    "financial_connections.authorization.upcoming_deactivation",
+    "financial_connections.authorization.expected_deactivation_date_updated",
+)
+EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
+DAY = _data.DAY
+REAUTH_EVENTUAL_DAYS = 30
+INACTIVE_AFTER = 60
+WEBHOOK_MAX_ATTEMPTS = 8
+WEBHOOK_RETRY_BASE = 5.0
+WEBHOOK_RETRY_CAP = 3600.0
+MAGIC_WORDS = ("error", "incorrect", "confirm_mfa", "mfa", "options", "security_question")
+
+
+class SessionError(Exception):
+    """A client secret that cannot be used: unknown, expired, or already used.
+
+    ``code`` is ``session_unknown``, ``session_expired`` or ``session_used``; ``message``
+    is a sentence fit for the modal.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class RequestContext:
+    """The API request being served, stamped on the events it causes."""
+
+    id: str | None = None
+    idempotency_key: str | None = None
+    livemode: bool = False
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class Sandbox:
+    """A stateful emulator of Stripe's Customers and Financial Connections API.
+
+    ``database`` is a SQLite file (state survives restarts) or ``":memory:"``.
+    ``refresh_delay`` is how long (sandbox seconds) a refresh stays pending;
+    ``refresh_cooldown`` how long after it finished the next one may start.
+    """
+
+    api_key = "sk_test_sandbox"
+    publishable_key = "pk_test_sandbox"
+    api_base = "http://sandbox.finconn.invalid"
+
+    def __init__(
+        self,
+        database: str = ":memory:",
+        *,
+        refresh_delay: float = 1.0,
+        refresh_cooldown: int = 10,
+        session_ttl: int = 3600,
+        history_size: int | None = None,
+    ) -> None:
+        self.store = Store(database)
+        self.refresh_delay = refresh_delay
+        self.refresh_cooldown = refresh_cooldown
+        self.session_ttl = session_ttl
+        self.default_history_size = history_size
+        self.faults = Faults()
+        self._local = threading.local()
+        self._wsgi_targets: dict[str, WSGIApp] = {}
+        self._background: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._deliver_lock = threading.Lock()
+        from ._api import Api
+
+        self._api = Api(self)
+        self.wsgi_app: WSGIApp = self._api.wsgi_app
+
+    # --- clock --------------------------------------------------------------------------
+
+    def _offset(self) -> float:
+        return float(self.store.get_meta("clock_offset", "0") or 0)
+
+    def now(self) -> int:
+        """The sandbox clock in Unix seconds (wall time plus what ``advance_time`` added)."""
+        return int(self.now_float())
+
+    def now_float(self) -> float:
+        return time.time() + self._offset()
+
+    def advance_time(self, seconds: float) -> int:
+        """Move the sandbox clock forward and run what became due. Returns the new time."""
+        if seconds < 0:
+            raise ValueError("The sandbox clock only moves forward; pass a positive number.")
+        with self.store.tx():
+            self.store.set_meta("clock_offset", repr(self._offset() + seconds))
+            self.run_due()
+            return self.now()
+
+    # --- clients ------------------------------------------------------------------------
+
+    def http_client(self) -> Any:
+        """A ``stripe.HTTPClient`` that calls :attr:`wsgi_app` directly, with no socket."""
+        from .transport import SandboxHTTPClient
+
+        return SandboxHTTPClient(self.wsgi_app)
+
+    def stripe_client(self, **kwargs: Any) -> Any:
+        """A ``stripe.StripeClient`` wired to this sandbox in-process."""
+        import stripe
+
+        kwargs.setdefault("http_client", self.http_client())
+        kwargs.setdefault("base_addresses", {"api": self.api_base})
+        return stripe.StripeClient(kwargs.pop("api_key", self.api_key), **kwargs)
+
+    # --- request context ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _request(self, ctx: RequestContext) -> Iterator[None]:
+        previous = getattr(self._local, "request", None)
+        self._local.request = ctx
+        try:
+            yield
+        finally:
+            self._local.request = previous
+
+    def _ctx(self) -> RequestContext:
+        ctx = getattr(self._local, "request", None)
+        return ctx if ctx is not None else RequestContext()
+
+    # --- customers ----------------------------------------------------------------------
+
+    def create_customer(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = self.now()
+        cus_id = _data.new_id("cus_")
+        data: dict[str, Any] = {
+            "id": cus_id,
+            "object": "customer",
+            "address": None,
+            "balance": 0,
+            "created": now,
+            "currency": None,
+            "default_source": None,
+            "delinquent": False,
+            "description": params.get("description"),
+            "discount": None,
+            "email": params.get("email"),
+            "invoice_prefix": cus_id[4:12].upper(),
+            "invoice_settings": {
+                "custom_fields": None,
+                "default_payment_method": None,
+                "footer": None,
+                "rendering_options": None,
+            },
+            "livemode": self._ctx().livemode,
+            "metadata": params.get("metadata") or {},
+            "name": params.get("name"),
+            "next_invoice_sequence": 1,
+            "phone": params.get("phone"),
+            "preferred_locales": [],
+            "shipping": None,
+            "tax_exempt": "none",
+            "test_clock": None,
+        }
+        self.store.execute(
+            "INSERT INTO customers (id, seq, created, email, data) VALUES (?, ?, ?, ?, ?)",
+            (cus_id, self.store.next_seq("customers"), now, data["email"], _dumps(data)),
+        )
+        return data
+
+    def update_customer(self, cus_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        data = self.customer(cus_id)
+        for key in ("email", "name", "phone", "description"):
+            if key in params:
+                data[key] = params[key] or None
+        if "metadata" in params:
+            merged = {**data["metadata"], **(params["metadata"] or {})}
+            data["metadata"] = {k: v for k, v in merged.items() if v != ""}
+        if params.get("metadata") == {}:
+            data["metadata"] = {}
+        self.store.execute(
+            "UPDATE customers SET email = ?, data = ? WHERE id = ?",
+            (data["email"], _dumps(data), cus_id),
+        )
+        return data
+
+    def customer(self, cus_id: str, *, param: str = "id", status: int = 404) -> dict[str, Any]:
+        """The customer as the API returns it (raises :class:`ApiError` if there is none)."""
+        with self.store.tx(write=False):
+            row = self.store.one("SELECT data FROM customers WHERE id = ?", (cus_id,))
+        if row is None:
+            raise not_found("customer", cus_id, param=param, status=status)
+        return dict(json.loads(row[0]))
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def create_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        holder = params["account_holder"]
+        if holder.get("type") == "customer":
+            if not holder.get("customer") and not holder.get("customer_account"):
+                raise invalid(
+                    "account_holder[customer] is required when account_holder[type] is customer.",
+                    param="account_holder[customer]",
+                    code="parameter_missing",
+                )
+            if holder.get("account"):
+                raise invalid(
+                    "account_holder[account] cannot be set when account_holder[type] is customer.",
+                    param="account_holder[account]",
+                )
+            if holder.get("customer"):
+                self.customer(holder["customer"], param="account_holder[customer]", status=400)
+        else:
+            if not holder.get("account"):
+                raise invalid(
+                    "account_holder[account] is required when account_holder[type] is account.",
+                    param="account_holder[account]",
+                    code="parameter_missing",
+                )
+            if holder.get("customer"):
+                raise invalid(
+                    "account_holder[customer] cannot be set when account_holder[type] is account.",
+                    param="account_holder[customer]",
+                )
+        permissions = params["permissions"]
+        if not permissions:
+            raise invalid(
+                "permissions must list at least one permission.",
+                param="permissions",
+                code="parameter_missing",
+            )
+        now = self.now()
+        sess_id = _data.new_id("fcsess_")
+        filters = params.get("filters") or {}
+        data: dict[str, Any] = {
+            "id": sess_id,
+            "object": "financial_connections.session",
+            "account_holder": {k: v for k, v in holder.items() if v},
+            "accounts": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "url": "/v1/financial_connections/accounts",
+            },
+            "client_secret": _data.new_id("fcsess_client_secret_"),
+            "filters": {
+                "account_subcategories": filters.get("account_subcategories") or None,
+                "country": filters.get("country") or "US",
+            },
+            "livemode": self._ctx().livemode,
+            "permissions": _unique(permissions),
+            "prefetch": _unique(params.get("prefetch") or []),
+        }
+        if filters.get("require_payment_method_support"):
+            data["filters"]["require_payment_method_support"] = filters[
+                "require_payment_method_support"
+            ]
+        limits = params.get("limits")
+        if limits and limits.get("accounts") is not None:
+            if limits["accounts"] < 1:
+                raise invalid(
+                    "limits[accounts] must be at least 1.",
+                    param="limits[accounts]",
+                    code="parameter_invalid_integer",
+                )
+            data["limits"] = {"accounts": limits["accounts"]}
+        if params.get("manual_entry"):
+            data["manual_entry"] = params["manual_entry"]
+        if params.get("return_url"):
+            data["return_url"] = params["return_url"]
+        self.store.execute(
+            "INSERT INTO sessions (id, seq, created, client_secret, state, expires_at, data, "
+            "internal) VALUES (?, ?, ?, ?, 'open', ?, ?, '{}')",
+            (
+                sess_id,
+                self.store.next_seq("sessions"),
+                now,
+                data["client_secret"],
+                now + self.session_ttl,
+                _dumps(data),
+            ),
+        )
+        return data
+
+    def _session_row(
+        self, sess_id: str, *, param: str = "session"
+    ) -> tuple[dict[str, Any], str, int]:
+        row = self.store.one(
+            "SELECT data, state, expires_at FROM sessions WHERE id = ?", (sess_id,)
+        )
+        if row is None:
+            raise not_found("financial connections session", sess_id, param=param)
+        return json.loads(row[0]), row[1], row[2]
+
+    def session(self, sess_id: str) -> dict[str, Any]:
+        """The session as the API returns it, with its linked accounts."""
+        with self.store.tx(write=False):
+            data, _, _ = self._session_row(sess_id)
+            rows = self.store.all(
+                "SELECT data FROM accounts WHERE session = ? ORDER BY seq DESC LIMIT 101",
+                (sess_id,),
+            )
+        data["accounts"]["data"] = [json.loads(r[0]) for r in rows[:100]]
+        data["accounts"]["has_more"] = len(rows) > 100
+        return data
+
+    def session_for_client_secret(self, client_secret: str) -> dict[str, Any]:
+        """The open session this client secret belongs to.
+
+        Raises :class:`SessionError` when the secret is unknown, expired or already used
+        (completed or cancelled), which is when Stripe.js fails to launch.
+        """
+        with self.store.tx(write=False):
+            row = self.store.one(
+                "SELECT id, state, expires_at FROM sessions WHERE client_secret = ?",
+                (client_secret or "",),
+            )
+            if row is None:
+                raise SessionError(
+                    "session_unknown", "This link session does not exist. Start a new one."
+                )
+            if row[1] != "open":
+                raise SessionError(
+                    "session_used", "This link session was already used. Start a new one."
+                )
+            if row[2] <= self.now():
+                raise SessionError(
+                    "session_expired", "This link session has expired. Start a new one."
+                )
+            return self.session(row[0])
+
+    def expire_session(self, sess_id: str) -> None:
+        """Make a session's client secret unusable, as if it had timed out."""
+        with self.store.tx():
+            self._session_row(sess_id)
+            self.store.execute(
+                "UPDATE sessions SET expires_at = ? WHERE id = ?", (self.now(), sess_id)
+            )
+
+    def institutions(self, query: str | None = None) -> list[dict[str, Any]]:
+        """Institutions for the modal: featured first, filtered by a search string."""
+        return [i.as_dict() for i in institutions.search(query)]
+
+    def institution_accounts(self, client_secret: str, institution: str) -> list[dict[str, Any]]:
+        """The accounts ``institution`` offers in this session, each selectable or not."""
+        session = self.session_for_client_secret(client_secret)
+        inst = self._institution(institution)
+        return self._offer(inst, session)
+
+    def _institution(self, institution: str) -> Institution:
+        inst = institutions.get(institution)
+        if inst is None:
+            raise invalid(
+                f"No such institution: '{institution}'",
+                param="institution",
+                code="resource_missing",
+            )
+        return inst
+
+    def _offer(self, inst: Institution, session: dict[str, Any]) -> list[dict[str, Any]]:
+        subcategories = session["filters"].get("account_subcategories")
+        needs_ach = "payment_method" in session["permissions"] or session["filters"].get(
+            "require_payment_method_support"
+        ) in ("all",)
+        offered = []
+        for template in inst.accounts:
+            reason = None
+            if subcategories and template.subcategory not in subcategories:
+                reason = "This account type isn't supported here."
+            elif needs_ach and "us_bank_account" not in template.supported_payment_method_types:
+                reason = "This account can't be used for ACH payments."
+            offered.append(template.as_dict(disabled_reason=reason))
+        return offered
+
+    def login(
+        self,
+        client_secret: str,
+        institution: str,
+        username: str = "",
+        password: str = "",
+        answer: str | None = None,
+    ) -> dict[str, Any]:
+        """Log in to a test institution for the modal.
+
+        Returns ``{"status": "ok", "accounts": [...]}``, a further prompt
+        (``{"status": "mfa" | "options" | "security_question", "prompt": ..., ...}``; send
+        the reply as ``answer``), or ``{"status": "error", "code", "message", "retry"}``.
+        Magic words in the password or answer (reference §7): ``mfa``/``confirm_mfa``,
+        ``options``, ``security_question``, ``error`` (ends the attempt), ``incorrect``.
+        """
+        session = self.session_for_client_secret(client_secret)
+        inst = institutions.get(institution)
+        if inst is None:
+            return _login_error("institution_unknown", "That bank isn't available.", retry=False)
+        if inst.status != "up":
+            code = {
+                "down_scheduled": "institution_unavailable_planned",
+                "down_unscheduled": "institution_unavailable_unplanned",
+            }.get(inst.status, "institution_timeout")
+            return _login_error(
+                code, inst.status_message or "This bank is unavailable.", retry=False
+            )
+        if inst.auth == "credentials":
+            word = _magic(answer) if answer is not None else _magic(password)
+            if answer is None and not (username or password):
+                return _login_error(
+                    "credentials_missing", "Enter your username and password.", retry=True
+                )
+            if word == "error":
+                return _login_error(
+                    "authorization_failed",
+                    "Something went wrong logging in to this bank. Try another bank.",
+                    retry=False,
+                )
+            if word == "incorrect":
+                return _login_error(
+                    "incorrect_credentials",
+                    "The username or password is incorrect. Try again.",
+                    retry=True,
+                )
+            if answer is None and word in ("mfa", "confirm_mfa"):
+                return {"status": "mfa", "prompt": "Enter the 6-digit code we sent to your phone."}
+            if answer is None and word == "options":
+                return {
+                    "status": "options",
+                    "prompt": "Where should we send your verification code?",
+                    "options": ["Text to (***) ***-5555", "Email to j***@example.com"],
+                }
+            if answer is None and word == "security_question":
+                return {
+                    "status": "security_question",
+                    "prompt": "What was the name of your first pet?",
+                }
+        return {"status": "ok", "accounts": self._offer(inst, session)}
+
+    def complete_session_with(
+        self, client_secret: str, institution: str, account_keys: list[str] | None
+    ) -> dict[str, Any]:
+        """Attach the chosen accounts of ``institution`` to the session behind this secret."""
+        session = self.session_for_client_secret(client_secret)
+        return self.complete_session(session["id"], institution=institution, accounts=account_keys)
+
+    def complete_session(
+        self,
+        session_id: str,
+        institution: str = "bank_nonoauth",
+        accounts: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Finish the linking flow headlessly: link ``accounts`` (template keys; None: all
+        selectable) of ``institution`` to the session. Returns the session."""
+        with self.store.tx():
+            self.run_due()
+            session, state, expires_at = self._session_row(session_id, param="session")
+            if state != "open":
+                raise invalid(
+                    f"The session {session_id} was already {state}; start a new session.",
+                    param="session",
+                    code="session_already_used",
+                )
+            if expires_at <= self.now():
+                raise invalid(
+                    f"The session {session_id} has expired; start a new session.",
+                    param="session",
+                    code="session_expired",
+                )
+            inst = self._institution(institution)
+            if inst.status != "up":
+                raise invalid(
+                    f"{inst.name} is unavailable: {inst.status_message}",
+                    param="institution",
+                    code="institution_unavailable",
+                )
+            offered = {o["key"]: o for o in self._offer(inst, session)}
+            if accounts is None:
+                chosen = [k for k, o in offered.items() if o["selectable"]]
+            else:
+                chosen = _unique(accounts)
+                for i, key in enumerate(chosen):
+                    if key not in offered:
+                        raise invalid(
+                            f"{inst.name} has no account '{key}'. Choose from: "
+                            f"{', '.join(offered)}.",
+                            param=f"accounts[{i}]",
+                            code="resource_missing",
+                        )
+                    if not offered[key]["selectable"]:
+                        raise invalid(
+                            f"The account '{key}' cannot be linked in this session: "
+                            f"{offered[key]['disabled_reason']}",
+                            param=f"accounts[{i}]",
+                        )
+            limit = (session.get("limits") or {}).get("accounts")
+            if limit is not None and len(chosen) > limit:
+                raise invalid(
+                    f"This session allows at most {limit} account(s); {len(chosen)} were chosen.",
+                    param="accounts",
+                )
+            now = self.now()
+            authorization = _data.new_id("fcauth_")
+            for key in chosen:
+                template = inst.template(key)
+                assert template is not None
+                self._link_account(session, inst, template, authorization, now)
+            self.store.execute(
+                "UPDATE sessions SET state = 'completed' WHERE id = ?", (session_id,)
+            )
+            return self.session(session_id)
+
+    def cancel_session(self, session_id: str) -> dict[str, Any]:
+        """End the flow as if the user closed the modal: no accounts. Returns the session."""
+        with self.store.tx():
+            _, state, _ = self._session_row(session_id, param="session")
+            if state != "open":
+                raise invalid(
+                    f"The session {session_id} was already {state}; start a new session.",
+                    param="session",
+                    code="session_already_used",
+                )
+            self.store.execute(
+                "UPDATE sessions SET state = 'cancelled' WHERE id = ?", (session_id,)
+            )
+            return self.session(session_id)
+
+    def _link_account(
+        self,
+        session: dict[str, Any],
+        inst: Institution,
+        template: AccountTemplate,
+        authorization: str,
+        now: int,
+    ) -> None:
+        acct_id = _data.new_id("fca_")
+        holder = session["account_holder"]
+        data: dict[str, Any] = {
+            "id": acct_id,
+            "object": "financial_connections.account",
+            "account_holder": holder,
+            "account_numbers": None,
+            "balance": None,
+            "balance_refresh": None,
+            "category": template.category,
+            "created": now,
+            "display_name": template.display_name,
+            "institution_name": inst.name,
+            "last4": template.last4,
+            "livemode": session["livemode"],
+            "ownership": None,
+            "ownership_refresh": None,
+            "permissions": list(session["permissions"]),
+            "status": "active",
+            "status_details": None,
+            "subcategory": template.subcategory,
+            "subscriptions": [],
+            "supported_payment_method_types": list(template.supported_payment_method_types),
+            "transaction_refresh": None,
+        }
+        internal: dict[str, Any] = {
+            "institution": inst.id,
+            "template": template.key,
+            "owners": template.owners,
+            "authorization": authorization,
+            "balance_count": 0,
+            "txn_generation": 0,
+            "txn_until": None,
+            "history_size": self.default_history_size,
+            "relinked": False,
+        }
+        self.store.execute(
+            "INSERT INTO accounts (id, seq, created, session, customer, holder_account, data, "
+            "internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                acct_id,
+                self.store.next_seq("accounts"),
+                now,
+                session["id"],
+                holder.get("customer"),
+                holder.get("account"),
+                _dumps(data),
+                _dumps(internal),
+            ),
+        )
+        self._emit("financial_connections.account.created", data, now)
+        if inst.deactivation == "inactive" or inst.deactivation == "reauth_immediate":
+            self._schedule(now + INACTIVE_AFTER, "deactivate", acct_id)
+        elif inst.deactivation == "reauth_eventual":
+            self._expect_deactivation(data, internal, now + REAUTH_EVENTUAL_DAYS * DAY, now)
+            self._save_account(data, internal)
+        prefetch = {"balances": "balance", "ownership": "ownership", "transactions": "transactions"}
+        for permission in session["prefetch"]:
+            feature = prefetch[permission]
+            if FEATURE_PERMISSION[feature] in data["permissions"]:
+                self._start_refresh(data, internal, feature, now)
+        self._save_account(data, internal)
+
+    # --- accounts -----------------------------------------------------------------------
+
+    def _account_row(
+        self, acct_id: str, *, param: str = "account", status: int = 404
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        row = self.store.one("SELECT data, internal FROM accounts WHERE id = ?", (acct_id,))
+        if row is None:
+            raise not_found("financial connections account", acct_id, param=param, status=status)
+        return json.loads(row[0]), json.loads(row[1])
+
+    def account(self, acct_id: str) -> dict[str, Any]:
+        """The account as the API returns it (no expansions)."""
+        with self.store.tx(write=False):
+            return self._account_row(acct_id)[0]
+
+    def _save_account(self, data: dict[str, Any], internal: dict[str, Any]) -> None:
+        self.store.execute(
+            "UPDATE accounts SET data = ?, internal = ? WHERE id = ?",
+            (_dumps(data), _dumps(internal), data["id"]),
+        )
+
+    def refresh_account(self, acct_id: str, features: list[str]) -> dict[str, Any]:
+        data, internal = self._account_row(acct_id)
+        self._require_active(data, "refreshed")
+        features = _unique(features)
+        for i, feature in enumerate(features):
+            permission = FEATURE_PERMISSION[feature]
+            if permission not in (data["permissions"] or []):
+                raise invalid(
+                    f"The account {acct_id} was linked without the '{permission}' permission, so "
+                    f"'{feature}' cannot be refreshed. Link it again in a session that asks for "
+                    f"'{permission}'.",
+                    param=f"features[{i}]",
+                )
+        now = self.now()
+        for feature in features:
+            self._start_refresh(data, internal, feature, now)
+        self._save_account(data, internal)
+        return data
+
+    def subscribe(self, acct_id: str, features: list[str]) -> dict[str, Any]:
+        data, internal = self._account_row(acct_id)
+        self._require_active(data, "subscribed to")
+        if "transactions" not in (data["permissions"] or []):
+            raise invalid(
+                f"The account {acct_id} was linked without the 'transactions' permission, so it "
+                "cannot be subscribed to transactions.",
+                param="features[0]",
+            )
+        if "transactions" not in data["subscriptions"]:
+            now = self.now()
+            data["subscriptions"] = ["transactions"]
+            self._start_refresh(data, internal, "transactions", now)
+            self.store.execute("DELETE FROM tasks WHERE account = ? AND kind = 'daily'", (acct_id,))
+            self._schedule(now + DAY, "daily", acct_id)
+            self._save_account(data, internal)
+        return data
+
+    def unsubscribe(self, acct_id: str, features: list[str]) -> dict[str, Any]:
+        data, internal = self._account_row(acct_id)
+        if data["status"] == "disconnected":
+            self._require_active(data, "unsubscribed from")
+        data["subscriptions"] = []
+        self.store.execute("DELETE FROM tasks WHERE account = ? AND kind = 'daily'", (acct_id,))
+        self._save_account(data, internal)
+        return data
+
+    def disconnect(self, acct_id: str) -> dict[str, Any]:
+        data, internal = self._account_row(acct_id)
+        if data["status"] != "disconnected":
+            self._disconnect(data, internal, self.now())
+        return data
+
+    def _disconnect(self, data: dict[str, Any], internal: dict[str, Any], now: int) -> None:
+        data["status"] = "disconnected"
+        data["status_details"] = None
+        data["balance"] = None
+        data["subscriptions"] = []
+        for key in FEATURE_STATE.values():
+            state = data.get(key)
+            if state:
+                if state["status"] == "pending":
+                    state["status"] = "failed"
+                state["next_refresh_available_at"] = None
+        self.store.execute("DELETE FROM tasks WHERE account = ?", (data["id"],))
+        self._save_account(data, internal)
+        self._emit("financial_connections.account.disconnected", data, now)
+
+    def _require_active(self, data: dict[str, Any], verb: str) -> None:
+        if data["status"] != "active":
+            raise invalid(
+                f"The account {data['id']} is {data['status']} and cannot be {verb}. "
+                + (
+                    "Ask the account holder to link it again."
+                    if data["status"] == "disconnected"
+                    else "Ask the account holder to relink it (status_details shows the action)."
+                ),
+                code="financial_connections_account_inactive",
+                param="account",
+            )
+
+    def _start_refresh(
+        self, data: dict[str, Any], internal: dict[str, Any], feature: str, now: int
+    ) -> bool:
+        key = FEATURE_STATE[feature]
+        state = data.get(key)
+        if state is not None:
+            available = state.get("next_refresh_available_at")
+            # Too early: like Stripe, nothing is started and the account comes back unchanged.
+            if state["status"] == "pending" or available is None or available > now:
+                return False
+        new: dict[str, Any] = {
+            "last_attempted_at": now,
+            "next_refresh_available_at": None,
+            "status": "pending",
+        }
+        if feature == "transactions":
+            ref_id = _data.new_id("fctxnref_")
+            self.store.execute(
+                "INSERT INTO txn_refreshes (id, account, created) VALUES (?, ?, ?)",
+                (ref_id, data["id"], now),
+            )
+            new = {"id": ref_id, **new}
+        data[key] = new
+        self._schedule(now + self.refresh_delay, "refresh", data["id"], {"feature": feature})
+        return True
+
+    def _schedule(
+        self, due_at: float, kind: str, account: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        self.store.execute(
+            "INSERT INTO tasks (due_at, kind, account, data) VALUES (?, ?, ?, ?)",
+            (due_at, kind, account, _dumps(extra or {})),
+        )
+
+    # --- what becomes due ---------------------------------------------------------------
+
+    def run_due(self) -> int:
+        """Run every task whose time has come, oldest first, each at its own due time.
+
+        Returns how many ran. API requests call this first, so results do not depend on a
+        background thread.
+        """
+        now = self.now_float()
+        if self.store.one("SELECT 1 FROM tasks WHERE due_at <= ? LIMIT 1", (now,)) is None:
+            return 0
+        ran = 0
+        with self.store.tx():
+            while True:
+                row = self.store.one(
+                    "SELECT id, due_at, kind, account, data FROM tasks WHERE due_at <= ? "
+                    "ORDER BY due_at, id LIMIT 1",
+                    (now,),
+                )
+                if row is None:
+                    return ran
+                self.store.execute("DELETE FROM tasks WHERE id = ?", (row[0],))
+                self._run_task(row[2], row[3], json.loads(row[4]), int(row[1]))
+                ran += 1
+
+    def _run_task(self, kind: str, acct_id: str, extra: dict[str, Any], at: int) -> None:
+        row = self.store.one("SELECT data, internal FROM accounts WHERE id = ?", (acct_id,))
+        if row is None:
+            return
+        data, internal = json.loads(row[0]), json.loads(row[1])
+        if kind == "refresh":
+            self._finish_refresh(data, internal, extra["feature"], at, extra.get("status"))
+        elif kind == "daily":
+            if data["status"] == "active" and "transactions" in data["subscriptions"]:
+                self._start_refresh(data, internal, "transactions", at)
+                self._save_account(data, internal)
+            if data["status"] != "disconnected" and "transactions" in data["subscriptions"]:
+                self._schedule(at + DAY, "daily", acct_id)
+        elif kind == "deactivate" and data["status"] == "active":
+            self._deactivate(data, internal, at)
+
+    def finish_refreshes(self, account: str | None = None, status: str = "succeeded") -> int:
+        """Finish pending refreshes now (of one account, or all) with ``status``.
+
+        Returns how many finished.
+        """
+        if status not in ("succeeded", "failed"):
+            raise ValueError("status must be 'succeeded' or 'failed'.")
+        with self.store.tx():
+            self.run_due()
+            if account is not None:
+                self._account_row(account)
+                rows = self.store.all(
+                    "SELECT id, account, data FROM tasks WHERE kind = 'refresh' AND account = ? "
+                    "ORDER BY due_at, id",
+                    (account,),
+                )
+            else:
+                rows = self.store.all(
+                    "SELECT id, account, data FROM tasks WHERE kind = 'refresh' ORDER BY due_at, id"
+                )
+            now = self.now()
+            for task_id, acct_id, extra in rows:
+                self.store.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+                data, internal = self._account_row(acct_id)
+                self._finish_refresh(data, internal, json.loads(extra)["feature"], now, status)
+                self._save_account(data, internal)
+            return len(rows)
+
+    def _finish_refresh(
+        self,
+        data: dict[str, Any],
+        internal: dict[str, Any],
+        feature: str,
+        at: int,
+        status: str | None,
+    ) -> None:
+        key = FEATURE_STATE[feature]
+        state = data.get(key)
+        if not state or state["status"] != "pending":
+            return
+        if data["status"] != "active":
+            state.update(status="failed", next_refresh_available_at=None)
+            self._save_account(data, internal)
+            self._emit(REFRESHED_EVENT[feature], data, at)
+            return
+        inst = institutions.get(internal["institution"])
+        deactivates = (
+            inst is not None
+            and inst.deactivation in ("inactive", "reauth_immediate")
+            and not internal.get("relinked")
+        )
+        if deactivates:
+            status = "failed"
+        status = status or "succeeded"
+        if status == "succeeded":
+            if feature == "balance":
+                internal["balance_count"] += 1
+                data["balance"] = _data.balance(
+                    data["id"], data["category"], data["subcategory"], internal["balance_count"], at
+                )
+            elif feature == "ownership":
+                data["ownership"] = self._new_ownership(data["id"], internal["owners"], at)
+            else:
+                self._refresh_transactions(data, internal, state["id"], at)
+        state.update(status=status, next_refresh_available_at=at + self.refresh_cooldown)
+        self._save_account(data, internal)
+        self._emit(REFRESHED_EVENT[feature], data, at)
+        if deactivates:
+            self._deactivate(data, internal, at)
+
+    def _new_ownership(self, acct_id: str, variant: str, at: int) -> str:
+        own_id = _data.new_id("fcaowns_")
+        self.store.execute(
+            "INSERT INTO ownerships (id, account, created) VALUES (?, ?, ?)", (own_id, acct_id, at)
+        )
+        seq = self.store.next_seq("owners")
+        for i, owner in enumerate(_data.owners(variant)):
+            body = {
+                "id": _data.new_id("fcaown_"),
+                "object": "financial_connections.account_owner",
+                **owner,
+                "ownership": own_id,
+                "refreshed_at": at,
+            }
+            self.store.execute(
+                "INSERT INTO owners (id, seq, ownership, data) VALUES (?, ?, ?, ?)",
+                (body["id"], seq + i, own_id, _dumps(body)),
+            )
+        return own_id
+
+    def _refresh_transactions(
+        self, data: dict[str, Any], internal: dict[str, Any], ref_id: str, at: int
+    ) -> None:
+        acct_id = data["id"]
+        ref_seq = self.store.one("SELECT seq FROM txn_refreshes WHERE id = ?", (ref_id,))[0]
+        livemode = data["livemode"]
+        generation = internal["txn_generation"] = internal["txn_generation"] + 1
+        # Pending rows from earlier refreshes settle: most post, some are voided.
+        pending = self.store.all(
+            "SELECT id, transacted_at, amount, description FROM transactions "
+            "WHERE account = ? AND status = 'pending'",
+            (acct_id,),
+        )
+        updates = []
+        for txn_id, transacted_at, amount, description in pending:
+            voided = _data.seed_of(txn_id, "void") % 5 == 0
+            status = "void" if voided else "posted"
+            body = _data.transaction_body(
+                txn_id,
+                acct_id,
+                amount,
+                description,
+                status,
+                transacted_at,
+                None if voided else at,
+                at if voided else None,
+                ref_id,
+                at,
+                livemode,
+            )
+            updates.append((status, ref_seq, body, txn_id))
+        self.store.executemany(
+            "UPDATE transactions SET status = ?, refresh_seq = ?, body = ? WHERE id = ?", updates
+        )
+        until = internal.get("txn_until")
+        size = internal.get("history_size")
+        if until is None:
+            start = at - _data.HISTORY_DAYS * DAY
+            count = size if size is not None else int(_data.HISTORY_DAYS * _data.DEFAULT_DAILY_RATE)
+        else:
+            start = until
+            rate = (size / _data.HISTORY_DAYS) if size is not None else _data.DEFAULT_DAILY_RATE
+            days = (at - until) / DAY
+            count = int(days * rate + (_data.seed_of(acct_id, str(generation)) % 1000) / 1000)
+            if size is not None:
+                have = self.store.one(
+                    "SELECT COUNT(*) FROM transactions WHERE account = ?", (acct_id,)
+                )[0]
+                count = max(count, size - have)
+        new = _data.generate_transactions(acct_id, data["category"], start, at, count, generation)
+        rows = []
+        for txn_id, transacted_at, amount, description in new:
+            status = (
+                "pending"
+                if transacted_at > at - _data.PENDING_WINDOW and (_data.seed_of(txn_id) % 3 == 0)
+                else "posted"
+            )
+            posted_at = None if status == "pending" else transacted_at + 3600
+            body = _data.transaction_body(
+                txn_id,
+                acct_id,
+                amount,
+                description,
+                status,
+                transacted_at,
+                posted_at,
+                None,
+                ref_id,
+                at,
+                livemode,
+            )
+            rows.append(
+                (txn_id, acct_id, transacted_at, status, ref_seq, amount, description, body)
+            )
+        self.store.executemany(
+            "INSERT INTO transactions (id, account, transacted_at, status, refresh_seq, amount, "
+            "description, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        internal["txn_until"] = at
+
+    def set_history_size(self, account: str, size: int) -> None:
+        """Give ``account`` about ``size`` transactions: the next transaction refresh fills
+        the history up to that many rows (100k+ is fine; rows are written in bulk)."""
+        if size < 0:
+            raise ValueError("size must be zero or more.")
+        with self.store.tx():
+            data, internal = self._account_row(account)
+            internal["history_size"] = size
+            self._save_account(data, internal)
+
+    # --- account status -----------------------------------------------------------------
+
+    def _deactivate(
+        self,
+        data: dict[str, Any],
+        internal: dict[str, Any],
+        at: int,
+        *,
+        action: str = "relink_required",
+    ) -> None:
+        data["status"] = "inactive"
+        data["status_details"] = {
+            "inactive": {
+                "action": action,
+                "cause": "access_expired" if action == "relink_required" else "unspecified",
+            }
+        }
+        for key in FEATURE_STATE.values():
+            state = data.get(key)
+            if state:
+                if state["status"] == "pending":
+                    state["status"] = "failed"
+                state["next_refresh_available_at"] = None
+        self.store.execute(
+            "DELETE FROM tasks WHERE account = ? AND kind IN ('refresh', 'deactivate')",
+            (data["id"],),
+        )
+        self._save_account(data, internal)
+        self._emit("financial_connections.account.deactivated", data, at)
+
+    def _expect_deactivation(
+        self, data: dict[str, Any], internal: dict[str, Any], when: int, at: int
+    ) -> None:
+        previous = (data.get("status_details") or {}).get("active")
+        data["status_details"] = {
+            "active": {
+                "action": "relink_required",
+                "cause": "access_expired",
+                "expected_deactivation_date": when,
+            }
+        }
+        self.store.execute(
+            "DELETE FROM tasks WHERE account = ? AND kind = 'deactivate'", (data["id"],)
+        )
+        self._schedule(when, "deactivate", data["id"])
+        self._save_account(data, internal)
+        if previous:
+            self._emit("financial_connections.account.expected_deactivation_date_updated", data, at)
+        else:
+            self._emit("financial_connections.account.upcoming_deactivation", data, at)
+            self._emit(
+                "financial_connections.authorization.upcoming_deactivation",
+                self._authorization(data, internal),
+                at,
+            )
+
+    def _authorization(self, data: dict[str, Any], internal: dict[str, Any]) -> dict[str, Any]:
+        active = (data.get("status_details") or {}).get("active")
+        details: dict[str, Any]
+        if data["status"] == "active":
+            details = {
+                "active": {
+                    "action": active["action"] if active else "none",
+                    "expected_deactivation_date": active["expected_deactivation_date"]
+                    if active
+                    else None,
+                }
+            }
+        else:
+            details = {"inactive": {"action": "relink_required"}}
+        return {
+            "id": internal["authorization"],
+            "object": "financial_connections.authorization",
+            "institution_name": data["institution_name"],
+            "livemode": data["livemode"],
+            "status": "active" if data["status"] == "active" else "inactive",
+            "status_details": details,
+        }
+
+    def deactivate(self, account: str, *, action: str = "relink_required") -> dict[str, Any]:
+        """Make an active account inactive (``action``: ``relink_required`` or ``none``)."""
+        if action not in ("relink_required", "none"):
+            raise ValueError("action must be 'relink_required' or 'none'.")
+        with self.store.tx():
+            self.run_due()
+            data, internal = self._account_row(account)
+            if data["status"] != "active":
+                raise invalid(
+                    f"The account {account} is {data['status']}; only active accounts can be "
+                    "deactivated.",
+                    param="account",
+                )
+            self._deactivate(data, internal, self.now(), action=action)
+            return data
+
+    def reactivate(self, account: str) -> dict[str, Any]:
+        """Make an inactive account active again, as a successful relink does."""
+        with self.store.tx():
+            self.run_due()
+            data, internal = self._account_row(account)
+            if data["status"] != "inactive":
+                raise invalid(
+                    f"The account {account} is {data['status']}; only inactive accounts can be "
+                    "reactivated.",
+                    param="account",
+                )
+            now = self.now()
+            data["status"] = "active"
+            data["status_details"] = None
+            internal["relinked"] = True
+            for key in FEATURE_STATE.values():
+                state = data.get(key)
+                if state:
+                    state["next_refresh_available_at"] = now
+            self._save_account(data, internal)
+            self._emit("financial_connections.account.reactivated", data, now)
+            inst = institutions.get(internal["institution"])
+            if inst is not None and inst.deactivation == "reauth_immediate":
+                self._expect_deactivation(data, internal, now + DAY, now)
+            elif inst is not None and inst.deactivation == "reauth_eventual":
+                self._expect_deactivation(data, internal, now + REAUTH_EVENTUAL_DAYS * DAY, now)
+            return data
+
+    def disconnect_by_user(self, account: str) -> dict[str, Any]:
+        """Disconnect an account as the end user would (from their bank or Link)."""
+        with self.store.tx():
+            self.run_due()
+            data, internal = self._account_row(account)
+            if data["status"] != "disconnected":
+                with self._request(RequestContext(livemode=data["livemode"])):
+                    self._disconnect(data, internal, self.now())
+            return data
+
+    def fire_event(self, account: str, type: str) -> dict[str, Any]:
+        """Create an event of any FC type for an account (its current snapshot). Returns it."""
+        if type not in EVENT_TYPES:
+            raise invalid(
+                f"Unknown event type '{type}'. Use one of: {', '.join(EVENT_TYPES)}.",
+                param="type",
+                code="parameter_invalid_string",
+            )
+        with self.store.tx():
+            self.run_due()
+            data, internal = self._account_row(account)
+            obj = self._authorization(data, internal) if type in AUTHORIZATION_EVENT_TYPES else data
+            return self._emit(type, obj, self.now())
+
+    # --- events and webhooks ------------------------------------------------------------
+
+    def _emit(self, type: str, obj: dict[str, Any], at: int) -> dict[str, Any]:
+        ctx = self._ctx()
+        endpoints = self.store.all("SELECT id FROM endpoints ORDER BY created, id")
+        event = {
+            "id": _data.new_id("evt_"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": at,
+            "data": {"object": obj},
+            "livemode": obj.get("livemode", False),
+            "pending_webhooks": len(endpoints),
+            "request": {"id": ctx.id, "idempotency_key": ctx.idempotency_key},
+            "type": type,
+        }
+        account = obj["id"] if obj.get("object") == "financial_connections.account" else None
+        self.store.execute(
+            "INSERT INTO events (id, created, type, account, body) VALUES (?, ?, ?, ?, ?)",
+            (event["id"], at, type, account, _dumps(event)),
+        )
+        due = self.now_float() + self.faults.webhook_delay
+        self.store.executemany(
+            "INSERT INTO deliveries (event, endpoint, due_at, state) VALUES (?, ?, ?, 'pending')",
+            [(event["id"], ep[0], due) for ep in endpoints],
+        )
+        return event
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        with self.store.tx(write=False):
+            row = self.store.one("SELECT body FROM events WHERE id = ?", (event_id,))
+            if row is None:
+                raise not_found("event", event_id)
+            return dict(json.loads(row[0]))
+
+    def events(self, type: str | None = None, account: str | None = None) -> list[dict[str, Any]]:
+        """Every event so far, oldest first, optionally of one type or for one account."""
+        sql, args = "SELECT body FROM events WHERE 1 = 1", []
+        if type:
+            sql += " AND type = ?"
+            args.append(type)
+        if account:
+            sql += " AND account = ?"
+            args.append(account)
+        with self.store.tx(write=False):
+            return [json.loads(r[0]) for r in self.store.all(sql + " ORDER BY seq", args)]
+
+    def add_webhook_endpoint(
+        self,
+        url: str | None = None,
+        wsgi_app: WSGIApp | None = None,
+        path: str = "/",
+        secret: str | None = None,
+    ) -> dict[str, str]:
+        """Send every event from now on to ``url`` (HTTP POST) or to ``wsgi_app`` at ``path``.
+
+        Returns ``{"id", "secret"}``. Registering the same target again (after a restart)
+        keeps its id and secret unless ``secret`` is given, so a file-backed sandbox and
+        its app agree on the secret across restarts.
+        """
+        if (url is None) == (wsgi_app is None):
+            raise ValueError("Pass exactly one of url= or wsgi_app=.")
+        if secret is not None and not secret.startswith("whsec_"):
+            raise ValueError("A webhook secret starts with 'whsec_'.")
+        target = f"url:{url}" if url is not None else f"wsgi:{path}"
+        with self.store.tx():
+            row = self.store.one("SELECT id, secret FROM endpoints WHERE target = ?", (target,))
+            if row is None:
+                ep_id = _data.new_id("we_")
+                secret = secret or _data.new_id("whsec_")
+                self.store.execute(
+                    "INSERT INTO endpoints (id, target, url, path, secret, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        ep_id,
+                        target,
+                        url,
+                        path if wsgi_app is not None else None,
+                        secret,
+                        self.now(),
+                    ),
+                )
+            else:
+                ep_id = row[0]
+                if secret is not None and secret != row[1]:
+                    self.store.execute(
+                        "UPDATE endpoints SET secret = ? WHERE id = ?", (secret, ep_id)
+                    )
+                secret = secret or row[1]
+        if wsgi_app is not None:
+            self._wsgi_targets[ep_id] = wsgi_app
+        assert secret is not None
+        return {"id": ep_id, "secret": secret}
+
+    def remove_webhook_endpoint(self, endpoint_id: str) -> None:
+        """Stop delivering to an endpoint; its undelivered events are dropped."""
+        with self.store.tx():
+            self.store.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+            self.store.execute(
+                "UPDATE deliveries SET state = 'dropped' WHERE endpoint = ? AND state = 'pending'",
+                (endpoint_id,),
+            )
+        self._wsgi_targets.pop(endpoint_id, None)
+
+    def deliver_events(self, *, retry_now: bool = False) -> int:
+        """Deliver what is due now: new events and retries whose backoff passed (all waiting
+        retries with ``retry_now``). Returns the number of HTTP attempts made.
+
+        Failed attempts (non-2xx or no connection) are retried with exponential backoff on
+        the sandbox clock. Faults apply: duplicates, delays, out-of-order delivery.
+        """
+        with self._deliver_lock:
+            with self.store.tx():
+                self.run_due()
+                now = self.now_float()
+                rows = self.store.all(
+                    "SELECT d.id, d.event, d.endpoint, d.attempts, e.url, e.path, e.secret, "
+                    "ev.body FROM deliveries d JOIN endpoints e ON e.id = d.endpoint "
+                    "JOIN events ev ON ev.id = d.event WHERE d.state = 'pending' "
+                    + ("" if retry_now else "AND d.due_at <= ? ")
+                    + "ORDER BY d.due_at, d.id",
+                    () if retry_now else (now,),
+                )
+            batch = [r for r in rows if r[4] is not None or r[2] in self._wsgi_targets]
+            if self.faults.webhook_reorder:
+                batch.reverse()
+            attempts = 0
+            for delivery_id, event_id, endpoint_id, tries, url, path, secret, body in batch:
+                copies = 2 if self.faults.roll_duplicate() else 1
+                statuses = []
+                for _ in range(copies):
+                    status, error = self._post_event(endpoint_id, url, path, secret, body)
+                    attempts += 1
+                    statuses.append((status, error))
+                with self.store.tx():
+                    at = self.now()
+                    for status, error in statuses:
+                        self.store.execute(
+                            "INSERT INTO attempts (delivery, event, endpoint, at, status, error) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            (delivery_id, event_id, endpoint_id, at, status, error),
+                        )
+                    status = statuses[-1][0]
+                    tries += 1
+                    if status is not None and 200 <= status < 300:
+                        self.store.execute(
+                            "UPDATE deliveries SET state = 'delivered', attempts = ?, "
+                            "last_status = ? WHERE id = ?",
+                            (tries, status, delivery_id),
+                        )
+                    elif tries >= WEBHOOK_MAX_ATTEMPTS:
+                        self.store.execute(
+                            "UPDATE deliveries SET state = 'failed', attempts = ?, last_status = ? "
+                            "WHERE id = ?",
+                            (tries, status, delivery_id),
+                        )
+                    else:
+                        backoff = min(WEBHOOK_RETRY_BASE * 2 ** (tries - 1), WEBHOOK_RETRY_CAP)
+                        self.store.execute(
+                            "UPDATE deliveries SET attempts = ?, last_status = ?, due_at = ? "
+                            "WHERE id = ?",
+                            (tries, status, self.now_float() + backoff, delivery_id),
+                        )
+            return attempts
+
+    def _post_event(
+        self, endpoint_id: str, url: str | None, path: str | None, secret: str, body: str
+    ) -> tuple[int | None, str | None]:
+        header = sign(body, secret)
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Stripe-Signature": header,
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        }
+        try:
+            if url is None:
+                from werkzeug.test import Client
+
+                app = self._wsgi_targets[endpoint_id]
+                response = Client(app).post(path or "/", data=body.encode(), headers=headers)
+                response.close()
+                return response.status_code, None
+            req = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status), None
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+        except Exception as exc:  # a failing endpoint must never break delivery of the rest
+            log.warning("Webhook delivery to %s failed: %s", url or path, exc)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def webhook_attempts(self, event: str | None = None) -> list[dict[str, Any]]:
+        """Every delivery attempt so far (oldest first): event, endpoint, at, status, error."""
+        sql = "SELECT delivery, event, endpoint, at, status, error FROM attempts"
+        args: tuple[Any, ...] = ()
+        if event:
+            sql += " WHERE event = ?"
+            args = (event,)
+        with self.store.tx(write=False):
+            rows = self.store.all(sql + " ORDER BY id", args)
+        keys = ("delivery", "event", "endpoint", "at", "status", "error")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def pending_deliveries(self) -> int:
+        """How many deliveries are still waiting (new or to be retried)."""
+        with self.store.tx(write=False):
+            return int(self.store.one("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")[0])
+
+    # --- background thread --------------------------------------------------------------
+
+    def start_background(self, interval: float = 0.2) -> None:
+        """Start a daemon thread that finishes due refreshes and delivers webhooks."""
+        if self._background is not None and self._background.is_alive():
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.run_due()
+                    self.deliver_events()
+                except Exception:
+                    log.exception("The sandbox background thread hit an error; continuing.")
+
+        self._background = threading.Thread(target=loop, name="finconn-sandbox", daemon=True)
+        self._background.start()
+
+    def stop_background(self) -> None:
+        """Stop the background thread (waits for it)."""
+        self._stop.set()
+        if self._background is not None:
+            self._background.join(timeout=5)
+            self._background = None
+
+    def close(self) -> None:
+        self.stop_background()
+        self.store.close()
+
+
+def sign(body: str, secret: str, timestamp: int | None = None) -> str:
+    """The ``Stripe-Signature`` header for ``body`` (reference §4.3)."""
+    import hashlib
+    import hmac
+
+    t = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _magic(text: str | None) -> str | None:
+    lowered = (text or "").lower()
+    return next((w for w in MAGIC_WORDS if w in lowered), None)
+
+
+def _login_error(code: str, message: str, *, retry: bool) -> dict[str, Any]:
+    return {"status": "error", "code": code, "message": message, "retry": retry}
+
+
+__all__ = ["ApiError", "RequestContext", "Sandbox", "SessionError"]

@@ -1,0 +1,64 @@
+"""Fault injection for the sandbox: API errors and latency, webhook chaos.
+
+``sb.faults`` is one :class:`Faults`; set its attributes in a test and call
+:meth:`Faults.reset` (or build a new sandbox) afterwards::
+
+    sb.faults.fail_next(500, 429)        # the next two API requests fail, in that order
+    sb.faults.api_error_rate = 0.2       # then a fifth of requests fail at random
+    sb.faults.latency = 0.05             # every API request takes 50 ms longer
+    sb.faults.webhook_duplicate_rate = 1 # every webhook is delivered twice
+    sb.faults.webhook_delay = 30         # new events wait 30 sandbox seconds
+    sb.faults.webhook_reorder = True     # each batch is delivered newest first
+
+Faults apply to ``/v1`` API requests, not to ``/v1/test_helpers``. A failed request is
+not executed and stores no idempotent result, so a retry with the same key runs it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+
+
+class Faults:
+    """Knobs that make the sandbox misbehave on purpose (seeded, so runs repeat)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._lock = threading.Lock()
+        self.reset(seed)
+
+    def reset(self, seed: int = 0) -> None:
+        """Turn every fault off."""
+        with self._lock:
+            self._random = random.Random(seed)
+            self._schedule: deque[int] = deque()
+        self.api_error_rate = 0.0
+        self.api_error_status = 500
+        self.latency = 0.0
+        self.webhook_duplicate_rate = 0.0
+        self.webhook_delay = 0.0
+        self.webhook_reorder = False
+
+    def fail_next(self, *statuses: int) -> None:
+        """Make the next API requests fail with these statuses (500, 429, 503, ...), in order."""
+        for status in statuses:
+            if status not in (429, 500, 502, 503, 504):
+                raise ValueError(f"Cannot inject status {status}; use 429 or a 5xx status.")
+        with self._lock:
+            self._schedule.extend(statuses)
+
+    def next_api_error(self) -> int | None:
+        """The status to fail the current request with, or None to serve it."""
+        with self._lock:
+            if self._schedule:
+                return self._schedule.popleft()
+            if self.api_error_rate and self._random.random() < self.api_error_rate:
+                return self.api_error_status
+        return None
+
+    def roll_duplicate(self) -> bool:
+        with self._lock:
+            return bool(
+                self.webhook_duplicate_rate and self._random.random() < self.webhook_duplicate_rate
+            )
