@@ -334,7 +334,7 @@ def _make_sandbox(app: Flask, settings: Settings) -> Sandbox:
     if database is None:
         os.makedirs(app.instance_path, exist_ok=True)
         database = os.path.join(app.instance_path, "finconn-sandbox.sqlite3")
-    sandbox = Sandbox(database=database)
+    sandbox = Sandbox(database=database, refresh_delay=settings.sandbox_refresh_delay)
     logger.warning(
         "Flask-FinConn is in SANDBOX mode for %s: bank data is simulated and no real "
         "Stripe account is used (state in %s).",

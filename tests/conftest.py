@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -47,14 +48,27 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
 
 
 @pytest.fixture
-def finconn_app(database_url: str) -> Iterator[Flask]:
-    """A host app from ``flask_finconn.testing.create_app`` on a fresh database."""
+def make_finconn_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build host apps (``flask_finconn.testing.create_app``) on the fresh database."""
     from flask_finconn.testing import create_app
 
-    app = create_app(database_url)
-    yield app
-    with app.app_context():
-        app.extensions["sqlalchemy"].engine.dispose()
+    apps: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = create_app(database_url, **config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def finconn_app(make_finconn_app: Callable[..., Flask]) -> Flask:
+    """A host app on the sandbox with default settings; the holder comes from a header."""
+    return make_finconn_app()
 
 
 @pytest.fixture

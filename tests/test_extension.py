@@ -193,9 +193,9 @@ def test_routes_need_a_holder_loader() -> None:
     finconn.init_app(app)
     response = app.test_client().get("/finconn/accounts")
     assert response.status_code == 500
-    assert response.json == {
-        "error": {"code": "internal_error", "message": "Something went wrong on our side."}
-    }
+    error = response.json["error"]  # type: ignore[index]
+    assert error["code"] == "configuration_error"
+    assert "@finconn.holder_loader" in error["message"]
 
 
 def test_error_handlers_stay_on_the_blueprint() -> None:

@@ -99,7 +99,8 @@ def complete_session(state: FinConnState, holder: Holder, session_id: str) -> Co
     customer = db.get(Customer, link.customer_id)
     if customer is None:
         raise _session_not_found()
-    linked: list[dict[str, Any]] = [a.to_dict() for a in state.stripe.session_accounts(session_id)]
+    # Stripe lists newest first; store and answer in the order the bank offered them.
+    linked = [a.to_dict() for a in reversed(state.stripe.session_accounts(session_id))]
     for raw in linked:
         if (raw.get("account_holder") or {}).get("customer") != customer.stripe_id:
             logger.warning(
