@@ -75,3 +75,129 @@ def finconn_app(make_finconn_app: Callable[..., Flask]) -> Flask:
 def finconn_client(finconn_app: Flask) -> FlaskClient:
     """A test client of ``finconn_app``."""
     return finconn_app.test_client()
+
+
+WIDGET_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+{% if csrf %}<meta name="csrf-token" content="{{ csrf }}">{% endif %}
+<title>Acme Budget</title>
+{{ finconn.scripts(nonce=nonce) }}
+{% if twice %}{{ finconn.scripts(nonce=nonce) }}{% endif %}
+</head>
+<body>
+<h1>Acme Budget</h1>
+{% if button %}{{ finconn.button("Link your bank", permissions=permissions) }}{% endif %}
+<p><a href="#elsewhere">Something else on the page</a></p>
+</body>
+</html>
+"""
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Debian Chromium (Playwright) for the whole test session."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("Debian's chromium is not installed; run the suite with scripts/test.")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def widget_app(tmp_path: os.PathLike[str]) -> Iterator[Flask]:
+    """A sandbox host app with a page at ``/`` showing the widget.
+
+    Query options of the page: ``nonce`` (also sends a strict CSP with it), ``csrf`` (a
+    ``<meta name="csrf-token">``), ``twice`` (include the scripts twice), ``button=0`` (no
+    element), ``permissions`` (default: all configured but ``payment_method``). The holder
+    comes from the ``X-Finconn-Holder`` header.
+    """
+    from flask import Response, render_template_string, request
+
+    from flask_finconn.testing import create_app
+
+    app = create_app(
+        f"sqlite:///{tmp_path}/widget.sqlite3",
+        FINCONN_MERCHANT_NAME="Acme Budget",
+        FINCONN_PERMISSIONS=["balances", "ownership", "payment_method", "transactions"],
+    )
+    app.instance_path = str(tmp_path)
+
+    @app.get("/")
+    def widget_page() -> str:
+        args = request.args
+        return render_template_string(
+            WIDGET_PAGE,
+            nonce=args.get("nonce"),
+            csrf=args.get("csrf"),
+            twice=bool(args.get("twice")),
+            button=args.get("button", "1") == "1",
+            permissions=args.get("permissions", "balances ownership transactions"),
+        )
+
+    @app.after_request
+    def strict_csp(response: Response) -> Response:
+        nonce = request.args.get("nonce")
+        if nonce and request.path == "/":
+            response.headers["Content-Security-Policy"] = (
+                f"default-src 'self'; script-src 'nonce-{nonce}'; "
+                f"style-src 'self' 'nonce-{nonce}'; object-src 'none'; base-uri 'none'"
+            )
+        return response
+
+    yield app
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def live_server(widget_app: Flask) -> Iterator[str]:
+    """``widget_app`` served by werkzeug on 127.0.0.1 from a thread; yields its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, widget_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def widget_page(chromium: Any, live_server: str) -> Iterator[Any]:
+    """A fresh browser page signed in as holder ``h1``; page errors fail the test."""
+    context = chromium.new_context(
+        base_url=live_server, extra_http_headers={"X-Finconn-Holder": "h1"}
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # Record every widget event's detail, in order, as the page saw it.
+    page.add_init_script(
+        """
+        window.__events = [];
+        for (const name of ["start", "success", "exit", "error"]) {
+          document.addEventListener("finconn-connect-" + name, (e) =>
+            window.__events.push({type: e.type, detail: JSON.parse(JSON.stringify(e.detail))}));
+        }
+        """
+    )
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
 from ._params import ApiError
+from .core import SessionError
 
 if TYPE_CHECKING:
-    from . import Sandbox
+    from .core import Sandbox
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 
@@ -65,6 +66,17 @@ def _text(data: dict[str, Any], key: str) -> str:
     return value
 
 
+def _login_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The sandbox's login answer in the modal's terms: which step comes next."""
+    status = result.get("status")
+    if status == "ok":
+        return {"next": "accounts", "accounts": result.get("accounts", [])}
+    if status == "error":
+        step = "incorrect" if result.get("retry") else "failed"
+        return {"next": step, "code": result.get("code"), "message": result.get("message")}
+    return {**result, "next": status}
+
+
 def make_blueprint(sandbox: Sandbox) -> Blueprint:
     """A blueprint serving the Stripe.js stand-in and the modal's routes for ``sandbox``."""
     bp = Blueprint(
@@ -73,6 +85,13 @@ def make_blueprint(sandbox: Sandbox) -> Blueprint:
         static_folder=STATIC_DIR,
         static_url_path="/static",
     )
+
+    def open_session(client_secret: str) -> dict[str, Any]:
+        try:
+            return sandbox.session_for_client_secret(client_secret)
+        except SessionError as error:
+            status = 404 if error.code == "session_unknown" else 400
+            raise ApiError(status, error.message, code=error.code) from None
 
     @bp.errorhandler(ApiError)
     def api_error(error: ApiError) -> tuple[Response, int]:
@@ -93,47 +112,64 @@ def make_blueprint(sandbox: Sandbox) -> Blueprint:
 
     @bp.get("/api/session")
     def session() -> Response:
-        found = sandbox.modal_session(_secret())
-        return jsonify({**found, "merchant_name": _merchant_name()})
+        found = open_session(_secret())
+        return jsonify(
+            {
+                "id": found["id"],
+                "permissions": found.get("permissions", []),
+                "livemode": found.get("livemode", False),
+                "merchant_name": _merchant_name(),
+            }
+        )
 
     @bp.get("/api/institutions")
     def institutions() -> Response:
-        sandbox.modal_session(_secret())
+        open_session(_secret())
         query = request.args.get("q", "").strip() or None
         return jsonify({"data": sandbox.institutions(query)})
 
     @bp.post("/api/login")
     def login() -> Response:
         data = _body()
-        return jsonify(
-            sandbox.modal_login(
-                _secret(data),
-                _text(data, "institution"),
-                username=_text(data, "username"),
-                password=_text(data, "password"),
-                stage=_text(data, "stage") or "password",
-                answer=_text(data, "answer"),
-            )
+        secret = _secret(data)
+        open_session(secret)
+        answer = data.get("answer")
+        if answer is not None and not isinstance(answer, str):
+            raise ApiError(400, "Invalid answer: expected a string.", param="answer")
+        result = sandbox.login(
+            secret,
+            _text(data, "institution"),
+            username=_text(data, "username"),
+            password=_text(data, "password"),
+            answer=answer,
         )
+        return jsonify(_login_result(result))
 
     @bp.post("/api/authorize")
     def authorize() -> Response:
         data = _body()
-        return jsonify(sandbox.modal_authorize(_secret(data), _text(data, "institution")))
+        secret = _secret(data)
+        open_session(secret)
+        return jsonify(_login_result(sandbox.login(secret, _text(data, "institution"))))
 
     @bp.post("/api/complete")
     def complete() -> Response:
         data = _body()
+        secret = _secret(data)
+        open_session(secret)
         accounts = data.get("accounts")
         if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
             raise ApiError(
                 400, "Invalid accounts: expected a list of account ids.", param="accounts"
             )
-        return jsonify(sandbox.modal_complete(_secret(data), _text(data, "institution"), accounts))
+        done = sandbox.complete_session_with(secret, _text(data, "institution"), accounts)
+        # Stripe.js hands the page a plain array, not the API's list object.
+        return jsonify({"id": done["id"], "accounts": done["accounts"]["data"]})
 
     @bp.post("/api/cancel")
     def cancel() -> Response:
-        data = _body()
-        return jsonify(sandbox.modal_cancel(_secret(data)))
+        found = open_session(_secret(_body()))
+        sandbox.cancel_session(found["id"])
+        return jsonify({"id": found["id"], "accounts": []})
 
     return bp

@@ -260,8 +260,8 @@
       const result = await api(path, this.secret, body);
       this.dialog.removeAttribute("aria-busy");
       if (this.closing) return null;
+      for (const b of this.footer.querySelectorAll("button")) b.disabled = false;
       if (result.error) {
-        for (const b of this.footer.querySelectorAll("button")) b.disabled = false;
         this.showError(result.error.message || "Something went wrong.");
         return null;
       }
@@ -428,10 +428,10 @@
         this.go("accounts");
       } else if (result.next === "incorrect") {
         this.showError(result.message || "The username or password is incorrect. Try again.");
-        const password = this.body.querySelector("#fc-password");
-        if (password) {
-          password.value = "";
-          password.focus();
+        const retry = this.body.querySelector("#fc-password, #fc-answer");
+        if (retry) {
+          retry.value = "";
+          retry.focus();
         }
       } else if (result.next === "failed") {
         this.failure = result.message;
@@ -442,15 +442,15 @@
       }
     }
 
-    challengeForm(fieldLabel, stage, type = "text", extra = []) {
-      const input = h("input", { id: "fc-answer", name: "answer", type, autocomplete: "off", autofocus: true, required: true });
+    challengeForm(fieldLabel, extra = []) {
+      const input = h("input", { id: "fc-answer", name: "answer", autocomplete: "off", autofocus: true, required: true });
       const form = h(
         "form",
         {
           class: "form",
           onsubmit: async (event) => {
             event.preventDefault();
-            const result = await this.call("login", { institution: this.institution.id, stage, answer: input.value });
+            const result = await this.call("login", { institution: this.institution.id, answer: input.value });
             if (result) this.afterLogin(result);
           },
         },
@@ -465,40 +465,45 @@
 
     render_mfa() {
       this.setTitle("Enter your verification code");
-      this.challengeForm("Verification code", "mfa", "text", [
-        h("p", { class: "lede" }, this.challenge.prompt || "We sent a code to your phone. Any code works in the sandbox."),
+      this.challengeForm("Verification code", [
+        h("p", { class: "lede" }, this.challenge.prompt || "Enter the code we sent to your phone."),
+        h("p", { class: "fine" }, "Sandbox: any code works."),
       ]);
     }
 
     render_security_question() {
       this.setTitle("Answer your security question");
-      this.challengeForm(this.challenge.prompt || "What is the name of your first pet?", "security_question");
+      this.challengeForm(this.challenge.prompt || "What was the name of your first pet?", [
+        h("p", { class: "fine" }, "Sandbox: any answer works."),
+      ]);
     }
 
     render_options() {
-      this.setTitle("Where should we send your code?");
-      const options = this.challenge.options || ["Text message to •••-•••-1234", "Email to j•••@example.com"];
+      this.setTitle("Verify it's you");
+      const options = this.challenge.options || ["Text message", "Email"];
       const form = h(
         "form",
         {
           class: "form",
-          onsubmit: async (event) => {
+          onsubmit: (event) => {
             event.preventDefault();
             const choice = form.querySelector("input:checked");
-            const result = await this.call("login", {
-              institution: this.institution.id,
-              stage: "options",
-              answer: choice ? choice.value : options[0],
-            });
-            if (result) this.afterLogin(result);
+            // Choosing where the code goes is local; the code itself is checked by the bank.
+            this.challenge = { prompt: `Enter the 6-digit code we sent: ${choice ? choice.value : options[0]}.` };
+            this.go("mfa");
           },
         },
         h(
           "fieldset",
           { class: "choices" },
-          h("legend", {}, "Send a verification code by"),
+          h("legend", {}, this.challenge.prompt || "Where should we send your verification code?"),
           options.map((option, i) =>
-            h("label", { class: "choice" }, h("input", { type: "radio", name: "option", value: option, checked: i === 0, autofocus: i === 0 }), h("span", {}, option)),
+            h(
+              "label",
+              { class: "choice" },
+              h("input", { type: "radio", name: "option", value: option, checked: i === 0, autofocus: i === 0 }),
+              h("span", {}, option),
+            ),
           ),
         ),
       );

@@ -1,0 +1,366 @@
+"""The sandbox's Stripe.js stand-in and linking modal, driven in Chromium through the widget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Page, expect
+
+from flask_finconn.testing import sandbox_of
+
+pytestmark = pytest.mark.browser
+
+
+def events(page: Page) -> list[dict[str, Any]]:
+    return page.evaluate("window.__events")  # type: ignore[no-any-return]
+
+
+def wait_for_outcome(page: Page) -> dict[str, Any]:
+    """The first success, exit or error event the widget fired."""
+    page.wait_for_function("window.__events.some(e => !e.type.endsWith('-start'))", timeout=10_000)
+    return next(e for e in events(page) if not e["type"].endswith("-start"))
+
+
+def step(page: Page, name: str) -> None:
+    expect(page.locator(f".dialog[data-step='{name}']")).to_be_visible()
+
+
+def open_modal(page: Page, query: str = "") -> None:
+    page.goto("/" + query)
+    page.get_by_role("button", name="Link your bank").click()
+    step(page, "consent")
+
+
+def choose_bank(page: Page, institution: str) -> None:
+    page.get_by_role("button", name="Agree and continue").click()
+    step(page, "institutions")
+    page.get_by_role("searchbox", name="Search for your bank").fill(institution)
+    page.locator(f"[data-institution='{institution}']").click()
+
+
+def log_in(page: Page, password: str = "hunter2") -> None:
+    step(page, "login")
+    page.get_by_label("Username").fill("jenny")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in", exact=True).click()
+
+
+def stored_accounts(app: Flask) -> list[str]:
+    client = app.test_client()
+    body = client.get("/finconn/accounts", headers={"X-Finconn-Holder": "h1"}).get_json()
+    return sorted(a["display_name"] for a in body["data"])
+
+
+def test_credentials_bank_links_the_chosen_accounts(widget_page: Page, widget_app: Flask) -> None:
+    open_modal(widget_page)
+    expect(widget_page.get_by_role("dialog")).to_contain_text("Acme Budget uses Stripe")
+    expect(widget_page.locator("[data-permission]")).to_have_count(3)
+    choose_bank(widget_page, "bank_nonoauth")
+    log_in(widget_page)
+    step(widget_page, "accounts")
+    widget_page.get_by_role("checkbox", name="Sample Savings Account").uncheck()
+    widget_page.get_by_role("button", name="Link accounts").click()
+    step(widget_page, "success")
+    expect(widget_page.get_by_role("dialog")).to_contain_text("Sample Checking Account")
+    widget_page.get_by_role("button", name="Done").click()
+
+    outcome = wait_for_outcome(widget_page)
+    assert outcome["type"] == "finconn-connect-success"
+    names = sorted(a["display_name"] for a in outcome["detail"]["accounts"])
+    assert names == ["Sample Checking Account", "Sample Credit Card"]
+    assert stored_accounts(widget_app) == names
+    expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
+
+
+def test_oauth_bank_links_after_authorizing_at_the_bank(
+    widget_page: Page, widget_app: Flask
+) -> None:
+    open_modal(widget_page)
+    choose_bank(widget_page, "bank_oauth")
+    step(widget_page, "oauth")
+    widget_page.get_by_role("button", name="Continue to Bank (OAuth)").click()
+    step(widget_page, "bank")
+    widget_page.get_by_role("button", name="Authorize").click()
+    step(widget_page, "accounts")
+    widget_page.get_by_role("button", name="Link accounts").click()
+    step(widget_page, "success")
+    widget_page.get_by_role("button", name="Done").click()
+
+    outcome = wait_for_outcome(widget_page)
+    assert outcome["type"] == "finconn-connect-success"
+    assert len(outcome["detail"]["accounts"]) == 3
+    assert all(a["institution_name"] == "Bank (OAuth)" for a in outcome["detail"]["accounts"])
+    assert len(stored_accounts(widget_app)) == 3
+
+
+def reach(page: Page, target: str) -> None:
+    """Walk the modal to ``target`` by the shortest path."""
+    open_modal(page)
+    if target == "consent":
+        return
+    if target == "institutions":
+        page.get_by_role("button", name="Agree and continue").click()
+    elif target == "down":
+        choose_bank(page, "down_error")
+    elif target in ("oauth", "bank"):
+        choose_bank(page, "bank_oauth")
+        if target == "bank":
+            page.get_by_role("button", name="Continue to Bank (OAuth)").click()
+    elif target in ("login", "mfa", "accounts", "failed"):
+        choose_bank(page, "bank_nonoauth")
+        if target != "login":
+            log_in(page, {"mfa": "mfa", "accounts": "x", "failed": "error"}[target])
+    step(page, target)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["consent", "institutions", "down", "oauth", "bank", "login", "mfa", "accounts", "failed"],
+)
+@pytest.mark.parametrize("how", ["close button", "Escape"])
+def test_closing_at_any_step_exits_with_no_accounts(
+    widget_page: Page, widget_app: Flask, target: str, how: str
+) -> None:
+    reach(widget_page, target)
+    if how == "Escape":
+        widget_page.keyboard.press("Escape")
+    else:
+        widget_page.get_by_role("button", name="Close").first.click()
+
+    outcome = wait_for_outcome(widget_page)
+    assert outcome == {"type": "finconn-connect-exit", "detail": {"reason": "cancelled"}}
+    assert stored_accounts(widget_app) == []
+    expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
+    # Focus goes back to the button that opened the modal.
+    expect(widget_page.get_by_role("button", name="Link your bank")).to_be_focused()
+
+
+@pytest.mark.parametrize(
+    ("target", "previous"),
+    [
+        ("institutions", "consent"),
+        ("down", "institutions"),
+        ("login", "institutions"),
+        ("bank", "oauth"),
+        ("mfa", "login"),
+        ("accounts", "login"),
+    ],
+)
+def test_back_returns_to_the_previous_step(widget_page: Page, target: str, previous: str) -> None:
+    reach(widget_page, target)
+    widget_page.get_by_role("button", name="Back").click()
+    step(widget_page, previous)
+
+
+@pytest.mark.parametrize(
+    ("password", "prompt"),
+    [
+        ("mfa", "Verification code"),
+        ("security_question", "What was the name of your first pet?"),
+    ],
+)
+def test_magic_words_ask_a_further_question(widget_page: Page, password: str, prompt: str) -> None:
+    reach(widget_page, "login")
+    log_in(widget_page, password)
+    widget_page.get_by_role("textbox", name=prompt).fill("42")
+    widget_page.get_by_role("button", name="Continue").click()
+    step(widget_page, "accounts")
+
+
+def test_magic_word_options_picks_where_the_code_goes(widget_page: Page) -> None:
+    reach(widget_page, "login")
+    log_in(widget_page, "options")
+    step(widget_page, "options")
+    widget_page.get_by_role("radio", name="Email to j***@example.com").check()
+    widget_page.get_by_role("button", name="Send code").click()
+    step(widget_page, "mfa")
+    expect(widget_page.get_by_role("dialog")).to_contain_text("Email to j***@example.com")
+    widget_page.get_by_role("textbox", name="Verification code").fill("123456")
+    widget_page.get_by_role("button", name="Continue").click()
+    step(widget_page, "accounts")
+
+
+def test_magic_word_incorrect_lets_the_user_try_again(widget_page: Page) -> None:
+    reach(widget_page, "login")
+    log_in(widget_page, "incorrect")
+    expect(widget_page.get_by_role("alert")).to_contain_text("incorrect")
+    step(widget_page, "login")
+    log_in(widget_page, "right-this-time")
+    step(widget_page, "accounts")
+
+
+def test_magic_word_error_ends_the_session(widget_page: Page, widget_app: Flask) -> None:
+    reach(widget_page, "failed")
+    expect(widget_page.get_by_role("dialog")).to_contain_text("could not log you in")
+    expect(widget_page.get_by_role("button", name="Back")).to_be_hidden()
+    widget_page.get_by_role("dialog").get_by_role("button", name="Close").last.click()
+    outcome = wait_for_outcome(widget_page)
+    assert outcome["detail"] == {"reason": "cancelled"}
+
+
+@pytest.mark.parametrize(
+    ("institution", "headline"),
+    [
+        ("down_scheduled", "under scheduled maintenance"),
+        ("down_unscheduled", "unavailable right now"),
+        ("down_error", "could not be reached"),
+    ],
+)
+def test_down_banks_show_why_and_offer_another_bank(
+    widget_page: Page, institution: str, headline: str
+) -> None:
+    open_modal(widget_page)
+    choose_bank(widget_page, institution)
+    step(widget_page, "down")
+    expect(widget_page.locator(".title")).to_contain_text(headline)
+    widget_page.get_by_role("button", name="Select another bank").click()
+    step(widget_page, "institutions")
+
+
+def test_unsupported_accounts_are_shown_disabled(widget_page: Page) -> None:
+    open_modal(widget_page, "?permissions=balances+payment_method")
+    choose_bank(widget_page, "bank_nonoauth")
+    log_in(widget_page)
+    step(widget_page, "accounts")
+    card = widget_page.get_by_role("checkbox", name="Sample Credit Card")
+    expect(card).to_be_disabled()
+    expect(card).not_to_be_checked()
+    expect(widget_page.locator("[data-account='credit_card']")).to_contain_text("ACH")
+    for name in ("Sample Checking Account", "Sample Savings Account"):
+        widget_page.get_by_role("checkbox", name=name).uncheck()
+    expect(widget_page.get_by_role("button", name="Link accounts")).to_be_disabled()
+
+
+def test_search_covers_every_sandbox_bank(widget_page: Page) -> None:
+    reach(widget_page, "institutions")
+    featured = widget_page.locator("[data-institution]")
+    expect(featured).to_have_count(4)
+    widget_page.get_by_role("searchbox").fill("reauth")
+    expect(featured).to_have_count(2)
+    widget_page.get_by_role("searchbox").fill("no such bank")
+    expect(widget_page.get_by_role("dialog")).to_contain_text("No sandbox bank matches")
+
+
+def test_focus_stays_inside_the_modal(widget_page: Page) -> None:
+    reach(widget_page, "consent")
+    dialog = widget_page.get_by_role("dialog")
+    expect(dialog).to_have_attribute("aria-modal", "true")
+    expect(dialog.locator(".badge")).to_have_text("Sandbox")
+    for _ in range(6):
+        widget_page.keyboard.press("Tab")
+        inside = widget_page.evaluate("document.activeElement.matches('[data-finconn-sandbox]')")
+        assert inside, "Tab moved focus out of the modal"
+    for _ in range(6):
+        widget_page.keyboard.press("Shift+Tab")
+        assert widget_page.evaluate("document.activeElement.matches('[data-finconn-sandbox]')")
+
+
+def test_keyboard_only_linking(widget_page: Page, widget_app: Flask) -> None:
+    widget_page.goto("/")
+    keys = widget_page.keyboard
+    keys.press("Tab")
+    expect(widget_page.get_by_role("button", name="Link your bank")).to_be_focused()
+    keys.press("Enter")
+    step(widget_page, "consent")
+    keys.press("Enter")  # "Agree and continue" has focus
+    step(widget_page, "institutions")
+    keys.type("Non-OAuth")  # the search box has focus
+    expect(widget_page.locator("[data-institution]")).to_have_count(2)
+    keys.press("Tab")
+    keys.press("Enter")  # the first match: Bank (Non-OAuth)
+    step(widget_page, "login")
+    keys.type("jenny")
+    keys.press("Tab")
+    keys.type("secret")
+    keys.press("Enter")
+    step(widget_page, "accounts")
+    keys.press("Space")  # untick the first account, which has focus
+    while not widget_page.evaluate(
+        "(() => { const a = document.querySelector('[data-finconn-sandbox]').shadowRoot"
+        ".activeElement; return a && a.textContent === 'Link accounts'; })()"
+    ):
+        keys.press("Tab")
+    keys.press("Enter")
+    step(widget_page, "success")
+    keys.press("Enter")  # "Done"
+    outcome = wait_for_outcome(widget_page)
+    assert outcome["type"] == "finconn-connect-success"
+    assert len(outcome["detail"]["accounts"]) == 2
+    assert stored_accounts(widget_app) == ["Sample Credit Card", "Sample Savings Account"]
+
+
+def test_modal_fills_a_360px_screen(widget_page: Page) -> None:
+    widget_page.set_viewport_size({"width": 360, "height": 740})
+    reach(widget_page, "accounts")
+    box = widget_page.locator(".dialog").bounding_box()
+    assert box is not None
+    assert box["width"] == 360
+    assert box["height"] == 740
+    overflow = widget_page.locator(".content").evaluate("el => el.scrollWidth > el.clientWidth")
+    assert not overflow
+    expect(widget_page.get_by_role("button", name="Link accounts")).to_be_in_viewport()
+
+
+STAND_IN = """async (secret) => {
+  const stripe = Stripe("pk_test_sandbox");
+  window.__result = stripe.collectFinancialConnectionsAccounts({clientSecret: secret});
+  return true;
+}"""
+
+
+def new_session(app: Flask) -> dict[str, Any]:
+    client = app.test_client()
+    response = client.post("/finconn/sessions", json={}, headers={"X-Finconn-Holder": "h1"})
+    assert response.status_code == 201
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def test_stand_in_resolves_like_stripe_js(widget_page: Page, widget_app: Flask) -> None:
+    session = new_session(widget_app)
+    widget_page.goto("/?button=0")
+    widget_page.add_script_tag(url=session["stripe_js_url"])
+    widget_page.evaluate(STAND_IN, session["client_secret"])
+    choose_bank(widget_page, "test_nonoauth")
+    log_in(widget_page)
+    widget_page.get_by_role("button", name="Link accounts").click()
+    widget_page.get_by_role("button", name="Done").click()
+    result = widget_page.evaluate("window.__result")
+
+    assert set(result) == {"financialConnectionsSession"}
+    linked = result["financialConnectionsSession"]
+    assert linked["id"] == session["id"]
+    assert isinstance(linked["accounts"], list)
+    assert [a["object"] for a in linked["accounts"]] == ["financial_connections.account"] * 2
+    assert {a["id"][:4] for a in linked["accounts"]} == {"fca_"}
+
+
+def test_stand_in_resolves_an_empty_list_when_closed(widget_page: Page, widget_app: Flask) -> None:
+    session = new_session(widget_app)
+    widget_page.goto("/?button=0")
+    widget_page.add_script_tag(url=session["stripe_js_url"])
+    widget_page.evaluate(STAND_IN, session["client_secret"])
+    widget_page.get_by_role("button", name="Close").click()
+    result = widget_page.evaluate("window.__result")
+    assert result == {"financialConnectionsSession": {"id": session["id"], "accounts": []}}
+
+
+@pytest.mark.parametrize(
+    ("spoil", "code"),
+    [("expire_session", "session_expired"), ("complete_session", "session_used")],
+)
+def test_stand_in_returns_an_error_for_unusable_sessions(
+    widget_page: Page, widget_app: Flask, spoil: str, code: str
+) -> None:
+    session = new_session(widget_app)
+    getattr(sandbox_of(widget_app), spoil)(session["id"])
+    widget_page.goto("/?button=0")
+    widget_page.add_script_tag(url=session["stripe_js_url"])
+    widget_page.evaluate(STAND_IN, session["client_secret"])
+    result = widget_page.evaluate("window.__result")
+    assert set(result) == {"error"}
+    assert result["error"]["type"] == "invalid_request_error"
+    assert result["error"]["code"] == code
+    assert "Start a new one" in result["error"]["message"]
+    expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
