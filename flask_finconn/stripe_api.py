@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_finconn.stripe")
 
 MAX_NETWORK_RETRIES = 2
+# The version this SDK release was generated for: its types match exactly these payloads.
+API_VERSION: str = stripe.api_version
 PAGE_SIZE = 100
 
 __all__ = [
@@ -54,7 +56,9 @@ class StripeAPI:
     @classmethod
     def for_key(cls, secret_key: str) -> StripeAPI:
         """A client for real Stripe with the given secret key."""
-        client = stripe.StripeClient(secret_key, max_network_retries=MAX_NETWORK_RETRIES)
+        client = stripe.StripeClient(
+            secret_key, stripe_version=API_VERSION, max_network_retries=MAX_NETWORK_RETRIES
+        )
         return cls(client, livemode=secret_key.startswith(("sk_live_", "rk_live_")))
 
     @classmethod
@@ -62,6 +66,7 @@ class StripeAPI:
         """A client whose requests go to the in-process sandbox, without a socket."""
         client = stripe.StripeClient(
             sandbox.api_key,
+            stripe_version=API_VERSION,
             base_addresses={"api": sandbox.api_base},
             http_client=sandbox.http_client(),
             max_network_retries=MAX_NETWORK_RETRIES,

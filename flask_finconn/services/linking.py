@@ -138,23 +138,26 @@ def _store(
     """Upsert the session's accounts and close the session in one commit.
 
     Two completions racing for the same new account both try to insert its ``fca_`` id;
-    the loser's commit fails on the unique constraint, so it rolls back and redoes the
+    the loser's flush fails on the unique constraint, so it rolls back and redoes the
     upsert, now finding the winner's rows.
     """
     db = state.db.session
-    for attempt in range(2):
-        link = _own_session(state, holder, session_id)
-        results = [upsert_account(state, customer, raw, session_id=session_id) for raw in linked]
-        if link.status == "open":
-            link.status = "completed" if linked else "cancelled"
-            link.completed_at = utcnow()
-        elif linked and link.status == "cancelled":
-            link.status = "completed"
+    attempts = 3
+    for attempt in range(attempts):
         try:
+            link = _own_session(state, holder, session_id)
+            results = [
+                upsert_account(state, customer, raw, session_id=session_id) for raw in linked
+            ]
+            if link.status == "open":
+                link.status = "completed" if linked else "cancelled"
+                link.completed_at = utcnow()
+            elif linked and link.status == "cancelled":
+                link.status = "completed"
             db.commit()
         except IntegrityError:
             db.rollback()
-            if attempt:
+            if attempt == attempts - 1:
                 raise
             continue
         return results
