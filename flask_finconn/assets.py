@@ -8,7 +8,7 @@
 - ``finconn_css``: ``finconn-connect.css`` (the button's look, themeable with
   ``--finconn-*`` custom properties)
 
-The package directory may be read-only (an installed wheel), so the output goes to
+The package directory may be read-only (an installed wheel), so on first use the output goes to
 ``<instance>/finconn-assets`` or, when that cannot be written, to a per-app directory under
 the system's temporary directory. The ``finconn_assets`` blueprint serves it at
 ``<prefix>/assets/<file>`` with a year-long cache, which is safe because each build has its
@@ -29,9 +29,18 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response, request, send_from_directory, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    request,
+    send_from_directory,
+    url_for,
+)
 from markupsafe import Markup, escape
-from webassets import Bundle, Environment
+from webassets.bundle import Bundle
+from webassets.env import Environment
 from webassets.filter import Filter
 
 if TYPE_CHECKING:
@@ -41,10 +50,10 @@ STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 ONE_YEAR = 365 * 24 * 3600
 
 
-class CSSMin(Filter):  # type: ignore[misc]
+class CSSMin(Filter):
     """A small CSS minifier: drops comments and the whitespace CSS does not need."""
 
-    name = "finconn_cssmin"
+    name = "finconn_cssmin"  # type: ignore[assignment]
 
     def output(self, _in: IO[str], out: IO[str], **kw: Any) -> None:
         css = re.sub(r"/\*.*?\*/", "", _in.read(), flags=re.S)
@@ -57,14 +66,14 @@ class CSSMin(Filter):  # type: ignore[misc]
 def make_bundles() -> dict[str, Bundle]:
     """The widget's bundles by name; their sources are relative to ``flask_finconn/static``."""
     return {
-        "finconn_js": Bundle(
+        "finconn_js": Bundle(  # type: ignore[no-untyped-call]
             "finconn/finconn-connect.js",
             filters="rjsmin",
             output="finconn-connect.%(version)s.js",
         ),
-        "finconn_css": Bundle(
+        "finconn_css": Bundle(  # type: ignore[no-untyped-call]
             "finconn/finconn-connect.css",
-            filters=(CSSMin(),),
+            filters=(CSSMin(),),  # type: ignore[no-untyped-call]
             output="finconn-connect.%(version)s.css",
         ),
     }
@@ -95,14 +104,14 @@ def build_directory(app: Flask) -> str:
 
 def make_environment(directory: str) -> Environment:
     """A webassets environment that builds the widget into ``directory``."""
-    env = Environment(directory=directory, url="/", load_path=[STATIC_DIR])
+    env = Environment(directory=directory, url="/", load_path=[STATIC_DIR])  # type: ignore[no-untyped-call]
     env.debug = False
     env.cache = False
     env.url_expire = False
     env.auto_build = True
     env.manifest = f"json:{os.path.join(directory, 'manifest.json')}"
     for name, bundle in make_bundles().items():
-        env.register(name, bundle)
+        env.register(name, bundle)  # type: ignore[no-untyped-call]
     return env
 
 
@@ -123,13 +132,28 @@ def _attrs(attrs: dict[str, Any]) -> str:
 
 
 class TemplateHelper:
-    """The ``finconn`` Jinja global: script and stylesheet tags, and the button element."""
+    """The ``finconn`` Jinja global: script and stylesheet tags, and the button element.
 
-    def __init__(self, env: Environment, url_prefix: str) -> None:
-        self.env = env
-        self.directory: str = env.directory
+    The bundles are built on first use, inside a request, into :func:`build_directory` of
+    the current app; creating an app writes nothing.
+    """
+
+    def __init__(self, url_prefix: str) -> None:
         self.url_prefix = url_prefix
+        self._env: Environment | None = None
         self._files: dict[str, str] = {}
+
+    @property
+    def env(self) -> Environment:
+        """The webassets environment (created on first use)."""
+        if self._env is None:
+            self._env = make_environment(build_directory(current_app))
+        return self._env
+
+    @property
+    def directory(self) -> str:
+        """Where the built files are."""
+        return str(self.env.directory)
 
     def build(self) -> dict[str, str]:
         """Build every bundle that is missing or stale; returns the file names by bundle."""
@@ -199,10 +223,8 @@ def make_blueprint(helper: TemplateHelper) -> Blueprint:
 
 def init_assets(app: Flask, state: FinConnState) -> None:
     """Register the widget's bundles, the route serving them and the ``finconn`` Jinja global."""
-    directory = build_directory(app)
-    env = make_environment(directory)
     prefix = state.settings.url_prefix
-    helper = TemplateHelper(env, prefix)
+    helper = TemplateHelper(prefix)
     app.register_blueprint(make_blueprint(helper), url_prefix=f"{prefix}/assets")
     app.extensions["finconn_assets"] = helper
     app.jinja_env.globals["finconn"] = helper

@@ -1,0 +1,379 @@
+"""The drop-in widget: its webassets bundle, the Jinja helper, and the element in Chromium."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask import Flask, render_template_string
+from markupsafe import Markup
+from playwright.sync_api import Page, Request, Route, expect
+
+from flask_finconn.assets import build_directory
+from flask_finconn.testing import sandbox_of
+
+BUTTON = "finconn-connect button"
+
+
+def events(page: Page) -> list[dict[str, Any]]:
+    return page.evaluate("window.__events")  # type: ignore[no-any-return]
+
+
+def outcome(page: Page) -> dict[str, Any]:
+    """The success, exit or error event that ended the flow."""
+    page.wait_for_function("window.__events.some(e => !e.type.endsWith('-start'))")
+    return next(e for e in events(page) if not e["type"].endswith("-start"))
+
+
+def session_posts(page: Page) -> list[Request]:
+    posts: list[Request] = []
+    page.on(
+        "request",
+        lambda r: posts.append(r) if r.method == "POST" and r.url.endswith("/sessions") else None,
+    )
+    return posts
+
+
+def close_modal(page: Page) -> None:
+    expect(page.locator(".dialog[data-step='consent']")).to_be_visible()
+    page.get_by_role("button", name="Close").first.click()
+
+
+def link_test_bank(page: Page) -> None:
+    page.get_by_role("button", name="Agree and continue").click()
+    page.locator("[data-institution='test_nonoauth']").click()
+    page.get_by_label("Username").fill("jenny")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.get_by_role("button", name="Link accounts").click()
+    page.get_by_role("button", name="Done").click()
+
+
+# -- the Jinja helper and the bundle ---------------------------------------------------------
+
+
+def test_scripts_helper_emits_versioned_urls_and_the_nonce(widget_app: Flask) -> None:
+    with widget_app.test_request_context("/"):
+        html = render_template_string("{{ finconn.scripts(nonce='n0nce') }}")
+    css, js = html.splitlines()
+    assert re.fullmatch(
+        r'<link rel="stylesheet" href="/finconn/assets/finconn-connect\.[0-9a-f]{8}\.css" '
+        r'nonce="n0nce">',
+        css,
+    )
+    assert re.fullmatch(
+        r'<script src="/finconn/assets/finconn-connect\.[0-9a-f]{8}\.js" '
+        r'data-endpoint="/finconn" defer nonce="n0nce"></script>',
+        js,
+    )
+
+
+def test_scripts_helper_follows_the_script_root(widget_app: Flask) -> None:
+    with widget_app.test_request_context("/", base_url="http://localhost/app"):
+        html = render_template_string("{{ finconn.scripts() }}{{ finconn.button() }}")
+    assert 'href="/app/finconn/assets/' in html
+    assert 'data-endpoint="/app/finconn"' in html
+    assert "nonce" not in html
+    assert '<finconn-connect endpoint="/app/finconn">Link your bank</finconn-connect>' in html
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (
+            'finconn.button("Connect")',
+            '<finconn-connect endpoint="/finconn">Connect</finconn-connect>',
+        ),
+        (
+            'finconn.button("<b>Bank</b>", permissions=["balances", "ownership"], disabled=True)',
+            '<finconn-connect permissions="balances ownership" disabled endpoint="/finconn">'
+            "&lt;b&gt;Bank&lt;/b&gt;</finconn-connect>",
+        ),
+        (
+            'finconn.button(label, class_="cta", data_track="link", endpoint="/api/fc")',
+            '<finconn-connect class="cta" data-track="link" endpoint="/api/fc">'
+            "<b>Bank</b></finconn-connect>",
+        ),
+        (
+            'finconn.button("Go", id="x\\" onclick=\\"alert(1)")',
+            '<finconn-connect id="x&#34; onclick=&#34;alert(1)" endpoint="/finconn">Go'
+            "</finconn-connect>",
+        ),
+    ],
+)
+def test_button_helper_renders_the_element(widget_app: Flask, call: str, expected: str) -> None:
+    with widget_app.test_request_context("/"):
+        html = render_template_string("{{ " + call + " }}", label=Markup("<b>Bank</b>"))
+    assert html == expected
+
+
+def test_bundles_are_served_minified_with_a_long_cache(widget_app: Flask) -> None:
+    client = widget_app.test_client()
+    with widget_app.test_request_context("/"):
+        helper = widget_app.jinja_env.globals["finconn"]
+        js_url, css_url = helper.js_url, helper.css_url  # type: ignore[attr-defined]
+    with client.get(js_url) as js:
+        source = js.get_data(as_text=True)
+    assert js.status_code == 200
+    assert js.mimetype == "text/javascript"
+    assert "immutable" in js.headers["Cache-Control"]
+    assert "customElements" in source
+    assert "\n  " not in source  # minified: no indented lines
+    assert "Flow: POST" not in source  # comments stripped
+    with client.get(css_url) as css:
+        style = css.get_data(as_text=True)
+    assert css.mimetype == "text/css"
+    assert "--finconn-button-background" in style
+    assert "/*" not in style
+    assert str(widget_app.instance_path) in helper.directory  # type: ignore[attr-defined]
+    assert client.get("/finconn/assets/nothing.js").status_code == 404
+
+
+def test_assets_build_elsewhere_when_the_instance_folder_is_not_writable(
+    widget_app: Flask, tmp_path: Any
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    widget_app.instance_path = str(blocker / "instance")  # cannot be created: parent is a file
+    directory = build_directory(widget_app)
+    assert not directory.startswith(str(tmp_path))
+    assert "flask-finconn-assets" in directory
+
+
+# -- the element in a browser ----------------------------------------------------------------
+
+
+def test_linking_under_a_strict_csp_with_a_nonce(widget_page: Page) -> None:
+    widget_page.add_init_script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    widget_page.goto("/?nonce=r4nd0m")
+    widget_page.locator(BUTTON).click()
+    link_test_bank(widget_page)
+    # Polling predicates need eval, which this CSP forbids: wait on the live region instead.
+    expect(widget_page.get_by_role("status")).to_have_text("2 accounts linked.")
+    assert events(widget_page)[-1]["type"] == "finconn-connect-success"
+    stand_in_nonce = widget_page.evaluate(
+        "document.querySelector('script[src$=\"/sandbox/stripe.js\"]').nonce"
+    )
+    assert stand_in_nonce == "r4nd0m"
+    assert widget_page.evaluate("window.__csp") == []
+
+
+def test_events_carry_json_details_and_busy_state(widget_page: Page) -> None:
+    widget_page.goto("/")
+    element = widget_page.locator("finconn-connect")
+    expect(element).not_to_have_attribute("aria-busy", "true")
+    widget_page.locator(BUTTON).click()
+    expect(element).to_have_attribute("aria-busy", "true")
+    expect(widget_page.locator(BUTTON)).to_have_attribute("aria-disabled", "true")
+    close_modal(widget_page)
+    assert outcome(widget_page) == {
+        "type": "finconn-connect-exit",
+        "detail": {"reason": "cancelled"},
+    }
+    assert events(widget_page)[0] == {
+        "type": "finconn-connect-start",
+        "detail": {"permissions": ["balances", "ownership", "transactions"]},
+    }
+    expect(element).to_have_attribute("aria-busy", "false")
+    expect(widget_page.locator(BUTTON)).not_to_have_attribute("aria-disabled", "true")
+
+    widget_page.evaluate("window.__events = []")
+    widget_page.locator(BUTTON).click()
+    link_test_bank(widget_page)
+    success = outcome(widget_page)
+    assert success["type"] == "finconn-connect-success"
+    accounts = success["detail"]["accounts"]
+    assert [a["display_name"] for a in accounts] == ["Test Checking", "Test Savings"]
+    assert all(a["id"].startswith("fcacct_") for a in accounts)
+    expect(widget_page.get_by_role("status")).to_have_text("2 accounts linked.")
+
+
+def test_start_event_can_be_cancelled(widget_page: Page) -> None:
+    posts = session_posts(widget_page)
+    widget_page.goto("/")
+    widget_page.evaluate(
+        "document.addEventListener('finconn-connect-start', (e) => e.preventDefault())"
+    )
+    widget_page.locator(BUTTON).click()
+    widget_page.wait_for_timeout(300)
+    assert [e["type"] for e in events(widget_page)] == ["finconn-connect-start"]
+    assert posts == []
+    expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
+
+
+def test_server_500_on_session_create_fires_an_error(widget_page: Page) -> None:
+    def fail(route: Route) -> None:
+        route.fulfill(status=500, content_type="text/html", body="<h1>Internal Server Error</h1>")
+
+    widget_page.route("**/finconn/sessions", fail)
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    assert outcome(widget_page) == {
+        "type": "finconn-connect-error",
+        "detail": {
+            "error": {
+                "code": "http_500",
+                "message": "The server answered 500 Internal Server Error.",
+            }
+        },
+    }
+    status = widget_page.get_by_role("status")
+    expect(status).to_be_visible()
+    expect(status).to_have_text("The server answered 500 Internal Server Error.")
+    expect(widget_page.locator("finconn-connect")).to_have_attribute("aria-busy", "false")
+
+
+def test_stripe_outage_on_session_create_passes_the_servers_error_on(
+    widget_page: Page, widget_app: Flask
+) -> None:
+    sandbox_of(widget_app).faults.api_error_rate = 1.0
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    error = outcome(widget_page)["detail"]["error"]
+    assert error["code"] == "stripe_unavailable"
+    assert error["message"]
+    expect(widget_page.get_by_role("status")).to_have_text(error["message"])
+
+
+def test_network_failure_fires_an_error(widget_page: Page) -> None:
+    widget_page.route("**/finconn/sessions", lambda route: route.abort("connectionrefused"))
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    assert outcome(widget_page)["detail"]["error"]["code"] == "network_error"
+
+
+def test_stripe_js_load_failure_is_reported_and_retried(widget_page: Page) -> None:
+    attempts: list[str] = []
+
+    def refuse(route: Route) -> None:
+        attempts.append(route.request.url)
+        route.abort("failed")
+
+    widget_page.route("**/sandbox/stripe.js", refuse)
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    error = outcome(widget_page)["detail"]["error"]
+    assert error["code"] == "stripe_js_load_failed"
+    assert "could not be loaded" in error["message"]
+    assert len(attempts) == 2  # the load is retried once before giving up
+
+    widget_page.unroute("**/sandbox/stripe.js")
+    widget_page.evaluate("window.__events = []")
+    widget_page.locator(BUTTON).click()
+    close_modal(widget_page)
+    assert outcome(widget_page)["type"] == "finconn-connect-exit"
+    assert widget_page.locator("script[src$='/sandbox/stripe.js']").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("spoil", "code"),
+    [("expire_session", "session_expired"), ("complete_session", "session_used")],
+)
+def test_unusable_session_fires_stripes_error(
+    widget_page: Page, widget_app: Flask, spoil: str, code: str
+) -> None:
+    def spoil_session(route: Route) -> None:
+        response = route.fetch()
+        getattr(sandbox_of(widget_app), spoil)(response.json()["id"])
+        route.fulfill(response=response)
+
+    widget_page.route("**/finconn/sessions", spoil_session)
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    error = outcome(widget_page)["detail"]["error"]
+    assert error["code"] == code
+    expect(widget_page.get_by_role("status")).to_have_text(error["message"])
+
+
+def test_double_click_opens_one_flow(widget_page: Page) -> None:
+    posts = session_posts(widget_page)
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).dblclick()
+    widget_page.locator(BUTTON).click(force=True)
+    close_modal(widget_page)
+    outcome(widget_page)
+    assert len(posts) == 1
+    assert [e["type"] for e in events(widget_page)].count("finconn-connect-start") == 1
+
+
+def test_element_added_later_on_a_page_that_includes_the_script_twice(widget_page: Page) -> None:
+    widget_page.goto("/?twice=1&button=0")
+    widget_page.wait_for_function("!!customElements.get('finconn-connect')")
+    widget_page.evaluate(
+        """() => {
+          const el = document.createElement('finconn-connect');
+          el.innerHTML = '<span class="label">Connect <em>a bank</em></span>';
+          document.body.append(el);
+        }"""
+    )
+    button = widget_page.get_by_role("button", name="Connect a bank")
+    expect(button).to_have_attribute("type", "button")
+    expect(button.locator("em")).to_have_text("a bank")
+    button.click()
+    close_modal(widget_page)
+    assert outcome(widget_page)["type"] == "finconn-connect-exit"
+
+
+def test_attributes_are_mirrored_as_properties(widget_page: Page) -> None:
+    widget_page.goto("/")
+    result = widget_page.evaluate(
+        """() => {
+          const el = document.querySelector('finconn-connect');
+          const seen = {endpoint: el.endpoint, permissions: el.permissions};
+          el.permissions = ['balances'];
+          el.endpoint = '/elsewhere';
+          el.disabled = true;
+          return {
+            seen,
+            permissionsAttr: el.getAttribute('permissions'),
+            endpointAttr: el.getAttribute('endpoint'),
+            disabledAttr: el.hasAttribute('disabled'),
+            buttonDisabled: el.querySelector('button').disabled,
+            defined: customElements.get('finconn-connect') === FinConn.FinConnConnectElement,
+          };
+        }"""
+    )
+    assert result == {
+        "seen": {"endpoint": "/finconn", "permissions": ["balances", "ownership", "transactions"]},
+        "permissionsAttr": "balances",
+        "endpointAttr": "/elsewhere",
+        "disabledAttr": True,
+        "buttonDisabled": True,
+        "defined": True,
+    }
+    widget_page.evaluate("document.querySelector('finconn-connect').disabled = false")
+    expect(widget_page.locator(BUTTON)).to_be_enabled()
+
+
+def test_requests_carry_json_and_the_csrf_token(widget_page: Page) -> None:
+    posts = session_posts(widget_page)
+    widget_page.goto("/?csrf=t0ken")
+    widget_page.locator(BUTTON).click()
+    close_modal(widget_page)
+    outcome(widget_page)
+    headers = posts[0].headers
+    assert headers["x-csrftoken"] == "t0ken"
+    assert headers["content-type"] == "application/json"
+    assert posts[0].post_data_json == {"permissions": ["balances", "ownership", "transactions"]}
+
+
+def test_function_api_resolves_and_allows_one_flow_at_a_time(widget_page: Page) -> None:
+    widget_page.goto("/?button=0")
+    widget_page.wait_for_function("!!window.FinConn")
+    widget_page.evaluate(
+        "window.__first = FinConn.connect({permissions: 'balances'});"
+        "window.__second = FinConn.connect().catch((e) => ({code: e.code, message: e.message}));"
+    )
+    assert widget_page.evaluate("window.__second") == {
+        "code": "flow_in_progress",
+        "message": "A bank-linking window is already open.",
+    }
+    close_modal(widget_page)
+    result = widget_page.evaluate("window.__first")
+    assert result["accounts"] == []
+    assert result["cancelled"] is True
+    assert result["session"].startswith("fcsess_")
