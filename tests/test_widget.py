@@ -377,3 +377,50 @@ def test_function_api_resolves_and_allows_one_flow_at_a_time(widget_page: Page) 
     assert result["accounts"] == []
     assert result["cancelled"] is True
     assert result["session"].startswith("fcsess_")
+
+
+def test_real_stripe_js_loads_once_and_reuses_the_pages_own_tag(widget_page: Page) -> None:
+    loads: list[str] = []
+
+    def stub(route: Route) -> None:
+        loads.append(route.request.url)
+        route.fulfill(content_type="text/javascript", body="window.Stripe = (pk) => ({pk});")
+
+    widget_page.route("https://js.stripe.com/**", stub)
+    widget_page.goto("/?button=0")
+    widget_page.wait_for_function("!!window.FinConn")
+    result = widget_page.evaluate(
+        """async () => {
+          const own = document.createElement('script');
+          own.src = 'https://js.stripe.com/v3/';
+          document.head.append(own);
+          const url = 'https://js.stripe.com/endive/stripe.js';
+          const [a, b] = await Promise.all([
+            FinConn.loadStripe(url, false), FinConn.loadStripe(url, false)]);
+          return {
+            same: a === b && a === window.Stripe,
+            tags: document.querySelectorAll('script[src^="https://js.stripe.com"]').length,
+          };
+        }"""
+    )
+    assert result == {"same": True, "tags": 1}
+    assert loads == ["https://js.stripe.com/v3/"]
+
+
+def test_stripe_js_load_failure_rejects_with_the_cause(widget_page: Page) -> None:
+    widget_page.route("https://js.stripe.com/**", lambda route: route.abort("failed"))
+    widget_page.goto("/?button=0")
+    widget_page.wait_for_function("!!window.FinConn")
+    error = widget_page.evaluate(
+        """() => FinConn.loadStripe('https://js.stripe.com/v3/', false).catch((e) => ({
+          name: e.name, code: e.code, message: e.message, cause: e.cause && e.cause.type,
+          tags: document.querySelectorAll('script[src^="https://js.stripe.com"]').length,
+        }))"""
+    )
+    assert error == {
+        "name": "FinConnError",
+        "code": "stripe_js_load_failed",
+        "message": "Stripe.js could not be loaded from https://js.stripe.com/v3/.",
+        "cause": "error",
+        "tags": 0,
+    }
