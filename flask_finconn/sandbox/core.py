@@ -961,31 +961,41 @@ class Sandbox:
                     "SELECT COUNT(*) FROM transactions WHERE account = ?", (acct_id,)
                 )[0]
                 count = max(count, size - have)
-        new = _data.generate_transactions(acct_id, data["category"], start, at, count, generation)
+        # A few of the newest purchases are still pending; later refreshes settle them.
+        fresh = min(count, 2 + generation % 2)
         rows = []
-        for txn_id, transacted_at, amount, description in new:
-            status = (
-                "pending"
-                if transacted_at > at - _data.PENDING_WINDOW and (_data.seed_of(txn_id) % 3 == 0)
-                else "posted"
-            )
-            posted_at = None if status == "pending" else transacted_at + 3600
-            body = _data.transaction_body(
-                txn_id,
-                acct_id,
-                amount,
-                description,
-                status,
-                transacted_at,
-                posted_at,
-                None,
-                ref_id,
-                at,
-                livemode,
-            )
-            rows.append(
-                (txn_id, acct_id, transacted_at, status, ref_seq, amount, description, body)
-            )
+        for pending_now, batch in (
+            (
+                False,
+                _data.generate_transactions(
+                    acct_id, data["category"], start, at, count - fresh, generation
+                ),
+            ),
+            (
+                True,
+                _data.generate_transactions(
+                    acct_id, data["category"], max(start, at - DAY), at, fresh, -generation
+                ),
+            ),
+        ):
+            for txn_id, transacted_at, amount, description in batch:
+                status = "pending" if pending_now else "posted"
+                body = _data.transaction_body(
+                    txn_id,
+                    acct_id,
+                    amount,
+                    description,
+                    status,
+                    transacted_at,
+                    None if pending_now else min(transacted_at + 3600, at),
+                    None,
+                    ref_id,
+                    at,
+                    livemode,
+                )
+                rows.append(
+                    (txn_id, acct_id, transacted_at, status, ref_seq, amount, description, body)
+                )
         self.store.executemany(
             "INSERT INTO transactions (id, account, transacted_at, status, refresh_seq, amount, "
             "description, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

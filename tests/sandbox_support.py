@@ -1,0 +1,87 @@
+"""Fixtures and helpers shared by the sandbox's tests.
+
+Test modules import the fixture functions (``sb_fixture``, ``client_fixture``) to register
+the ``sb`` and ``client`` fixtures.
+
+``client`` is a real ``stripe.StripeClient`` talking to a fresh sandbox either in-process
+(no socket) or over HTTP on loopback (the WSGI app behind a real server thread), so the
+conformance tests run once per transport.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import stripe
+from werkzeug.serving import make_server
+
+from flask_finconn.sandbox import Sandbox
+
+
+class Served:
+    """A sandbox WSGI app served over HTTP on 127.0.0.1 by a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(name="sb")
+def sb_fixture() -> Iterator[Sandbox]:
+    """A fresh in-memory sandbox."""
+    sandbox = Sandbox(":memory:")
+    yield sandbox
+    sandbox.close()
+
+
+@pytest.fixture(name="client", params=["in_process", "loopback"])
+def client_fixture(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[stripe.StripeClient]:
+    """A StripeClient on ``sb``: in-process, or over HTTP on loopback."""
+    if request.param == "in_process":
+        yield sb.stripe_client()
+        return
+    served = Served(sb.wsgi_app)
+    try:
+        yield stripe.StripeClient(sb.api_key, base_addresses={"api": served.url})
+    finally:
+        served.close()
+
+
+def link(
+    sb: Sandbox,
+    client: stripe.StripeClient,
+    institution: str = "bank_nonoauth",
+    accounts: list[str] | None = None,
+    permissions: tuple[str, ...] = ("balances", "ownership", "transactions"),
+    **session_params: Any,
+) -> list[Any]:
+    """Create a customer and a session, complete it, and return the linked accounts in order."""
+    customer = client.v1.customers.create({"email": "jenny.rosen@example.com"})
+    session = client.v1.financial_connections.sessions.create(
+        {
+            "account_holder": {"type": "customer", "customer": customer.id},
+            "permissions": list(permissions),
+            **session_params,
+        }
+    )
+    sb.complete_session(session.id, institution=institution, accounts=accounts)
+    listed = client.v1.financial_connections.accounts.list({"session": session.id, "limit": 100})
+    return list(reversed(listed.data))
+
+
+def one_account(
+    sb: Sandbox, client: stripe.StripeClient, key: str = "checking", **kwargs: Any
+) -> Any:
+    return link(sb, client, accounts=[key], **kwargs)[0]
