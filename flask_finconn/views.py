@@ -118,8 +118,13 @@ def list_accounts() -> ResponseReturnValue:
     """The holder's linked accounts, with their latest balances."""
     state = _state()
     holder = state.require_holder()
-    found = accounts_service.list_accounts(state, holder.id)
-    return jsonify(schemas.AccountListSchema().dump({"data": found}))
+    rendered = accounts_service.list_account_json(state, holder.id)
+    if rendered is None:
+        rows = accounts_service.list_account_rows(state, holder.id)
+        return jsonify({"data": schemas.dump_account_rows(rows)})
+    return current_app.response_class(
+        '{"data":[' + ",".join(rendered) + "]}", mimetype="application/json"
+    )
 
 
 @bp.get("/accounts/<account_id>")

@@ -202,3 +202,59 @@ def _clear(app: Flask, holder_id: str) -> None:
     db.session.execute(sa.delete(Account).where(Account.holder_id == holder_id))
     db.session.execute(sa.delete(Customer).where(Customer.holder_id == holder_id))
     db.session.commit()
+
+
+def test_every_rendering_of_the_account_list_agrees(finconn_app: Flask) -> None:
+    """The SQL-rendered listing, the row dump and AccountSchema say exactly the same."""
+    from flask_finconn.models import Account
+    from flask_finconn.schemas import AccountSchema, dump_account_rows
+    from flask_finconn.services import accounts as service
+
+    linked = link_accounts(finconn_app, ADA)
+    give_balances(finconn_app, [linked[0].id])
+    with finconn_app.app_context():
+        db = get_state(finconn_app).db
+        credit = db.session.get(Account, linked[2].id)
+        assert credit is not None
+        credit.display_name = None
+        credit.last4 = None
+        credit.balance_refresh = {
+            "status": "succeeded",
+            "last_attempted_at": 1_790_000_000,
+            "next_refresh_available_at": None,
+        }
+        credit.ownership_refresh = {"status": "failed", "last_attempted_at": 1_790_000_500}
+        credit.latest_balance = record_balance(
+            get_state(finconn_app),
+            credit,
+            {
+                "as_of": 1_790_000_100,
+                "type": "credit",
+                "current": {"usd": -2_000},
+                "credit": {"used": {"usd": 2_000}},
+            },
+        )
+        db.session.commit()
+
+    over_http = get(finconn_app.test_client(), "/finconn/accounts").json["data"]
+    with finconn_app.app_context():
+        state = get_state(finconn_app)
+        by_schema = AccountSchema(many=True).dump(service.list_accounts(state, "ada"))
+        by_rows = dump_account_rows(service.list_account_rows(state, "ada"))
+        by_sql = service.list_account_json(state, "ada")
+    assert by_sql is not None and len(by_sql) == 3
+    assert over_http == by_schema == by_rows
+    credit_json = over_http[2]
+    assert credit_json["balance"] == {
+        "current": -2_000,
+        "available": None,
+        "currency": "usd",
+        "as_of": "2026-09-21T14:15:00Z",
+    }
+    assert credit_json["refresh"]["balance"] == {
+        "status": "succeeded",
+        "last_attempted_at": "2026-09-21T14:13:20Z",
+        "next_refresh_available_at": None,
+    }
+    assert credit_json["refresh"]["ownership"]["next_refresh_available_at"] is None
+    assert (credit_json["display_name"], credit_json["last4"]) == (None, None)

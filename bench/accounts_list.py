@@ -1,0 +1,139 @@
+"""GET /accounts for 1, 10 and 100 accounts: SQL statements per request and time vs bare Flask.
+
+The baseline is a bare Flask route in the same app returning the same JSON document
+(precomputed, so it does no SQL and no serialisation work beyond ``jsonify``). Both are
+driven through Flask's test client in the same run, so the ratio is what the extension
+adds: the holder check, one joined query, ORM loading and the marshmallow dump.
+
+    .venv/bin/python bench/accounts_list.py [--database-url URL] [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, jsonify
+
+from flask_finconn import get_state
+from flask_finconn.models import Account, BalanceSnapshot, Customer
+from flask_finconn.testing import HOLDER_HEADER, create_app
+
+SIZES = (1, 10, 100)
+
+
+def add_accounts(app: Flask, holder_id: str, count: int) -> None:
+    """Store ``count`` linked accounts, each with a balance, for one holder."""
+    with app.app_context():
+        db = get_state(app).db
+        customer = Customer(holder_id=holder_id, stripe_id=f"cus_{holder_id}")
+        db.session.add(customer)
+        db.session.flush()
+        for n in range(count):
+            raw = {"id": f"fca_{holder_id}_{n}", "object": "financial_connections.account"}
+            account = Account(
+                stripe_id=raw["id"],
+                holder_id=holder_id,
+                customer_id=customer.id,
+                institution_name="StripeBank",
+                display_name=f"Checking {n}",
+                last4=f"{n:04d}",
+                category="cash",
+                subcategory="checking",
+                status="active",
+                permissions=["balances", "transactions"],
+                subscriptions=["transactions"],
+                balance_refresh={
+                    "status": "succeeded",
+                    "last_attempted_at": 1_790_000_000,
+                    "next_refresh_available_at": 1_790_003_600,
+                },
+                transaction_refresh={
+                    "id": f"fctxnref_{n}",
+                    "status": "succeeded",
+                    "last_attempted_at": 1_790_000_000,
+                    "next_refresh_available_at": 1_790_003_600,
+                },
+                raw=raw,
+            )
+            db.session.add(account)
+            db.session.flush()
+            account.latest_balance = BalanceSnapshot(
+                account_id=account.id,
+                as_of=datetime(2026, 11, 1, tzinfo=UTC),
+                type="cash",
+                currency="usd",
+                current=100_00 + n,
+                available=90_00 + n,
+            )
+        db.session.commit()
+
+
+def per_request(call: Callable[[], Any], requests: int) -> float:
+    """Median seconds per call over ``requests`` calls, after a warm-up."""
+    for _ in range(max(50, requests // 5)):
+        call()
+    samples = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(requests // 5):
+            call()
+        samples.append((time.perf_counter() - start) / (requests // 5))
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file")
+    parser.add_argument("--requests", type=int, default=500)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
+        app = create_app(url)
+        documents: dict[int, Any] = {}
+
+        @app.get("/bare/<int:size>")
+        def bare(size: int) -> Any:
+            return jsonify(documents[size])
+
+        statements: list[str] = []
+        with app.app_context():
+            engine = get_state(app).db.engine
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+
+        client = app.test_client()
+        print(f"database: {engine.dialect.name}; {args.requests} requests per figure")
+        print(f"{'accounts':>8}  {'SQL/request':>11}  {'ours ms':>8}  {'bare ms':>8}  {'ratio':>6}")
+        for size in SIZES:
+            holder = f"holder{size}"
+            add_accounts(app, holder, size)
+            headers = {HOLDER_HEADER: holder}
+            statements.clear()
+            response = client.get("/finconn/accounts", headers=headers)
+            assert response.status_code == 200, response.json
+            queries = len(statements)
+            documents[size] = response.json
+            assert len(documents[size]["data"]) == size
+            assert client.get(f"/bare/{size}").json == documents[size]
+
+            ours = per_request(
+                lambda h=headers: client.get("/finconn/accounts", headers=h), args.requests
+            )
+            base = per_request(lambda s=size: client.get(f"/bare/{s}"), args.requests)
+            print(
+                f"{size:>8}  {queries:>11}  {ours * 1000:>8.3f}  {base * 1000:>8.3f}  "
+                f"{ours / base:>6.2f}"
+            )
+        with app.app_context():
+            get_state(app).db.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
