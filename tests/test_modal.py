@@ -364,3 +364,14 @@ def test_stand_in_returns_an_error_for_unusable_sessions(
     assert result["error"]["code"] == code
     assert "Start a new one" in result["error"]["message"]
     expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
+
+
+def test_escape_closes_when_no_account_can_be_linked(widget_page: Page) -> None:
+    open_modal(widget_page, "?permissions=payment_method")
+    choose_bank(widget_page, "invalid_payment")
+    log_in(widget_page)
+    step(widget_page, "accounts")
+    expect(widget_page.get_by_role("checkbox", disabled=True)).to_have_count(4)
+    expect(widget_page.get_by_role("button", name="Link accounts")).to_be_disabled()
+    widget_page.keyboard.press("Escape")
+    assert wait_for_outcome(widget_page)["detail"] == {"reason": "cancelled"}

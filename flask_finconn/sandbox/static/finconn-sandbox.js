@@ -160,7 +160,9 @@
       sheet.addEventListener("load", show, { once: true });
       sheet.addEventListener("error", show, { once: true });
       root.append(sheet, backdrop);
-      root.addEventListener("keydown", (event) => this.onKey(event));
+      // On the document, so that Escape works even when focus was lost (a disabled button).
+      this.keys = (event) => this.onKey(event);
+      document.addEventListener("keydown", this.keys, true);
       // The page behind the modal must not take focus or clicks while it is open.
       this.inerted = [...document.body.children].filter((el) => !el.inert);
       for (const el of this.inerted) el.inert = true;
@@ -170,6 +172,7 @@
     onKey(event) {
       if (event.key === "Escape") {
         event.preventDefault();
+        event.stopPropagation();
         this.close();
       } else if (event.key === "Tab") {
         const items = [...this.dialog.querySelectorAll("button, input, [href], [tabindex='0']")].filter(
@@ -190,11 +193,13 @@
     }
 
     focusFirst() {
-      const target = this.body.querySelector("[autofocus]") || this.footer.querySelector(".primary") || this.title;
+      const primary = this.footer.querySelector(".primary:not(:disabled)");
+      const target = this.body.querySelector("[autofocus]:not(:disabled)") || primary || this.title;
       target.focus();
     }
 
     finish(accounts) {
+      document.removeEventListener("keydown", this.keys, true);
       for (const el of this.inerted) el.inert = false;
       this.host.remove();
       if (this.returnFocus && this.returnFocus.focus) this.returnFocus.focus();
