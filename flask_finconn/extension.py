@@ -9,6 +9,7 @@ keeps both in a :class:`FinConnState` at ``app.extensions["finconn"]``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -114,9 +115,9 @@ class FinConnState:
     @property
     def publishable_key(self) -> str | None:
         """The key handed to Stripe.js (the sandbox's own in sandbox mode)."""
-        if self.settings.publishable_key:
-            return self.settings.publishable_key
-        return self.sandbox.publishable_key if self.sandbox is not None else None
+        if self.sandbox is not None:
+            return self.sandbox.publishable_key
+        return self.settings.publishable_key
 
     @property
     def stripe_js_url(self) -> str:
@@ -352,6 +353,10 @@ def _connect_sandbox(app: Flask, state: FinConnState, sandbox: Sandbox) -> None:
         )
         if not state.settings.webhook_secrets:
             state.settings = replace(state.settings, webhook_secrets=(endpoint["secret"],))
+        if not app.testing:
+            # Outside tests, refreshes finish and events arrive on their own, as with Stripe;
+            # tests drive the sandbox explicitly (finish_refreshes, deliver_events).
+            sandbox.start_background()
     browser = optional_module("flask_finconn.sandbox.browser")
     if browser is None:
         return
@@ -399,5 +404,5 @@ def _honour_csrf_exemptions(app: Flask) -> None:
         done = True
 
     exempt()
-    if not done:
+    if not done and importlib.util.find_spec("flask_wtf") is not None:
         app.before_request(exempt)

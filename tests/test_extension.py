@@ -173,7 +173,7 @@ def test_sandbox_mode_is_loud(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_sandbox_is_the_default_without_keys(tmp_path: Any) -> None:
     app = Flask("host", instance_path=str(tmp_path / "instance"))
-    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    app.config.update(TESTING=True, SQLALCHEMY_DATABASE_URI="sqlite://")
     db = SQLAlchemy()
     db.init_app(app)
     FinConn(db=db).init_app(app)
