@@ -1,0 +1,147 @@
+/**
+ * Types for the Flask-FinConn widget (flask_finconn/static/finconn/finconn-connect.js).
+ *
+ * The script defines <finconn-connect> and window.FinConn; it has no module exports, so
+ * reference this file with `/// <reference path="finconn-connect.d.ts" />` or copy it.
+ */
+
+/** What a holder may be asked to share (a subset of the app's FINCONN_PERMISSIONS). */
+type FinConnPermission = "balances" | "ownership" | "payment_method" | "transactions";
+
+/** An amount set in minor units, as Stripe sends it. */
+interface FinConnBalance {
+  current: Record<string, number>;
+  available: Record<string, number> | null;
+  currency: string;
+  as_of: string;
+}
+
+interface FinConnRefreshState {
+  status: "pending" | "succeeded" | "failed" | string;
+  last_attempted_at: string | null;
+  next_refresh_available_at: string | null;
+}
+
+/** An account as the extension's routes return it (DESIGN.md §5). */
+interface FinConnAccount {
+  id: string;
+  institution_name: string;
+  display_name: string | null;
+  last4: string | null;
+  category: "cash" | "credit" | "investment" | "other" | string;
+  subcategory: string;
+  status: "active" | "inactive" | "disconnected" | string;
+  action: "none" | "relink_required";
+  permissions: FinConnPermission[];
+  subscriptions: string[];
+  balance: FinConnBalance | null;
+  refresh: {
+    balance: FinConnRefreshState | null;
+    ownership: FinConnRefreshState | null;
+    transactions: FinConnRefreshState | null;
+  };
+  linked_at: string;
+  updated_at: string;
+}
+
+/** The `error` of a finconn-connect-error event, and the fields of a FinConnError. */
+interface FinConnErrorDetail {
+  /**
+   * The server's error code (e.g. `not_authenticated`, `stripe_unavailable`), Stripe's
+   * launch error code (`session_expired`, `session_used`), or one of the widget's own:
+   * `network_error`, `invalid_response`, `http_<status>`, `stripe_js_load_failed`,
+   * `stripe_js_unavailable`, `stripe_error`, `flow_in_progress`, `unexpected_error`.
+   */
+  code: string;
+  /** A sentence fit to show the user. */
+  message: string;
+}
+
+interface FinConnConnectOptions {
+  /** Base URL of the extension's routes; default: the script tag's data-endpoint, else "/finconn". */
+  endpoint?: string;
+  /** Narrow what is asked for; a list or a space/comma separated string. */
+  permissions?: FinConnPermission[] | string;
+  /** Replace window.fetch (for instrumentation or tests). */
+  fetch?: typeof fetch;
+}
+
+interface FinConnConnectResult {
+  /** The accounts stored by the server, re-read from Stripe. Empty when nothing was linked. */
+  accounts: FinConnAccount[];
+  /** True when the holder closed the modal. */
+  cancelled: boolean;
+  /** The Financial Connections session id (`fcsess_...`). */
+  session: string;
+}
+
+declare class FinConnError extends Error implements FinConnErrorDetail {
+  readonly name: "FinConnError";
+  readonly code: string;
+  readonly message: string;
+  /** The underlying failure (a load error event, a TypeError from fetch, ...). */
+  readonly cause?: unknown;
+}
+
+interface FinConnConnectEventMap {
+  /** About to start; cancelable (preventDefault() stops the flow). */
+  "finconn-connect-start": CustomEvent<{ permissions: FinConnPermission[] }>;
+  /** Accounts were linked and stored. */
+  "finconn-connect-success": CustomEvent<{ accounts: FinConnAccount[] }>;
+  /** The flow ended with nothing linked: the holder closed the modal, or chose nothing. */
+  "finconn-connect-exit": CustomEvent<{ reason: "cancelled" | "no_accounts" }>;
+  /** The flow failed; the message is also shown in the element's live region. */
+  "finconn-connect-error": CustomEvent<{ error: FinConnErrorDetail }>;
+}
+
+/** `<finconn-connect>`: a button that runs the linking flow. Its children are the label. */
+declare class FinConnConnectElement extends HTMLElement {
+  /** Register the element once (done automatically for "finconn-connect"). */
+  static define(tag?: string, registry?: CustomElementRegistry): typeof FinConnConnectElement;
+  /** Mirrors the `endpoint` attribute. */
+  endpoint: string;
+  /** Mirrors the `permissions` attribute (space separated). */
+  permissions: FinConnPermission[];
+  /** Mirrors the `disabled` attribute; disables the inner button. */
+  disabled: boolean;
+  /** True while a flow runs (the element has aria-busy="true"). */
+  readonly busy: boolean;
+  /** The rendered inner <button>. */
+  readonly button: HTMLButtonElement;
+  /** Start a flow as a click does; ignored while busy or disabled. */
+  start(): Promise<void>;
+  /** The network half of a flow; override in a subclass to customise requests. */
+  connect(): Promise<FinConnConnectResult>;
+  addEventListener<K extends keyof FinConnConnectEventMap>(
+    type: K,
+    listener: (this: FinConnConnectElement, event: FinConnConnectEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+}
+
+interface FinConnGlobal {
+  /** Run one linking flow. Rejects with a FinConnError; only one flow runs at a time. */
+  connect(options?: FinConnConnectOptions): Promise<FinConnConnectResult>;
+  /** Load Stripe.js (or the sandbox stand-in) at most once; resolves the Stripe constructor. */
+  loadStripe(url: string, sandbox: boolean): Promise<(publishableKey: string) => unknown>;
+  FinConnError: typeof FinConnError;
+  FinConnConnectElement: typeof FinConnConnectElement;
+  version: string;
+}
+
+interface Window {
+  FinConn: FinConnGlobal;
+}
+
+interface HTMLElementTagNameMap {
+  "finconn-connect": FinConnConnectElement;
+}
+
+/** The events bubble, so a listener on document or any ancestor sees them. */
+interface HTMLElementEventMap extends FinConnConnectEventMap {}
+interface DocumentEventMap extends FinConnConnectEventMap {}
