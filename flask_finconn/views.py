@@ -74,6 +74,10 @@ def _check_origin(allowed: tuple[str, ...]) -> None:
 def json_body() -> Any:
     """The request's JSON body; an empty body is ``{}``, anything unparsable a 400."""
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A body without Content-Length is cut at the limit rather than refused.
+        raise PayloadTooLarge()
     if not raw.strip():
         return {}
     try:

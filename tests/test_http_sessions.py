@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -362,3 +363,26 @@ def test_host_csrf_protection_is_honoured(make_finconn_app: Callable[..., Flask]
     csrf = client.get("/token").get_data(as_text=True)
     accepted = post(client, "/finconn/sessions", headers={"X-CSRFToken": csrf})
     assert accepted.status_code == 201
+
+
+def test_bodies_without_a_length_are_limited_too(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app(FINCONN_MAX_CONTENT_LENGTH=1024)
+    client = app.test_client()
+    small = b'{"permissions": ["balances", "balances"]}'
+    big = b'{"permissions": [' + b'"balances", ' * 200 + b'"balances"]}'
+    for body, status in ((small, 201), (big, 413)):
+        response = client.post(
+            "/finconn/sessions",
+            input_stream=io.BytesIO(body),
+            headers={
+                HOLDER_HEADER: "ada",
+                "Content-Type": "application/json",
+                "Transfer-Encoding": "chunked",
+            },
+            # What a server that de-chunks (Werkzeug's, gunicorn's) tells the app.
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+        assert response.status_code == status
+    assert error_code(response) == "payload_too_large"
