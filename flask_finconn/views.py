@@ -27,7 +27,9 @@ from .errors import (
 )
 from .extension import FinConnState, get_state
 from .services import accounts as accounts_service
+from .services import events as events_service
 from .services import linking
+from .webhooks import verify as verify_webhook
 
 bp = Blueprint("finconn", __name__)
 register_handlers(bp)
@@ -138,3 +140,18 @@ def get_account(account_id: str) -> ResponseReturnValue:
     holder = state.require_holder()
     account = accounts_service.get_account(state, holder.id, account_id)
     return jsonify(schemas.AccountSchema().dump(account))
+
+
+@bp.post("/webhook")
+@webhook_view
+def webhook() -> ResponseReturnValue:
+    """Stripe's signed events: verify the raw bytes, store, then process or queue."""
+    state = _state()
+    event = verify_webhook(
+        request.get_data(cache=False),
+        request.headers.get("Stripe-Signature"),
+        state.settings.webhook_secrets,
+        tolerance=state.settings.webhook_tolerance,
+    )
+    events_service.receive(state, event)
+    return jsonify({"received": True})

@@ -1,0 +1,481 @@
+"""Stripe events: store each once, claim it, process it once, replay what failed.
+
+The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
+
+    verified delivery ──store──▶ pending ──claim──▶ processing ──▶ processed
+                         │                             └────────▶ failed ──claim──▶ ...
+                         └─ already stored: a duplicate, acknowledged and not stored again
+
+- :func:`receive` stores a verified event with ``INSERT ... ON CONFLICT DO NOTHING`` and
+  commits before anything else happens, so a 2xx always means "stored", and two
+  deliveries of one event racing in two workers store one row. ``event_received`` is sent
+  by the delivery that stored it. Then the event goes to ``FINCONN_TASK_QUEUE``.
+- :func:`process_event` first *claims* the event: one committed ``UPDATE`` that moves it
+  from a claimable status to ``processing`` (on PostgreSQL after a ``SELECT ... FOR UPDATE
+  SKIP LOCKED``, so a second claimer moves on at once instead of queueing behind the
+  first). Only the claimer runs the handler, so a worker that lost the race does nothing.
+  The handler's work and the ``processed`` mark commit together; if it raises, its work
+  is rolled back, the event becomes ``failed`` with the error, and ``event_failed`` is sent.
+- Handlers treat events as nudges: they re-read the account from Stripe with the stored
+  account row locked, so an old or duplicated event can only ever apply Stripe's current
+  state, never roll it back.
+- :func:`sweep` finds events a worker should look at again (pending too long, stuck in
+  ``processing`` after a crash, failed with attempts left) and :func:`replay` reprocesses
+  failed events or one event on request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from blinker import Signal
+from flask import current_app
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from .. import tasks
+from ..errors import FinConnError, NotFound
+from ..extension import FinConnState
+from ..models import Account, Customer, WebhookEvent, from_unix, utcnow
+from ..signals import (
+    account_deactivated,
+    account_disconnected,
+    account_linked,
+    account_reactivated,
+    account_updated,
+    event_failed,
+    event_received,
+)
+from .accounts import Upserted, upsert_account
+
+logger = logging.getLogger("flask_finconn.events")
+
+Outcome = Literal["processed", "failed", "skipped"]
+
+# A claimed event whose worker has not finished after this long is taken to be lost
+# (the process died); well above any handler's run time.
+STUCK_AFTER = timedelta(minutes=15)
+# A stored event nobody claimed within this long lost its queue message.
+PENDING_AFTER = timedelta(minutes=2)
+# Automatic retries of failed events (replay by hand has no limit), with backoff.
+MAX_ATTEMPTS = 5
+RETRY_BASE = timedelta(minutes=1)
+SWEEP_BATCH = 500
+ERROR_LIMIT = 2000
+
+PREFIX = "financial_connections."
+ACCOUNT = PREFIX + "account."
+ACCOUNT_EVENT_TYPES = tuple(
+    ACCOUNT + name
+    for name in (
+        "created",
+        "deactivated",
+        "reactivated",
+        "disconnected",
+        "refreshed_balance",
+        "refreshed_ownership",
+        "refreshed_transactions",
+        "account_numbers_updated",
+        "upcoming_account_number_expiry",
+        "supported_payment_method_types_updated",
+        "upcoming_deactivation",
+        "expected_deactivation_date_updated",
+    )
+)
+AUTHORIZATION_EVENT_TYPES = (
+    PREFIX + "authorization.upcoming_deactivation",
+    PREFIX + "authorization.expected_deactivation_date_updated",
+)
+EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
+
+Notice = tuple[Signal, dict[str, Any]]
+Handler = Callable[[FinConnState, WebhookEvent], list[Notice]]
+
+
+class EventProcessingFailed(FinConnError):
+    """Inline processing of a stored event raised; Stripe should deliver it again (500)."""
+
+    status = 500
+    code = "event_processing_failed"
+    message = (
+        "The event was stored but processing it failed; it is marked failed and will be "
+        "processed again when Stripe retries the delivery or on replay."
+    )
+
+
+@dataclass(frozen=True)
+class Received:
+    """What became of one verified delivery."""
+
+    event_id: str
+    duplicate: bool
+    outcome: Outcome | None  # inline processing only; None when queued or not processed
+
+
+# storing
+
+
+def _row_values(event: dict[str, Any]) -> dict[str, Any]:
+    obj = event["data"]["object"]
+    is_account = obj.get("object") == "financial_connections.account"
+    return {
+        "id": event["id"],
+        "type": event["type"],
+        "created": from_unix(event["created"]),
+        "account_stripe_id": obj.get("id") if is_account else None,
+        "livemode": bool(event.get("livemode", False)),
+        "payload": event,
+        "status": "pending",
+        "attempts": 0,
+        "received_at": utcnow(),
+    }
+
+
+def store_event(state: FinConnState, event: dict[str, Any]) -> bool:
+    """Store a verified event once and commit; False when its id was already stored."""
+    session = state.db.session
+    values = _row_values(event)
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(WebhookEvent).values(**values).on_conflict_do_nothing()
+        stored: bool = session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+        session.commit()
+        return stored
+    try:
+        session.execute(sa.insert(WebhookEvent).values(**values))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return False
+    return True
+
+
+def receive(state: FinConnState, event: dict[str, Any]) -> Received:
+    """Store a verified event, then hand it to ``FINCONN_TASK_QUEUE``.
+
+    A duplicate delivery is acknowledged without storing again. With the ``inline`` queue
+    the event is processed before this returns, and a duplicate of an event still waiting
+    or failed is a retry and processed (at most once, by whoever claims it); a failure
+    raises :class:`EventProcessingFailed` after it is recorded, so Stripe delivers again.
+    With a real queue only new events are queued; :func:`sweep` catches the rest.
+    """
+    event_id = event["id"]
+    stored = store_event(state, event)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if stored and event_received.has_receivers_for(app):
+        row = state.db.session.get(WebhookEvent, event_id)
+        event_received.send(app, event=row)
+    queue = tasks.get_queue(state)
+    if queue.inline:
+        outcome = process_event(state, event_id)
+        if outcome == "failed":
+            raise EventProcessingFailed()
+        return Received(event_id, duplicate=not stored, outcome=outcome)
+    if stored:
+        try:
+            queue.enqueue(app, [event_id])
+        except Exception:
+            # The event is stored and acknowledged; the sweep queues it once the broker is back.
+            logger.exception("Could not queue event %s; the sweep will queue it again.", event_id)
+    return Received(event_id, duplicate=not stored, outcome=None)
+
+
+# claiming and processing
+
+CLAIMABLE = ("pending", "failed")
+
+
+def claim(
+    state: FinConnState, event_id: str, statuses: Sequence[str] = CLAIMABLE
+) -> WebhookEvent | None:
+    """Move an event in one of ``statuses`` to ``processing`` and commit; None if taken.
+
+    At most one caller gets the event, on any number of threads and processes.
+    """
+    session = state.db.session
+    if session.get_bind().dialect.name == "postgresql":
+        locked = session.execute(
+            sa.select(WebhookEvent.id)
+            .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(statuses))
+            .with_for_update(skip_locked=True)
+        ).first()
+        if locked is None:
+            session.rollback()
+            return None
+    # The status condition makes the UPDATE itself the claim where there are no row locks.
+    result = session.execute(
+        sa.update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(statuses))
+        .values(status="processing", attempts=WebhookEvent.attempts + 1, claimed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return None
+    session.commit()
+    return session.get(WebhookEvent, event_id, populate_existing=True)
+
+
+def process_event(
+    state: FinConnState, event_id: str, statuses: Sequence[str] = CLAIMABLE
+) -> Outcome:
+    """Claim an event and run its handler; ``skipped`` when someone else has it or it is done.
+
+    The handler's writes and the ``processed`` mark commit together. On an exception the
+    work is rolled back, the event is marked ``failed`` with the error and ``event_failed``
+    is sent; the exception does not propagate (the event row is the record).
+    """
+    event = claim(state, event_id, statuses)
+    if event is None:
+        return "skipped"
+    session = state.db.session
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        notices = handler_for(event.type)(state, event)
+        event.status = "processed"
+        event.processed_at = utcnow()
+        event.last_error = None
+        session.commit()
+    except Exception as exc:
+        session.rollback()
+        _mark_failed(state, event_id, exc)
+        logger.warning("Processing event %s failed: %s", event_id, _describe(exc))
+        failed = session.get(WebhookEvent, event_id, populate_existing=True)
+        event_failed.send(app, event=failed, error=exc)
+        return "failed"
+    for signal, kwargs in notices:
+        signal.send(app, **kwargs)
+    return "processed"
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_LIMIT else text[: ERROR_LIMIT - 1] + "…"
+
+
+def _mark_failed(state: FinConnState, event_id: str, exc: BaseException) -> None:
+    session = state.db.session
+    session.execute(
+        sa.update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status == "processing")
+        .values(status="failed", last_error=_describe(exc))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+# handlers
+
+
+def handler_for(event_type: str) -> Handler:
+    """The handler of an event type; unknown types are acknowledged and left alone."""
+    return HANDLERS.get(event_type, _ignore)
+
+
+def _ignore(state: FinConnState, event: WebhookEvent) -> list[Notice]:
+    logger.info("Stored event %s of type %s, which needs no action.", event.id, event.type)
+    return []
+
+
+def _account_event(state: FinConnState, event: WebhookEvent) -> list[Notice]:
+    """Re-read the account from Stripe and store that, whatever the event's own snapshot says."""
+    stripe_id = event.account_stripe_id
+    if stripe_id is None:
+        return _ignore(state, event)
+    for attempt in range(2):
+        try:
+            return _apply_fresh(state, event, stripe_id)
+        except IntegrityError:
+            # Linking stored the same new account meanwhile; the second pass updates it.
+            state.db.session.rollback()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _apply_fresh(state: FinConnState, event: WebhookEvent, stripe_id: str) -> list[Notice]:
+    session = state.db.session
+    query = sa.select(Account).where(Account.stripe_id == stripe_id)
+    if session.get_bind().dialect.name == "postgresql":
+        # Held until the commit: events of one account apply in the order they read Stripe.
+        query = query.with_for_update()
+    account = session.scalars(query).first()
+    customer = _customer_of(state, account, event.payload)
+    if customer is None:
+        logger.info("Event %s is about account %s, which is not ours.", event.id, stripe_id)
+        return []
+    if account is None and _superseded(state, customer, stripe_id):
+        logger.info("Event %s is about %s, replaced by a relink; ignored.", event.id, stripe_id)
+        return []
+    fresh = state.stripe.retrieve_account(stripe_id)
+    return _notices(upsert_account(state, customer, fresh))
+
+
+def _customer_of(
+    state: FinConnState, account: Account | None, payload: dict[str, Any]
+) -> Customer | None:
+    session = state.db.session
+    if account is not None:
+        return session.get(Customer, account.customer_id)
+    holder = (payload["data"]["object"].get("account_holder")) or {}
+    customer_id = holder.get("customer")
+    if not isinstance(customer_id, str):
+        return None
+    return session.scalars(sa.select(Customer).where(Customer.stripe_id == customer_id)).first()
+
+
+def _superseded(state: FinConnState, customer: Customer, stripe_id: str) -> bool:
+    """Whether a relink replaced this ``fca_`` id on one of the customer's accounts."""
+    previous = state.db.session.scalars(
+        sa.select(Account.previous_stripe_ids).where(Account.customer_id == customer.id)
+    )
+    return any(stripe_id in ids for ids in previous)
+
+
+def _notices(result: Upserted) -> list[Notice]:
+    account = result.account
+    if result.change in ("created", "relinked"):
+        return [(account_linked, {"account": account})]
+    before, after = result.status_before, account.status
+    if before != after:
+        if after == "inactive":
+            return [(account_deactivated, {"account": account})]
+        if after == "disconnected":
+            return [(account_disconnected, {"account": account})]
+        if after == "active" and before == "inactive":
+            return [(account_reactivated, {"account": account})]
+    if result.change == "updated":
+        return [(account_updated, {"account": account})]
+    return []
+
+
+HANDLERS: dict[str, Handler] = {
+    **{name: _account_event for name in ACCOUNT_EVENT_TYPES},
+    # An authorization is the login behind several accounts; Stripe sends the matching
+    # account events too, and those carry everything stored about the accounts.
+    **{name: _ignore for name in AUTHORIZATION_EVENT_TYPES},
+}
+
+
+# sweeping, replaying, listing
+
+
+def sweep(state: FinConnState, *, now: datetime | None = None) -> list[str]:
+    """The ids of events a worker should take again, oldest first (the caller queues them).
+
+    Events stuck in ``processing`` past :data:`STUCK_AFTER` are put back to ``pending``;
+    ``pending`` ones older than :data:`PENDING_AFTER` lost their queue message; ``failed``
+    ones are retried with exponential backoff until :data:`MAX_ATTEMPTS`.
+    """
+    session = state.db.session
+    at = now or utcnow()
+    skip_locked = session.get_bind().dialect.name == "postgresql"
+    session.execute(
+        sa.update(WebhookEvent)
+        .where(WebhookEvent.status == "processing", WebhookEvent.claimed_at < at - STUCK_AFTER)
+        .values(status="pending")
+        .execution_options(synchronize_session=False)
+    )
+    pending = (
+        sa.select(WebhookEvent.id, WebhookEvent.received_at)
+        .where(WebhookEvent.status == "pending", WebhookEvent.received_at < at - PENDING_AFTER)
+        .order_by(WebhookEvent.received_at)
+        .limit(SWEEP_BATCH)
+    )
+    failed = (
+        sa.select(
+            WebhookEvent.id,
+            WebhookEvent.received_at,
+            WebhookEvent.attempts,
+            WebhookEvent.claimed_at,
+        )
+        .where(
+            WebhookEvent.status == "failed",
+            WebhookEvent.attempts < MAX_ATTEMPTS,
+            WebhookEvent.claimed_at < at - RETRY_BASE,
+        )
+        .order_by(WebhookEvent.received_at)
+        .limit(SWEEP_BATCH)
+    )
+    if skip_locked:  # rows being claimed right now are someone else's already
+        pending = pending.with_for_update(skip_locked=True)
+        failed = failed.with_for_update(skip_locked=True)
+    due = [(row.received_at, row.id) for row in session.execute(pending)]
+    for row in session.execute(failed):
+        if row.claimed_at <= at - RETRY_BASE * 2 ** max(row.attempts - 1, 0):
+            due.append((row.received_at, row.id))
+    session.commit()
+    return [event_id for _, event_id in sorted(due)]
+
+
+def requeue(state: FinConnState) -> list[str]:
+    """Sweep and hand what it found to ``FINCONN_TASK_QUEUE``; returns the ids."""
+    ids = sweep(state)
+    if ids:
+        tasks.get_queue(state).enqueue(current_app._get_current_object(), ids)  # type: ignore[attr-defined]
+    return ids
+
+
+def replay(
+    state: FinConnState, event_id: str | None = None, *, failed: bool = False
+) -> list[tuple[str, Outcome]]:
+    """Process one event again (any status but ``processing``) or every failed event once.
+
+    Runs here, not on the queue, so the caller sees each outcome. Claims still apply: an
+    event another worker is processing is ``skipped``.
+    """
+    if event_id is not None:
+        if state.db.session.get(WebhookEvent, event_id) is None:
+            raise NotFound(f"No event {event_id} is stored.", code="event_not_found")
+        return [(event_id, process_event(state, event_id, ("pending", "failed", "processed")))]
+    if not failed:
+        raise ValueError("Pass an event id, or failed=True to replay every failed event.")
+    ids = list(
+        state.db.session.scalars(
+            sa.select(WebhookEvent.id)
+            .where(WebhookEvent.status == "failed")
+            .order_by(WebhookEvent.received_at, WebhookEvent.id)
+        )
+    )
+    state.db.session.commit()
+    return [(each, process_event(state, each, ("failed",))) for each in ids]
+
+
+def list_events(
+    state: FinConnState,
+    *,
+    status: str | None = None,
+    types: Iterable[str] = (),
+    limit: int = 50,
+) -> list[WebhookEvent]:
+    """Stored events, newest first, optionally of one status and some types."""
+    query = sa.select(WebhookEvent).order_by(
+        WebhookEvent.received_at.desc(), WebhookEvent.id.desc()
+    )
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    wanted = list(types)
+    if wanted:
+        query = query.where(WebhookEvent.type.in_(wanted))
+    return list(state.db.session.scalars(query.limit(limit)))
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "EventProcessingFailed",
+    "Received",
+    "claim",
+    "list_events",
+    "process_event",
+    "receive",
+    "replay",
+    "requeue",
+    "store_event",
+    "sweep",
+]
