@@ -160,6 +160,11 @@ class FinConn:
             raise ConfigurationError(
                 "Call db.init_app(app) for Flask-SQLAlchemy before finconn.init_app(app)."
             )
+        if app.extensions["sqlalchemy"] is not self.db:
+            raise ConfigurationError(
+                "FinConn(db=...) must be given the same SQLAlchemy instance that is registered "
+                "on this app; pass the app's db."
+            )
         settings = read_settings(app)
         models.attach_to(self.db.metadata)
 
@@ -351,8 +356,10 @@ def _connect_sandbox(app: Flask, state: FinConnState, sandbox: Sandbox) -> None:
         endpoint = sandbox.add_webhook_endpoint(
             wsgi_app=app, path=f"{state.settings.url_prefix}/webhook"
         )
-        if not state.settings.webhook_secrets:
-            state.settings = replace(state.settings, webhook_secrets=(endpoint["secret"],))
+        secrets = state.settings.webhook_secrets
+        if endpoint["secret"] not in secrets:
+            # The sandbox signs with its endpoint's own secret; configured ones still verify.
+            state.settings = replace(state.settings, webhook_secrets=(*secrets, endpoint["secret"]))
         if not app.testing:
             # Outside tests, refreshes finish and events arrive on their own, as with Stripe;
             # tests drive the sandbox explicitly (finish_refreshes, deliver_events).

@@ -114,6 +114,12 @@ def test_flask_sqlalchemy_must_come_first() -> None:
         finconn.init_app(app)
 
 
+def test_the_apps_own_db_is_required() -> None:
+    app, _, _ = host_app(**REAL_KEYS)
+    with pytest.raises(ConfigurationError, match="same SQLAlchemy instance"):
+        FinConn(db=SQLAlchemy()).init_app(app)
+
+
 def test_double_registration_is_refused() -> None:
     app, _, finconn = host_app(**REAL_KEYS)
     finconn.init_app(app)

@@ -11,7 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from flask_finconn import account_linked
+from flask_finconn import account_linked, get_state
+from flask_finconn.models import Account
 from flask_finconn.testing import HOLDER_HEADER, captured_signals, sandbox_of
 
 ACCOUNT_KEYS = {
@@ -344,6 +345,13 @@ def test_relinking_keeps_one_account(finconn_app: Flask, finconn_client: FlaskCl
     assert first["accounts"][0]["id"] == second["accounts"][0]["id"]
     listed = finconn_client.get("/finconn/accounts", headers={HOLDER_HEADER: "ada"}).json
     assert listed is not None and len(listed["data"]) == 1
+    # The replaced link is disconnected at Stripe, so it is not refreshed (and billed) twice.
+    with finconn_app.app_context():
+        account = get_state(finconn_app).db.session.get(Account, first["accounts"][0]["id"])
+        assert account is not None and len(account.previous_stripe_ids) == 1
+        sandbox = sandbox_of(finconn_app)
+        assert sandbox.account(account.previous_stripe_ids[0])["status"] == "disconnected"
+        assert sandbox.account(account.stripe_id)["status"] == "active"
 
 
 def test_host_csrf_protection_is_honoured(make_finconn_app: Callable[..., Flask]) -> None:

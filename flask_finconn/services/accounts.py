@@ -267,10 +267,13 @@ def get_account(state: FinConnState, holder_id: str, account_id: str) -> Account
 
 
 def find_by_stripe_id(state: FinConnState, stripe_id: str) -> Account | None:
-    """The stored account for an ``fca_`` id, current or replaced by a relink."""
-    session = state.db.session
-    account = session.scalars(sa.select(Account).where(Account.stripe_id == stripe_id)).first()
-    return account
+    """The stored account whose current ``fca_`` id this is.
+
+    Ids replaced by a relink (``previous_stripe_ids``) are not found: events about them
+    are stale and must not touch the row.
+    """
+    query = sa.select(Account).where(Account.stripe_id == stripe_id)
+    return state.db.session.scalars(query).first()
 
 
 def action_of(raw: dict[str, Any]) -> str:
@@ -346,7 +349,10 @@ def upsert_account(
     status_before: str | None = None
     if account is None:
         account = _relink_candidate(state, customer.holder_id, fields)
-        if account is not None and account.stripe_id != stripe_id:
+        # Two accounts of one session are never the same bank account.
+        if account is not None and session_id is not None and account.session_id == session_id:
+            account = None
+        if account is not None:
             status_before = account.status
             account.previous_stripe_ids = [*account.previous_stripe_ids, account.stripe_id]
             account.stripe_id = stripe_id

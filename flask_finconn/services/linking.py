@@ -110,6 +110,7 @@ def complete_session(state: FinConnState, holder: Holder, session_id: str) -> Co
 
     results = _store(state, holder, session_id, customer, linked)
     _subscribe(state, customer, session_id, results)
+    _retire_replaced(state, results)
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     for result in results:
@@ -193,3 +194,18 @@ def _subscribe(
                 changed = True
     if changed:
         state.db.session.commit()
+
+
+def _retire_replaced(state: FinConnState, results: list[Upserted]) -> None:
+    """Disconnect the ``fca_`` ids that relinks replaced, so Stripe stops refreshing them.
+
+    Best effort: a failure only means Stripe keeps an unused link, which is logged.
+    """
+    for result in results:
+        if result.change != "relinked" or result.status_before == "disconnected":
+            continue
+        replaced = result.account.previous_stripe_ids[-1]
+        try:
+            state.stripe.disconnect_account(replaced)
+        except FinConnError as exc:
+            logger.warning("Could not disconnect replaced account %s: %s", replaced, exc.code)
