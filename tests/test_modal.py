@@ -191,13 +191,20 @@ def test_magic_word_incorrect_lets_the_user_try_again(widget_page: Page) -> None
     step(widget_page, "accounts")
 
 
-def test_magic_word_error_ends_the_session(widget_page: Page, widget_app: Flask) -> None:
+def test_magic_word_error_fails_the_login(widget_page: Page, widget_app: Flask) -> None:
     reach(widget_page, "failed")
     expect(widget_page.get_by_role("dialog")).to_contain_text("could not log you in")
     expect(widget_page.get_by_role("button", name="Back")).to_be_hidden()
+    widget_page.get_by_role("button", name="Select another bank").click()
+    step(widget_page, "institutions")
+    widget_page.get_by_role("button", name="Back").click()
+    step(widget_page, "consent")
+
+
+def test_closing_after_a_failed_login_exits(widget_page: Page) -> None:
+    reach(widget_page, "failed")
     widget_page.get_by_role("dialog").get_by_role("button", name="Close").last.click()
-    outcome = wait_for_outcome(widget_page)
-    assert outcome["detail"] == {"reason": "cancelled"}
+    assert wait_for_outcome(widget_page)["detail"] == {"reason": "cancelled"}
 
 
 @pytest.mark.parametrize(

@@ -519,9 +519,13 @@
     render_failed() {
       this.setTitle(`${this.institution ? this.institution.name : "Your bank"} could not log you in`);
       this.body.append(
-        h("p", { class: "lede" }, this.failure || "Something went wrong at your bank. This linking session has ended."),
+        h("p", { class: "lede" }, this.failure || "Something went wrong at your bank."),
       );
-      this.primary("Close", () => this.close());
+      this.primary("Select another bank", () => {
+        this.history = this.history.slice(0, this.history.indexOf("institutions") + 1);
+        this.back();
+      });
+      this.secondary("Close", () => this.close());
     }
 
     render_accounts() {
