@@ -394,3 +394,48 @@ def test_bodies_without_a_length_are_limited_too(
         )
         assert response.status_code == status
     assert error_code(response) == "payload_too_large"
+
+
+@pytest.mark.parametrize("csrf_first", [True, False])
+def test_only_the_webhook_is_exempt_from_csrf(database_url: str, csrf_first: bool) -> None:
+    from flask_sqlalchemy import SQLAlchemy
+    from flask_wtf.csrf import CSRFProtect
+
+    from flask_finconn import FinConn, Holder
+
+    app = Flask("host")
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="csrf-test",
+        SQLALCHEMY_DATABASE_URI=database_url,
+        FINCONN_SANDBOX_DATABASE=":memory:",
+    )
+    db = SQLAlchemy(app)
+    finconn = FinConn(db=db)
+    finconn.holder_loader(lambda: Holder("ada"))
+    csrf = CSRFProtect()
+    if csrf_first:
+        csrf.init_app(app)
+    finconn.init_app(app)
+    if not csrf_first:
+        csrf.init_app(app)
+    client = app.test_client()
+    session = post(client, "/finconn/sessions")
+    assert (session.status_code, error_code(session)) == (400, "csrf_failed")
+    hook = client.post("/finconn/webhook", data=b"{}", content_type="application/json")
+    # Refused for its missing signature, not for a CSRF token it can never have.
+    assert hook.status_code == 400
+    assert error_code(hook) == "missing_signature"
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_sandbox_events_reach_the_webhook_signed(
+    finconn_app: Flask, finconn_client: FlaskClient
+) -> None:
+    link(finconn_app, finconn_client, accounts=["checking"])
+    sandbox = sandbox_of(finconn_app)
+    assert sandbox.deliver_events(retry_now=True) >= 1
+    attempts = sandbox.webhook_attempts()
+    assert attempts
+    assert {attempt["status"] for attempt in attempts} == {200}
