@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import stripe
 
-from flask_finconn import FinConnError, NotFound, StripeUnavailable
+from flask_finconn import Conflict, FinConnError, NotFound, StripeUnavailable
 from flask_finconn.sandbox import Sandbox
 from flask_finconn.stripe_api import API_VERSION, StripeAPI
 
@@ -92,3 +92,22 @@ def test_session_accounts_are_listed_by_session(api: StripeAPI, sandbox: Sandbox
     accounts = api.session_accounts(session.id)
     assert sorted(a.last4 for a in accounts) == ["1234", "4321", "6789"]
     assert api.retrieve_session(session.id).id == session.id
+
+
+def test_an_inactive_account_is_a_conflict(api: StripeAPI, sandbox: Sandbox) -> None:
+    customer = api.create_customer("ada", email=None, name=None)
+    session = api.create_session(
+        customer.id,
+        permissions=["balances", "transactions"],
+        prefetch=[],
+        country="US",
+        account_subcategories=None,
+    )
+    sandbox.complete_session(session.id, "bank_nonoauth", ["checking"])
+    account = api.session_accounts(session.id)[0]
+    sandbox.deactivate(account.id)
+    with pytest.raises(Conflict) as info:
+        api.refresh_account(account.id, ["balance"])
+    assert info.value.status == 409
+    assert info.value.code == "account_inactive"
+    assert "link it again" in info.value.message
