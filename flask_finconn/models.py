@@ -124,6 +124,9 @@ class Account(Base):
     transaction_refresh: Mapped[dict[str, Any] | None]
     ownership_id: Mapped[str | None] = mapped_column(sa.String(255))  # fcaowns_ last stored
     transactions_cursor: Mapped[str | None] = mapped_column(sa.String(255))  # fctxnref_ synced
+    # A sync in progress: {"target", "after", "since"}; committed with each page so a crash
+    # resumes at the next page (services/transactions.py).
+    transactions_sync: Mapped[dict[str, Any] | None]
     # No database FK: it would close a cycle with finconn_balance.account_id, and Alembic's
     # create_table drops use_alter FKs, so migrations would never create it.
     latest_balance_id: Mapped[int | None]

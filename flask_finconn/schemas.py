@@ -100,6 +100,9 @@ class TransactionQuerySchema(_Input):
     limit = fields.Integer(load_default=25, validate=validate.Range(min=1, max=100))
     cursor = fields.String(load_default=None)
     status = fields.String(load_default=None, validate=validate.OneOf(TRANSACTION_STATUSES))
+    # transacted_at window: ISO 8601 dates or times (UTC unless they say); until is exclusive.
+    since = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+    until = fields.AwareDateTime(load_default=None, default_timezone=UTC)
 
 
 # outputs
@@ -111,7 +114,8 @@ def _balance(account: Any) -> dict[str, Any] | None:
         return None
     return {
         "current": snapshot.current,
-        "available": snapshot.available,
+        # Stripe: when a bank gives no available balance, current is the figure to use.
+        "available": snapshot.current if snapshot.available is None else snapshot.available,
         "currency": snapshot.currency,
         "as_of": iso(snapshot.as_of),
     }
@@ -193,7 +197,9 @@ def dump_account_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
             if row.balance_current is None
             else {
                 "current": row.balance_current,
-                "available": row.balance_available,
+                "available": row.balance_current
+                if row.balance_available is None
+                else row.balance_available,
                 "currency": row.balance_currency,
                 "as_of": iso(row.balance_as_of),
             },

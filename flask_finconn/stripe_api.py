@@ -216,6 +216,37 @@ class StripeAPI:
             with _calling("list the account's transactions", not_found="account_not_found"):
                 page = page.next_page()
 
+    def transaction_pages(
+        self,
+        account_id: str,
+        *,
+        after_refresh: str | None = None,
+        starting_after: str | None = None,
+        transacted_after: int | None = None,
+    ) -> Iterator[tuple[list[StripeTransaction], bool]]:
+        """An account's transactions a page at a time, newest first, with "more follow".
+
+        ``after_refresh`` keeps only rows created or updated by later refreshes,
+        ``starting_after`` resumes after a row id, ``transacted_after`` (Unix seconds) keeps
+        only rows transacted later. Each page is requested only when the previous one has
+        been consumed, so a caller that writes a page before asking for the next streams.
+        """
+        params: dict[str, Any] = {"account": account_id, "limit": PAGE_SIZE}
+        if after_refresh:
+            params["transaction_refresh"] = {"after": after_refresh}
+        if starting_after:
+            params["starting_after"] = starting_after
+        if transacted_after is not None:
+            params["transacted_at"] = {"gt": transacted_after}
+        while True:
+            with _calling("list the account's transactions", not_found="account_not_found"):
+                page = self._fc.transactions.list(params)
+            data: list[StripeTransaction] = page.data
+            yield data, bool(page.has_more and data)
+            if not page.has_more or not data:
+                return
+            params["starting_after"] = data[-1].id
+
     def construct_event(self, payload: bytes, signature: str, secret: str, tolerance: int) -> Any:
         """Verify a webhook's signature against the raw body and parse the event.
 

@@ -29,6 +29,9 @@ from .extension import FinConnState, get_state
 from .services import accounts as accounts_service
 from .services import events as events_service
 from .services import linking
+from .services import owners as owners_service
+from .services import refresh as refresh_service
+from .services import transactions as transactions_service
 from .webhooks import verify as verify_webhook
 
 bp = Blueprint("finconn", __name__)
@@ -155,3 +158,42 @@ def webhook() -> ResponseReturnValue:
     )
     events_service.receive(state, event)
     return jsonify({"received": True})
+
+
+@bp.post("/accounts/<account_id>/refresh")
+def refresh_account(account_id: str) -> ResponseReturnValue:
+    """Start refreshes of an account's data; results arrive by webhook or poll."""
+    state = _state()
+    holder = state.require_holder()
+    params = schemas.load(schemas.RefreshSchema(), json_body())
+    account = refresh_service.request_refresh(state, holder, account_id, params["features"])
+    return jsonify(schemas.AccountSchema().dump(account)), 202
+
+
+@bp.post("/accounts/<account_id>/disconnect")
+def disconnect_account(account_id: str) -> ResponseReturnValue:
+    """Disconnect an account; its stored data stays readable."""
+    state = _state()
+    holder = state.require_holder()
+    schemas.load(schemas.DisconnectSchema(), json_body())
+    account = refresh_service.disconnect_account(state, holder, account_id)
+    return jsonify(schemas.AccountSchema().dump(account))
+
+
+@bp.get("/accounts/<account_id>/transactions")
+def list_transactions(account_id: str) -> ResponseReturnValue:
+    """A page of an account's transactions, newest first."""
+    state = _state()
+    holder = state.require_holder()
+    params = schemas.load(schemas.TransactionQuerySchema(), request.args)
+    page = transactions_service.list_transactions(state, holder.id, account_id, **params)
+    return jsonify(schemas.TransactionPageSchema().dump(page))
+
+
+@bp.get("/accounts/<account_id>/owners")
+def list_owners(account_id: str) -> ResponseReturnValue:
+    """The owners from the account's latest ownership refresh."""
+    state = _state()
+    holder = state.require_holder()
+    found = owners_service.list_owners(state, holder.id, account_id)
+    return jsonify(schemas.OwnerListSchema().dump({"data": found}))

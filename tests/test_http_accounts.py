@@ -247,7 +247,7 @@ def test_every_rendering_of_the_account_list_agrees(finconn_app: Flask) -> None:
     credit_json = over_http[2]
     assert credit_json["balance"] == {
         "current": -2_000,
-        "available": None,
+        "available": -2_000,  # no available balance: current stands in (issue #5)
         "currency": "usd",
         "as_of": "2026-09-21T14:15:00Z",
     }

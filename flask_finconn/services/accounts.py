@@ -194,7 +194,7 @@ def _account_json_query(dialect: str) -> sa.Select[Any]:
             "current",
             BalanceSnapshot.current,
             "available",
-            BalanceSnapshot.available,
+            sa.func.coalesce(BalanceSnapshot.available, BalanceSnapshot.current),
             "currency",
             BalanceSnapshot.currency,
             "as_of",

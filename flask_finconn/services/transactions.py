@@ -1,0 +1,331 @@
+"""Incremental transaction sync from Stripe, and the transaction listing of the routes.
+
+Stripe stamps every transaction row with the ``fctxnref_`` id of the refresh that last
+created or updated it, and lists ``transaction_refresh[after]=<id>`` as "everything a later
+refresh touched". :func:`sync_transactions` keeps that id as ``Account.transactions_cursor``
+and asks only for what changed since; the first sync takes the whole history.
+
+Pages of 100 rows are streamed: each page is upserted with one ``INSERT ... ON CONFLICT (id)
+DO UPDATE`` and committed together with the sync's progress (``Account.transactions_sync``:
+the refresh the sync catches up to, the last row written, the relink watermark). The cursor
+moves to the target only with the last page. A crash therefore loses nothing (the cursor
+has not moved past anything unwritten) and repeats nothing (the rerun resumes after the last
+committed row with the same filter and target). Memory does not grow with the history: no
+page outlives its commit, and no ORM objects are built for rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..errors import ValidationError
+from ..extension import FinConnState
+from ..models import Account, Transaction, from_unix
+from ..stripe_api import StripeTransaction
+from .accounts import get_account
+
+__all__ = [
+    "SyncResult",
+    "TransactionPage",
+    "list_transactions",
+    "sync_transactions",
+    "transaction_row",
+    "upsert_statement",
+]
+
+_TABLE: sa.Table = Transaction.__table__  # type: ignore[assignment]
+_UPDATED_COLUMNS = (
+    "amount",
+    "currency",
+    "description",
+    "status",
+    "transacted_at",
+    "posted_at",
+    "void_at",
+    "transaction_refresh",
+    "stripe_updated",
+)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one sync did: rows ``added`` and ``updated``, ``pages`` read, the new ``cursor``.
+
+    ``complete`` is False when another worker took over the same account's sync midway.
+    """
+
+    added: int
+    updated: int
+    pages: int
+    cursor: str | None
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class TransactionPage:
+    """One page of the listing route: newest first, and the cursor of the next page."""
+
+    data: list[Transaction]
+    has_more: bool
+    next_cursor: str | None
+
+
+def finished_refresh_id(transaction_refresh: Mapping[str, Any] | None) -> str | None:
+    """The ``fctxnref_`` id of a transaction refresh that is over (succeeded or failed).
+
+    A pending refresh has stamped no rows yet; syncing "up to" it would later hide the rows
+    it stamps, so it is never a target.
+    """
+    if not transaction_refresh or transaction_refresh.get("status") == "pending":
+        return None
+    ref = transaction_refresh.get("id")
+    return ref if isinstance(ref, str) else None
+
+
+def transaction_row(txn: StripeTransaction, account_id: str) -> dict[str, Any]:
+    """A Stripe transaction as the column values of a ``finconn_transaction`` row."""
+    transitions = txn.status_transitions
+    return {
+        "id": txn.id,
+        "account_id": account_id,
+        "amount": txn.amount,
+        "currency": txn.currency,
+        "description": txn.description or "",
+        "status": txn.status,
+        "transacted_at": from_unix(txn.transacted_at),
+        "posted_at": from_unix(transitions.posted_at) if transitions else None,
+        "void_at": from_unix(transitions.void_at) if transitions else None,
+        "transaction_refresh": txn.transaction_refresh,
+        "stripe_updated": txn.updated,
+        "livemode": txn.livemode,
+    }
+
+
+def upsert_statement(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (id) DO UPDATE`` for the dialect, never rolling a row back.
+
+    The guard on ``stripe_updated`` keeps a newer stored version when an older page (a
+    retried or racing sync) arrives late.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_TABLE)
+    return statement.on_conflict_do_update(
+        index_elements=[_TABLE.c.id],
+        set_={name: statement.excluded[name] for name in _UPDATED_COLUMNS},
+        where=_TABLE.c.stripe_updated <= statement.excluded.stripe_updated,
+    )
+
+
+_UPSERTS = {name: upsert_statement(name) for name in ("sqlite", "postgresql")}
+
+_EXISTING = sa.select(_TABLE.c.id, _TABLE.c.stripe_updated).where(
+    _TABLE.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
+def sync_transactions(
+    state: FinConnState,
+    account: Account,
+    *,
+    target: str | None = None,
+    on_page: Callable[[int, int], None] | None = None,
+) -> SyncResult:
+    """Bring the account's stored transactions up to a finished refresh, page by page.
+
+    ``target`` is the ``fctxnref_`` id to catch up to (default: the account's stored
+    ``transaction_refresh`` when it is over). An interrupted sync of the same ``fca_`` id is
+    resumed first, with its own target. Commits after each page; sends no signal (callers
+    send ``transactions_synced`` with the counts). ``on_page(rows, pages)`` is called after
+    each committed page (progress bars, tests).
+    """
+    session = state.db.session
+    progress = account.transactions_sync
+    if progress is not None and progress.get("stripe_id") != account.stripe_id:
+        progress = None  # a relink replaced the fca_ id: the old listing means nothing now
+    fresh = progress is None
+    if progress is None:
+        target = target or finished_refresh_id(account.transaction_refresh)
+        if target is None or target == account.transactions_cursor:
+            return SyncResult(0, 0, 0, account.transactions_cursor)
+        since = None
+        if account.transactions_cursor is None and account.previous_stripe_ids:
+            since = _relink_watermark(state, account.id)
+        progress = {
+            "stripe_id": account.stripe_id,
+            "target": target,
+            "after": None,
+            "since": since,
+        }
+    account_id, stripe_id = account.id, account.stripe_id
+    after_refresh = account.transactions_cursor
+    upsert = _UPSERTS[session.get_bind().dialect.name]
+    added = updated = pages = 0
+    expected = account.transactions_sync
+    pages_iter = state.stripe.transaction_pages(
+        stripe_id,
+        after_refresh=after_refresh,
+        starting_after=progress["after"],
+        transacted_after=progress["since"],
+    )
+    for data, has_more in pages_iter:
+        # The row lock makes racing syncs of one account take turns page by page; the
+        # progress check makes the one that lost the race stop instead of interleaving.
+        current = session.execute(
+            sa.select(Account.transactions_sync, Account.transactions_cursor)
+            .where(Account.id == account_id)
+            .with_for_update()
+        ).one()
+        if current.transactions_sync != expected or current.transactions_cursor != after_refresh:
+            session.rollback()
+            return SyncResult(added, updated, pages, after_refresh, complete=False)
+        if fresh and pages == 0 and progress["since"] is not None:
+            _drop_unsettled(state, account_id)
+        rows = [transaction_row(txn, account_id) for txn in data]
+        page_added, page_updated = _write(session, upsert, rows)
+        added += page_added
+        updated += page_updated
+        pages += 1
+        if has_more:
+            progress = {**progress, "after": rows[-1]["id"]}
+            values: dict[str, Any] = {"transactions_sync": progress}
+        else:
+            values = {"transactions_sync": None, "transactions_cursor": progress["target"]}
+        session.execute(sa.update(Account).where(Account.id == account_id).values(**values))
+        session.commit()
+        expected = values["transactions_sync"]
+        if on_page is not None:
+            on_page(len(rows), pages)
+    return SyncResult(added, updated, pages, progress["target"])
+
+
+def _write(session: Any, upsert: Any, rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """Upsert one page; returns (added, updated), counting rows that really changed."""
+    if not rows:
+        return 0, 0
+    known = {r[0]: r[1] for r in session.execute(_EXISTING, {"ids": [row["id"] for row in rows]})}
+    added = updated = 0
+    changed = []
+    for row in rows:
+        stored = known.get(row["id"])
+        if stored is None:
+            added += 1
+        elif row["stripe_updated"] > stored:
+            updated += 1
+        else:
+            continue
+        changed.append(row)
+    if changed:
+        session.execute(upsert, changed)
+    return added, updated
+
+
+def _relink_watermark(state: FinConnState, account_id: str) -> int | None:
+    """The newest settled transaction time of a relinked account, in Unix seconds.
+
+    The new ``fca_`` id lists the bank's history again under new ids; taking only what came
+    after the history already stored continues it without counting anything twice.
+    """
+    newest = state.db.session.scalar(
+        sa.select(sa.func.max(Transaction.transacted_at)).where(
+            Transaction.account_id == account_id, Transaction.status != "pending"
+        )
+    )
+    return None if newest is None else int(newest.timestamp())
+
+
+def _drop_unsettled(state: FinConnState, account_id: str) -> None:
+    """Delete a relinked account's pending rows: the old link can no longer settle them, and
+    the new link lists them again, pending or settled."""
+    state.db.session.execute(
+        sa.delete(Transaction).where(
+            Transaction.account_id == account_id, Transaction.status == "pending"
+        )
+    )
+
+
+# listing
+
+
+def encode_cursor(row: Transaction) -> str:
+    """An opaque position after ``row`` in the newest-first order."""
+    text = f"{int(row.transacted_at.timestamp())}:{row.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (transacted_at, id) a cursor points after; a 400 when it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        seconds, _, txn_id = text.partition(":")
+        when = from_unix(int(seconds))
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+        when, txn_id = None, ""
+    if when is None or not txn_id:
+        raise ValidationError(
+            "The cursor is not valid; pass the next_cursor of the previous page.",
+            code="invalid_cursor",
+            fields={"cursor": ["Not a cursor returned by this API."]},
+        )
+    return when, txn_id
+
+
+def list_transactions(
+    state: FinConnState,
+    holder_id: str,
+    account_id: str,
+    *,
+    limit: int = 25,
+    cursor: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> TransactionPage:
+    """A page of one of the holder's accounts' transactions, newest first.
+
+    ``since`` is inclusive and ``until`` exclusive (``transacted_at``). Keyset pagination on
+    (``transacted_at``, ``id``): rows arriving from a sync never shift or repeat a page.
+    Readable whatever the account's status (deactivation keeps the data).
+    """
+    account = get_account(state, holder_id, account_id)
+    query = sa.select(Transaction).where(Transaction.account_id == account.id)
+    if status is not None:
+        query = query.where(Transaction.status == status)
+    if since is not None:
+        query = query.where(Transaction.transacted_at >= since)
+    if until is not None:
+        query = query.where(Transaction.transacted_at < until)
+    if cursor is not None:
+        when, txn_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                Transaction.transacted_at < when,
+                sa.and_(Transaction.transacted_at == when, Transaction.id < txn_id),
+            )
+        )
+    query = query.order_by(Transaction.transacted_at.desc(), Transaction.id.desc())
+    rows = list(state.db.session.scalars(query.limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return TransactionPage(
+        data=rows,
+        has_more=has_more,
+        next_cursor=encode_cursor(rows[-1]) if has_more and rows else None,
+    )
+
+
+def count_transactions(state: FinConnState, account_ids: Iterable[str]) -> dict[str, int]:
+    """How many transactions are stored per account (for the CLI)."""
+    query = (
+        sa.select(Transaction.account_id, sa.func.count())
+        .where(Transaction.account_id.in_(list(account_ids)))
+        .group_by(Transaction.account_id)
+    )
+    return {row[0]: row[1] for row in state.db.session.execute(query)}
