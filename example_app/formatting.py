@@ -1,0 +1,165 @@
+"""Jinja filters and globals: money in minor units, UTC times, and the balance chart.
+
+Money and times are written the way the page script writes them after a refresh
+(``Intl`` with ``en-US`` and UTC), so a number looks the same before and after an update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask
+
+# ISO 4217 currencies Stripe sends without minor units.
+ZERO_DECIMAL = frozenset(
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
+)
+SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$", "jpy": "¥"}
+
+
+def money(amount: int | None, currency: str | None = "usd") -> str:
+    """``-1234`` and ``usd`` as ``-$12.34``; None as an em dash."""
+    if amount is None:
+        return "—"
+    code = (currency or "usd").lower()
+    digits = 0 if code in ZERO_DECIMAL else 2
+    number = f"{abs(amount) / 10**digits:,.{digits}f}"
+    symbol = SYMBOLS.get(code)
+    text = f"{symbol}{number}" if symbol else f"{code.upper()} {number}"
+    return f"-{text}" if amount < 0 else text
+
+
+def _aware(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def when(value: datetime | int | None, style: str = "datetime") -> str:
+    """A UTC time as ``Nov 25, 2026, 10:42 AM UTC`` (``style="date"``: ``Nov 25, 2026``)."""
+    if value is None:
+        return "—"
+    moment = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else _aware(value)
+    date = f"{moment:%b} {moment.day}, {moment.year}"
+    if style == "date":
+        return date
+    hour = moment.hour % 12 or 12
+    return f"{date}, {hour}:{moment:%M} {'AM' if moment.hour < 12 else 'PM'} UTC"
+
+
+def iso(value: datetime | int | None) -> str:
+    """The machine-readable form for ``<time datetime>``."""
+    if value is None:
+        return ""
+    moment = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else _aware(value)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An SVG line chart of balances, in the template's coordinates."""
+
+    width: int
+    height: int
+    line: str
+    area: str
+    dots: list[dict[str, Any]]
+    ticks: list[dict[str, Any]]
+    first: str
+    last: str
+    summary: str
+
+
+def balance_chart(
+    points: Sequence[tuple[datetime, int]], currency: str, width: int = 640, height: int = 220
+) -> Chart | None:
+    """Coordinates for a balance-history chart, oldest reading first (None without any)."""
+    if not points:
+        return None
+    left, right, top, bottom = 76, 16, 16, 32
+    plot_w, plot_h = width - left - right, height - top - bottom
+    times = [_aware(t).timestamp() for t, _ in points]
+    values = [v for _, v in points]
+    low, high = min(values), max(values)
+    pad = max((high - low) * 0.15, abs(high) * 0.02, 100)
+    low, high = low - pad, high + pad
+    start, span = times[0], (times[-1] - times[0]) or 1.0
+
+    def x(t: float) -> float:
+        return left + (plot_w / 2 if len(points) == 1 else (t - start) / span * plot_w)
+
+    def y(v: float) -> float:
+        return top + (high - v) / (high - low) * plot_h
+
+    coords = [(round(x(t), 1), round(y(v), 1)) for t, v in zip(times, values, strict=True)]
+    line = "M" + " L".join(f"{cx},{cy}" for cx, cy in coords)
+    base = top + plot_h
+    area = f"{line} L{coords[-1][0]},{base} L{coords[0][0]},{base} Z"
+    dots = [
+        {"x": cx, "y": cy, "label": f"{money(v, currency)} on {when(t)}"}
+        for (cx, cy), (t, v) in zip(coords, points, strict=True)
+    ]
+    ticks = [
+        {"y": round(y(value), 1), "label": money(round(value), currency)}
+        for value in (high - pad, (high + low) / 2, low + pad)
+    ]
+    first, last = points[0], points[-1]
+    summary = (
+        f"{len(points)} balance reading{'s' if len(points) != 1 else ''}, from "
+        f"{money(first[1], currency)} on {when(first[0])} to "
+        f"{money(last[1], currency)} on {when(last[0])}."
+    )
+    return Chart(
+        width=width,
+        height=height,
+        line=line,
+        area=area,
+        dots=dots,
+        ticks=ticks,
+        first=when(first[0], "date"),
+        last=when(last[0], "date"),
+        summary=summary,
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Register the filters and globals the templates use."""
+    from . import csp_nonce
+    from .auth import csrf_token
+
+    app.add_template_filter(money)
+    app.add_template_filter(when)
+    app.add_template_filter(iso)
+    app.add_template_global(csp_nonce)
+    app.add_template_global(csrf_token)
+    versions: dict[str, str] = {}
+
+    def asset_version(filename: str) -> str:
+        """A short hash of a static file, so browsers fetch it again when it changes."""
+        if filename not in versions:
+            assert app.static_folder is not None
+            with open(os.path.join(app.static_folder, filename), "rb") as file:
+                versions[filename] = hashlib.sha256(file.read()).hexdigest()[:10]
+        return versions[filename]
+
+    app.add_template_global(asset_version)

@@ -1,0 +1,130 @@
+"""Take the README's screenshots of the example app (``docs/screenshots/app-*.png``).
+
+Serves Pocketbook on a fresh sandbox from a thread, walks it in Debian's Chromium as a new
+user (sign in, link two banks through the sandbox modal, refresh a few balances) and saves
+one PNG per page. Run it with ``scripts/screenshots [output-dir]``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+from playwright.sync_api import Page, expect, sync_playwright
+from werkzeug.serving import make_server
+
+from flask_finconn.testing import sandbox_of
+
+from . import create_app
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots")
+VIEWPORT = {"width": 1200, "height": 760}
+
+
+def link_bank(page: Page, institution: str, accounts: int) -> None:
+    """Link every account of a sandbox bank through the modal, as a user would."""
+    page.get_by_role("button", name="Link a bank account").click()
+    page.get_by_role("button", name="Agree and continue").click()
+    page.get_by_role("searchbox").fill(institution)
+    page.locator(f"[data-institution='{institution}']").click()
+    page.get_by_label("Username").fill("jenny")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.get_by_role("button", name="Link accounts").click()
+    page.get_by_role("button", name="Done").click()
+    expect(page.locator(".account-card")).to_have_count(accounts)
+
+
+def settle(page: Page) -> None:
+    """Wait until no balance on the page is still being fetched."""
+    expect(page.locator("text=Fetching the balance")).to_have_count(0, timeout=20_000)
+    page.wait_for_timeout(300)
+
+
+def main(out: str = OUT) -> None:
+    os.makedirs(out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/pocketbook.sqlite3",
+                "FINCONN_SANDBOX_DATABASE": f"{tmp}/sandbox.sqlite3",
+                "SECRET_KEY": "screenshots",
+            }
+        )
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            shoot(f"http://127.0.0.1:{server.server_port}", out, app)
+        finally:
+            server.shutdown()
+            sandbox_of(app).stop_background()
+
+
+def shoot(base: str, out: str, app: object) -> None:
+    sandbox = sandbox_of(app)  # type: ignore[arg-type]
+
+    def snap(page: Page, name: str, full: bool = False) -> None:
+        path = os.path.join(out, f"app-{name}.png")
+        page.screenshot(path=path, full_page=full)
+        print("wrote", os.path.relpath(path), f"{os.path.getsize(path) // 1024} KB")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
+        )
+        context = browser.new_context(base_url=base, viewport=VIEWPORT, reduced_motion="reduce")
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+
+        page.goto("/")
+        page.get_by_label("Email address").fill("ada@example.com")
+        snap(page, "signin")
+        page.get_by_role("button", name="Continue").click()
+        snap(page, "dashboard-empty")
+
+        page.get_by_role("button", name="Link a bank account").click()
+        page.locator(".dialog[data-step='consent']").wait_for()
+        page.wait_for_timeout(300)
+        snap(page, "modal")
+        page.keyboard.press("Escape")
+        page.locator("[data-finconn-sandbox]").wait_for(state="detached")
+
+        link_bank(page, "bank_nonoauth", 3)
+        link_bank(page, "test_nonoauth", 5)
+        settle(page)
+
+        # A few more readings for the chart: each refresh is a point, a little later.
+        checking = page.locator(".account-card").first
+        for _ in range(6):
+            sandbox.advance_time(11)  # past the sandbox's 10 s refresh cooldown
+            checking.get_by_role("button", name="Refresh balance").click()
+            expect(checking.get_by_text("Balance updated.")).to_be_visible()
+        page.reload()
+        settle(page)
+        snap(page, "dashboard")
+
+        checking.get_by_role("link").first.click()
+        expect(page.locator(".chart")).to_be_visible()
+        deadline = time.monotonic() + 20
+        while page.locator(".txn").count() == 0 and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+            page.reload()
+        snap(page, "account", full=False)
+
+        page.get_by_role("link", name="Events").click()
+        snap(page, "events")
+
+        page.set_viewport_size({"width": 390, "height": 780})
+        page.get_by_role("link", name="Accounts").click()
+        settle(page)
+        snap(page, "mobile")
+        browser.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,253 @@
+/*
+ * Pocketbook's page script: refresh and disconnect through Flask-FinConn's JSON routes, and
+ * keep the page current when a refresh finishes or the widget links accounts.
+ *
+ * A refresh answers 202 at once and the bank finishes it later (about a second in the
+ * sandbox); the webhook then updates the account, so the script polls GET /accounts/<id>
+ * until the refreshed feature is no longer pending and writes the new values in place.
+ */
+(() => {
+  "use strict";
+
+  const endpoint = (document.body.dataset.endpoint || "/finconn").replace(/\/+$/, "");
+  const announcer = document.getElementById("announcer");
+  const POLL_MS = 500;
+  const WAIT_MS = 20000;
+  const LABELS = { balance: "Balance", ownership: "Owners", transactions: "Transactions" };
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function announce(text) {
+    if (!announcer) return;
+    // Clearing first makes screen readers repeat a message identical to the last one.
+    announcer.textContent = "";
+    setTimeout(() => {
+      announcer.textContent = text;
+    }, 50);
+  }
+
+  function money(amount, currency) {
+    const format = new Intl.NumberFormat("en-US", { style: "currency", currency: currency.toUpperCase() });
+    return format.format(amount / 10 ** format.resolvedOptions().maximumFractionDigits);
+  }
+
+  function when(iso) {
+    const text = new Intl.DateTimeFormat("en-US", {
+      timeZone: "UTC",
+      month: "short",
+      day: "numeric",
+      year: "numeric",
+      hour: "numeric",
+      minute: "2-digit",
+    }).format(new Date(iso));
+    return `${text} UTC`;
+  }
+
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(endpoint + path, init);
+    } catch {
+      throw new Error("Pocketbook could not be reached. Check your connection and try again.");
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      const error = new Error((data && data.error && data.error.message) || `The server answered ${response.status}.`);
+      error.code = data && data.error && data.error.code;
+      throw error;
+    }
+    return data;
+  }
+
+  const pending = (account, feature) => {
+    const state = account.refresh && account.refresh[feature];
+    return Boolean(state && state.status === "pending");
+  };
+
+  /** Poll the account until none of `features` is pending; resolves the fresh account. */
+  async function settle(id, features, account) {
+    const deadline = Date.now() + WAIT_MS;
+    let current = account || (await api("GET", `/accounts/${encodeURIComponent(id)}`));
+    while (features.some((feature) => pending(current, feature))) {
+      if (Date.now() > deadline) {
+        throw new Error("The bank is taking longer than usual. Reload the page in a minute to see the result.");
+      }
+      await sleep(POLL_MS);
+      current = await api("GET", `/accounts/${encodeURIComponent(id)}`);
+    }
+    return current;
+  }
+
+  function setMessage(root, text, isError = false) {
+    const slot = root.querySelector("[data-field='message']");
+    if (!slot) return;
+    slot.textContent = text;
+    slot.classList.toggle("field-error", isError);
+  }
+
+  function setBusy(button, busy) {
+    if (!button) return;
+    if (busy) {
+      button.setAttribute("aria-disabled", "true");
+      button.dataset.busy = "1";
+    } else {
+      button.removeAttribute("aria-disabled");
+      delete button.dataset.busy;
+    }
+  }
+
+  /** Write a fresh Account (JSON) into its dashboard card. */
+  function paintCard(card, account) {
+    const field = (name) => card.querySelector(`[data-field='${name}']`);
+    const balance = account.balance;
+    if (balance) {
+      field("balance").textContent = money(balance.current, balance.currency);
+      field("available").textContent =
+        balance.available === null ? "" : `Available ${money(balance.available, balance.currency)} `;
+      field("as-of").replaceChildren("as of ", Object.assign(document.createElement("time"), {
+        dateTime: balance.as_of,
+        textContent: when(balance.as_of),
+      }));
+    }
+    const status = field("status");
+    status.textContent = account.status.charAt(0).toUpperCase() + account.status.slice(1);
+    status.className = `badge badge--${account.status}`;
+  }
+
+  /** Swap a part of the page for the same part of a fresh copy of `url`. */
+  async function reloadPart(selector, url = window.location.href) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) throw new Error(`The page could not be reloaded (${response.status}).`);
+    const html = await response.text();
+    const fresh = url === window.location.href
+      ? new DOMParser().parseFromString(html, "text/html").querySelector(selector)
+      : Object.assign(document.createElement("div"), { innerHTML: html });
+    const target = document.querySelector(selector);
+    if (!fresh || !target) return;
+    target.replaceChildren(...fresh.childNodes);
+    watchPending();
+  }
+
+  const reloadAccounts = () => {
+    const list = document.getElementById("accounts");
+    return list ? reloadPart("#accounts", list.dataset.listUrl) : reloadPart("#account-page");
+  };
+
+  async function finish(root, features, account, button) {
+    const id = root.dataset.account;
+    const fresh = await settle(id, features, account);
+    const failed = features.filter((f) => fresh.refresh && fresh.refresh[f] && fresh.refresh[f].status === "failed");
+    const name = root.dataset.name || "the account";
+    if (root.matches(".account-card")) {
+      paintCard(root, fresh);
+      if (failed.length) {
+        setMessage(root, `The bank could not refresh the ${failed.join(", ")} just now. Try again later.`, true);
+      } else {
+        setMessage(root, "Balance updated.");
+        announce(`Balance of ${name} updated: ${fresh.balance ? money(fresh.balance.current, fresh.balance.currency) : "none"}.`);
+      }
+      const list = document.getElementById("accounts");
+      const total = document.querySelector(".total");
+      if (list && total) {
+        const response = await fetch(list.dataset.listUrl, { credentials: "same-origin" });
+        const copy = Object.assign(document.createElement("div"), { innerHTML: await response.text() });
+        const freshTotal = copy.querySelector(".total");
+        if (freshTotal) total.replaceWith(freshTotal);
+      }
+    } else {
+      await reloadPart("#account-page");
+      const labels = features.map((f) => LABELS[f] || f).join(" and ");
+      const page = document.getElementById("account-page");
+      setMessage(page, failed.length ? `The bank could not refresh the ${failed.join(", ")} just now.` : `${labels} updated.`, failed.length > 0);
+      announce(failed.length ? "The refresh failed." : `${labels} updated.`);
+    }
+    if (button) setBusy(button, false);
+  }
+
+  async function refresh(button) {
+    if (button.getAttribute("aria-disabled") === "true") return;
+    const root = button.closest("[data-account]");
+    const features = button.dataset.features.split(" ");
+    setBusy(button, true);
+    setMessage(root, "Asking the bank…");
+    try {
+      const account = await api("POST", `/accounts/${encodeURIComponent(root.dataset.account)}/refresh`, { features });
+      await finish(root, features, account, button);
+    } catch (error) {
+      setMessage(root, error.message, true);
+      announce(error.message);
+      setBusy(button, false);
+    }
+  }
+
+  function disconnect(button) {
+    const card = button.closest("[data-account]");
+    const dialog = document.getElementById("disconnect-dialog");
+    if (!card || !dialog) return;
+    dialog.querySelector("[data-field='name']").textContent = card.dataset.name;
+    dialog.returnValue = "";
+    dialog.addEventListener(
+      "close",
+      async () => {
+        if (dialog.returnValue !== "confirm") {
+          button.focus();
+          return;
+        }
+        setBusy(button, true);
+        setMessage(card, "Disconnecting…");
+        try {
+          await api("POST", `/accounts/${encodeURIComponent(card.dataset.account)}/disconnect`, {});
+          await reloadAccounts();
+          announce(`${card.dataset.name} is disconnected.`);
+          const same = document.querySelector(`[data-account='${card.dataset.account}'] a`);
+          if (same) same.focus();
+        } catch (error) {
+          setMessage(card, error.message, true);
+          setBusy(button, false);
+        }
+      },
+      { once: true },
+    );
+    dialog.showModal();
+  }
+
+  /** Follow refreshes that were already running when the page was drawn (prefetch). */
+  function watchPending() {
+    for (const root of document.querySelectorAll("[data-account][data-pending]")) {
+      const features = root.dataset.pending.split(" ");
+      delete root.dataset.pending;
+      finish(root, features, null, root.querySelector("[data-action='refresh']")).catch((error) =>
+        setMessage(root, error.message, true),
+      );
+    }
+    for (const button of document.querySelectorAll("#account-page [data-action='refresh'][data-pending]")) {
+      const root = button.closest("[data-account]");
+      const features = button.dataset.pending.split(" ");
+      delete button.dataset.pending;
+      finish(root, features, null, button).catch((error) => setMessage(root, error.message, true));
+    }
+  }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-action]");
+    if (!button) return;
+    if (button.dataset.action === "refresh") refresh(button);
+    else if (button.dataset.action === "disconnect") disconnect(button);
+  });
+
+  document.addEventListener("finconn-connect-success", () => {
+    reloadAccounts().catch((error) => announce(error.message));
+  });
+
+  watchPending();
+})();
