@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from blinker import Signal
 from flask import Flask, current_app
 
 from ..errors import Conflict, FinConnError, NotFound, ValidationError
@@ -54,7 +55,9 @@ logger = logging.getLogger("flask_finconn")
 __all__ = [
     "FEATURES",
     "FEATURE_PERMISSION",
+    "AccountSync",
     "Applied",
+    "Notice",
     "RefreshOutcome",
     "apply_account",
     "disconnect_account",
@@ -85,6 +88,26 @@ _STATUS_SIGNALS = {
 }
 
 
+Notice = tuple[Signal, dict[str, Any]]
+"""A signal to send and its keyword arguments."""
+
+
+@dataclass(frozen=True)
+class AccountSync:
+    """A transaction sync run for an account, and the ``transactions_synced`` it warrants."""
+
+    result: SyncResult
+    notice: Notice | None
+
+    @property
+    def added(self) -> int:
+        return self.result.added
+
+    @property
+    def updated(self) -> int:
+        return self.result.updated
+
+
 @dataclass
 class Applied:
     """What applying a fresh read of an account changed.
@@ -93,7 +116,7 @@ class Applied:
     (``succeeded``/``failed``). ``status_change`` is ``deactivated``, ``reactivated``,
     ``disconnected`` or None. ``balance`` is the snapshot a successful balance refresh
     stored, ``owners`` the owners a successful ownership refresh stored, ``sync`` the
-    transaction sync that ran.
+    transaction sync that ran, ``notices`` the signals (sent unless the caller said not to).
     """
 
     account: Account
@@ -101,7 +124,8 @@ class Applied:
     status_change: str | None = None
     balance: BalanceSnapshot | None = None
     owners: list[Owner] | None = None
-    sync: SyncResult | None = None
+    sync: AccountSync | None = None
+    notices: list[Notice] = field(default_factory=list)
 
 
 def _sender(app: Flask | None) -> Flask:
@@ -132,14 +156,21 @@ def _status_change(before: str, after: str) -> str | None:
 
 
 def apply_account(
-    state: FinConnState, account: Account, raw: Mapping[str, Any], *, app: Flask | None = None
+    state: FinConnState,
+    account: Account,
+    raw: Mapping[str, Any],
+    *,
+    app: Flask | None = None,
+    send_signals: bool = True,
 ) -> Applied:
     """Store a fresh read of the account from Stripe and act on what finished.
 
     ``raw`` is Stripe's ``financial_connections.account`` for ``account.stripe_id``.
     Balance snapshot, owners and status are committed together, then their signals sent;
     then, when a transaction refresh newer than the stored cursor is over (or a sync was
-    interrupted), the transaction sync runs and ``transactions_synced`` follows.
+    interrupted), the transaction sync runs and ``transactions_synced`` follows. With
+    ``send_signals=False`` the signals are only listed in ``Applied.notices`` for the caller
+    to send (the event processor sends them once the event is marked processed).
     """
     if raw.get("id") != account.stripe_id:
         raise ValueError(
@@ -168,24 +199,45 @@ def apply_account(
     applied.status_change = _status_change(before_status, account.status)
     session.commit()
 
-    sender = _sender(app)
+    notices = applied.notices
     if applied.status_change is not None:
-        _STATUS_SIGNALS[applied.status_change].send(sender, account=account)
+        notices.append((_STATUS_SIGNALS[applied.status_change], {"account": account}))
     elif upserted.change == "updated":
-        account_updated.send(sender, account=account)
+        notices.append((account_updated, {"account": account}))
     if "balance" in applied.finished:
-        balance_refreshed.send(
-            sender, account=account, snapshot=applied.balance, status=applied.finished["balance"]
+        notices.append(
+            (
+                balance_refreshed,
+                {
+                    "account": account,
+                    "snapshot": applied.balance,
+                    "status": applied.finished["balance"],
+                },
+            )
         )
     if "ownership" in applied.finished:
-        ownership_refreshed.send(
-            sender,
-            account=account,
-            owners=applied.owners or [],
-            status=applied.finished["ownership"],
+        notices.append(
+            (
+                ownership_refreshed,
+                {
+                    "account": account,
+                    "owners": applied.owners or [],
+                    "status": applied.finished["ownership"],
+                },
+            )
         )
-    applied.sync = sync_account(state, account, app=sender)
+    applied.sync = sync_account(state, account, app=app, send_signals=False)
+    if applied.sync is not None and applied.sync.notice is not None:
+        notices.append(applied.sync.notice)
+    if send_signals:
+        _send(notices, app)
     return applied
+
+
+def _send(notices: Iterable[Notice], app: Flask | None) -> None:
+    sender = _sender(app)
+    for signal, kwargs in notices:
+        signal.send(sender, **kwargs)
 
 
 def sync_account(
@@ -194,12 +246,13 @@ def sync_account(
     *,
     app: Flask | None = None,
     on_page: Callable[[int, int], None] | None = None,
-) -> SyncResult | None:
+    send_signals: bool = True,
+) -> AccountSync | None:
     """Sync stored transactions up to the account's last finished refresh, if behind.
 
     Runs when that refresh is not yet the stored cursor, or an earlier sync was cut short;
-    None when there was nothing to do. Sends ``transactions_synced`` when the sync changed
-    rows or caught up to a successful refresh.
+    None when there was nothing to do. ``transactions_synced`` (its ``notice``) goes out
+    when the sync changed rows or caught up to a successful refresh.
     """
     target = finished_refresh_id(account.transaction_refresh)
     behind = target is not None and target != account.transactions_cursor
@@ -207,15 +260,23 @@ def sync_account(
         return None
     result = sync_transactions(state, account, on_page=on_page)
     succeeded = (account.transaction_refresh or {}).get("status") == "succeeded"
+    notice: Notice | None = None
     if result.complete and (result.added or result.updated or succeeded):
-        transactions_synced.send(
-            _sender(app), account=account, added=result.added, updated=result.updated
+        notice = (
+            transactions_synced,
+            {"account": account, "added": result.added, "updated": result.updated},
         )
-    return result
+        if send_signals:
+            _send([notice], app)
+    return AccountSync(result, notice)
 
 
 def sync_account_from_stripe(
-    state: FinConnState, stripe_account_id: str, *, app: Flask | None = None
+    state: FinConnState,
+    stripe_account_id: str,
+    *,
+    app: Flask | None = None,
+    send_signals: bool = True,
 ) -> Applied | None:
     """Re-read an account from Stripe and apply it: the webhook handlers' one call.
 
@@ -240,7 +301,7 @@ def sync_account_from_stripe(
     except BaseException:
         session.rollback()
         raise
-    return apply_account(state, account, raw, app=app)
+    return apply_account(state, account, raw, app=app, send_signals=send_signals)
 
 
 # starting refreshes
