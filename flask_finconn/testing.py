@@ -3,11 +3,11 @@
 ::
 
     from flask_finconn import Holder
-    from flask_finconn.testing import link_accounts, sandbox_of
+    from flask_finconn.testing import finish_refreshes, link_accounts
 
     def test_dashboard_shows_balance(app, client):
         accounts = link_accounts(app, Holder("42", email="ada@example.com"))
-        sandbox_of(app).finish_refreshes(status="succeeded")
+        finish_refreshes(app)          # balances arrive through the app's webhook
         ...
 
 :func:`create_app` builds a small host app on the sandbox whose holder comes from the
@@ -38,7 +38,11 @@ __all__ = [
     "cancel_link",
     "captured_signals",
     "create_app",
+    "deactivate",
+    "deliver_webhooks",
+    "finish_refreshes",
     "link_accounts",
+    "reactivate",
     "sandbox_of",
 ]
 
@@ -124,6 +128,40 @@ def cancel_link(app: Flask, holder: Holder) -> linking.CompletedSession:
         new = linking.create_session(state, holder)
         sandbox.cancel_session(new.id)
         return linking.complete_session(state, holder, new.id)
+
+
+def deliver_webhooks(app: Flask) -> int:
+    """Deliver every event the sandbox has for the app now (retries included); returns how many.
+
+    Delivery calls the app's own webhook route in-process, so the events are processed
+    exactly as in production.
+    """
+    return int(sandbox_of(app).deliver_events(retry_now=True))
+
+
+def finish_refreshes(
+    app: Flask, account: Account | None = None, *, status: str = "succeeded"
+) -> int:
+    """Finish pending refreshes (of one account, or all) and deliver the resulting events.
+
+    ``status`` is ``succeeded`` or ``failed``. Returns how many events were delivered.
+    """
+    sandbox_of(app).finish_refreshes(
+        account=account.stripe_id if account is not None else None, status=status
+    )
+    return deliver_webhooks(app)
+
+
+def deactivate(app: Flask, account: Account) -> int:
+    """Make an account inactive at the bank (the holder must relink) and deliver the event."""
+    sandbox_of(app).deactivate(account.stripe_id)
+    return deliver_webhooks(app)
+
+
+def reactivate(app: Flask, account: Account) -> int:
+    """Make an inactive account active again and deliver the event."""
+    sandbox_of(app).reactivate(account.stripe_id)
+    return deliver_webhooks(app)
 
 
 def _detach(state: Any, accounts: list[Account]) -> None:

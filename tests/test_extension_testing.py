@@ -14,7 +14,11 @@ from flask_finconn.testing import (
     HOLDER_HEADER,
     cancel_link,
     captured_signals,
+    deactivate,
+    deliver_webhooks,
+    finish_refreshes,
     link_accounts,
+    reactivate,
     sandbox_of,
 )
 
@@ -88,3 +92,38 @@ def test_sandbox_of_refuses_real_keys() -> None:
     FinConn(app, db=db)
     with pytest.raises(RuntimeError, match="sandbox"):
         sandbox_of(app)
+
+
+def test_finish_refreshes_brings_balances_through_the_webhook(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app(FINCONN_PREFETCH=["balances"])
+    accounts = link_accounts(app, ADA, accounts=["checking"])
+    client = app.test_client()
+    before = client.get("/finconn/accounts", headers={HOLDER_HEADER: "ada"}).json
+    assert before is not None and before["data"][0]["balance"] is None
+    assert finish_refreshes(app) >= 1
+    after = client.get(f"/finconn/accounts/{accounts[0].id}", headers={HOLDER_HEADER: "ada"})
+    body = after.json
+    assert body is not None
+    assert body["balance"]["currency"] == "usd"
+    assert isinstance(body["balance"]["current"], int)
+    assert body["refresh"]["balance"]["status"] == "succeeded"
+
+
+def test_deactivate_and_reactivate_show_in_the_account(finconn_app: Flask) -> None:
+    accounts = link_accounts(finconn_app, ADA, accounts=["checking"])
+    client = finconn_app.test_client()
+    url = f"/finconn/accounts/{accounts[0].id}"
+    deactivate(finconn_app, accounts[0])
+    inactive = client.get(url, headers={HOLDER_HEADER: "ada"}).json
+    assert inactive is not None
+    assert (inactive["status"], inactive["action"]) == ("inactive", "relink_required")
+    reactivate(finconn_app, accounts[0])
+    active = client.get(url, headers={HOLDER_HEADER: "ada"}).json
+    assert active is not None
+    assert (active["status"], active["action"]) == ("active", "none")
+
+
+def test_deliver_webhooks_with_nothing_pending_is_zero(finconn_app: Flask) -> None:
+    assert deliver_webhooks(finconn_app) == 0

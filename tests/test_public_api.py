@@ -58,6 +58,10 @@ def test_testing_helpers_are_locked() -> None:
         "cancel_link",
         "captured_signals",
         "create_app",
+        "deactivate",
+        "deliver_webhooks",
+        "finish_refreshes",
         "link_accounts",
+        "reactivate",
         "sandbox_of",
     }
