@@ -1,23 +1,26 @@
 """The widget's webassets bundles, the route that serves them, and the ``finconn`` Jinja helper.
 
-:func:`init_assets` (called by ``FinConn.init_app``) builds two bundles from the package's
+:func:`init_assets` (called by ``FinConn.init_app``) registers bundles of the package's
 ``static/finconn`` sources, minified and with a content hash in the file name:
 
 - ``finconn_js``: ``finconn-connect.js`` (the ``<finconn-connect>`` element and
   ``FinConn.connect``), minified with rjsmin
 - ``finconn_css``: ``finconn-connect.css`` (the button's look, themeable with
   ``--finconn-*`` custom properties)
+- ``finconn_accounts_js`` and ``finconn_accounts_css``: the optional ``<finconn-accounts>``
+  list of linked accounts
 
-The package directory may be read-only (an installed wheel), so on first use the output goes to
-``<instance>/finconn-assets`` or, when that cannot be written, to a per-app directory under
+The package directory may be read-only (an installed wheel), so on first use the output
+goes to ``<instance>/finconn-assets`` or, when that cannot be written, to a per-app directory under
 the system's temporary directory. The ``finconn_assets`` blueprint serves it at
 ``<prefix>/assets/<file>`` with a year-long cache, which is safe because each build has its
 own file name.
 
 Templates get a ``finconn`` global (a :class:`TemplateHelper`)::
 
-    {{ finconn.scripts(nonce=csp_nonce) }}
+    {{ finconn.scripts(nonce=csp_nonce, accounts=True) }}
     {{ finconn.button("Link your bank", permissions=["balances"], class_="link") }}
+    {{ finconn.accounts() }}
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -75,6 +79,16 @@ def make_bundles() -> dict[str, Bundle]:
             "finconn/finconn-connect.css",
             filters=(CSSMin(),),  # type: ignore[no-untyped-call]
             output="finconn-connect.%(version)s.css",
+        ),
+        "finconn_accounts_js": Bundle(  # type: ignore[no-untyped-call]
+            "finconn/finconn-accounts.js",
+            filters="rjsmin",
+            output="finconn-accounts.%(version)s.js",
+        ),
+        "finconn_accounts_css": Bundle(  # type: ignore[no-untyped-call]
+            "finconn/finconn-accounts.css",
+            filters=(CSSMin(),),  # type: ignore[no-untyped-call]
+            output="finconn-accounts.%(version)s.css",
         ),
     }
 
@@ -142,6 +156,9 @@ class TemplateHelper:
         self.url_prefix = url_prefix
         self._env: Environment | None = None
         self._files: dict[str, str] = {}
+        # A threaded server serves the CSS and JS at once: one build at a time, or two
+        # threads write webassets' manifest together and one reads it half written.
+        self._lock = threading.Lock()
 
     @property
     def env(self) -> Environment:
@@ -162,34 +179,51 @@ class TemplateHelper:
     def filename(self, bundle: str) -> str:
         """The built, versioned file name of ``bundle`` (built on first use)."""
         if bundle not in self._files:
-            self._files[bundle] = self.env[bundle].urls()[0].rsplit("/", 1)[-1]
+            with self._lock:
+                if bundle not in self._files:
+                    self._files[bundle] = self.env[bundle].urls()[0].rsplit("/", 1)[-1]
         return self._files[bundle]
+
+    def url(self, bundle: str) -> str:
+        """The URL of a built bundle, such as ``finconn_js`` or ``finconn_accounts_css``."""
+        return url_for("finconn_assets.asset", filename=self.filename(bundle))
 
     @property
     def js_url(self) -> str:
         """The URL of the minified widget script."""
-        return url_for("finconn_assets.asset", filename=self.filename("finconn_js"))
+        return self.url("finconn_js")
 
     @property
     def css_url(self) -> str:
         """The URL of the minified widget stylesheet."""
-        return url_for("finconn_assets.asset", filename=self.filename("finconn_css"))
+        return self.url("finconn_css")
 
     @property
     def endpoint(self) -> str:
         """The base URL of the extension's routes, as the browser must call them."""
         return request.script_root + self.url_prefix
 
-    def scripts(self, nonce: str | None = None, *, stylesheet: bool = True) -> Markup:
-        """The widget's ``<link>`` and deferred ``<script>`` tags, with a CSP nonce if given."""
+    def scripts(
+        self, nonce: str | None = None, *, stylesheet: bool = True, accounts: bool = False
+    ) -> Markup:
+        """The widget's ``<link>`` and deferred ``<script>`` tags, with a CSP nonce if given.
+
+        ``accounts=True`` adds ``<finconn-accounts>`` (after the button's script, which it
+        needs); ``stylesheet=False`` leaves the styling to the page.
+        """
         extra = _attrs({"nonce": nonce})
+        names = ["finconn"] + (["finconn_accounts"] if accounts else [])
         tags = []
         if stylesheet:
-            tags.append(f'<link rel="stylesheet" href="{escape(self.css_url)}"{extra}>')
-        tags.append(
-            f'<script src="{escape(self.js_url)}"'
-            f"{_attrs({'data_endpoint': self.endpoint})} defer{extra}></script>"
-        )
+            tags += [
+                f'<link rel="stylesheet" href="{escape(self.url(name + "_css"))}"{extra}>'
+                for name in names
+            ]
+        endpoint = _attrs({"data_endpoint": self.endpoint})
+        tags += [
+            f'<script src="{escape(self.url(name + "_js"))}"{endpoint} defer{extra}></script>'
+            for name in names
+        ]
         return Markup("\n".join(tags))
 
     def button(self, label: str = "Link your bank", **attrs: Any) -> Markup:
@@ -201,6 +235,12 @@ class TemplateHelper:
         """
         attrs.setdefault("endpoint", self.endpoint)
         return Markup(f"<finconn-connect{_attrs(attrs)}>{escape(label)}</finconn-connect>")
+
+    def accounts(self, empty: str = "No bank accounts linked yet.", **attrs: Any) -> Markup:
+        """A ``<finconn-accounts>`` list (needs ``scripts(accounts=True)``); ``empty`` is
+        shown when nothing is linked. Attributes as for :meth:`button` (``features``)."""
+        attrs.setdefault("endpoint", self.endpoint)
+        return Markup(f"<finconn-accounts{_attrs(attrs)}>{escape(empty)}</finconn-accounts>")
 
     def __html__(self) -> Markup:
         return self.scripts()

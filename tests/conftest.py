@@ -84,12 +84,13 @@ WIDGET_PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 {% if csrf %}<meta name="csrf-token" content="{{ csrf }}">{% endif %}
 <title>Acme Budget</title>
-{{ finconn.scripts(nonce=nonce) }}
-{% if twice %}{{ finconn.scripts(nonce=nonce) }}{% endif %}
+{{ finconn.scripts(nonce=nonce, accounts=accounts) }}
+{% if twice %}{{ finconn.scripts(nonce=nonce, accounts=accounts) }}{% endif %}
 </head>
 <body>
 <h1>Acme Budget</h1>
 {% if button %}{{ finconn.button("Link your bank", permissions=permissions) }}{% endif %}
+{% if accounts %}{{ finconn.accounts() }}{% endif %}
 <p><a href="#elsewhere">Something else on the page</a></p>
 </body>
 </html>
@@ -121,8 +122,8 @@ def widget_app(tmp_path: os.PathLike[str]) -> Iterator[Flask]:
 
     Query options of the page: ``nonce`` (also sends a strict CSP with it), ``csrf`` (a
     ``<meta name="csrf-token">``), ``twice`` (include the scripts twice), ``button=0`` (no
-    element), ``permissions`` (default: all configured but ``payment_method``). The holder
-    comes from the ``X-Finconn-Holder`` header.
+    element), ``accounts`` (add ``<finconn-accounts>``), ``permissions`` (default: all
+    configured but ``payment_method``). The holder comes from the ``X-Finconn-Holder`` header.
     """
     from flask import Response, render_template_string, request
 
@@ -145,6 +146,7 @@ def widget_app(tmp_path: os.PathLike[str]) -> Iterator[Flask]:
             twice=bool(args.get("twice")),
             button=args.get("button", "1") == "1",
             permissions=args.get("permissions", "balances ownership transactions"),
+            accounts=bool(args.get("accounts")),
         )
 
     @app.after_request
@@ -201,3 +203,128 @@ def widget_page(chromium: Any, live_server: str) -> Iterator[Any]:
     yield page
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def stripe_event(type: str, obj: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A snapshot event as Stripe POSTs it (reference §4.2), with a fresh ``evt_`` id."""
+    import time
+
+    event = {
+        "id": "evt_" + uuid.uuid4().hex[:24],
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": int(time.time()),
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": type,
+    }
+    event.update(fields)
+    return event
+
+
+@pytest.fixture
+def post_webhook() -> Callable[..., Any]:
+    """POST a body to an app's ``/finconn/webhook``, signed with the app's first secret.
+
+    ``post(app, event_or_bytes, secret=..., timestamp=..., header=...)``: a dict is sent
+    as compact JSON; ``header`` replaces the computed ``Stripe-Signature`` (None: none).
+    """
+    import json
+
+    from flask_finconn import get_state
+    from flask_finconn.webhooks import sign
+
+    unset: Any = object()
+
+    def post(
+        app: Flask,
+        body: dict[str, Any] | bytes,
+        *,
+        secret: str | None = None,
+        timestamp: int | None = None,
+        header: Any = unset,
+        client: FlaskClient | None = None,
+    ) -> Any:
+        raw = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        if header is unset:
+            header = sign(raw, secret or get_state(app).settings.webhook_secrets[0], timestamp)
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if header is not None:
+            headers["Stripe-Signature"] = header
+        return (client or app.test_client()).post("/finconn/webhook", data=raw, headers=headers)
+
+    return post
+
+
+@pytest.fixture
+def make_pocketbook(database_url: str, tmp_path: os.PathLike[str]) -> Iterator[Callable[..., Flask]]:
+    """Build the example app (``example_app``) on the fresh database, its sandbox in memory.
+
+    ``TESTING`` is on, so no background thread runs: tests finish refreshes and deliver
+    webhooks themselves through the sandbox.
+    """
+    from example_app import create_app
+
+    apps: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        settings = {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "FINCONN_SANDBOX_DATABASE": ":memory:",
+            "SECRET_KEY": "test",
+            **config,
+        }
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pocketbook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, str]]:
+    """The example app on fresh SQLite and sandbox files, served from a thread, as in dev.
+
+    Yields the app and its base URL. The sandbox's background thread finishes refreshes
+    and delivers signed webhooks to the app, as with ``./scripts/example``.
+    """
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from example_app import create_app
+    from flask_finconn.testing import sandbox_of
+
+    tmp = tmp_path_factory.mktemp("pocketbook")
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/pocketbook.sqlite3",
+            "FINCONN_SANDBOX_DATABASE": f"{tmp}/sandbox.sqlite3",
+            "SECRET_KEY": "test",
+        }
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+    sandbox_of(app).stop_background()
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
+DATA_PERMISSIONS = ["balances", "ownership", "transactions"]
+
+
+@pytest.fixture
+def data_app(make_finconn_app: Callable[..., Flask]) -> Flask:
+    """A sandbox host app asking for balances, ownership and transactions (issue #5 tests)."""
+    return make_finconn_app(FINCONN_PERMISSIONS=DATA_PERMISSIONS)

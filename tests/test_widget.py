@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from flask_finconn.assets import build_directory
 from flask_finconn.testing import sandbox_of
 
 BUTTON = "finconn-connect button"
+STATIC = Path(__file__).parent.parent / "flask_finconn" / "static" / "finconn"
 
 
 def events(page: Page) -> list[dict[str, Any]]:
@@ -424,3 +426,18 @@ def test_stripe_js_load_failure_rejects_with_the_cause(widget_page: Page) -> Non
         "cause": "error",
         "tags": 0,
     }
+
+
+def test_minifying_keeps_every_template_literal_intact(widget_app: Flask) -> None:
+    client = widget_app.test_client()
+    with widget_app.test_request_context("/"):
+        helper = widget_app.jinja_env.globals["finconn"]
+        urls = {name: helper.url(name) for name in ("finconn_js", "finconn_accounts_js")}  # type: ignore[attr-defined]
+    for name, url in urls.items():
+        with client.get(url) as response:
+            minified = response.get_data(as_text=True)
+        source_name = "finconn-connect.js" if name == "finconn_js" else "finconn-accounts.js"
+        source = (STATIC / source_name).read_text()
+        literals = re.findall(r"`[^`]*`", minified)
+        assert literals, "expected template literals in the bundle"
+        assert [lit for lit in literals if lit not in source] == []

@@ -91,18 +91,19 @@
     return loads.get(url);
   }
 
-  async function post(url, body, fetchImpl) {
-    const headers = { "Content-Type": "application/json", Accept: "application/json" };
-    const csrf = document.querySelector('meta[name="csrf-token"]');
-    if (csrf && csrf.content) headers["X-CSRFToken"] = csrf.content;
+  /** JSON request to the extension: CSRF token and JSON body on writes; FinConnError on failure. */
+  async function request(url, { method = "POST", body, fetch: fetchImpl } = {}) {
+    const headers = { Accept: "application/json" };
+    const init = { method, headers, credentials: "same-origin" };
+    if (method !== "GET") {
+      headers["Content-Type"] = "application/json";
+      const csrf = document.querySelector('meta[name="csrf-token"]');
+      if (csrf && csrf.content) headers["X-CSRFToken"] = csrf.content;
+      init.body = JSON.stringify(body || {});
+    }
     let response;
     try {
-      response = await fetchImpl(url, {
-        method: "POST",
-        headers,
-        body: JSON.stringify(body),
-        credentials: "same-origin",
-      });
+      response = await (fetchImpl || window.fetch.bind(window))(url, init);
     } catch (error) {
       throw fail("network_error", "The server could not be reached. Check your connection and try again.", error);
     }
@@ -137,11 +138,12 @@
   async function connect(options = {}) {
     if (active) throw fail("flow_in_progress", "A bank-linking window is already open.");
     const endpoint = String(options.endpoint || defaultEndpoint).replace(/\/+$/, "");
-    const fetchImpl = options.fetch || window.fetch.bind(window);
+    const fetchImpl = options.fetch;
     active = true;
     try {
       const permissions = permissionList(options.permissions);
-      const session = await post(`${endpoint}/sessions`, permissions.length ? { permissions } : {}, fetchImpl);
+      const body = permissions.length ? { permissions } : {};
+      const session = await request(`${endpoint}/sessions`, { body, fetch: fetchImpl });
       const Stripe = await loadStripe(session.stripe_js_url, session.sandbox);
       const key = `${session.sandbox ? "sandbox:" : ""}${session.publishable_key}`;
       if (!instances.has(key)) instances.set(key, Stripe(session.publishable_key));
@@ -156,7 +158,9 @@
       if (result && result.error) {
         throw fail(result.error.code || result.error.type || "stripe_error", result.error.message || "The linking window could not be opened.");
       }
-      const done = await post(`${endpoint}/sessions/${encodeURIComponent(session.id)}/complete`, {}, fetchImpl);
+      const done = await request(`${endpoint}/sessions/${encodeURIComponent(session.id)}/complete`, {
+        fetch: fetchImpl,
+      });
       return { accounts: done.accounts || [], cancelled: Boolean(done.cancelled), session: session.id };
     } finally {
       active = null;
@@ -285,6 +289,14 @@
     }
   }
 
-  window.FinConn = { connect, loadStripe, FinConnError, FinConnConnectElement, version: "0.1.0" };
+  window.FinConn = {
+    connect,
+    loadStripe,
+    request,
+    defaultEndpoint,
+    FinConnError,
+    FinConnConnectElement,
+    version: "0.1.0",
+  };
   FinConnConnectElement.define();
 })();
