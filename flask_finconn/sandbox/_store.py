@@ -78,6 +78,7 @@ class Store:
         self.database = database
         self._lock = threading.RLock()
         self._depth = 0
+        self._writing = False
         self._conn = sqlite3.connect(
             database, check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -91,6 +92,10 @@ class Store:
         """Run a block in one transaction (nested blocks join the outer one)."""
         with self._lock:
             if self._depth:
+                if write and not self._writing:
+                    # A deferred read transaction that starts writing can fail to get the
+                    # write lock once another connection has committed: never allow it.
+                    raise RuntimeError("A write was nested inside a read-only transaction.")
                 self._depth += 1
                 try:
                     yield
@@ -98,7 +103,7 @@ class Store:
                     self._depth -= 1
                 return
             self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            self._depth = 1
+            self._depth, self._writing = 1, write
             try:
                 yield
             except BaseException:
@@ -108,17 +113,30 @@ class Store:
             self._depth = 0
             self._conn.execute("COMMIT")
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._conn.execute(sql, args)
+    # Every statement runs under the lock: one sqlite3 connection must not be used by two
+    # threads at once, even for a read outside a transaction.
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        with self._lock:
+            self._conn.execute(sql, args).close()
 
     def executemany(self, sql: str, rows: Any) -> None:
-        self._conn.executemany(sql, rows)
+        with self._lock:
+            self._conn.executemany(sql, rows).close()
 
     def one(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        return self._conn.execute(sql, args).fetchone()
+        # Close the cursor at once: a half-read statement keeps a stale read snapshot open,
+        # and another connection's write would then make this one's next write wait forever.
+        with self._lock:
+            cursor = self._conn.execute(sql, args)
+            try:
+                return cursor.fetchone()
+            finally:
+                cursor.close()
 
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return self._conn.execute(sql, args).fetchall()
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
 
     def next_seq(self, table: str) -> int:
         row = self.one(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table}")

@@ -1,0 +1,335 @@
+"""The sandbox's state: persistence, concurrency, the clock, institutions and the modal's API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import stripe
+from sandbox_support import Served, link, sb_fixture  # noqa: F401
+
+from flask_finconn.sandbox import Sandbox, SessionError, _data
+
+
+def _session(sb: Sandbox, client: stripe.StripeClient, **params: Any) -> Any:
+    customer = client.v1.customers.create()
+    return client.v1.financial_connections.sessions.create(
+        {
+            "account_holder": {"type": "customer", "customer": customer.id},
+            "permissions": params.pop("permissions", ["balances", "transactions"]),
+            **params,
+        }
+    )
+
+
+# --- persistence and concurrency ----------------------------------------------------------
+
+
+def test_a_file_database_survives_a_restart(tmp_path: Any) -> None:
+    path = str(tmp_path / "sandbox.sqlite3")
+    first = Sandbox(path)
+    client = first.stripe_client()
+    account = link(first, client, "bank_oauth", accounts=["checking"])[0]
+    client.v1.financial_connections.accounts.refresh(account.id, {"features": ["balance"]})
+    first.advance_time(3600)
+    clock = first.now()
+    first.close()
+
+    second = Sandbox(path)
+    client = second.stripe_client()
+    assert second.now() >= clock, "the clock offset is part of the state"
+    again = client.v1.financial_connections.accounts.retrieve(account.id)
+    assert again.balance_refresh.status == "succeeded", "the pending refresh finished"
+    assert again.balance.current["usd"] > 0
+    assert [e["type"] for e in second.events(account=account.id)] == [
+        "financial_connections.account.created",
+        "financial_connections.account.refreshed_balance",
+    ]
+    second.close()
+
+
+def test_concurrent_requests_from_many_threads(sb: Sandbox) -> None:
+    served = Served(sb.wsgi_app)
+    clients = [
+        sb.stripe_client(),
+        stripe.StripeClient(sb.api_key, base_addresses={"api": served.url}),
+    ]
+    errors: list[BaseException] = []
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        try:
+            client = clients[n % 2]
+            for _ in range(10):
+                customer = client.v1.customers.create({"email": f"t{n}@example.com"})
+                session = client.v1.financial_connections.sessions.create(
+                    {
+                        "account_holder": {"type": "customer", "customer": customer.id},
+                        "permissions": ["balances"],
+                    }
+                )
+                sb.complete_session(session.id, "test_oauth", ["checking"])
+                listed = client.v1.financial_connections.accounts.list({"session": session.id})
+                client.v1.financial_connections.accounts.refresh(
+                    listed.data[0].id, {"features": ["balance"]}
+                )
+                with lock:
+                    ids.append(customer.id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    finisher = threading.Thread(target=lambda: [sb.finish_refreshes() for _ in range(20)])
+    finisher.start()
+    for t in [*threads, finisher]:
+        t.join()
+    served.close()
+    assert errors == []
+    assert len(set(ids)) == 80
+    client = sb.stripe_client()
+    customers = list(client.v1.customers.list({"limit": 100}).auto_paging_iter())
+    assert len(customers) == 80
+    accounts = list(
+        client.v1.financial_connections.accounts.list({"limit": 100}).auto_paging_iter()
+    )
+    assert len(accounts) == 80
+    sb.finish_refreshes()
+    created = sb.events(type="financial_connections.account.created")
+    refreshed = sb.events(type="financial_connections.account.refreshed_balance")
+    assert len(created) == len(refreshed) == 80
+
+
+def test_two_sandboxes_on_one_file_share_state(tmp_path: Any) -> None:
+    path = str(tmp_path / "shared.sqlite3")
+    one, two = Sandbox(path), Sandbox(path)
+    errors: list[BaseException] = []
+
+    def create(sb: Sandbox) -> None:
+        try:
+            client = sb.stripe_client()
+            for _ in range(25):
+                client.v1.customers.create()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in (one, two, one, two)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    listed = list(two.stripe_client().v1.customers.list({"limit": 100}).auto_paging_iter())
+    assert len({c.id for c in listed}) == 100
+    one.close()
+    two.close()
+
+
+def test_a_failed_operation_leaves_nothing_half_written(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    session = _session(sb, client, limits={"accounts": 1})
+    with pytest.raises(Exception, match="at most 1"):
+        sb.complete_session(session.id, "bank_oauth", ["checking", "savings"])
+    assert client.v1.financial_connections.accounts.list().data == []
+    assert sb.events() == []
+    sb.complete_session(session.id, "bank_oauth", ["checking"])
+    assert len(client.v1.financial_connections.accounts.list().data) == 1
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def test_generated_data_is_deterministic() -> None:
+    args = ("fca_same", "cash", 1_000_000, 1_000_000 + 180 * 86400, 50, 1)
+    assert _data.generate_transactions(*args) == _data.generate_transactions(*args)
+    assert _data.balance("fca_same", "cash", "checking", 1, 5) == _data.balance(
+        "fca_same", "cash", "checking", 1, 5
+    )
+    assert _data.balance("fca_same", "cash", "checking", 1, 5) != _data.balance(
+        "fca_other", "cash", "checking", 1, 5
+    )
+
+
+def test_a_very_large_history_is_quick(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    account = link(sb, client, "test_oauth", accounts=["checking"])[0]
+    sb.set_history_size(account.id, 100_000)
+    client.v1.financial_connections.accounts.refresh(account.id, {"features": ["transactions"]})
+    started = time.perf_counter()
+    sb.finish_refreshes()
+    assert time.perf_counter() - started < 10
+    fc = client.v1.financial_connections
+    page = fc.transactions.list({"account": account.id, "limit": 100})
+    assert len(page.data) == 100 and page.has_more
+    oldest = fc.transactions.list(
+        {"account": account.id, "limit": 100, "ending_before": page.data[-1].id}
+    )
+    assert oldest.data[-1].id == page.data[-2].id
+    count = sb.store.one("SELECT COUNT(*) FROM transactions WHERE account = ?", (account.id,))
+    assert count[0] == 100_000
+
+
+# --- the clock and the deactivation banks ---------------------------------------------------
+
+
+def test_advance_time_only_moves_forward(sb: Sandbox) -> None:
+    before = sb.now()
+    assert sb.advance_time(86400) >= before + 86400
+    with pytest.raises(ValueError, match="forward"):
+        sb.advance_time(-1)
+
+
+def test_inactive_accounts_go_inactive_on_their_first_refresh(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    account = link(sb, client, "inactive", accounts=["checking"])[0]
+    assert account.status == "active"
+    client.v1.financial_connections.accounts.refresh(account.id, {"features": ["balance"]})
+    sb.finish_refreshes()
+    after = client.v1.financial_connections.accounts.retrieve(account.id)
+    assert after.status == "inactive"
+    assert after.balance_refresh.status == "failed"
+    assert after.status_details["inactive"]["action"] == "relink_required"
+    assert [e["type"] for e in sb.events(account=account.id)][-2:] == [
+        "financial_connections.account.refreshed_balance",
+        "financial_connections.account.deactivated",
+    ]
+    # After a relink the account stays active.
+    sb.reactivate(account.id)
+    client.v1.financial_connections.accounts.refresh(account.id, {"features": ["balance"]})
+    sb.finish_refreshes()
+    assert client.v1.financial_connections.accounts.retrieve(account.id).status == "active"
+
+
+def test_inactive_accounts_also_go_inactive_after_a_minute(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    account = link(sb, client, "inactive", accounts=["savings"])[0]
+    sb.advance_time(61)
+    assert client.v1.financial_connections.accounts.retrieve(account.id).status == "inactive"
+
+
+def test_eventually_requires_reauthentication(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    account = link(sb, client, "reauth_eventual", accounts=["checking"])[0]
+    details = account.status_details.active
+    assert details.action == "relink_required"
+    assert details.expected_deactivation_date == account.created + 30 * 86400
+    types = [e["type"] for e in sb.events()]
+    assert "financial_connections.account.upcoming_deactivation" in types
+    assert "financial_connections.authorization.upcoming_deactivation" in types
+    sb.advance_time(29 * 86400)
+    assert client.v1.financial_connections.accounts.retrieve(account.id).status == "active"
+    sb.advance_time(86400)
+    assert client.v1.financial_connections.accounts.retrieve(account.id).status == "inactive"
+
+
+def test_immediately_requires_reauthentication(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    account = link(sb, client, "reauth_immediate", accounts=["checking"])[0]
+    sb.advance_time(61)
+    assert client.v1.financial_connections.accounts.retrieve(account.id).status == "inactive"
+    reactivated = sb.reactivate(account.id)
+    expected = reactivated["status_details"]["active"]["expected_deactivation_date"]
+    assert expected == sb.now() + 86400 or expected == sb.now() + 86399
+    sb.advance_time(86400)
+    assert client.v1.financial_connections.accounts.retrieve(account.id).status == "inactive"
+
+
+def test_disconnect_by_user_emits_an_automatic_event(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    account = link(sb, client, "test_oauth", accounts=["checking"])[0]
+    assert sb.disconnect_by_user(account.id)["status"] == "disconnected"
+    event = sb.events(type="financial_connections.account.disconnected")[0]
+    assert event["request"] == {"id": None, "idempotency_key": None}
+
+
+# --- the modal's Python API ----------------------------------------------------------------
+
+
+def test_institutions_for_the_modal(sb: Sandbox) -> None:
+    everything = sb.institutions()
+    assert len(everything) == 12
+    assert [i["featured"] for i in everything] == sorted(
+        (i["featured"] for i in everything), reverse=True
+    )
+    first = everything[0]
+    assert set(first) == {"id", "name", "featured", "logo", "auth", "status", "status_message"}
+    assert first["logo"]["color"].startswith("#") and len(first["logo"]["initials"]) == 2
+    assert [i["id"] for i in sb.institutions("down")] == [
+        "down_scheduled",
+        "down_unscheduled",
+        "down_error",
+    ]
+    assert sb.institutions("no such bank") == []
+
+
+def test_client_secrets_work_once_and_expire(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    with pytest.raises(SessionError) as info:
+        sb.session_for_client_secret("fcsess_client_secret_nope")
+    assert info.value.code == "session_unknown"
+
+    session = _session(sb, client)
+    assert sb.session_for_client_secret(session.client_secret)["id"] == session.id
+    done = sb.complete_session_with(session.client_secret, "bank_oauth", ["checking"])
+    assert [a["subcategory"] for a in done["accounts"]["data"]] == ["checking"]
+    with pytest.raises(SessionError) as info:
+        sb.session_for_client_secret(session.client_secret)
+    assert info.value.code == "session_used"
+
+    expiring = _session(sb, client)
+    sb.advance_time(sb.session_ttl)
+    with pytest.raises(SessionError) as info:
+        sb.login(expiring.client_secret, "bank_nonoauth", "u", "p")
+    assert info.value.code == "session_expired"
+    manual = _session(sb, client)
+    sb.expire_session(manual.id)
+    with pytest.raises(SessionError):
+        sb.institution_accounts(manual.client_secret, "bank_oauth")
+
+
+@pytest.mark.parametrize(
+    ("institution", "password", "answer", "expected"),
+    [
+        ("bank_nonoauth", "hunter2", None, {"status": "ok"}),
+        ("bank_nonoauth", "mfa", None, {"status": "mfa"}),
+        ("bank_nonoauth", "confirm_mfa", None, {"status": "mfa"}),
+        ("bank_nonoauth", "mfa", "123456", {"status": "ok"}),
+        ("bank_nonoauth", "options", None, {"status": "options"}),
+        ("bank_nonoauth", "security_question", None, {"status": "security_question"}),
+        ("bank_nonoauth", "security_question", "Rex", {"status": "ok"}),
+        ("bank_nonoauth", "mfa", "incorrect", {"status": "error", "retry": True}),
+        ("bank_nonoauth", "incorrect", None, {"code": "incorrect_credentials", "retry": True}),
+        ("bank_nonoauth", "error", None, {"code": "authorization_failed", "retry": False}),
+        ("bank_oauth", "error", None, {"status": "ok"}),
+        ("down_scheduled", "x", None, {"code": "institution_unavailable_planned"}),
+        ("down_unscheduled", "x", None, {"code": "institution_unavailable_unplanned"}),
+        ("down_error", "x", None, {"code": "institution_timeout"}),
+        ("atlantis", "x", None, {"code": "institution_unknown"}),
+    ],
+)
+def test_login_magic_words(
+    sb: Sandbox, institution: str, password: str, answer: str | None, expected: dict[str, Any]
+) -> None:
+    session = _session(sb, sb.stripe_client())
+    result = sb.login(session.client_secret, institution, "jenny", password, answer)
+    assert {k: result.get(k) for k in expected} == expected
+    if result["status"] == "ok":
+        assert result["accounts"] and all("selectable" in a for a in result["accounts"])
+    elif result["status"] == "error":
+        assert result["message"].endswith(".")
+    else:
+        assert result["prompt"]
+
+
+def test_offered_accounts_follow_the_session(sb: Sandbox) -> None:
+    session = _session(sb, sb.stripe_client(), permissions=["payment_method"])
+    offered = {a["key"]: a for a in sb.institution_accounts(session.client_secret, "bank_oauth")}
+    assert offered["checking"]["selectable"] is True
+    assert offered["credit_card"]["selectable"] is False
+    assert "ACH" in offered["credit_card"]["disabled_reason"]
+    invalid = sb.institution_accounts(session.client_secret, "invalid_payment")
+    assert invalid and not any(a["selectable"] for a in invalid)
