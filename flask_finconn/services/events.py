@@ -143,8 +143,13 @@ def store_event(state: FinConnState, event: dict[str, Any]) -> bool:
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(WebhookEvent).values(**values).on_conflict_do_nothing()
-        stored: bool = session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+        statement = (
+            insert(WebhookEvent)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(WebhookEvent.id)  # a row only when inserted (rowcount is unreliable)
+        )
+        stored = session.execute(statement).first() is not None
         session.commit()
         return stored
     try:
@@ -170,6 +175,9 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if stored and event_received.has_receivers_for(app):
         row = state.db.session.get(WebhookEvent, event_id)
+        if row is not None:
+            # Detached as it is now: processing below must not expire what receivers keep.
+            state.db.session.expunge(row)
         event_received.send(app, event=row)
     queue = tasks.get_queue(state)
     if queue.inline:
@@ -250,6 +258,10 @@ def process_event(
         event_failed.send(app, event=failed, error=exc)
         return "failed"
     for signal, kwargs in notices:
+        for value in kwargs.values():
+            if isinstance(value, Account):
+                # Loaded again after the commit, so receivers may keep it past the request.
+                session.refresh(value)
         signal.send(app, **kwargs)
     return "processed"
 
@@ -376,15 +388,22 @@ def sweep(state: FinConnState, *, now: datetime | None = None) -> list[str]:
     session = state.db.session
     at = now or utcnow()
     skip_locked = session.get_bind().dialect.name == "postgresql"
-    session.execute(
+    stuck = session.execute(
         sa.update(WebhookEvent)
         .where(WebhookEvent.status == "processing", WebhookEvent.claimed_at < at - STUCK_AFTER)
         .values(status="pending")
+        .returning(WebhookEvent.id, WebhookEvent.received_at)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
     pending = (
         sa.select(WebhookEvent.id, WebhookEvent.received_at)
-        .where(WebhookEvent.status == "pending", WebhookEvent.received_at < at - PENDING_AFTER)
+        .where(
+            WebhookEvent.status == "pending",
+            # Claimed once and put back: its queue message is gone for sure.
+            sa.or_(
+                WebhookEvent.received_at < at - PENDING_AFTER, WebhookEvent.claimed_at.isnot(None)
+            ),
+        )
         .order_by(WebhookEvent.received_at)
         .limit(SWEEP_BATCH)
     )
@@ -406,12 +425,13 @@ def sweep(state: FinConnState, *, now: datetime | None = None) -> list[str]:
     if skip_locked:  # rows being claimed right now are someone else's already
         pending = pending.with_for_update(skip_locked=True)
         failed = failed.with_for_update(skip_locked=True)
-    due = [(row.received_at, row.id) for row in session.execute(pending)]
+    due = {row.id: row.received_at for row in stuck}
+    due.update((row.id, row.received_at) for row in session.execute(pending))
     for row in session.execute(failed):
         if row.claimed_at <= at - RETRY_BASE * 2 ** max(row.attempts - 1, 0):
-            due.append((row.received_at, row.id))
+            due[row.id] = row.received_at
     session.commit()
-    return [event_id for _, event_id in sorted(due)]
+    return sorted(due, key=lambda event_id: (due[event_id], event_id))
 
 
 def requeue(state: FinConnState) -> list[str]:
