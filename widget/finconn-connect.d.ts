@@ -1,17 +1,19 @@
 /**
- * Types for the Flask-FinConn widget (flask_finconn/static/finconn/finconn-connect.js).
+ * Types for the Flask-FinConn widget (flask_finconn/static/finconn/finconn-connect.js and the
+ * optional finconn-accounts.js).
  *
- * The script defines <finconn-connect> and window.FinConn; it has no module exports, so
+ * The scripts define <finconn-connect>, <finconn-accounts> and window.FinConn; it has no module exports, so
  * reference this file with `/// <reference path="finconn-connect.d.ts" />` or copy it.
  */
 
 /** What a holder may be asked to share (a subset of the app's FINCONN_PERMISSIONS). */
 type FinConnPermission = "balances" | "ownership" | "payment_method" | "transactions";
 
-/** An amount set in minor units, as Stripe sends it. */
+/** The latest balance; amounts are integers in minor units (cents), signed as Stripe signs them. */
 interface FinConnBalance {
-  current: Record<string, number>;
-  available: Record<string, number> | null;
+  current: number;
+  /** The current balance when the bank gives no available balance. */
+  available: number;
   currency: string;
   as_of: string;
 }
@@ -124,7 +126,46 @@ declare class FinConnConnectElement extends HTMLElement {
   ): void;
 }
 
+interface FinConnAccountsEventMap {
+  /** The list (re)loaded. */
+  "finconn-accounts-load": CustomEvent<{ accounts: FinConnAccount[] }>;
+  /** About to start a refresh; cancelable. */
+  "finconn-accounts-refresh": CustomEvent<{ account: FinConnAccount; features: string[] }>;
+  /** About to disconnect; cancelable (e.g. to ask for confirmation first). */
+  "finconn-accounts-disconnect": CustomEvent<{ account: FinConnAccount }>;
+  /** An account changed (refresh started or settled, disconnected). */
+  "finconn-accounts-change": CustomEvent<{ account: FinConnAccount }>;
+  "finconn-accounts-error": CustomEvent<{ error: FinConnErrorDetail }>;
+}
+
+/** `<finconn-accounts>`: the holder's linked accounts. Its children are the empty state. */
+declare class FinConnAccountsElement extends HTMLElement {
+  static define(tag?: string, registry?: CustomElementRegistry): typeof FinConnAccountsElement;
+  /** Mirrors the `endpoint` attribute. */
+  endpoint: string;
+  /** Mirrors the `features` attribute: what Refresh asks for (default ["balance"]). */
+  features: Array<"balance" | "ownership" | "transactions">;
+  /** The accounts last loaded. */
+  readonly accounts: FinConnAccount[];
+  /** Reload the list (done on connect and after any finconn-connect-success). */
+  load(): Promise<FinConnAccount[]>;
+  refresh(account: FinConnAccount): Promise<void>;
+  disconnect(account: FinConnAccount): Promise<void>;
+  relink(account: FinConnAccount): Promise<void>;
+}
+
+interface FinConnRequestOptions {
+  method?: "GET" | "POST";
+  body?: unknown;
+  fetch?: typeof fetch;
+}
+
 interface FinConnGlobal {
+  /** A JSON request to the extension (CSRF token and JSON body on POST); rejects with a FinConnError. */
+  request<T = unknown>(url: string, options?: FinConnRequestOptions): Promise<T>;
+  /** The script tag's data-endpoint, else "/finconn". */
+  defaultEndpoint: string;
+  FinConnAccountsElement?: typeof FinConnAccountsElement;
   /** Run one linking flow. Rejects with a FinConnError; only one flow runs at a time. */
   connect(options?: FinConnConnectOptions): Promise<FinConnConnectResult>;
   /** Load Stripe.js (or the sandbox stand-in) at most once; resolves the Stripe constructor. */
@@ -140,8 +181,9 @@ interface Window {
 
 interface HTMLElementTagNameMap {
   "finconn-connect": FinConnConnectElement;
+  "finconn-accounts": FinConnAccountsElement;
 }
 
 /** The events bubble, so a listener on document or any ancestor sees them. */
-interface HTMLElementEventMap extends FinConnConnectEventMap {}
-interface DocumentEventMap extends FinConnConnectEventMap {}
+interface HTMLElementEventMap extends FinConnConnectEventMap, FinConnAccountsEventMap {}
+interface DocumentEventMap extends FinConnConnectEventMap, FinConnAccountsEventMap {}
