@@ -6,16 +6,17 @@ routes. In sandbox mode the emulator's own commands live under ``flask finconn s
 
 from __future__ import annotations
 
-from typing import IO
+import sys
+from datetime import timedelta
+from typing import Any
 
 import click
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup
 
-from .errors import NotFound, WebhookSignatureError
+from .errors import FinConnError, NotFound
 from .extension import get_state, optional_module
 from .services import accounts as accounts_service
-from .services import events as events_service
-from .webhooks import verify
+from .services import refresh as refresh_service
 
 finconn_cli = AppGroup("finconn", help="Flask-FinConn: Stripe Financial Connections.")
 
@@ -54,130 +55,161 @@ def accounts(holder_id: str) -> None:
         )
 
 
-EVENT_STATUSES = ("pending", "processing", "processed", "failed")
+FEATURE_CHOICES = ("balance", "ownership", "transactions")
 
 
-@finconn_cli.group("events", invoke_without_command=True)
-@click.option("--status", type=click.Choice(EVENT_STATUSES), help="Only events in this status.")
-@click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-@click.pass_context
-def events(ctx: click.Context, status: str | None, types: tuple[str, ...], limit: int) -> None:
-    """List stored webhook events, newest first; or replay or sweep them."""
-    if ctx.invoked_subcommand is not None:
-        return
-    found = events_service.list_events(get_state(), status=status, types=types, limit=limit)
-    if not found:
-        click.echo("No webhook events match." if status or types else "No webhook events stored.")
-        return
-    for event in found:
-        received = event.received_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        click.echo(
-            f"{event.id}  {event.type}  {event.status}  attempts {event.attempts}  "
-            f"received {received}  account {event.account_stripe_id or '-'}"
+def _features(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    chosen = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    unknown = [f for f in chosen if f not in FEATURE_CHOICES]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"use a comma-separated list of {', '.join(FEATURE_CHOICES)}, not {value!r}.",
+            param_hint="--features",
         )
-        if event.last_error and event.status != "processed":
-            click.echo(f"    error: {event.last_error}")
+    return chosen
 
 
-@events.command("replay")
-@click.argument("event_id", required=False)
-@click.option("--failed", is_flag=True, help="Process every failed event once.")
-def replay_events(event_id: str | None, failed: bool) -> None:
-    """Process stored events again, here and now: one by EVENT_ID, or all --failed ones."""
-    if (event_id is None) == (not failed):
-        raise click.UsageError("Give an event id or --failed (one of the two).")
+def _progress(items: list[Any], label: str) -> Any:
+    """A progress bar on stderr, so stdout stays the report cron mails or scripts read."""
+    return click.progressbar(items, label=label, file=sys.stderr, show_pos=True)
+
+
+@finconn_cli.command("refresh")
+@click.argument("account_id", required=False)
+@click.option(
+    "--features",
+    help="Comma-separated: balance, ownership, transactions. Default: all the holder granted.",
+)
+@click.option(
+    "--max-age",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Without ACCOUNT_ID: refresh data last attempted more than this many hours ago.",
+)
+@click.option("--wait", is_flag=True, help="Poll Stripe until the refreshes finish.")
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="With --wait: give up after this many seconds (exit status 1).",
+)
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="With --wait: seconds between polls.",
+)
+def refresh(
+    account_id: str | None,
+    features: str | None,
+    max_age: float,
+    wait: bool,
+    timeout: float,
+    interval: float,
+) -> None:
+    """Start refreshes of every stale active account, or of ACCOUNT_ID (fcacct_ or fca_).
+
+    Results arrive by webhook; with --wait (for hosts Stripe cannot reach) this polls
+    Stripe and stores them the same way. Exit status 1 when a refresh could not start,
+    failed, or was still running at --timeout.
+    """
+    state = get_state()
     try:
-        results = events_service.replay(get_state(), event_id, failed=failed)
+        plan = refresh_service.plan_refreshes(
+            state,
+            account_id=account_id,
+            features=_features(features),
+            max_age=timedelta(hours=max_age),
+        )
     except NotFound as exc:
         raise click.ClickException(exc.message) from None
-    if not results:
-        click.echo("No failed events to replay.")
-    for replayed, outcome in results:
-        note = " (someone else is processing it)" if outcome == "skipped" else ""
-        click.echo(f"{replayed}  {outcome}{note}")
-    if any(outcome == "failed" for _, outcome in results):
-        raise click.ClickException("Some events failed again; see `flask finconn events`.")
-
-
-@events.command("sweep")
-def sweep_events() -> None:
-    """Queue events stuck, lost or failed with retries left (cron, when not on Celery beat)."""
-    ids = events_service.requeue(get_state())
-    click.echo(f"Queued {len(ids)} event(s) again." if ids else "Nothing to sweep.")
-
-
-def _mask(secret: str) -> str:
-    return f"whsec_...{secret[-4:]}" if len(secret) > 10 else "whsec_..."
-
-
-@finconn_cli.command("webhook-secret")
-@click.option(
-    "--payload",
-    type=click.File("rb"),
-    help="The body of a captured delivery, to see which secret (if any) verifies it.",
-)
-@click.option("--header", help="That delivery's Stripe-Signature header.")
-def webhook_secret(payload: IO[bytes] | None, header: str | None) -> None:
-    """Check the configured webhook secret(s), and optionally a captured delivery."""
-    state = get_state()
-    settings = state.settings
-    secrets = settings.webhook_secrets
-    if not secrets:
-        raise click.ClickException(
-            "No webhook secret is configured: set FINCONN_WEBHOOK_SECRET (or "
-            "STRIPE_WEBHOOK_SECRET) to your endpoint's whsec_... secret from the Stripe Dashboard."
-        )
-    click.echo(f"{len(secrets)} webhook secret(s), tolerance {settings.webhook_tolerance} s:")
-    for secret in secrets:
-        click.echo(f"  {_mask(secret)}")
-    if state.sandbox is not None:
-        click.echo("Sandbox mode: the sandbox signs its deliveries with one of these.")
-    if (payload is None) != (header is None):
-        raise click.UsageError("Give both --payload and --header to check a delivery.")
-    if payload is None or header is None:
+    if not plan:
+        click.echo("Nothing to refresh: every active account was refreshed recently.")
         return
-    body = payload.read()
-    for secret in secrets:
-        try:
-            verify(body, header, [secret], tolerance=settings.webhook_tolerance)
-        except WebhookSignatureError as exc:
-            click.echo(f"  {_mask(secret)} does not verify the delivery: {exc.message}")
+    outcomes = []
+    with _progress(plan, "Starting refreshes") as bar:
+        for account, feats in bar:
+            outcomes.append(refresh_service.run_refresh(state, account, feats))
+    problems = []
+    for outcome in outcomes:
+        if outcome.error is None:
+            click.echo(f"{outcome.account.id}: started {', '.join(outcome.features)}")
         else:
-            click.echo(f"  {_mask(secret)} verifies the delivery.")
-            return
-    raise click.ClickException("No configured secret verifies that delivery.")
+            click.echo(f"{outcome.account.id}: not started: {outcome.error.message}")
+            problems.append(outcome.account.id)
+    started = [(o.account, o.features) for o in outcomes if o.error is None]
+    if wait and started:
+        results = refresh_service.wait_for_refreshes(
+            state, started, timeout=timeout, interval=interval
+        )
+        pending = failed = 0
+        for acct, statuses in results.items():
+            summary = ", ".join(f"{feature} {status}" for feature, status in statuses.items())
+            click.echo(f"{acct}: {summary}")
+            pending += list(statuses.values()).count("pending")
+            failed += list(statuses.values()).count("failed")
+        if pending:
+            raise click.ClickException(
+                f"{pending} refresh(es) were still running after {timeout:g} s; their results "
+                "will still be stored when Stripe's webhook arrives or on the next run."
+            )
+        if failed:
+            raise click.ClickException(f"{failed} refresh(es) failed at the bank.")
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} account(s) could not be refreshed: {', '.join(problems)}."
+        )
 
 
-@click.command("deliver")
-@click.option(
-    "--wait-for-retries",
-    is_flag=True,
-    help="Leave failed deliveries to their backoff instead of retrying them now.",
-)
-@with_appcontext
-def sandbox_deliver(wait_for_retries: bool) -> None:
-    """Deliver the sandbox's pending webhook events to this app now."""
-    sandbox = get_state().sandbox
-    if sandbox is None:
-        raise click.ClickException("This app uses real Stripe keys; there is no sandbox to flush.")
-    attempts = sandbox.deliver_events(retry_now=not wait_for_retries)
-    left = sandbox.pending_deliveries()
-    click.echo(f"Made {attempts} delivery attempt(s); {left} delivery(ies) still pending.")
+@finconn_cli.command("sync")
+@click.argument("account_id", required=False)
+def sync(account_id: str | None) -> None:
+    """Store new and changed transactions of ACCOUNT_ID, or of every linked account.
 
-
-FEATURE_CHOICES = ("balance", "ownership", "transactions")
+    Reads each account from Stripe and syncs up to its last finished transaction refresh
+    (the same path as the webhook). Exit status 1 when an account could not be synced.
+    """
+    state = get_state()
+    found = refresh_service.accounts_to_sync(state, account_id)
+    if account_id is not None and not found:
+        raise click.ClickException(f"There is no stored account {account_id}.")
+    problems = []
+    lines = []
+    with _progress(found, "Syncing transactions") as bar:
+        for acct, stripe_id in bar:
+            try:
+                applied = refresh_service.sync_account_from_stripe(state, stripe_id)
+            except FinConnError as exc:
+                state.db.session.rollback()
+                lines.append(f"{acct}: failed: {exc.message}")
+                problems.append(acct)
+                continue
+            done = applied.sync if applied is not None else None
+            if done is None:
+                lines.append(f"{acct}: up to date")
+            else:
+                lines.append(
+                    f"{acct}: {done.added} added, {done.updated} updated "
+                    f"({done.result.pages} page(s))"
+                )
+    for line in lines:
+        click.echo(line)
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} account(s) could not be synced: {', '.join(problems)}; "
+            "run the command again to resume where it stopped."
+        )
 
 
 def _mount_sandbox_cli() -> None:
     module = optional_module("flask_finconn.sandbox.cli")
     if module is not None:
-        # Our own group: `deliver` needs this app, the sandbox's standalone CLI has none.
-        group = AppGroup("sandbox", help=module.sandbox_cli.help)
-        for name, command in module.sandbox_cli.commands.items():
-            group.add_command(command, name)
-        group.add_command(sandbox_deliver)
-        finconn_cli.add_command(group, "sandbox")
+        finconn_cli.add_command(module.sandbox_cli, "sandbox")
 
 
 _mount_sandbox_cli()

@@ -58,6 +58,7 @@ __all__ = [
     "AccountSync",
     "Applied",
     "Notice",
+    "accounts_to_sync",
     "RefreshOutcome",
     "apply_account",
     "disconnect_account",
@@ -162,6 +163,7 @@ def apply_account(
     *,
     app: Flask | None = None,
     send_signals: bool = True,
+    on_page: Callable[[int, int], None] | None = None,
 ) -> Applied:
     """Store a fresh read of the account from Stripe and act on what finished.
 
@@ -171,6 +173,7 @@ def apply_account(
     interrupted), the transaction sync runs and ``transactions_synced`` follows. With
     ``send_signals=False`` the signals are only listed in ``Applied.notices`` for the caller
     to send (the event processor sends them once the event is marked processed).
+    ``on_page(rows, pages)`` follows the transaction sync (progress bars, tests).
     """
     if raw.get("id") != account.stripe_id:
         raise ValueError(
@@ -226,7 +229,7 @@ def apply_account(
                 },
             )
         )
-    applied.sync = sync_account(state, account, app=app, send_signals=False)
+    applied.sync = sync_account(state, account, app=app, send_signals=False, on_page=on_page)
     if applied.sync is not None and applied.sync.notice is not None:
         notices.append(applied.sync.notice)
     if send_signals:
@@ -277,6 +280,7 @@ def sync_account_from_stripe(
     *,
     app: Flask | None = None,
     send_signals: bool = True,
+    on_page: Callable[[int, int], None] | None = None,
 ) -> Applied | None:
     """Re-read an account from Stripe and apply it: the webhook handlers' one call.
 
@@ -301,7 +305,7 @@ def sync_account_from_stripe(
     except BaseException:
         session.rollback()
         raise
-    return apply_account(state, account, raw, app=app, send_signals=send_signals)
+    return apply_account(state, account, raw, app=app, send_signals=send_signals, on_page=on_page)
 
 
 # starting refreshes
@@ -567,6 +571,19 @@ def wait_for_refreshes(
         if not waiting or time.monotonic() >= deadline:
             return results
         sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def accounts_to_sync(state: FinConnState, account_id: str | None = None) -> list[tuple[str, str]]:
+    """(our id, ``fca_`` id) of one stored account, or of every account not disconnected.
+
+    ``account_id`` may be our ``fcacct_`` id or the current ``fca_`` id; unknown gives [].
+    """
+    query = sa.select(Account.id, Account.stripe_id).order_by(Account.linked_at, Account.id)
+    if account_id is None:
+        query = query.where(Account.status != "disconnected")
+    else:
+        query = query.where(sa.or_(Account.id == account_id, Account.stripe_id == account_id))
+    return [(row[0], row[1]) for row in state.db.session.execute(query)]
 
 
 def disconnect_account(
