@@ -328,12 +328,3 @@ DATA_PERMISSIONS = ["balances", "ownership", "transactions"]
 def data_app(make_finconn_app: Callable[..., Flask]) -> Flask:
     """A sandbox host app asking for balances, ownership and transactions (issue #5 tests)."""
     return make_finconn_app(FINCONN_PERMISSIONS=DATA_PERMISSIONS)
-
-
-DATA_PERMISSIONS = ["balances", "ownership", "transactions"]
-
-
-@pytest.fixture
-def data_app(make_finconn_app: Callable[..., Flask]) -> Flask:
-    """A sandbox host app asking for balances, ownership and transactions (issue #5 tests)."""
-    return make_finconn_app(FINCONN_PERMISSIONS=DATA_PERMISSIONS)
