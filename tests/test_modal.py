@@ -382,3 +382,54 @@ def test_escape_closes_when_no_account_can_be_linked(widget_page: Page) -> None:
     expect(widget_page.get_by_role("button", name="Link accounts")).to_be_disabled()
     widget_page.keyboard.press("Escape")
     assert wait_for_outcome(widget_page)["detail"] == {"reason": "cancelled"}
+
+
+def test_modal_routes_are_authorised_by_the_client_secret_only(widget_app: Flask) -> None:
+    session = new_session(widget_app)
+    secret = session["client_secret"]
+    client = widget_app.test_client()  # no holder header, no cookie: the secret is enough
+
+    found = client.get("/finconn/sandbox/api/session", query_string={"client_secret": secret})
+    assert found.status_code == 200
+    assert found.get_json() == {
+        "id": session["id"],
+        "livemode": False,
+        "merchant_name": "Acme Budget",
+        "permissions": ["balances", "ownership", "payment_method", "transactions"],
+    }
+    missing = client.get("/finconn/sandbox/api/institutions")
+    assert missing.status_code == 400
+    assert missing.get_json()["error"]["code"] == "parameter_missing"
+    unknown = client.post(
+        "/finconn/sandbox/api/complete",
+        json={"client_secret": "fcsess_client_secret_nope", "institution": "test_oauth"},
+    )
+    assert unknown.status_code == 404
+    assert unknown.get_json()["error"] == {
+        "type": "invalid_request_error",
+        "code": "session_unknown",
+        "message": "This link session does not exist. Start a new one.",
+        "doc_url": "https://stripe.com/docs/error-codes/session-unknown",
+        "request_log_url": None,
+    }
+    bad = client.post(
+        "/finconn/sandbox/api/complete",
+        json={"client_secret": secret, "institution": "test_oauth", "accounts": "all"},
+    )
+    assert bad.status_code == 400
+    assert bad.get_json()["error"]["param"] == "accounts"
+    assert (
+        client.post("/finconn/sandbox/api/cancel", json={"client_secret": secret}).status_code
+        == 200
+    )
+    used = client.post("/finconn/sandbox/api/cancel", json={"client_secret": secret})
+    assert used.status_code == 400
+    assert used.get_json()["error"]["code"] == "session_used"
+
+
+def test_stand_in_script_is_served_fresh(widget_app: Flask) -> None:
+    with widget_app.test_client().get("/finconn/sandbox/stripe.js") as response:
+        assert response.status_code == 200
+        assert response.mimetype == "text/javascript"
+        assert "no-cache" in response.headers["Cache-Control"]  # revalidated on every load
+        assert "collectFinancialConnectionsAccounts" in response.get_data(as_text=True)

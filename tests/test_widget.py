@@ -441,3 +441,17 @@ def test_minifying_keeps_every_template_literal_intact(widget_app: Flask) -> Non
         literals = re.findall(r"`[^`]*`", minified)
         assert literals, "expected template literals in the bundle"
         assert [lit for lit in literals if lit not in source] == []
+
+
+def test_blocking_script_in_head_still_gets_the_label(widget_page: Page, widget_app: Flask) -> None:
+    with widget_app.test_request_context("/"):
+        js_url = widget_app.jinja_env.globals["finconn"].js_url  # type: ignore[attr-defined]
+    html = (
+        f'<!doctype html><html><head><script src="{js_url}"></script></head><body>'
+        "<finconn-connect>Connect <b>now</b></finconn-connect></body></html>"
+    )
+    widget_page.route("**/plain", lambda route: route.fulfill(content_type="text/html", body=html))
+    widget_page.goto("/plain")
+    button = widget_page.get_by_role("button", name="Connect now")
+    expect(button).to_be_visible()
+    expect(widget_page.locator("finconn-connect button")).to_have_count(1)
