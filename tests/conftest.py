@@ -259,6 +259,13 @@ def post_webhook() -> Callable[..., Any]:
 
 
 @pytest.fixture
+def webhook_app(make_finconn_app: Callable[..., Flask]) -> Flask:
+    """``finconn_app`` whose sandbox refreshes never finish on their own: no event appears
+    unless the test makes it (``sandbox_of(app).finish_refreshes()``)."""
+    return make_finconn_app(FINCONN_SANDBOX_REFRESH_DELAY=3600.0)
+
+
+@pytest.fixture
 def make_pocketbook(database_url: str, tmp_path: os.PathLike[str]) -> Iterator[Callable[..., Flask]]:
     """Build the example app (``example_app``) on the fresh database, its sandbox in memory.
 

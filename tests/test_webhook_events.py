@@ -55,31 +55,31 @@ def account_row(app: Flask, account_id: str) -> Account:
         return account
 
 
-def test_sandbox_events_arrive_verified_and_are_applied(finconn_app: Flask) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+def test_sandbox_events_arrive_verified_and_are_applied(webhook_app: Flask) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     sb.deactivate(account.stripe_id)
-    with captured_signals(account_deactivated, finconn_app) as deactivated:
+    with captured_signals(account_deactivated, webhook_app) as deactivated:
         sb.deliver_events()
     assert [a["status"] for a in sb.webhook_attempts()] == [200, 200]
-    rows = stored(finconn_app)
+    rows = stored(webhook_app)
     assert [r.type for r in rows] == ["financial_connections.account.created", DEACTIVATED]
     assert {r.status for r in rows} == {"processed"}
     assert rows[1].account_stripe_id == account.stripe_id and rows[1].attempts == 1
     assert [s["account"].id for s in deactivated] == [account.id]
-    assert account_row(finconn_app, account.id).status == "inactive"
-    assert account_row(finconn_app, account.id).action == "relink_required"
+    assert account_row(webhook_app, account.id).status == "inactive"
+    assert account_row(webhook_app, account.id).action == "relink_required"
 
 
-def test_duplicate_deliveries_are_acknowledged_and_processed_once(finconn_app: Flask) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+def test_duplicate_deliveries_are_acknowledged_and_processed_once(webhook_app: Flask) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     sb.deliver_events()
     sb.faults.webhook_duplicate_rate = 1.0
     sb.deactivate(account.stripe_id)
     with (
-        captured_signals(account_deactivated, finconn_app) as deactivated,
-        captured_signals(event_received, finconn_app) as received,
+        captured_signals(account_deactivated, webhook_app) as deactivated,
+        captured_signals(event_received, webhook_app) as received,
     ):
         sb.deliver_events()
     attempts = sb.webhook_attempts()
@@ -87,51 +87,51 @@ def test_duplicate_deliveries_are_acknowledged_and_processed_once(finconn_app: F
     assert attempts[-1]["event"] == attempts[-2]["event"]
     assert len(deactivated) == 1
     assert [r["event"].type for r in received] == [DEACTIVATED]
-    assert [r.attempts for r in stored(finconn_app) if r.type == DEACTIVATED] == [1]
+    assert [r.attempts for r in stored(webhook_app) if r.type == DEACTIVATED] == [1]
 
 
-def test_an_old_event_arriving_late_never_rolls_state_back(finconn_app: Flask) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+def test_an_old_event_arriving_late_never_rolls_state_back(webhook_app: Flask) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     sb.deliver_events()
-    get_state(finconn_app).stripe.refresh_account(account.stripe_id, ["balance"])
+    get_state(webhook_app).stripe.refresh_account(account.stripe_id, ["balance"])
     sb.finish_refreshes(account.stripe_id)
     sb.deactivate(account.stripe_id)
     balance_event = sb.events(type=REFRESHED_BALANCE)[-1]
     assert balance_event["data"]["object"]["status"] == "active"  # its snapshot predates
     sb.faults.webhook_reorder = True  # newest first: deactivated, then the older refresh
     with (
-        captured_signals(account_deactivated, finconn_app) as deactivated,
-        captured_signals(account_reactivated, finconn_app) as reactivated,
+        captured_signals(account_deactivated, webhook_app) as deactivated,
+        captured_signals(account_reactivated, webhook_app) as reactivated,
     ):
         sb.deliver_events()
-    order = [r.type for r in stored(finconn_app)]
+    order = [r.type for r in stored(webhook_app)]
     assert order.index(DEACTIVATED) < order.index(REFRESHED_BALANCE)
-    after = account_row(finconn_app, account.id)
+    after = account_row(webhook_app, account.id)
     assert after.status == "inactive"
     assert after.latest_balance is not None  # the refresh's data still landed
     assert len(deactivated) == 1 and reactivated == []
 
 
 def test_a_stale_snapshot_posted_directly_changes_nothing(
-    finconn_app: Flask, post_webhook: Callable[..., Any]
+    webhook_app: Flask, post_webhook: Callable[..., Any]
 ) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     snapshot = sb.account(account.stripe_id)  # active
     sb.deactivate(account.stripe_id)
     sb.deliver_events()
-    with captured_signals(account_reactivated, finconn_app) as reactivated:
+    with captured_signals(account_reactivated, webhook_app) as reactivated:
         old = stripe_event(
             "financial_connections.account.reactivated", snapshot, created=snapshot["created"]
         )
-        assert post_webhook(finconn_app, old).status_code == 200
-    assert account_row(finconn_app, account.id).status == "inactive"
+        assert post_webhook(webhook_app, old).status_code == 200
+    assert account_row(webhook_app, account.id).status == "inactive"
     assert reactivated == []
 
 
 def test_unknown_types_and_foreign_accounts_are_stored_and_acknowledged(
-    finconn_app: Flask, post_webhook: Callable[..., Any]
+    webhook_app: Flask, post_webhook: Callable[..., Any]
 ) -> None:
     unknown = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
     foreign = stripe_event(
@@ -143,36 +143,36 @@ def test_unknown_types_and_foreign_accounts_are_stored_and_acknowledged(
         },
     )
     for event in (unknown, foreign):
-        assert post_webhook(finconn_app, event).status_code == 200
-    rows = {r.id: r for r in stored(finconn_app)}
+        assert post_webhook(webhook_app, event).status_code == 200
+    rows = {r.id: r for r in stored(webhook_app)}
     assert rows[unknown["id"]].status == "processed"
     assert rows[foreign["id"]].status == "processed"
     assert rows[foreign["id"]].account_stripe_id == "fca_notours"
-    with finconn_app.app_context():
-        count = get_state(finconn_app).db.session.scalar(sa.select(sa.func.count(Account.id)))
+    with webhook_app.app_context():
+        count = get_state(webhook_app).db.session.scalar(sa.select(sa.func.count(Account.id)))
     assert count == 0
 
 
-def test_every_fc_event_type_is_handled(finconn_app: Flask) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+def test_every_fc_event_type_is_handled(webhook_app: Flask) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     for event_type in events.EVENT_TYPES:
         sb.fire_event(account.stripe_id, event_type)
     sb.deliver_events()
-    rows = [r for r in stored(finconn_app) if r.type in events.EVENT_TYPES]
+    rows = [r for r in stored(webhook_app) if r.type in events.EVENT_TYPES]
     assert sorted({r.type for r in rows}) == sorted(events.EVENT_TYPES)
     assert {r.status for r in rows} == {"processed"}
     assert set(events.HANDLERS) == set(events.EVENT_TYPES)
 
 
-def test_account_created_before_the_browser_completes_links_once(finconn_app: Flask) -> None:
-    client = finconn_app.test_client()
+def test_account_created_before_the_browser_completes_links_once(webhook_app: Flask) -> None:
+    client = webhook_app.test_client()
     headers = {HOLDER_HEADER: "ada"}
     session = client.post("/finconn/sessions", json={}, headers=headers).json
     assert session is not None
-    sb = sandbox_of(finconn_app)
+    sb = sandbox_of(webhook_app)
     sb.complete_session(session["id"], institution="bank_nonoauth", accounts=["checking"])
-    with captured_signals(account_linked, finconn_app) as linked:
+    with captured_signals(account_linked, webhook_app) as linked:
         sb.deliver_events()  # the webhook wins the race against the browser
         completed = client.post(
             f"/finconn/sessions/{session['id']}/complete", json={}, headers=headers
@@ -181,64 +181,64 @@ def test_account_created_before_the_browser_completes_links_once(finconn_app: Fl
     assert [s["account"].id for s in linked] == [completed["accounts"][0]["id"]]
 
 
-def test_a_failing_handler_is_recorded_then_replayed_once(finconn_app: Flask) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+def test_a_failing_handler_is_recorded_then_replayed_once(webhook_app: Flask) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     sb.deliver_events()
     sb.deactivate(account.stripe_id)
     sb.faults.fail_next(429)  # the handler's re-read of the account fails
     with (
-        captured_signals(event_failed, finconn_app) as failed,
-        captured_signals(account_deactivated, finconn_app) as deactivated,
+        captured_signals(event_failed, webhook_app) as failed,
+        captured_signals(account_deactivated, webhook_app) as deactivated,
     ):
         sb.deliver_events()
         assert sb.webhook_attempts()[-1]["status"] == 500  # so Stripe retries
-        row = next(r for r in stored(finconn_app) if r.type == DEACTIVATED)
+        row = next(r for r in stored(webhook_app) if r.type == DEACTIVATED)
         assert row.status == "failed" and row.attempts == 1
         assert row.last_error is not None and "StripeUnavailable" in row.last_error
         assert [f["event"].id for f in failed] == [row.id]
         assert type(failed[0]["error"]).__name__ == "StripeUnavailable"
-        assert account_row(finconn_app, account.id).status == "active"  # rolled back
+        assert account_row(webhook_app, account.id).status == "active"  # rolled back
 
-        result = finconn_app.test_cli_runner().invoke(
+        result = webhook_app.test_cli_runner().invoke(
             args=["finconn", "events", "replay", "--failed"]
         )
         assert result.exit_code == 0, result.output
         assert f"{row.id}  processed" in result.output
         # Stripe's own retry arrives later: acknowledged, not processed again.
         sb.deliver_events(retry_now=True)
-        again = finconn_app.test_cli_runner().invoke(
+        again = webhook_app.test_cli_runner().invoke(
             args=["finconn", "events", "replay", "--failed"]
         )
         assert "No failed events to replay." in again.output
     assert sb.webhook_attempts()[-1]["status"] == 200
     assert len(deactivated) == 1
     assert len(failed) == 1
-    assert account_row(finconn_app, account.id).status == "inactive"
-    final = next(r for r in stored(finconn_app) if r.type == DEACTIVATED)
+    assert account_row(webhook_app, account.id).status == "inactive"
+    final = next(r for r in stored(webhook_app) if r.type == DEACTIVATED)
     assert (final.status, final.attempts, final.last_error) == ("processed", 2, None)
 
 
-def test_stripes_retry_of_a_failed_event_processes_it(finconn_app: Flask) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+def test_stripes_retry_of_a_failed_event_processes_it(webhook_app: Flask) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     sb.deliver_events()
     sb.deactivate(account.stripe_id)
     sb.faults.fail_next(429)
     sb.deliver_events()
-    with captured_signals(account_deactivated, finconn_app) as deactivated:
+    with captured_signals(account_deactivated, webhook_app) as deactivated:
         sb.deliver_events(retry_now=True)
     assert sb.webhook_attempts()[-1]["status"] == 200
     assert len(deactivated) == 1
-    assert account_row(finconn_app, account.id).status == "inactive"
+    assert account_row(webhook_app, account.id).status == "inactive"
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_one_event_racing_in_many_workers_is_processed_once(
-    finconn_app: Flask, post_webhook: Callable[..., Any]
+    webhook_app: Flask, post_webhook: Callable[..., Any]
 ) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     sb.deliver_events()
     sb.deactivate(account.stripe_id)
     event = sb.events(type=DEACTIVATED)[-1]  # the sandbox's own delivery stays queued
@@ -248,11 +248,11 @@ def test_one_event_racing_in_many_workers_is_processed_once(
 
     def deliver() -> None:
         barrier.wait()
-        statuses.append(post_webhook(finconn_app, event).status_code)
+        statuses.append(post_webhook(webhook_app, event).status_code)
 
     with (
-        captured_signals(account_deactivated, finconn_app) as deactivated,
-        captured_signals(event_received, finconn_app) as received,
+        captured_signals(account_deactivated, webhook_app) as deactivated,
+        captured_signals(event_received, webhook_app) as received,
     ):
         workers = [threading.Thread(target=deliver) for _ in range(threads)]
         for worker in workers:
@@ -262,17 +262,17 @@ def test_one_event_racing_in_many_workers_is_processed_once(
     assert statuses == [200] * threads
     assert len(received) == 1
     assert len(deactivated) == 1
-    rows = [r for r in stored(finconn_app) if r.id == event["id"]]
+    rows = [r for r in stored(webhook_app) if r.id == event["id"]]
     assert [(r.status, r.attempts) for r in rows] == [("processed", 1)]
 
 
 def test_sweep_finds_lost_stuck_and_retryable_events(
-    finconn_app: Flask, post_webhook: Callable[..., Any]
+    webhook_app: Flask, post_webhook: Callable[..., Any]
 ) -> None:
     names = ["lost", "stuck", "busy", "failed_once", "failed_recently", "exhausted", "done"]
     sent = {name: stripe_event("charge.succeeded", {"id": "ch_" + name}) for name in names}
-    with finconn_app.app_context():
-        state = get_state(finconn_app)
+    with webhook_app.app_context():
+        state = get_state(webhook_app)
         for event in sent.values():
             events.store_event(state, event)
         now = utcnow()
@@ -300,22 +300,22 @@ def test_sweep_finds_lost_stuck_and_retryable_events(
         state.db.session.commit()
         due = events.requeue(state)
         assert set(due) == {sent[n]["id"] for n in ("lost", "stuck", "failed_once")}
-    statuses = {r.id: r.status for r in stored(finconn_app)}
+    statuses = {r.id: r.status for r in stored(webhook_app)}
     assert {statuses[sent[n]["id"]] for n in ("lost", "stuck", "failed_once")} == {"processed"}
     assert statuses[sent["busy"]["id"]] == "processing"
     assert statuses[sent["exhausted"]["id"]] == "failed"
 
 
 def test_replaying_one_event_by_id_re_reads_the_account(
-    finconn_app: Flask, post_webhook: Callable[..., Any]
+    webhook_app: Flask, post_webhook: Callable[..., Any]
 ) -> None:
-    account = linked_checking(finconn_app)
-    sb = sandbox_of(finconn_app)
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
     sb.deliver_events()
-    created = stored(finconn_app)[0]
+    created = stored(webhook_app)[0]
     sb.deactivate(account.stripe_id)  # not delivered: replay must still see it
-    runner = finconn_app.test_cli_runner()
-    with captured_signals(account_deactivated, finconn_app) as deactivated:
+    runner = webhook_app.test_cli_runner()
+    with captured_signals(account_deactivated, webhook_app) as deactivated:
         result = runner.invoke(args=["finconn", "events", "replay", created.id])
     assert result.exit_code == 0, result.output
     assert f"{created.id}  processed" in result.output

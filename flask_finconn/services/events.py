@@ -41,16 +41,9 @@ from sqlalchemy.exc import IntegrityError
 from .. import tasks
 from ..errors import FinConnError, NotFound
 from ..extension import FinConnState
-from ..models import Account, Customer, WebhookEvent, from_unix, utcnow
-from ..signals import (
-    account_deactivated,
-    account_disconnected,
-    account_linked,
-    account_reactivated,
-    account_updated,
-    event_failed,
-    event_received,
-)
+from ..models import Account, Base, Customer, WebhookEvent, from_unix, utcnow
+from ..signals import account_linked, account_updated, event_failed, event_received
+from . import refresh
 from .accounts import Upserted, upsert_account
 
 logger = logging.getLogger("flask_finconn.events")
@@ -259,9 +252,10 @@ def process_event(
         return "failed"
     for signal, kwargs in notices:
         for value in kwargs.values():
-            if isinstance(value, Account):
-                # Loaded again after the commit, so receivers may keep it past the request.
-                session.refresh(value)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Base) and item in session:
+                    # Loaded again after the commit, so receivers may keep it past the request.
+                    session.refresh(item)
         signal.send(app, **kwargs)
     return "processed"
 
@@ -296,50 +290,55 @@ def _ignore(state: FinConnState, event: WebhookEvent) -> list[Notice]:
 
 
 def _account_event(state: FinConnState, event: WebhookEvent) -> list[Notice]:
-    """Re-read the account from Stripe and store that, whatever the event's own snapshot says."""
+    """Re-read the account from Stripe and apply that, whatever the event's snapshot says.
+
+    The data service locks the stored row, re-reads, stores what finished (balance,
+    owners, status) and syncs transactions when a newer transaction refresh finished; it
+    commits itself (the sync per page, so a failure resumes where it stopped) and hands
+    back its signals for after the ``processed`` mark. An account we do not store yet but
+    whose customer is ours (the webhook beat the browser's completion) is linked here.
+    """
     stripe_id = event.account_stripe_id
     if stripe_id is None:
         return _ignore(state, event)
-    for attempt in range(2):
-        try:
-            return _apply_fresh(state, event, stripe_id)
-        except IntegrityError:
-            # Linking stored the same new account meanwhile; the second pass updates it.
-            state.db.session.rollback()
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    applied = refresh.sync_account_from_stripe(state, stripe_id, send_signals=False)
+    if applied is not None:
+        return list(applied.notices)
+    return _link_new_account(state, event, stripe_id)
 
 
-def _apply_fresh(state: FinConnState, event: WebhookEvent, stripe_id: str) -> list[Notice]:
+def _link_new_account(state: FinConnState, event: WebhookEvent, stripe_id: str) -> list[Notice]:
     session = state.db.session
-    query = sa.select(Account).where(Account.stripe_id == stripe_id)
-    if session.get_bind().dialect.name == "postgresql":
-        # Held until the commit: events of one account apply in the order they read Stripe.
-        query = query.with_for_update()
-    account = session.scalars(query).first()
-    customer = _customer_of(state, account, event.payload)
+    holder = event.payload["data"]["object"].get("account_holder") or {}
+    customer = _customer(state, holder.get("customer"))
     if customer is None:
         logger.info("Event %s is about account %s, which is not ours.", event.id, stripe_id)
         return []
-    if account is None and _superseded(state, customer, stripe_id):
+    if _superseded(state, customer, stripe_id):
         logger.info("Event %s is about %s, replaced by a relink; ignored.", event.id, stripe_id)
         return []
-    fresh = state.stripe.retrieve_account(stripe_id)
-    return _notices(upsert_account(state, customer, fresh))
+    fresh = state.stripe.retrieve_account(stripe_id).to_dict()
+    if (fresh.get("account_holder") or {}).get("customer") != customer.stripe_id:
+        return []
+    for attempt in range(2):
+        try:
+            result = upsert_account(state, customer, fresh)
+            session.commit()
+        except IntegrityError:
+            # The browser's completion stored it meanwhile; the second pass updates that row.
+            session.rollback()
+            if attempt:
+                raise
+            continue
+        return _notices(result)
+    raise AssertionError("unreachable")
 
 
-def _customer_of(
-    state: FinConnState, account: Account | None, payload: dict[str, Any]
-) -> Customer | None:
-    session = state.db.session
-    if account is not None:
-        return session.get(Customer, account.customer_id)
-    holder = (payload["data"]["object"].get("account_holder")) or {}
-    customer_id = holder.get("customer")
-    if not isinstance(customer_id, str):
+def _customer(state: FinConnState, stripe_customer_id: Any) -> Customer | None:
+    if not isinstance(stripe_customer_id, str):
         return None
-    return session.scalars(sa.select(Customer).where(Customer.stripe_id == customer_id)).first()
+    query = sa.select(Customer).where(Customer.stripe_id == stripe_customer_id)
+    return state.db.session.scalars(query).first()
 
 
 def _superseded(state: FinConnState, customer: Customer, stripe_id: str) -> bool:
@@ -351,20 +350,9 @@ def _superseded(state: FinConnState, customer: Customer, stripe_id: str) -> bool
 
 
 def _notices(result: Upserted) -> list[Notice]:
-    account = result.account
     if result.change in ("created", "relinked"):
-        return [(account_linked, {"account": account})]
-    before, after = result.status_before, account.status
-    if before != after:
-        if after == "inactive":
-            return [(account_deactivated, {"account": account})]
-        if after == "disconnected":
-            return [(account_disconnected, {"account": account})]
-        if after == "active" and before == "inactive":
-            return [(account_reactivated, {"account": account})]
-    if result.change == "updated":
-        return [(account_updated, {"account": account})]
-    return []
+        return [(account_linked, {"account": result.account})]
+    return [(account_updated, {"account": result.account})] if result.change == "updated" else []
 
 
 HANDLERS: dict[str, Handler] = {
