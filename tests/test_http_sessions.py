@@ -439,3 +439,25 @@ def test_sandbox_events_reach_the_webhook_signed(
     attempts = sandbox.webhook_attempts()
     assert attempts
     assert {attempt["status"] for attempt in attempts} == {200}
+
+
+def test_relink_stored_by_a_webhook_first_still_retires_the_old_link(
+    finconn_app: Flask, finconn_client: FlaskClient
+) -> None:
+    first = link(finconn_app, finconn_client, accounts=["checking"]).json
+    assert first is not None
+    sandbox = sandbox_of(finconn_app)
+    sandbox.deliver_events(retry_now=True)
+    session = open_session(finconn_client)
+    sandbox.complete_session(session["id"], "bank_nonoauth", ["checking"])
+    with captured_signals(account_linked, finconn_app) as linked:
+        sandbox.deliver_events(retry_now=True)  # the webhook beats the browser
+        second = post(finconn_client, f"/finconn/sessions/{session['id']}/complete").json
+    assert second is not None
+    assert second["accounts"][0]["id"] == first["accounts"][0]["id"]
+    assert len(linked) == 1
+    with finconn_app.app_context():
+        account = get_state(finconn_app).db.session.get(Account, first["accounts"][0]["id"])
+        assert account is not None
+        assert sandbox.account(account.previous_stripe_ids[-1])["status"] == "disconnected"
+        assert sandbox.account(account.stripe_id)["status"] == "active"

@@ -197,15 +197,18 @@ def _subscribe(
 
 
 def _retire_replaced(state: FinConnState, results: list[Upserted]) -> None:
-    """Disconnect the ``fca_`` ids that relinks replaced, so Stripe stops refreshing them.
+    """Disconnect the ``fca_`` ids that this session's accounts replaced by a relink.
 
-    Best effort: a failure only means Stripe keeps an unused link, which is logged.
+    Stripe would otherwise keep refreshing (and billing) the old link. The relink may have
+    been stored here or by a webhook that beat the browser, so every account of the
+    session with a replaced id is retired; the call's idempotency key makes a repeat
+    cheap. Best effort: a failure leaves an unused link at Stripe and is logged.
     """
     for result in results:
-        if result.change != "relinked" or result.status_before == "disconnected":
+        previous = result.account.previous_stripe_ids
+        if not previous:
             continue
-        replaced = result.account.previous_stripe_ids[-1]
         try:
-            state.stripe.disconnect_account(replaced)
+            state.stripe.disconnect_account(previous[-1])
         except FinConnError as exc:
-            logger.warning("Could not disconnect replaced account %s: %s", replaced, exc.code)
+            logger.warning("Could not disconnect replaced account %s: %s", previous[-1], exc.code)
