@@ -333,5 +333,10 @@ DATA_PERMISSIONS = ["balances", "ownership", "transactions"]
 
 @pytest.fixture
 def data_app(make_finconn_app: Callable[..., Flask]) -> Flask:
-    """A sandbox host app asking for balances, ownership and transactions (issue #5 tests)."""
-    return make_finconn_app(FINCONN_PERMISSIONS=DATA_PERMISSIONS)
+    """A sandbox host app asking for balances, ownership and transactions (issue #5 tests).
+
+    Its refreshes stay pending until the test finishes them (or moves the clock an hour).
+    """
+    return make_finconn_app(
+        FINCONN_PERMISSIONS=DATA_PERMISSIONS, FINCONN_SANDBOX_REFRESH_DELAY=3600
+    )

@@ -193,10 +193,12 @@ def apply_account(
             applied.finished[feature] = status
     if applied.finished.get("balance") == "succeeded":
         applied.balance = account.latest_balance
-    if (
-        applied.finished.get("ownership") == "succeeded"
-        and account.ownership_id
-        and account.ownership_id != before_ownership
+    # Not only when this read saw the refresh end: a prefetch can finish before the session
+    # is completed, and the account then arrives already holding its new ownership id.
+    # store_ownership is a no-op for a snapshot already stored.
+    if account.ownership_id and (
+        account.ownership_id != before_ownership
+        or (account.ownership_refresh or {}).get("status") == "succeeded"
     ):
         applied.owners = store_ownership(state, account, account.ownership_id)
     applied.status_change = _status_change(before_status, account.status)
