@@ -113,12 +113,13 @@ def init_celery(celery: Celery, app: Flask) -> None:
 
     # acks_late: a worker that dies mid-task leaves the message to be delivered again;
     # the claim makes that harmless, and the sweep covers a message that is lost anyway.
-    @celery.task(name=PROCESS_TASK, ignore_result=True, acks_late=True)
+    # shared=False: these close over ``app``, so other Celery apps must not adopt them.
+    @celery.task(name=PROCESS_TASK, ignore_result=True, acks_late=True, shared=False)
     def process_event(event_id: str) -> str:
         with app.app_context():
             return events.process_event(get_state(app), event_id)
 
-    @celery.task(name=SWEEP_TASK, ignore_result=True)
+    @celery.task(name=SWEEP_TASK, ignore_result=True, shared=False)
     def sweep_events() -> int:
         with app.app_context():
             return len(events.requeue(get_state(app)))

@@ -39,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from .. import tasks
-from ..errors import FinConnError, NotFound
+from ..errors import ConfigurationError, FinConnError, NotFound
 from ..extension import FinConnState
 from ..models import Account, Base, Customer, WebhookEvent, from_unix, utcnow
 from ..signals import account_linked, account_updated, event_failed, event_received
@@ -181,6 +181,8 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     if stored:
         try:
             queue.enqueue(app, [event_id])
+        except ConfigurationError:
+            raise
         except Exception:
             # The event is stored and acknowledged; the sweep queues it once the broker is back.
             logger.exception("Could not queue event %s; the sweep will queue it again.", event_id)
