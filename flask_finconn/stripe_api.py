@@ -96,6 +96,18 @@ class StripeAPI:
             )
         return customer
 
+    def update_customer(
+        self, customer_id: str, *, email: str | None, name: str | None
+    ) -> stripe.Customer:
+        """Bring a holder's customer up to date with their current email and name."""
+        params: dict[str, Any] = {"email": email or "", "name": name or ""}
+        with _calling("update the customer", not_found="customer_not_found"):
+            customer: stripe.Customer = self.client.v1.customers.update(
+                customer_id,
+                params,  # type: ignore[arg-type]
+            )
+        return customer
+
     # sessions
 
     def create_session(

@@ -11,6 +11,7 @@ To add a route, write a small view here and its schemas in ``schemas.py``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from .services import transactions as transactions_service
 from .webhooks import verify as verify_webhook
 
 bp = Blueprint("finconn", __name__)
+logger = logging.getLogger("flask_finconn")
 register_handlers(bp)
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -73,6 +75,14 @@ def _check_origin(allowed: tuple[str, ...]) -> None:
         return
     own = request.host_url.rstrip("/")
     if origin.rstrip("/") not in (own, *allowed):
+        # Behind a TLS-terminating proxy without ProxyFix the app believes it is http://...
+        logger.info(
+            "Refused a %s from Origin %s: this app is %s; add the origin to "
+            "FINCONN_ALLOWED_ORIGINS or apply ProxyFix if a proxy changes the scheme or host.",
+            request.method,
+            origin,
+            own,
+        )
         raise CrossSiteRequest()
 
 

@@ -461,3 +461,20 @@ def test_relink_stored_by_a_webhook_first_still_retires_the_old_link(
         assert account is not None
         assert sandbox.account(account.previous_stripe_ids[-1])["status"] == "disconnected"
         assert sandbox.account(account.stripe_id)["status"] == "active"
+
+
+def test_a_changed_email_reaches_the_customer(
+    finconn_app: Flask, finconn_client: FlaskClient
+) -> None:
+    from flask_finconn import Holder
+    from flask_finconn.services.customers import get_or_create_customer
+
+    first = open_session(finconn_client)
+    sandbox = sandbox_of(finconn_app)
+    customer_id = sandbox.session(first["id"])["account_holder"]["customer"]
+    with finconn_app.app_context():
+        state = get_state(finconn_app)
+        customer = get_or_create_customer(state, Holder("ada", email="ada@new.example"))
+        assert customer.stripe_id == customer_id
+        assert customer.email == "ada@new.example"
+    assert sandbox.customer(customer_id)["email"] == "ada@new.example"

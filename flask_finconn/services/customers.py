@@ -18,12 +18,16 @@ def find_customer(state: FinConnState, holder_id: str) -> Customer | None:
 def get_or_create_customer(state: FinConnState, holder: Holder) -> Customer:
     """The holder's customer, creating it at Stripe and storing it the first time.
 
-    The Stripe call carries an idempotency key derived from the holder id, so concurrent
-    first requests (or a retry after a crash) get the same ``cus_`` back from Stripe; the
-    unique ``holder_id`` then lets exactly one insert win and the others read its row.
+    When the holder's email or name changed since, the customer is updated, so that Stripe
+    keeps recognising a returning user. Creation carries an idempotency key derived from
+    the holder id, so concurrent first requests (or a retry after a crash) get the same
+    ``cus_`` back from Stripe; the unique ``holder_id`` then lets exactly one insert win
+    and the others read its row.
     """
     existing = find_customer(state, holder.id)
     if existing is not None:
+        if (existing.email, existing.name) != (holder.email, holder.name):
+            _update(state, existing, holder)
         return existing
     stripe_customer = state.stripe.create_customer(holder.id, email=holder.email, name=holder.name)
     session = state.db.session
@@ -44,3 +48,10 @@ def get_or_create_customer(state: FinConnState, holder: Holder) -> Customer:
             raise
         return winner
     return customer
+
+
+def _update(state: FinConnState, customer: Customer, holder: Holder) -> None:
+    state.stripe.update_customer(customer.stripe_id, email=holder.email, name=holder.name)
+    customer.email = holder.email
+    customer.name = holder.name
+    state.db.session.commit()
