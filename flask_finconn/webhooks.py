@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import WebhookSignatureError
 
-__all__ = ["parse_header", "sign", "verify"]
+__all__ = ["check_signature", "parse_header", "sign", "verify"]
 
 SCHEME = "v1"
 
@@ -84,6 +84,19 @@ def verify(
     Raises :class:`~.errors.WebhookSignatureError` for a missing, malformed, wrong or
     stale signature, and for a body that is not a Stripe event (``invalid_event``).
     """
+    check_signature(payload, header, secrets, tolerance=tolerance, now=now)
+    return _event(payload)
+
+
+def check_signature(
+    payload: bytes,
+    header: str | None,
+    secrets: Sequence[str],
+    *,
+    tolerance: int,
+    now: float | None = None,
+) -> None:
+    """The signature half of :func:`verify`: the body is not looked at."""
     if not header:
         raise WebhookSignatureError(
             "The request has no Stripe-Signature header; only Stripe's signed events are "
@@ -118,7 +131,6 @@ def verify(
             "may be a replay.",
             code="stale_signature",
         )
-    return _event(payload)
 
 
 def _event(payload: bytes) -> dict[str, Any]:
