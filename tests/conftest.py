@@ -266,7 +266,7 @@ def webhook_app(make_finconn_app: Callable[..., Flask]) -> Flask:
 
 
 @pytest.fixture
-def make_pocketbook(database_url: str, tmp_path: os.PathLike[str]) -> Iterator[Callable[..., Flask]]:
+def make_pocketbook(database_url: str) -> Iterator[Callable[..., Flask]]:
     """Build the example app (``example_app``) on the fresh database, its sandbox in memory.
 
     ``TESTING`` is on, so no background thread runs: tests finish refreshes and deliver

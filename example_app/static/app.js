@@ -157,12 +157,12 @@
         announce(`Balance of ${name} updated: ${fresh.balance ? money(fresh.balance.current, fresh.balance.currency) : "none"}.`);
       }
       const list = document.getElementById("accounts");
-      const total = document.querySelector(".total");
-      if (list && total) {
+      const slot = document.querySelector(".total-slot");
+      if (list && slot) {
         const response = await fetch(list.dataset.listUrl, { credentials: "same-origin" });
         const copy = Object.assign(document.createElement("div"), { innerHTML: await response.text() });
-        const freshTotal = copy.querySelector(".total");
-        if (freshTotal) total.replaceWith(freshTotal);
+        const fresh = copy.querySelector(".total-slot");
+        if (fresh) slot.replaceChildren(...fresh.childNodes);
       }
     } else {
       await reloadPart("#account-page");

@@ -1,0 +1,187 @@
+"""The example app end to end in Chromium: a real server, the sandbox modal, two users."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from playwright.sync_api import BrowserContext, Page, expect
+
+from flask_finconn.testing import sandbox_of
+
+pytestmark = pytest.mark.browser
+
+CARD = ".account-card"
+
+
+@pytest.fixture
+def new_user(chromium: Any, pocketbook_server: tuple[Flask, str]) -> Iterator[Any]:
+    """Open a fresh browser context (no cookies) per call; page errors and 5xx fail the test."""
+    _, base = pocketbook_server
+    contexts: list[BrowserContext] = []
+    errors: list[str] = []
+
+    def open_page() -> Page:
+        context = chromium.new_context(base_url=base, viewport={"width": 1200, "height": 800})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        # Refused requests (a 404, a refresh too early) are part of the story; a 5xx never.
+        page.on(
+            "response",
+            lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 500 else None,
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert errors == [], f"Errors in the browser: {errors}"
+
+
+def sign_in(page: Page, email: str) -> None:
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/signin\?next=/$"))
+    expect(page.get_by_text("No password: this is a demo.")).to_be_visible()
+    page.get_by_label("Email address").fill(email)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
+    expect(page.get_by_text(email)).to_be_visible()
+
+
+def link_test_bank(page: Page) -> None:
+    """Link both accounts of the sandbox's Test (Non-OAuth) bank through the modal."""
+    page.get_by_role("button", name="Link a bank account").click()
+    expect(page.get_by_role("dialog")).to_contain_text("Pocketbook uses Stripe")
+    page.get_by_role("button", name="Agree and continue").click()
+    page.locator("[data-institution='test_nonoauth']").click()
+    page.get_by_label("Username").fill("jenny")
+    page.get_by_label("Password").fill("any password")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.get_by_role("button", name="Link accounts").click()
+    page.get_by_role("button", name="Done").click()
+
+
+def test_link_refresh_read_and_disconnect(
+    new_user: Any, pocketbook_server: tuple[Flask, str]
+) -> None:
+    app, _ = pocketbook_server
+    page = new_user()
+    sign_in(page, "ada@example.com")
+    expect(page.get_by_role("note").filter(has_text="simulated")).to_contain_text("Sandbox")
+    expect(page.get_by_text("No bank accounts yet")).to_be_visible()
+
+    link_test_bank(page)
+    cards = page.locator(CARD)
+    expect(cards).to_have_count(2)
+    checking = cards.filter(has_text="Test Checking")
+    expect(checking).to_contain_text("Test (Non-OAuth)")
+    expect(checking).to_contain_text("••6789")
+    expect(checking.locator("[data-field='status']")).to_have_text("Active")
+    # The balances were prefetched on link and arrive by webhook: no click, no reload.
+    for card in (checking, cards.filter(has_text="Test Savings")):
+        expect(card.locator("[data-field='balance']")).to_have_text(re.compile(r"^\$[\d,]+\.\d\d$"))
+        expect(card).to_contain_text(re.compile(r"as of \w{3} \d+, \d{4}"))
+    expect(page.locator(".total__amount")).to_have_text(re.compile(r"^\$[\d,]+\.\d\d$"))
+
+    # Refresh: the new balance replaces the old one in place, without a page load.
+    account_id = checking.get_attribute("data-account")
+    before = page.request.get(f"/finconn/accounts/{account_id}").json()["balance"]
+    page.evaluate("window.__samePage = true")
+    sandbox_of(app).advance_time(11)  # past the sandbox's cooldown after the prefetch
+    checking.get_by_role("button", name="Refresh balance").click()
+    expect(checking.get_by_text("Balance updated.")).to_be_visible()
+    after = page.request.get(f"/finconn/accounts/{account_id}").json()["balance"]
+    assert after["as_of"] != before["as_of"] or after["current"] != before["current"]
+    shown = page.evaluate(
+        "(c) => new Intl.NumberFormat('en-US', {style: 'currency', currency: 'USD'})"
+        ".format(c / 100)",
+        after["current"],
+    )
+    expect(checking.locator("[data-field='balance']")).to_have_text(shown)
+    assert page.evaluate("window.__samePage") is True
+    # Refreshing again at once is refused with the reason, not silently ignored.
+    checking.get_by_role("button", name="Refresh balance").click()
+    expect(checking.locator("[data-field='message']")).to_have_class(re.compile("field-error"))
+
+    # The account page: chart, transactions (pending marked, searchable, paginated), owners.
+    checking.get_by_role("link", name="Test Checking", exact=True).click()
+    expect(page.get_by_role("heading", name="Test Checking", level=1)).to_be_visible()
+    expect(page.get_by_role("img", name="Balance history of Test Checking")).to_be_visible()
+    rows = page.locator("tr.txn")
+    expect(rows.first).to_be_visible()
+    expect(page.locator("tr.txn--pending").first.get_by_text("Pending")).to_be_visible()
+    expect(page.locator("#transactions-count")).to_contain_text(re.compile(r"^1\u2013\d+ of \d+"))
+    first = rows.first.locator("td").nth(1).inner_text()
+    word = first.split()[0]
+    page.get_by_label("Search transactions").fill(word)
+    page.get_by_role("button", name="Search").click()
+    expect(rows.first).to_be_visible()
+    for text in rows.locator("td:nth-child(2)").all_inner_texts():
+        assert word.lower() in text.lower()
+    page.get_by_label("Search transactions").fill("no such merchant anywhere")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text("No transactions match")).to_be_visible()
+    expect(page.locator(".owner__name").first).to_have_text(re.compile(r"\w+ \w+"))
+    page.get_by_role("button", name="Refresh owners").click()
+    toolbar = page.get_by_role("group", name="Refresh from the bank")
+    expect(toolbar.get_by_text("Owners updated.")).to_be_visible()
+    expect(page.locator(".owner__name").first).to_have_text(re.compile(r"\w+ \w+"))
+
+    # Events: what the webhook received, with its processing status.
+    page.get_by_role("link", name="Events").click()
+    refreshed = page.locator("tr", has_text="refreshed_balance").first
+    expect(refreshed).to_contain_text("Processed")
+    expect(refreshed).to_contain_text("Test Checking")
+
+    # Disconnect after a confirmation; the card says so and offers no more refreshes.
+    page.get_by_role("link", name="Accounts").click()
+    savings = page.locator(CARD).filter(has_text="Test Savings")
+    savings.get_by_role("button", name="Disconnect").click()
+    dialog = page.get_by_role("dialog", name="Disconnect this account?")
+    expect(dialog).to_contain_text("Test Savings")
+    dialog.get_by_role("button", name="Disconnect").click()
+    expect(savings.locator("[data-field='status']")).to_have_text("Disconnected")
+    expect(savings.get_by_role("button", name="Refresh balance")).to_have_count(0)
+    page.reload()
+    expect(page.locator(CARD).filter(has_text="Test Savings")).to_contain_text("Disconnected")
+
+
+def test_a_second_user_sees_none_of_the_first_users_accounts(
+    new_user: Any, pocketbook_server: tuple[Flask, str]
+) -> None:
+    first = new_user()
+    sign_in(first, "grace@example.com")
+    link_test_bank(first)
+    expect(first.locator(CARD)).to_have_count(2)
+    ids = [card.get_attribute("data-account") for card in first.locator(CARD).all()]
+
+    second = new_user()
+    sign_in(second, "linus@example.com")
+    expect(second.get_by_text("No bank accounts yet")).to_be_visible()
+    assert second.request.get("/finconn/accounts").json() == {"data": []}
+    for account_id in ids:
+        response = second.goto(f"/accounts/{account_id}")
+        assert response is not None and response.status == 404
+        expect(second.get_by_role("heading", name="Not Found")).to_be_visible()
+        api = second.request.get(f"/finconn/accounts/{account_id}")
+        assert api.status == 404
+        assert api.json()["error"]["code"] == "account_not_found"
+        refresh = second.request.post(
+            f"/finconn/accounts/{account_id}/refresh", data={"features": ["balance"]}
+        )
+        assert refresh.status == 404
+    second.get_by_role("link", name="Events").click()
+    expect(second.get_by_text("No events")).to_be_visible()
+
+    # Signing out ends the session on the server, not only in this browser.
+    cookies = second.context.cookies()
+    second.get_by_role("button", name="Sign out").click()
+    expect(second.get_by_text("You are signed out.")).to_be_visible()
+    second.context.add_cookies(cookies)
+    second.goto("/")
+    expect(second).to_have_url(re.compile(r"/signin"))
