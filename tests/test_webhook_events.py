@@ -21,16 +21,21 @@ from flask_finconn import (
     account_deactivated,
     account_linked,
     account_reactivated,
+    balance_refreshed,
     event_failed,
     event_received,
     get_state,
+    ownership_refreshed,
+    transactions_synced,
 )
-from flask_finconn.models import Account, WebhookEvent, utcnow
+from flask_finconn.models import Account, Transaction, WebhookEvent, utcnow
 from flask_finconn.services import events
 from flask_finconn.testing import HOLDER_HEADER, captured_signals, link_accounts, sandbox_of
 
 DEACTIVATED = "financial_connections.account.deactivated"
 REFRESHED_BALANCE = "financial_connections.account.refreshed_balance"
+REFRESHED_OWNERSHIP = "financial_connections.account.refreshed_ownership"
+REFRESHED_TRANSACTIONS = "financial_connections.account.refreshed_transactions"
 
 
 def linked_checking(app: Flask) -> Account:
@@ -324,3 +329,32 @@ def test_replaying_one_event_by_id_re_reads_the_account(
     assert missing.exit_code != 0 and "No event evt_missing is stored." in missing.output
     both = runner.invoke(args=["finconn", "events", "replay", created.id, "--failed"])
     assert both.exit_code == 2
+
+
+def test_refresh_events_store_data_once_despite_duplicates_and_disorder(data_app: Flask) -> None:
+    account = link_accounts(data_app, Holder("ada"), accounts=["checking"])[0]
+    sb = sandbox_of(data_app)
+    get_state(data_app).stripe.refresh_account(account.stripe_id, ["balance", "ownership"])
+    sb.finish_refreshes(account.stripe_id)
+    sb.faults.webhook_duplicate_rate = 1.0
+    sb.faults.webhook_reorder = True
+    with (
+        captured_signals(balance_refreshed, data_app) as balances,
+        captured_signals(ownership_refreshed, data_app) as ownerships,
+        captured_signals(transactions_synced, data_app) as synced,
+    ):
+        sb.deliver_events()
+    types = {r.type for r in stored(data_app)}
+    assert {REFRESHED_BALANCE, REFRESHED_OWNERSHIP, REFRESHED_TRANSACTIONS} <= types
+    assert [b["status"] for b in balances] == ["succeeded"]
+    assert balances[0]["snapshot"] is not None
+    assert [o["status"] for o in ownerships] == ["succeeded"]
+    assert len(ownerships[0]["owners"]) >= 1
+    with data_app.app_context():
+        session = get_state(data_app).db.session
+        count = session.scalar(
+            sa.select(sa.func.count(Transaction.id)).where(Transaction.account_id == account.id)
+        )
+    assert [s["added"] for s in synced] == [count]
+    assert count > 0
+    assert account_row(data_app, account.id).latest_balance is not None
