@@ -48,7 +48,7 @@ class UTCTime(fields.Field[datetime]):
 def load(schema: Schema, data: Any) -> dict[str, Any]:
     """Validate request data with ``schema``; a failure is a 400 listing each field's problem."""
     if not isinstance(data, Mapping):
-        raise ValidationError("The request body must be a JSON object.", fields={})
+        raise ValidationError("The request body must be a JSON object.")
     try:
         result: dict[str, Any] = schema.load(data)
     except SchemaError as exc:
