@@ -757,6 +757,8 @@ def test_test_helpers_over_http(sb: Sandbox, client: Client) -> None:
     assert post("/finish_refreshes", account=account, status="failed").finished == 1
     assert fc.accounts.retrieve(account).balance_refresh.status == "failed"
     assert post(f"/accounts/{account}/deactivate").status == "inactive"
+    deactivated = client.v1.events.list({"type": "financial_connections.account.deactivated"})
+    assert deactivated.data[0].request.id is None, "test helpers act as the bank would"
     assert post(f"/accounts/{account}/reactivate").status == "active"
     event = post(
         f"/accounts/{account}/fire_event",

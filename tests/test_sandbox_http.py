@@ -327,3 +327,19 @@ def test_cli_serve_help_and_mount() -> None:
 
     result = CliRunner().invoke(finconn_cli, ["sandbox", "serve", "--help"])
     assert result.exit_code == 0 and "--webhook-url" in result.output
+
+
+def test_serve_under_flask_uses_the_apps_sandbox_database(tmp_path: Any) -> None:
+    import click
+    from flask import Flask
+    from flask.cli import ScriptInfo
+
+    from flask_finconn.sandbox.cli import _app_database, sandbox_cli
+
+    app = Flask("host", instance_path=str(tmp_path))
+    with click.Context(sandbox_cli, obj=ScriptInfo(create_app=lambda: app)):
+        assert _app_database() == os.path.join(str(tmp_path), "finconn-sandbox.sqlite3")
+        app.config["FINCONN_SANDBOX_DATABASE"] = "elsewhere.sqlite3"
+        assert _app_database() == "elsewhere.sqlite3"
+    with click.Context(sandbox_cli):
+        assert _app_database() is None

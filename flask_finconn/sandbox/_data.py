@@ -6,6 +6,7 @@ time), so the same account always shows the same history.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -58,7 +59,7 @@ def new_id(prefix: str, rng: random.Random | None = None) -> str:
     """A Stripe-style id: the prefix and 24 characters of [0-9A-Za-z]."""
     if rng is None:
         return prefix + "".join(secrets.choice(ALPHABET) for _ in range(24))
-    return prefix + "".join(ALPHABET[rng.getrandbits(6) % 62] for _ in range(24))
+    return prefix + "".join(rng.choices(ALPHABET, k=24))
 
 
 def balance(
@@ -178,21 +179,25 @@ def transaction_body(
     updated: int,
     livemode: bool = False,
 ) -> str:
-    """The wire JSON of one ``financial_connections.transaction``."""
-    return json.dumps(
-        {
-            "id": txn_id,
-            "object": "financial_connections.transaction",
-            "account": account,
-            "amount": amount,
-            "currency": "usd",
-            "description": description,
-            "livemode": livemode,
-            "status": status,
-            "status_transitions": {"posted_at": posted_at, "void_at": void_at},
-            "transacted_at": transacted_at,
-            "transaction_refresh": refresh_id,
-            "updated": updated,
-        },
-        separators=(",", ":"),
+    """The wire JSON of one ``financial_connections.transaction``.
+
+    Built from a template (every field but the description is an id, a number or an enum),
+    because histories of 100k+ rows are rendered in one go.
+    """
+    return (
+        f'{{"id":"{txn_id}","object":"financial_connections.transaction",'
+        f'"account":"{account}","amount":{amount},"currency":"usd",'
+        f'"description":{_json_string(description)},"livemode":{"true" if livemode else "false"},'
+        f'"status":"{status}","status_transitions":{{"posted_at":{_json_int(posted_at)},'
+        f'"void_at":{_json_int(void_at)}}},"transacted_at":{transacted_at},'
+        f'"transaction_refresh":"{refresh_id}","updated":{updated}}}'
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _json_string(text: str) -> str:
+    return json.dumps(text)
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))

@@ -17,9 +17,10 @@ def sandbox_cli() -> None:
 @click.option("--port", default=12111, show_default=True, type=int, help="Port to listen on.")
 @click.option(
     "--database",
-    default="finconn-sandbox.sqlite3",
-    show_default=True,
-    help="SQLite file holding the sandbox's state (':memory:' for a throwaway one).",
+    default=None,
+    help="SQLite file holding the sandbox's state (':memory:' for a throwaway one). Default: "
+    "under `flask`, the app's sandbox database (FINCONN_SANDBOX_DATABASE or its instance "
+    "folder), so the server shares the app's state; otherwise finconn-sandbox.sqlite3.",
 )
 @click.option(
     "--refresh-delay",
@@ -41,7 +42,7 @@ def sandbox_cli() -> None:
 def serve(
     host: str,
     port: int,
-    database: str,
+    database: str | None,
     refresh_delay: float,
     webhook_url: tuple[str, ...],
     webhook_secret: str | None,
@@ -52,6 +53,7 @@ def serve(
     """
     from werkzeug.serving import run_simple
 
+    database = database or _app_database() or "finconn-sandbox.sqlite3"
     sandbox = Sandbox(database, refresh_delay=refresh_delay)
     for url in webhook_url:
         endpoint = sandbox.add_webhook_endpoint(url=url, secret=webhook_secret)
@@ -65,3 +67,22 @@ def serve(
         run_simple(host, port, sandbox.wsgi_app, threaded=True, use_reloader=False)
     finally:
         sandbox.close()
+
+
+def _app_database() -> str | None:
+    """The sandbox database of the Flask app ``flask`` would load, if there is one."""
+    import os
+
+    from flask.cli import NoAppException, ScriptInfo
+
+    info = click.get_current_context().find_object(ScriptInfo)
+    if info is None:
+        return None
+    try:
+        app = info.load_app()
+    except NoAppException:
+        return None
+    configured = app.config.get("FINCONN_SANDBOX_DATABASE")
+    if configured:
+        return str(configured)
+    return os.path.join(app.instance_path, "finconn-sandbox.sqlite3")

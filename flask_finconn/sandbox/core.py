@@ -803,7 +803,8 @@ class Sandbox:
                 if row is None:
                     return ran
                 self.store.execute("DELETE FROM tasks WHERE id = ?", (row[0],))
-                self._run_task(row[2], row[3], json.loads(row[4]), int(row[1]))
+                with self._request(RequestContext()):
+                    self._run_task(row[2], row[3], json.loads(row[4]), int(row[1]))
                 ran += 1
 
     def _run_task(self, kind: str, acct_id: str, extra: dict[str, Any], at: int) -> None:
@@ -846,7 +847,8 @@ class Sandbox:
             for task_id, acct_id, extra in rows:
                 self.store.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
                 data, internal = self._account_row(acct_id)
-                self._finish_refresh(data, internal, json.loads(extra)["feature"], now, status)
+                with self._request(RequestContext()):
+                    self._finish_refresh(data, internal, json.loads(extra)["feature"], now, status)
                 self._save_account(data, internal)
             return len(rows)
 
