@@ -172,7 +172,8 @@ def live_server(widget_app: Flask) -> Iterator[str]:
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, widget_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval makes shutdown() return at once instead of after up to 0.5 s.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
@@ -184,7 +185,9 @@ def live_server(widget_app: Flask) -> Iterator[str]:
 def widget_page(chromium: Any, live_server: str) -> Iterator[Any]:
     """A fresh browser page signed in as holder ``h1``; page errors fail the test."""
     context = chromium.new_context(
-        base_url=live_server, extra_http_headers={"X-Finconn-Holder": "h1"}
+        base_url=live_server,
+        extra_http_headers={"X-Finconn-Holder": "h1"},
+        reduced_motion="reduce",  # no entry animation to wait for before each click
     )
     page = context.new_page()
     errors: list[str] = []
