@@ -133,7 +133,9 @@ def test_closing_at_any_step_exits_with_no_accounts(
     assert outcome == {"type": "finconn-connect-exit", "detail": {"reason": "cancelled"}}
     assert stored_accounts(widget_app) == []
     expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
-    # Focus goes back to the button that opened the modal.
+    # The page is usable again: scrolling, clicks, and focus back on the button that opened it.
+    assert widget_page.evaluate("document.documentElement.style.overflow") == ""
+    assert widget_page.evaluate("[...document.body.children].some(el => el.inert)") is False
     expect(widget_page.get_by_role("button", name="Link your bank")).to_be_focused()
 
 
@@ -252,6 +254,8 @@ def test_search_covers_every_sandbox_bank(widget_page: Page) -> None:
 
 def test_focus_stays_inside_the_modal(widget_page: Page) -> None:
     reach(widget_page, "consent")
+    assert widget_page.evaluate("document.documentElement.style.overflow") == "hidden"
+    assert widget_page.evaluate("document.querySelector('h1').closest('[inert]') !== null")
     dialog = widget_page.get_by_role("dialog")
     expect(dialog).to_have_attribute("aria-modal", "true")
     expect(dialog.locator(".badge")).to_have_text("Sandbox")

@@ -166,6 +166,8 @@
       // The page behind the modal must not take focus or clicks while it is open.
       this.inerted = [...document.body.children].filter((el) => !el.inert);
       for (const el of this.inerted) el.inert = true;
+      this.overflow = document.documentElement.style.overflow;
+      document.documentElement.style.overflow = "hidden";
       document.body.append(this.host);
     }
 
@@ -201,6 +203,7 @@
     finish(accounts) {
       document.removeEventListener("keydown", this.keys, true);
       for (const el of this.inerted) el.inert = false;
+      document.documentElement.style.overflow = this.overflow;
       this.host.remove();
       if (this.returnFocus && this.returnFocus.focus) this.returnFocus.focus();
       this.resolve({ financialConnectionsSession: { id: this.session.id, accounts } });
