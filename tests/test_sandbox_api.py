@@ -790,3 +790,17 @@ def test_test_helpers_over_http(sb: Sandbox, client: Client) -> None:
     ids = [i["id"] for i in institutions.data]
     assert ids == ["bank_oauth", "bank_nonoauth", "test_oauth", "test_nonoauth"]
     assert all(i["featured"] for i in institutions.data)
+
+
+def test_async_methods_work_in_process(sb: Sandbox) -> None:
+    import asyncio
+
+    client = sb.stripe_client()
+
+    async def scenario() -> tuple[str, list[str]]:
+        customer = await client.v1.customers.create_async({"email": "a@example.com"})
+        listed = await client.v1.customers.list_async()
+        return customer.id, [c.id for c in listed.data]
+
+    created, listed = asyncio.run(scenario())
+    assert listed == [created]

@@ -7,9 +7,10 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _data
+from ._data import dumps as _dumps
 from ._params import (
     EXPAND,
     PAGINATION,
@@ -27,9 +28,7 @@ from ._params import (
     parse_form,
     validate,
 )
-
-if TYPE_CHECKING:
-    from .core import Sandbox
+from .core import API_VERSION, RequestContext, Sandbox
 
 log = logging.getLogger("flask_finconn.sandbox")
 
@@ -42,10 +41,6 @@ SUBCATEGORIES = ("checking", "savings", "mortgage", "line_of_credit", "credit_ca
 FEATURES = ("balance", "ownership", "transactions")
 
 Handler = Callable[["Api", dict[str, Any], tuple[str, ...]], tuple[int, str]]
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
 
 
 class Request:
@@ -76,7 +71,7 @@ class Api:
         headers = [
             ("Content-Type", "application/json"),
             ("Request-Id", request_id),
-            ("Stripe-Version", environ.get("HTTP_STRIPE_VERSION") or _api_version()),
+            ("Stripe-Version", environ.get("HTTP_STRIPE_VERSION") or API_VERSION),
             ("Cache-Control", "no-cache, no-store"),
         ]
         try:
@@ -115,8 +110,6 @@ class Api:
             self._inject_faults()
         params = self._params(environ, method)
         self.sb.run_due()
-        from .core import RequestContext
-
         extra: list[tuple[str, str]] = []
         if method == "GET":
             with self.store.tx(write=False), self.sb._request(RequestContext(id=request_id)):
@@ -345,12 +338,6 @@ class Api:
                 "url": f"{FC}/accounts/{account_id}/owners?ownership={ownership_id}",
             },
         }
-
-
-def _api_version() -> str:
-    from .core import API_VERSION
-
-    return API_VERSION
 
 
 def _canonical(params: dict[str, Any]) -> str:

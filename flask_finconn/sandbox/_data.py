@@ -49,6 +49,11 @@ _PAYROLL = ("Payroll Deposit ACME Corp", 180000, 360000)
 _CARD_PAYMENT = ("Payment - Thank You", 20000, 150000)
 
 
+def dumps(obj: Any) -> str:
+    """Compact JSON, as the API sends it."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
 def seed_of(*parts: str) -> int:
     """A stable 64-bit seed from strings."""
     digest = hashlib.sha256(":".join(parts).encode()).digest()

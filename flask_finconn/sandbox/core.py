@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _data, institutions
+from ._data import dumps as _dumps
 from ._params import ApiError, invalid, not_found
 from ._store import Store
 from .faults import Faults
@@ -87,10 +88,6 @@ class RequestContext:
     id: str | None = None
     idempotency_key: str | None = None
     livemode: bool = False
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
 
 
 class Sandbox:
