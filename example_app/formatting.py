@@ -39,13 +39,14 @@ ZERO_DECIMAL = frozenset(
 SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$", "jpy": "¥"}
 
 
-def money(amount: int | None, currency: str | None = "usd") -> str:
-    """``-1234`` and ``usd`` as ``-$12.34``; None as an em dash."""
+def money(amount: int | None, currency: str | None = "usd", whole: bool = False) -> str:
+    """``-1234`` and ``usd`` as ``-$12.34``; None as an em dash; ``whole`` drops the cents."""
     if amount is None:
         return "—"
     code = (currency or "usd").lower()
     digits = 0 if code in ZERO_DECIMAL else 2
-    number = f"{abs(amount) / 10**digits:,.{digits}f}"
+    shown = 0 if whole else digits
+    number = f"{abs(amount) / 10**digits:,.{shown}f}"
     symbol = SYMBOLS.get(code)
     text = f"{symbol}{number}" if symbol else f"{code.upper()} {number}"
     return f"-{text}" if amount < 0 else text
@@ -56,7 +57,10 @@ def _aware(value: datetime) -> datetime:
 
 
 def when(value: datetime | int | None, style: str = "datetime") -> str:
-    """A UTC time as ``Nov 25, 2026, 10:42 AM UTC`` (``style="date"``: ``Nov 25, 2026``)."""
+    """A UTC time as ``Nov 25, 2026, 10:42 AM UTC``.
+
+    ``style="date"`` gives ``Nov 25, 2026``; ``style="seconds"`` adds the seconds.
+    """
     if value is None:
         return "—"
     moment = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else _aware(value)
@@ -64,7 +68,8 @@ def when(value: datetime | int | None, style: str = "datetime") -> str:
     if style == "date":
         return date
     hour = moment.hour % 12 or 12
-    return f"{date}, {hour}:{moment:%M} {'AM' if moment.hour < 12 else 'PM'} UTC"
+    clock = f"{hour}:{moment:%M:%S}" if style == "seconds" else f"{hour}:{moment:%M}"
+    return f"{date}, {clock} {'AM' if moment.hour < 12 else 'PM'} UTC"
 
 
 def iso(value: datetime | int | None) -> str:
@@ -75,12 +80,32 @@ def iso(value: datetime | int | None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+EVENT_LABELS = {
+    "financial_connections.account.created": "Account linked",
+    "financial_connections.account.deactivated": "Account deactivated",
+    "financial_connections.account.reactivated": "Account reactivated",
+    "financial_connections.account.disconnected": "Account disconnected",
+    "financial_connections.account.refreshed_balance": "Balance refreshed",
+    "financial_connections.account.refreshed_ownership": "Owners refreshed",
+    "financial_connections.account.refreshed_transactions": "Transactions refreshed",
+}
+
+
+def event_label(event_type: str) -> str:
+    """A Stripe event type in words: ``...account.refreshed_balance`` → Balance refreshed."""
+    if event_type in EVENT_LABELS:
+        return EVENT_LABELS[event_type]
+    return event_type.rsplit(".", 1)[-1].replace("_", " ").capitalize()
+
+
 @dataclass(frozen=True)
 class Chart:
     """An SVG line chart of balances, in the template's coordinates."""
 
     width: int
     height: int
+    left: int
+    right: int
     line: str
     area: str
     dots: list[dict[str, Any]]
@@ -90,13 +115,23 @@ class Chart:
     summary: str
 
 
+def _axis_labels(first: datetime, last: datetime) -> tuple[str, str]:
+    """Dates under the chart's ends, or times when every reading is from one day."""
+    first, last = _aware(first), _aware(last)
+    if first.date() != last.date():
+        return when(first, "date"), when(last, "date")
+    start = when(first).removesuffix(" UTC").split(", ")
+    end = when(last).split(", ")
+    return f"{start[0]}, {start[2]}", end[2]
+
+
 def balance_chart(
-    points: Sequence[tuple[datetime, int]], currency: str, width: int = 640, height: int = 220
+    points: Sequence[tuple[datetime, int]], currency: str, width: int = 960, height: int = 240
 ) -> Chart | None:
     """Coordinates for a balance-history chart, oldest reading first (None without any)."""
     if not points:
         return None
-    left, right, top, bottom = 76, 16, 16, 32
+    left, right, top, bottom = 96, 16, 16, 32
     plot_w, plot_h = width - left - right, height - top - bottom
     times = [_aware(t).timestamp() for t, _ in points]
     values = [v for _, v in points]
@@ -119,11 +154,14 @@ def balance_chart(
         {"x": cx, "y": cy, "label": f"{money(v, currency)} on {when(t)}"}
         for (cx, cy), (t, v) in zip(coords, points, strict=True)
     ]
+    # Whole units on the axis once the range is wide enough that cents are noise.
+    whole = high - low > 20_000
     ticks = [
-        {"y": round(y(value), 1), "label": money(round(value), currency)}
+        {"y": round(y(value), 1), "label": money(round(value), currency, whole=whole)}
         for value in (high - pad, (high + low) / 2, low + pad)
     ]
     first, last = points[0], points[-1]
+    labels = _axis_labels(first[0], last[0])
     summary = (
         f"{len(points)} balance reading{'s' if len(points) != 1 else ''}, from "
         f"{money(first[1], currency)} on {when(first[0])} to "
@@ -132,12 +170,14 @@ def balance_chart(
     return Chart(
         width=width,
         height=height,
+        left=left,
+        right=width - right,
         line=line,
         area=area,
         dots=dots,
         ticks=ticks,
-        first=when(first[0], "date"),
-        last=when(last[0], "date"),
+        first=labels[0],
+        last=labels[1],
         summary=summary,
     )
 
@@ -150,6 +190,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(money)
     app.add_template_filter(when)
     app.add_template_filter(iso)
+    app.add_template_filter(event_label)
     app.add_template_global(csp_nonce)
     app.add_template_global(csrf_token)
     versions: dict[str, str] = {}

@@ -7,6 +7,7 @@ one PNG per page. Run it with ``scripts/screenshots [output-dir]``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -47,6 +48,7 @@ def settle(page: Page) -> None:
 
 def main(out: str = OUT) -> None:
     os.makedirs(out, exist_ok=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(
             {
@@ -114,7 +116,12 @@ def shoot(base: str, out: str, app: object) -> None:
         while page.locator(".txn").count() == 0 and time.monotonic() < deadline:
             page.wait_for_timeout(500)
             page.reload()
-        snap(page, "account", full=False)
+        snap(page, "account")
+        page.evaluate(
+            "document.getElementById('transactions-title').closest('section')"
+            ".scrollIntoView({block: 'start'}); window.scrollBy(0, -24)"
+        )
+        snap(page, "transactions")
 
         page.get_by_role("link", name="Events").click()
         snap(page, "events")

@@ -113,7 +113,7 @@
     if (balance) {
       field("balance").textContent = money(balance.current, balance.currency);
       field("available").textContent =
-        balance.available === null ? "" : `Available ${money(balance.available, balance.currency)} `;
+        balance.available === null ? "" : `Available ${money(balance.available, balance.currency)}`;
       field("as-of").replaceChildren("as of ", Object.assign(document.createElement("time"), {
         dateTime: balance.as_of,
         textContent: when(balance.as_of),
