@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 from ._params import ApiError
-from .core import API_VERSION, EVENT_TYPES, Sandbox, SessionError, sign
+from .core import API_VERSION, EVENT_TYPES, Sandbox, SessionError
 from .faults import Faults
 from .transport import SandboxHTTPClient
+from .webhooks import sign
 
 __all__ = [
     "API_VERSION",

@@ -7,9 +7,7 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +17,9 @@ from ._params import ApiError, invalid, not_found
 from ._store import Store
 from .faults import Faults
 from .institutions import AccountTemplate, Institution
+from .webhooks import Webhooks, WSGIApp
 
 log = logging.getLogger("flask_finconn.sandbox")
-
-WSGIApp = Callable[..., Any]
 
 API_VERSION = "2026-10-28.endive"
 FEATURE_STATE = {
@@ -62,9 +59,6 @@ EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
 DAY = _data.DAY
 REAUTH_EVENTUAL_DAYS = 30
 INACTIVE_AFTER = 60
-WEBHOOK_MAX_ATTEMPTS = 8
-WEBHOOK_RETRY_BASE = 5.0
-WEBHOOK_RETRY_CAP = 3600.0
 MAGIC_WORDS = ("error", "incorrect", "confirm_mfa", "mfa", "options", "security_question")
 
 
@@ -117,11 +111,10 @@ class Sandbox:
         self.session_ttl = session_ttl
         self.default_history_size = history_size
         self.faults = Faults()
+        self.webhooks = Webhooks(self.store, self.now_float, self.faults)
         self._local = threading.local()
-        self._wsgi_targets: dict[str, WSGIApp] = {}
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
-        self._deliver_lock = threading.Lock()
         from ._api import Api
 
         self._api = Api(self)
@@ -1163,7 +1156,7 @@ class Sandbox:
 
     def _emit(self, type: str, obj: dict[str, Any], at: int) -> dict[str, Any]:
         ctx = self._ctx()
-        endpoints = self.store.all("SELECT id FROM endpoints ORDER BY created, id")
+        endpoints = self.webhooks.endpoint_ids()
         event = {
             "id": _data.new_id("evt_"),
             "object": "event",
@@ -1180,11 +1173,7 @@ class Sandbox:
             "INSERT INTO events (id, created, type, account, body) VALUES (?, ?, ?, ?, ?)",
             (event["id"], at, type, account, _dumps(event)),
         )
-        due = self.now_float() + self.faults.webhook_delay
-        self.store.executemany(
-            "INSERT INTO deliveries (event, endpoint, due_at, state) VALUES (?, ?, ?, 'pending')",
-            [(event["id"], ep[0], due) for ep in endpoints],
-        )
+        self.webhooks.enqueue(event["id"], endpoints)
         return event
 
     def event(self, event_id: str) -> dict[str, Any]:
@@ -1219,49 +1208,11 @@ class Sandbox:
         keeps its id and secret unless ``secret`` is given, so a file-backed sandbox and
         its app agree on the secret across restarts.
         """
-        if (url is None) == (wsgi_app is None):
-            raise ValueError("Pass exactly one of url= or wsgi_app=.")
-        if secret is not None and not secret.startswith("whsec_"):
-            raise ValueError("A webhook secret starts with 'whsec_'.")
-        target = f"url:{url}" if url is not None else f"wsgi:{path}"
-        with self.store.tx():
-            row = self.store.one("SELECT id, secret FROM endpoints WHERE target = ?", (target,))
-            if row is None:
-                ep_id = _data.new_id("we_")
-                secret = secret or _data.new_id("whsec_")
-                self.store.execute(
-                    "INSERT INTO endpoints (id, target, url, path, secret, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        ep_id,
-                        target,
-                        url,
-                        path if wsgi_app is not None else None,
-                        secret,
-                        self.now(),
-                    ),
-                )
-            else:
-                ep_id = row[0]
-                if secret is not None and secret != row[1]:
-                    self.store.execute(
-                        "UPDATE endpoints SET secret = ? WHERE id = ?", (secret, ep_id)
-                    )
-                secret = secret or row[1]
-        if wsgi_app is not None:
-            self._wsgi_targets[ep_id] = wsgi_app
-        assert secret is not None
-        return {"id": ep_id, "secret": secret}
+        return self.webhooks.add_endpoint(url, wsgi_app, path, secret, self.now())
 
     def remove_webhook_endpoint(self, endpoint_id: str) -> None:
         """Stop delivering to an endpoint; its undelivered events are dropped."""
-        with self.store.tx():
-            self.store.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
-            self.store.execute(
-                "UPDATE deliveries SET state = 'dropped' WHERE endpoint = ? AND state = 'pending'",
-                (endpoint_id,),
-            )
-        self._wsgi_targets.pop(endpoint_id, None)
+        self.webhooks.remove_endpoint(endpoint_id)
 
     def deliver_events(self, *, retry_now: bool = False) -> int:
         """Deliver what is due now: new events and retries whose backoff passed (all waiting
@@ -1270,102 +1221,16 @@ class Sandbox:
         Failed attempts (non-2xx or no connection) are retried with exponential backoff on
         the sandbox clock. Faults apply: duplicates, delays, out-of-order delivery.
         """
-        with self._deliver_lock:
-            with self.store.tx():
-                self.run_due()
-                now = self.now_float()
-                rows = self.store.all(
-                    "SELECT d.id, d.event, d.endpoint, d.attempts, e.url, e.path, e.secret, "
-                    "ev.body FROM deliveries d JOIN endpoints e ON e.id = d.endpoint "
-                    "JOIN events ev ON ev.id = d.event WHERE d.state = 'pending' "
-                    + ("" if retry_now else "AND d.due_at <= ? ")
-                    + "ORDER BY d.due_at, d.id",
-                    () if retry_now else (now,),
-                )
-            batch = [r for r in rows if r[4] is not None or r[2] in self._wsgi_targets]
-            if self.faults.webhook_reorder:
-                batch.reverse()
-            attempts = 0
-            for delivery_id, event_id, endpoint_id, tries, url, path, secret, body in batch:
-                copies = 2 if self.faults.roll_duplicate() else 1
-                statuses = []
-                for _ in range(copies):
-                    status, error = self._post_event(endpoint_id, url, path, secret, body)
-                    attempts += 1
-                    statuses.append((status, error))
-                with self.store.tx():
-                    at = self.now()
-                    for status, error in statuses:
-                        self.store.execute(
-                            "INSERT INTO attempts (delivery, event, endpoint, at, status, error) "
-                            "VALUES (?, ?, ?, ?, ?, ?)",
-                            (delivery_id, event_id, endpoint_id, at, status, error),
-                        )
-                    status = statuses[-1][0]
-                    tries += 1
-                    if status is not None and 200 <= status < 300:
-                        self.store.execute(
-                            "UPDATE deliveries SET state = 'delivered', attempts = ?, "
-                            "last_status = ? WHERE id = ?",
-                            (tries, status, delivery_id),
-                        )
-                    elif tries >= WEBHOOK_MAX_ATTEMPTS:
-                        self.store.execute(
-                            "UPDATE deliveries SET state = 'failed', attempts = ?, last_status = ? "
-                            "WHERE id = ?",
-                            (tries, status, delivery_id),
-                        )
-                    else:
-                        backoff = min(WEBHOOK_RETRY_BASE * 2 ** (tries - 1), WEBHOOK_RETRY_CAP)
-                        self.store.execute(
-                            "UPDATE deliveries SET attempts = ?, last_status = ?, due_at = ? "
-                            "WHERE id = ?",
-                            (tries, status, self.now_float() + backoff, delivery_id),
-                        )
-            return attempts
-
-    def _post_event(
-        self, endpoint_id: str, url: str | None, path: str | None, secret: str, body: str
-    ) -> tuple[int | None, str | None]:
-        header = sign(body, secret)
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "Stripe-Signature": header,
-            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-        }
-        try:
-            if url is None:
-                from werkzeug.test import Client
-
-                app = self._wsgi_targets[endpoint_id]
-                response = Client(app).post(path or "/", data=body.encode(), headers=headers)
-                response.close()
-                return response.status_code, None
-            req = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return int(resp.status), None
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
-        except Exception as exc:  # a failing endpoint must never break delivery of the rest
-            log.warning("Webhook delivery to %s failed: %s", url or path, exc)
-            return None, f"{type(exc).__name__}: {exc}"
+        self.run_due()
+        return self.webhooks.deliver(retry_now=retry_now)
 
     def webhook_attempts(self, event: str | None = None) -> list[dict[str, Any]]:
         """Every delivery attempt so far (oldest first): event, endpoint, at, status, error."""
-        sql = "SELECT delivery, event, endpoint, at, status, error FROM attempts"
-        args: tuple[Any, ...] = ()
-        if event:
-            sql += " WHERE event = ?"
-            args = (event,)
-        with self.store.tx(write=False):
-            rows = self.store.all(sql + " ORDER BY id", args)
-        keys = ("delivery", "event", "endpoint", "at", "status", "error")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return self.webhooks.attempts(event)
 
     def pending_deliveries(self) -> int:
         """How many deliveries are still waiting (new or to be retried)."""
-        with self.store.tx(write=False):
-            return int(self.store.one("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")[0])
+        return self.webhooks.pending()
 
     # --- background thread --------------------------------------------------------------
 
@@ -1396,16 +1261,6 @@ class Sandbox:
     def close(self) -> None:
         self.stop_background()
         self.store.close()
-
-
-def sign(body: str, secret: str, timestamp: int | None = None) -> str:
-    """The ``Stripe-Signature`` header for ``body`` (reference §4.3)."""
-    import hashlib
-    import hmac
-
-    t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
 
 
 def _unique(values: list[str]) -> list[str]:
