@@ -455,3 +455,23 @@ def test_blocking_script_in_head_still_gets_the_label(widget_page: Page, widget_
     button = widget_page.get_by_role("button", name="Connect now")
     expect(button).to_be_visible()
     expect(widget_page.locator("finconn-connect button")).to_have_count(1)
+
+
+def test_linking_works_under_the_hosts_csrf_protection(
+    widget_page: Page, widget_app: Flask
+) -> None:
+    from flask_wtf.csrf import CSRFProtect, generate_csrf
+
+    widget_app.config["SECRET_KEY"] = "test-secret"
+    CSRFProtect(widget_app)
+    widget_app.add_url_rule(
+        "/csrf", "csrf_page", lambda: render_template_string(CSRF_PAGE, token=generate_csrf())
+    )
+    widget_page.goto("/csrf")
+    widget_page.locator(BUTTON).click()
+    link_test_bank(widget_page)
+    assert outcome(widget_page)["type"] == "finconn-connect-success"
+
+
+CSRF_PAGE = """<!doctype html><html><head><meta name="csrf-token" content="{{ token }}">
+{{ finconn.scripts() }}</head><body>{{ finconn.button() }}</body></html>"""

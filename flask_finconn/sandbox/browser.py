@@ -20,6 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
+from flask.sansio.app import App
 
 from ._params import ApiError
 from .core import SessionError
@@ -77,6 +78,29 @@ def _login_result(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "next": status}
 
 
+def _exempt_from_csrf(app: App, bp: Blueprint) -> None:
+    """Keep the host's Flask-WTF ``CSRFProtect`` off the modal's routes.
+
+    They are authorised by the client secret in the body, never by cookies, so there is
+    nothing for a CSRF token to protect, and the modal has no token to send. CSRFProtect may
+    be set up before or after the extension: exempt now, and again before each request
+    until it is (our hook then runs before CSRFProtect's).
+    """
+
+    done = False
+
+    def exempt() -> None:
+        nonlocal done
+        csrf = app.extensions.get("csrf")
+        if csrf is not None and not done:
+            csrf.exempt(bp)
+            done = True
+
+    exempt()
+    if not done:
+        app.before_request(exempt)
+
+
 def make_blueprint(sandbox: Sandbox) -> Blueprint:
     """A blueprint serving the Stripe.js stand-in and the modal's routes for ``sandbox``."""
     bp = Blueprint(
@@ -85,6 +109,8 @@ def make_blueprint(sandbox: Sandbox) -> Blueprint:
         static_folder=STATIC_DIR,
         static_url_path="/static",
     )
+
+    bp.record_once(lambda setup: _exempt_from_csrf(setup.app, bp))
 
     def open_session(client_secret: str) -> dict[str, Any]:
         try:
