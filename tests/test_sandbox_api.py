@@ -804,3 +804,18 @@ def test_async_methods_work_in_process(sb: Sandbox) -> None:
 
     created, listed = asyncio.run(scenario())
     assert listed == [created]
+
+
+def test_accounts_of_a_connected_account_or_customer_account(sb: Sandbox, client: Client) -> None:
+    fc = client.v1.financial_connections
+    for holder in (
+        {"type": "account", "account": "acct_1"},
+        {"type": "customer", "customer_account": "acct_2"},
+    ):
+        session = fc.sessions.create({"account_holder": holder, "permissions": ["balances"]})
+        assert session.account_holder.to_dict() == holder
+        sb.complete_session(session.id, "test_oauth", ["checking"])
+    by_account = fc.accounts.list({"account_holder": {"account": "acct_1"}}).data
+    by_customer_account = fc.accounts.list({"account_holder": {"customer_account": "acct_2"}}).data
+    assert len(by_account) == len(by_customer_account) == 1
+    assert by_account[0].account_holder.account == "acct_1"

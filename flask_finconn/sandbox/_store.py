@@ -84,7 +84,7 @@ class Store:
         )
         if database != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(SCHEMA)
 
     @contextlib.contextmanager

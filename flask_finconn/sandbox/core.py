@@ -617,7 +617,7 @@ class Sandbox:
                 self.store.next_seq("accounts"),
                 now,
                 session["id"],
-                holder.get("customer"),
+                holder.get("customer") or holder.get("customer_account"),
                 holder.get("account"),
                 _dumps(data),
                 _dumps(internal),
