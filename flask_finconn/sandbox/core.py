@@ -240,32 +240,26 @@ class Sandbox:
 
     def create_session(self, params: dict[str, Any]) -> dict[str, Any]:
         holder = params["account_holder"]
-        if holder.get("type") == "customer":
-            if not holder.get("customer") and not holder.get("customer_account"):
+        kind = holder["type"]
+        needed, forbidden = (
+            (("customer", "customer_account"), ("account",))
+            if kind == "customer"
+            else (("account",), ("customer", "customer_account"))
+        )
+        if not any(holder.get(key) for key in needed):
+            raise invalid(
+                f"account_holder[{needed[0]}] is required when account_holder[type] is {kind}.",
+                param=f"account_holder[{needed[0]}]",
+                code="parameter_missing",
+            )
+        for key in forbidden:
+            if holder.get(key):
                 raise invalid(
-                    "account_holder[customer] is required when account_holder[type] is customer.",
-                    param="account_holder[customer]",
-                    code="parameter_missing",
+                    f"account_holder[{key}] cannot be set when account_holder[type] is {kind}.",
+                    param=f"account_holder[{key}]",
                 )
-            if holder.get("account"):
-                raise invalid(
-                    "account_holder[account] cannot be set when account_holder[type] is customer.",
-                    param="account_holder[account]",
-                )
-            if holder.get("customer"):
-                self.customer(holder["customer"], param="account_holder[customer]", status=400)
-        else:
-            if not holder.get("account"):
-                raise invalid(
-                    "account_holder[account] is required when account_holder[type] is account.",
-                    param="account_holder[account]",
-                    code="parameter_missing",
-                )
-            if holder.get("customer"):
-                raise invalid(
-                    "account_holder[customer] cannot be set when account_holder[type] is account.",
-                    param="account_holder[customer]",
-                )
+        if holder.get("customer"):
+            self.customer(holder["customer"], param="account_holder[customer]", status=400)
         permissions = params["permissions"]
         if not permissions:
             raise invalid(
