@@ -117,15 +117,17 @@ def chromium() -> Iterator[Any]:
 
 
 @pytest.fixture
-def widget_app(tmp_path: os.PathLike[str]) -> Iterator[Flask]:
+def widget_app(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[Flask]:
     """A sandbox host app with a page at ``/`` showing the widget.
 
     Query options of the page: ``nonce`` (also sends a strict CSP with it), ``csrf`` (a
     ``<meta name="csrf-token">``), ``twice`` (include the scripts twice), ``button=0`` (no
     element), ``accounts`` (add ``<finconn-accounts>``), ``permissions`` (default: all
     configured but ``payment_method``). The holder comes from the ``X-Finconn-Holder`` header.
+    Parametrize it indirectly with a dict to change the app's config.
     """
-    from flask import Response, render_template_string, request
+    from flask import Response, render_template_string
+    from flask import request as http
 
     from flask_finconn.testing import create_app
 
@@ -133,12 +135,13 @@ def widget_app(tmp_path: os.PathLike[str]) -> Iterator[Flask]:
         f"sqlite:///{tmp_path}/widget.sqlite3",
         FINCONN_MERCHANT_NAME="Acme Budget",
         FINCONN_PERMISSIONS=["balances", "ownership", "payment_method", "transactions"],
+        **getattr(request, "param", {}),
     )
     app.instance_path = str(tmp_path)
 
     @app.get("/")
     def widget_page() -> str:
-        args = request.args
+        args = http.args
         return render_template_string(
             WIDGET_PAGE,
             nonce=args.get("nonce"),
@@ -151,8 +154,8 @@ def widget_app(tmp_path: os.PathLike[str]) -> Iterator[Flask]:
 
     @app.after_request
     def strict_csp(response: Response) -> Response:
-        nonce = request.args.get("nonce")
-        if nonce and request.path == "/":
+        nonce = http.args.get("nonce")
+        if nonce and http.path == "/":
             response.headers["Content-Security-Policy"] = (
                 f"default-src 'self'; script-src 'nonce-{nonce}'; "
                 f"style-src 'self' 'nonce-{nonce}'; object-src 'none'; base-uri 'none'"

@@ -475,3 +475,20 @@ def test_linking_works_under_the_hosts_csrf_protection(
 
 CSRF_PAGE = """<!doctype html><html><head><meta name="csrf-token" content="{{ token }}">
 {{ finconn.scripts() }}</head><body>{{ finconn.button() }}</body></html>"""
+
+
+@pytest.mark.parametrize(
+    "widget_app", [{"FINCONN_URL_PREFIX": ""}, {"FINCONN_URL_PREFIX": "/bank"}], indirect=True
+)
+def test_linking_under_another_url_prefix(widget_page: Page, widget_app: Flask) -> None:
+    prefix = widget_app.config["FINCONN_URL_PREFIX"]
+    posts = session_posts(widget_page)
+    widget_page.goto("/?accounts=1")
+    expect(widget_page.locator("finconn-connect")).to_have_attribute("endpoint", prefix)
+    widget_page.locator(BUTTON).click()
+    link_test_bank(widget_page)
+    assert outcome(widget_page)["type"] == "finconn-connect-success"
+    assert posts[0].url.endswith(f"{prefix}/sessions")
+    expect(widget_page.locator(".finconn-accounts__item")).to_have_count(2)
+    stand_in = widget_page.locator("script[src*='stripe.js']").get_attribute("src")
+    assert stand_in == f"{prefix}/sandbox/stripe.js"

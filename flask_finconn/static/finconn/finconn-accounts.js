@@ -37,7 +37,7 @@
     }
 
     get endpoint() {
-      return (this.getAttribute("endpoint") || defaultEndpoint).replace(/\/+$/, "");
+      return (this.getAttribute("endpoint") ?? defaultEndpoint).replace(/\/+$/, "");
     }
 
     set endpoint(value) {

@@ -14,7 +14,8 @@
   if (window.FinConn && window.FinConn.connect) return;
 
   const script = document.currentScript;
-  const defaultEndpoint = (script && script.dataset.endpoint) || "/finconn";
+  // An empty endpoint is valid: the extension mounted at the site's root.
+  const defaultEndpoint = (script && script.dataset.endpoint) ?? "/finconn";
   // Scripts we inject need the page's CSP nonce; ours is readable only as a property.
   const nonce = (script && script.nonce) || "";
   const STRIPE_SRC = /^https:\/\/js\.stripe\.com\/(v3\/?|[a-z]+\/stripe\.js)(\?.*)?$/;
@@ -137,7 +138,7 @@
    */
   async function connect(options = {}) {
     if (active) throw fail("flow_in_progress", "A bank-linking window is already open.");
-    const endpoint = String(options.endpoint || defaultEndpoint).replace(/\/+$/, "");
+    const endpoint = String(options.endpoint ?? defaultEndpoint).replace(/\/+$/, "");
     const fetchImpl = options.fetch;
     active = true;
     try {
@@ -179,7 +180,7 @@
     }
 
     get endpoint() {
-      return this.getAttribute("endpoint") || defaultEndpoint;
+      return this.getAttribute("endpoint") ?? defaultEndpoint;
     }
 
     set endpoint(value) {
