@@ -116,15 +116,13 @@ def transaction_row(txn: StripeTransaction, account_id: str) -> dict[str, Any]:
     }
 
 
-def upsert_statement(dialect: str) -> Any:
-    """``INSERT ... ON CONFLICT (id) DO UPDATE`` for the dialect, never rolling a row back.
+def _on_conflict_update(statement: Any) -> Any:
+    """``ON CONFLICT (id) DO UPDATE``, never rolling a row back.
 
     A row is only rewritten when Stripe's version is newer (``updated``) or comes from
     another refresh: an older page (a retried or racing sync) arriving late changes
     nothing, and neither does the same version delivered twice.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(_TABLE)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[_TABLE.c.id],
@@ -139,12 +137,35 @@ def upsert_statement(dialect: str) -> Any:
     )
 
 
+def upsert_statement(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (id) DO UPDATE`` of one row (executemany) for the dialect."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return _on_conflict_update(insert(_TABLE))
+
+
 _UPSERTS = {name: upsert_statement(name) for name in ("sqlite", "postgresql")}
-# PostgreSQL says which rows it inserted (a fresh row has no deleting transaction id,
-# xmax = 0) and which it updated; skipped rows return nothing. RETURNING also makes
-# SQLAlchemy send each page as one multi-row INSERT ("insertmanyvalues", compiled once)
-# rather than psycopg's executemany, which runs one statement per row.
-_PG_UPSERT = _UPSERTS["postgresql"].returning(sa.literal_column("xmax = 0"))
+_COLUMNS = [column.name for column in _TABLE.columns]
+
+
+def _pg_upsert() -> Any:
+    """PostgreSQL's page upsert: the rows as one array per column, unnested in lockstep.
+
+    Twelve bound arrays parse and plan the same for every page, where a 100-row VALUES list
+    (or an executemany, one statement per row with psycopg) costs more than the write.
+    RETURNING says which rows were inserted (a fresh row has no deleting transaction id,
+    ``xmax = 0``) and which updated; rows the guard skipped return nothing.
+    """
+    arrays = sa.select(
+        *(
+            sa.func.unnest(sa.bindparam(name, type_=postgresql.ARRAY(_TABLE.c[name].type)))
+            for name in _COLUMNS
+        )
+    )
+    statement = postgresql.insert(_TABLE).from_select(_COLUMNS, arrays)
+    return _on_conflict_update(statement).returning(sa.literal_column("xmax = 0"))
+
+
+_PG_UPSERT = _pg_upsert()
 
 _EXISTING = sa.select(_TABLE.c.id, _TABLE.c.stripe_updated, _TABLE.c.transaction_refresh).where(
     _TABLE.c.id.in_(sa.bindparam("ids", expanding=True))
@@ -249,7 +270,8 @@ def _write(session: Any, dialect: str, rows: list[dict[str, Any]]) -> tuple[int,
     if not rows:
         return 0, 0
     if dialect == "postgresql":
-        inserted = session.execute(_PG_UPSERT, rows).scalars().all()
+        columns = {name: [row[name] for row in rows] for name in _COLUMNS}
+        inserted = session.execute(_PG_UPSERT, columns).scalars().all()
         added = sum(1 for fresh in inserted if fresh)
         return added, len(inserted) - added
     # SQLite: an in-process lookup is cheap, and its executemany runs in C.
