@@ -112,10 +112,24 @@ class Received:
 
 # storing
 
+EVENTS: sa.Table = WebhookEvent.__table__  # type: ignore[assignment]
+COLUMNS = tuple(EVENTS.c)
 
-def _row_values(event: dict[str, Any]) -> dict[str, Any]:
+
+def _insert_statement(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # RETURNING gives a row only when inserted (rowcount is unreliable after DO NOTHING).
+    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
+
+
+# Built once: the hot path then reuses their compiled forms.
+_INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
+
+
+def _row_values(event: dict[str, Any], *, claimed: bool) -> dict[str, Any]:
     obj = event["data"]["object"]
     is_account = obj.get("object") == "financial_connections.account"
+    now = utcnow()
     return {
         "id": event["id"],
         "type": event["type"],
@@ -123,35 +137,39 @@ def _row_values(event: dict[str, Any]) -> dict[str, Any]:
         "account_stripe_id": obj.get("id") if is_account else None,
         "livemode": bool(event.get("livemode", False)),
         "payload": event,
-        "status": "pending",
-        "attempts": 0,
-        "received_at": utcnow(),
+        "status": "processing" if claimed else "pending",
+        "attempts": 1 if claimed else 0,
+        "last_error": None,
+        "received_at": now,
+        "claimed_at": now if claimed else None,
+        "processed_at": None,
     }
 
 
-def store_event(state: FinConnState, event: dict[str, Any]) -> bool:
-    """Store a verified event once and commit; False when its id was already stored."""
+def store_event(
+    state: FinConnState, event: dict[str, Any], *, claimed: bool = False
+) -> WebhookEvent | None:
+    """Store a verified event once and commit; None when its id was already stored.
+
+    Returns the stored row as a detached object. With ``claimed`` it is stored already
+    claimed by the caller (``processing``, first attempt), saving a round of claiming when
+    the caller processes it at once.
+    """
     session = state.db.session
-    values = _row_values(event)
-    dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(WebhookEvent)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(WebhookEvent.id)  # a row only when inserted (rowcount is unreliable)
-        )
-        stored = session.execute(statement).first() is not None
+    values = _row_values(event, claimed=claimed)
+    statement = _INSERTS.get(session.get_bind().dialect.name)
+    if statement is not None:
+        stored = session.execute(statement, values).first() is not None
         session.commit()
-        return stored
-    try:
-        session.execute(sa.insert(WebhookEvent).values(**values))
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        return False
-    return True
+    else:
+        try:
+            session.execute(sa.insert(EVENTS), values)
+            session.commit()
+            stored = True
+        except IntegrityError:
+            session.rollback()
+            stored = False
+    return WebhookEvent(**values) if stored else None
 
 
 def receive(state: FinConnState, event: dict[str, Any]) -> Received:
@@ -162,23 +180,23 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     or failed is a retry and processed (at most once, by whoever claims it); a failure
     raises :class:`EventProcessingFailed` after it is recorded, so Stripe delivers again.
     With a real queue only new events are queued; :func:`sweep` catches the rest.
+    ``event_received`` is sent once the event is stored, before it is processed.
     """
     event_id = event["id"]
-    stored = store_event(state, event)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if stored and event_received.has_receivers_for(app):
-        row = state.db.session.get(WebhookEvent, event_id)
-        if row is not None:
-            # Detached as it is now: processing below must not expire what receivers keep.
-            state.db.session.expunge(row)
-        event_received.send(app, event=row)
     queue = tasks.get_queue(state)
+    stored = store_event(state, event, claimed=queue.inline)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if stored is not None:
+        event_received.send(app, event=stored)
     if queue.inline:
-        outcome = process_event(state, event_id)
+        if stored is not None:
+            outcome = run_claimed(state, stored)
+        else:
+            outcome = process_event(state, event_id)
         if outcome == "failed":
             raise EventProcessingFailed()
-        return Received(event_id, duplicate=not stored, outcome=outcome)
-    if stored:
+        return Received(event_id, duplicate=stored is None, outcome=outcome)
+    if stored is not None:
         try:
             queue.enqueue(app, [event_id])
         except ConfigurationError:
@@ -186,7 +204,7 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
         except Exception:
             # The event is stored and acknowledged; the sweep queues it once the broker is back.
             logger.exception("Could not queue event %s; the sweep will queue it again.", event_id)
-    return Received(event_id, duplicate=not stored, outcome=None)
+    return Received(event_id, duplicate=stored is None, outcome=None)
 
 
 # claiming and processing
@@ -199,57 +217,61 @@ def claim(
 ) -> WebhookEvent | None:
     """Move an event in one of ``statuses`` to ``processing`` and commit; None if taken.
 
-    At most one caller gets the event, on any number of threads and processes.
+    At most one caller gets the event, on any number of threads and processes. Returns
+    the claimed row as a detached object.
     """
     session = state.db.session
-    if session.get_bind().dialect.name == "postgresql":
-        locked = session.execute(
-            sa.select(WebhookEvent.id)
-            .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(statuses))
-            .with_for_update(skip_locked=True)
-        ).first()
-        if locked is None:
-            session.rollback()
-            return None
     # The status condition makes the UPDATE itself the claim where there are no row locks.
-    result = session.execute(
-        sa.update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(statuses))
-        .values(status="processing", attempts=WebhookEvent.attempts + 1, claimed_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    target = sa.and_(EVENTS.c.id == event_id, EVENTS.c.status.in_(statuses))
+    if session.get_bind().dialect.name == "postgresql":
+        # A second claimer skips the row another one has locked instead of waiting for it.
+        locked = sa.select(EVENTS.c.id).where(target).with_for_update(skip_locked=True)
+        target = sa.and_(target, EVENTS.c.id == locked.scalar_subquery())
+    row = session.execute(
+        sa.update(EVENTS)
+        .where(target)
+        .values(status="processing", attempts=EVENTS.c.attempts + 1, claimed_at=utcnow())
+        .returning(*COLUMNS)
+    ).first()
+    if row is None:
         session.rollback()
         return None
     session.commit()
-    return session.get(WebhookEvent, event_id, populate_existing=True)
+    return WebhookEvent(**row._mapping)
 
 
 def process_event(
     state: FinConnState, event_id: str, statuses: Sequence[str] = CLAIMABLE
 ) -> Outcome:
-    """Claim an event and run its handler; ``skipped`` when someone else has it or it is done.
+    """Claim an event and run its handler; ``skipped`` when someone else has it or it is done."""
+    event = claim(state, event_id, statuses)
+    if event is None:
+        return "skipped"
+    return run_claimed(state, event)
+
+
+def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
+    """Run the handler of an event this caller claimed, and record the outcome.
 
     The handler's writes and the ``processed`` mark commit together. On an exception the
     work is rolled back, the event is marked ``failed`` with the error and ``event_failed``
     is sent; the exception does not propagate (the event row is the record).
     """
-    event = claim(state, event_id, statuses)
-    if event is None:
-        return "skipped"
     session = state.db.session
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         notices = handler_for(event.type)(state, event)
-        event.status = "processed"
-        event.processed_at = utcnow()
-        event.last_error = None
+        session.execute(
+            sa.update(EVENTS)
+            .where(EVENTS.c.id == event.id)
+            .values(status="processed", processed_at=utcnow(), last_error=None)
+        )
         session.commit()
     except Exception as exc:
         session.rollback()
-        _mark_failed(state, event_id, exc)
-        logger.warning("Processing event %s failed: %s", event_id, _describe(exc))
-        failed = session.get(WebhookEvent, event_id, populate_existing=True)
+        _mark_failed(state, event.id, exc)
+        logger.warning("Processing event %s failed: %s", event.id, _describe(exc))
+        failed = session.get(WebhookEvent, event.id, populate_existing=True)
         event_failed.send(app, event=failed, error=exc)
         return "failed"
     for signal, kwargs in notices:
@@ -270,10 +292,9 @@ def _describe(exc: BaseException) -> str:
 def _mark_failed(state: FinConnState, event_id: str, exc: BaseException) -> None:
     session = state.db.session
     session.execute(
-        sa.update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status == "processing")
+        sa.update(EVENTS)
+        .where(EVENTS.c.id == event_id, EVENTS.c.status == "processing")
         .values(status="failed", last_error=_describe(exc))
-        .execution_options(synchronize_session=False)
     )
     session.commit()
 
@@ -486,6 +507,7 @@ __all__ = [
     "receive",
     "replay",
     "requeue",
+    "run_claimed",
     "store_event",
     "sweep",
 ]
