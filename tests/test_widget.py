@@ -492,3 +492,33 @@ def test_linking_under_another_url_prefix(widget_page: Page, widget_app: Flask) 
     expect(widget_page.locator(".finconn-accounts__item")).to_have_count(2)
     stand_in = widget_page.locator("script[src*='stripe.js']").get_attribute("src")
     assert stand_in == f"{prefix}/sandbox/stripe.js"
+
+
+def test_signed_out_visitor_gets_the_servers_sentence(widget_page: Page) -> None:
+    widget_page.context.set_extra_http_headers({})
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    assert outcome(widget_page)["detail"] == {
+        "error": {
+            "code": "not_authenticated",
+            "message": "Sign in to link or view bank accounts.",
+        }
+    }
+    expect(widget_page.get_by_role("status")).to_have_text("Sign in to link or view bank accounts.")
+
+
+def test_stripe_outage_after_the_modal_closes_fires_an_error(
+    widget_page: Page, widget_app: Flask
+) -> None:
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    widget_page.get_by_role("button", name="Agree and continue").click()
+    widget_page.locator("[data-institution='test_oauth']").click()
+    widget_page.get_by_role("button", name="Continue to Test (OAuth)").click()
+    widget_page.get_by_role("button", name="Authorize").click()
+    widget_page.get_by_role("button", name="Link accounts").click()
+    sandbox_of(widget_app).faults.api_error_rate = 1.0  # Stripe goes down now
+    widget_page.get_by_role("button", name="Done").click()
+    error = outcome(widget_page)["detail"]["error"]
+    assert error["code"] == "stripe_unavailable"
+    expect(widget_page.locator("finconn-connect")).to_have_attribute("aria-busy", "false")
