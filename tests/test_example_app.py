@@ -135,6 +135,53 @@ def test_pages_show_the_users_accounts_and_nobody_elses(
     assert "refreshed_balance" in ada.get("/events").get_data(as_text=True)
 
 
+def test_an_account_the_bank_cut_off_asks_to_be_reconnected(
+    make_pocketbook: Callable[..., Flask],
+) -> None:
+    app = make_pocketbook()
+    client = app.test_client()
+    holder_id = sign_in(client, "ada@example.com")
+    checking, savings = link_accounts(app, Holder(holder_id), institution="test_nonoauth")
+    sandbox = sandbox_of(app)
+    sandbox.finish_refreshes(status="succeeded")
+    sandbox.deactivate(checking.stripe_id)
+    sandbox.deliver_events(retry_now=True)
+
+    dashboard = client.get("/").get_data(as_text=True)
+    cards = dict(re.findall(r'data-account="(fcacct_\w+)"(.*?)</li>', dashboard, re.S))
+    assert "Reconnect needed" in cards[checking.id]
+    assert "<finconn-connect" in cards[checking.id]  # the widget opens a new session
+    assert "Inactive" in cards[checking.id]
+    assert 'data-action="refresh"' not in cards[checking.id]
+    assert "Reconnect needed" not in cards[savings.id]
+    assert 'data-action="refresh"' in cards[savings.id]
+    account = client.get(f"/accounts/{checking.id}").get_data(as_text=True)
+    assert "Reconnect needed" in account
+    assert "Refresh balance" not in account
+    events = client.get("/events", query_string={"status": "processed"}).get_data(as_text=True)
+    assert "Account deactivated" in events
+    assert "Account deactivated" not in client.get(
+        "/events", query_string={"status": "failed"}
+    ).get_data(as_text=True)
+
+
+def test_real_stripe_keys_from_the_environment_turn_the_sandbox_off(
+    make_pocketbook: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_" + "x" * 24)
+    monkeypatch.setenv("STRIPE_PUBLISHABLE_KEY", "pk_test_" + "x" * 24)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_" + "x" * 24)
+    app = make_pocketbook(FINCONN_SANDBOX_DATABASE=None)
+    assert app.extensions["finconn"].sandbox is None
+    client = app.test_client()
+    sign_in(client, "ada@example.com")
+    response = client.get("/")
+    assert "Sandbox" not in response.get_data(as_text=True)
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'nonce-" in policy and "https://js.stripe.com" in policy
+    assert "frame-src https://js.stripe.com" in policy
+
+
 def test_transactions_are_searchable_filterable_and_paginated(
     make_pocketbook: Callable[..., Flask],
 ) -> None:
