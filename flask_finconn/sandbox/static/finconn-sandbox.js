@@ -450,8 +450,8 @@
       }
     }
 
-    challengeForm(fieldLabel, extra = []) {
-      const input = h("input", { id: "fc-answer", name: "answer", autocomplete: "off", autofocus: true, required: true });
+    challengeForm(fieldLabel, extra, hint, inputAttrs = {}) {
+      const input = h("input", { id: "fc-answer", name: "answer", autocomplete: "off", autofocus: true, required: true, ...inputAttrs });
       const form = h(
         "form",
         {
@@ -465,6 +465,7 @@
         extra,
         h("label", { htmlFor: "fc-answer" }, fieldLabel),
         input,
+        h("p", { class: "fine" }, hint),
         h("button", { type: "submit", hidden: true, tabIndex: -1 }),
       );
       this.body.append(form);
@@ -473,17 +474,21 @@
 
     render_mfa() {
       this.setTitle("Enter your verification code");
-      this.challengeForm("Verification code", [
-        h("p", { class: "lede" }, this.challenge.prompt || "Enter the code we sent to your phone."),
-        h("p", { class: "fine" }, "Sandbox: any code works."),
-      ]);
+      this.challengeForm(
+        "Verification code",
+        [h("p", { class: "lede" }, this.challenge.prompt || "Enter the code we sent to your phone.")],
+        "Sandbox: any code works.",
+        { inputMode: "numeric", autocomplete: "one-time-code" },
+      );
     }
 
     render_security_question() {
       this.setTitle("Answer your security question");
-      this.challengeForm(this.challenge.prompt || "What was the name of your first pet?", [
-        h("p", { class: "fine" }, "Sandbox: any answer works."),
-      ]);
+      this.challengeForm(
+        this.challenge.prompt || "What was the name of your first pet?",
+        [],
+        "Sandbox: any answer works.",
+      );
     }
 
     render_options() {
