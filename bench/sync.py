@@ -163,7 +163,8 @@ def incremental(app: Flask, stripe_id: str, kind: str) -> None:
     """About 50 changed rows at the bank (new ones, and pending ones settling), then sync."""
     sandbox = sandbox_of(app)
     with app.app_context():
-        size = get_state(app).db.session.scalar(sa.select(sa.func.count()).select_from(Transaction))
+        query = sa.select(sa.func.count()).select_from(Transaction)
+        size = get_state(app).db.session.execute(query).scalar_one()
     per_day = size / HISTORY_DAYS
     sandbox.advance_time(max(sandbox.refresh_cooldown + 1, 47 / per_day * DAY))
     with app.app_context():
@@ -177,11 +178,14 @@ def incremental(app: Flask, stripe_id: str, kind: str) -> None:
         seconds, applied = timed(lambda: full_sync(app, stripe_id))
     done = applied.sync.result
     changed = done.added + done.updated
-    # Apart from the pages: one locked read of the account, and applying its new state.
+    # The same nudge with nothing new: re-reading and storing the account, no page.
+    with app.app_context(), counting_statements(app) as baseline:
+        refresh.sync_account_from_stripe(get_state(app), stripe_id)
+    per_page = (len(statements) - len(baseline)) / done.pages
     print(
         f"{kind:10} incremental: {changed} changed rows ({done.added} new, {done.updated} "
-        f"settled) in {seconds * 1000:.0f} ms, {done.pages} page(s), {len(statements)} SQL "
-        f"statements in all, {len(statements) / done.pages:.1f} per page"
+        f"settled) in {seconds * 1000:.0f} ms, {done.pages} page(s); {len(statements)} SQL "
+        f"statements in all: {len(baseline)} to re-read the account, {per_page:.0f} per page"
     )
 
 

@@ -58,13 +58,14 @@ __all__ = [
     "AccountSync",
     "Applied",
     "Notice",
-    "accounts_to_sync",
     "RefreshOutcome",
+    "accounts_to_sync",
     "apply_account",
     "disconnect_account",
     "plan_refreshes",
     "refresh_accounts",
     "request_refresh",
+    "run_refresh",
     "start_refresh",
     "sync_account",
     "sync_account_from_stripe",
@@ -292,8 +293,13 @@ def sync_account_from_stripe(
     another app, or one replaced by a relink), or Stripe no longer knows it.
     """
     session = state.db.session
+    # populate_existing: a row read earlier in this transaction may be stale by the time
+    # the lock is ours, and "what finished" is judged against what is stored.
     account = session.scalars(
-        sa.select(Account).where(Account.stripe_id == stripe_account_id).with_for_update()
+        sa.select(Account)
+        .where(Account.stripe_id == stripe_account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).first()
     if account is None:
         session.rollback()
