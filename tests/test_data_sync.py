@@ -228,3 +228,15 @@ def test_a_relinked_account_continues_its_history(data_app: Flask) -> None:
     with data_app.app_context():
         account = get_state(data_app).db.session.get(Account, account_id)
         assert account is not None and old_stripe_id in account.previous_stripe_ids
+
+
+def test_the_refreshed_transactions_webhook_brings_the_rows(data_app: Flask) -> None:
+    account_id = link_checking(data_app)
+    sandbox = sandbox_of(data_app)
+    sandbox.finish_refreshes(stripe_id_of(data_app, account_id))
+    with captured_signals(signals.transactions_synced, data_app) as synced:
+        assert sandbox.deliver_events(retry_now=True) > 0
+        sandbox.deliver_events(retry_now=True)  # and nothing twice on a second round
+    rows = stored(data_app, account_id)
+    assert rows.keys() == at_stripe(data_app, account_id).keys()
+    assert [(s["added"], s["updated"]) for s in synced] == [(len(rows), 0)]
