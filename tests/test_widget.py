@@ -522,3 +522,23 @@ def test_stripe_outage_after_the_modal_closes_fires_an_error(
     error = outcome(widget_page)["detail"]["error"]
     assert error["code"] == "stripe_unavailable"
     expect(widget_page.locator("finconn-connect")).to_have_attribute("aria-busy", "false")
+
+
+def test_a_stand_in_tag_the_page_already_has_is_reused(widget_page: Page) -> None:
+    held: list[Route] = []
+    widget_page.route("**/sandbox/stripe.js", lambda route: held.append(route))
+    widget_page.goto("/")
+    # The page's own tag is still loading when the widget wants Stripe.js: it must wait on it.
+    with widget_page.expect_response("**/finconn/sessions"):
+        widget_page.evaluate(
+            "(() => { const s = document.createElement('script');"
+            " s.src = '/finconn/sandbox/stripe.js'; document.head.append(s);"
+            " document.querySelector('finconn-connect button').click(); })()"
+        )
+    widget_page.wait_for_timeout(300)
+    for route in held:
+        route.continue_()
+    close_modal(widget_page)
+    assert outcome(widget_page)["type"] == "finconn-connect-exit"
+    assert len(held) == 1
+    assert widget_page.locator("script[src$='/sandbox/stripe.js']").count() == 1

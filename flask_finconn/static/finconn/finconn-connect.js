@@ -35,9 +35,10 @@
   const fail = (code, message, cause) => new FinConnError(code, message, cause);
 
   function findScript(url) {
+    const absolute = new URL(url, document.baseURI).href;
     for (const tag of document.querySelectorAll("script[src]")) {
       if (tag.dataset.finconnFailed) continue;
-      if (tag.src === url || (STRIPE_SRC.test(url) && STRIPE_SRC.test(tag.src))) return tag;
+      if (tag.src === absolute || (STRIPE_SRC.test(absolute) && STRIPE_SRC.test(tag.src))) return tag;
     }
     return null;
   }
