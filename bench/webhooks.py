@@ -32,6 +32,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -230,13 +231,29 @@ def _client(port: int, work: list[tuple[bytes, str]], start: Any, out: Any) -> N
 
 @dataclass
 class Load:
-    rate: float
-    p99_ms: float
+    seconds: float
+    latencies: list[float]
     failures: int
+
+    def merge(self, other: Load) -> Load:
+        return Load(
+            self.seconds + other.seconds,
+            self.latencies + other.latencies,
+            self.failures + other.failures,
+        )
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    @property
+    def p99_ms(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
 def drive(port: int, sent: list[tuple[bytes, str]], connections: int) -> Load:
-    """Send every delivery over ``connections`` client processes; events/s and p99."""
+    """Send every delivery over ``connections`` client processes (one connection each)."""
     context = multiprocessing.get_context("fork")
     start = context.Barrier(connections)
     out = context.Queue()
@@ -249,9 +266,8 @@ def drive(port: int, sent: list[tuple[bytes, str]], connections: int) -> Load:
         worker.join()
     began = min(r[0] for r in results)
     ended = max(r[1] for r in results)
-    latencies = sorted(x for r in results for x in r[2])
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return Load(len(sent) / (ended - began), p99 * 1000, sum(r[3] for r in results))
+    latencies = [x for r in results for x in r[2]]
+    return Load(ended - began, latencies, sum(r[3] for r in results))
 
 
 # --- orchestration
@@ -355,19 +371,26 @@ def audit(database_url: str, ids: set[str], timeout: float) -> tuple[int, int]:
         engine.dispose()
 
 
-def run_variant(
-    variant: str, kind: str, workdir: Path, events: int, connections: int
-) -> tuple[Load, int | None, int | None]:
+@dataclass
+class Server:
+    variant: str
+    url: str
+    port: int
+    env: dict[str, str]
+
+
+@contextmanager
+def server(variant: str, kind: str, workdir: Path) -> Iterator[Server]:
+    """One variant's database and its gunicorn (2 sync workers), warmed up."""
     with database(kind, workdir) as url:
         if variant != "baseline":
             prepare(url)
         port = _free_port()
-        queue = f"finconn-bench-{uuid.uuid4().hex[:8]}"
         env = {
             **os.environ,
             "FINCONN_BENCH_VARIANT": variant,
             "FINCONN_BENCH_DB": url,
-            "FINCONN_BENCH_QUEUE": queue,
+            "FINCONN_BENCH_QUEUE": f"finconn-bench-{uuid.uuid4().hex[:8]}",
             "PYTHONPATH": f"{BENCH_DIR}{os.pathsep}{ROOT}",
         }
         gunicorn = [
@@ -381,39 +404,71 @@ def run_variant(
             "webhooks:serve()",
         ]
         log = workdir / f"{variant}-{kind}.log"
-        with process(gunicorn, env, log) as server:
-            _wait_for_port(port, server, log)
+        with process(gunicorn, env, log) as proc:
+            _wait_for_port(port, proc, log)
             warm, _ = deliveries(100, seed=1)
-            drive(port, warm, connections)  # imports, pools, first connections
-            sent, ids = deliveries(events)
-            if variant != "queue":
-                load = drive(port, sent, connections)
-                lost_twice = audit(url, ids, timeout=5) if variant == "inline" else (None, None)
-                return load, *lost_twice
-            celery = [
-                str(VENV_BIN / "celery"),
-                "-A",
-                "webhooks:celery_app",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "4",
-                "--loglevel",
-                "warning",
-            ]
-            # The acknowledge path alone (workers run on other machines in production), then
-            # a worker drains the queue so the audit sees every event processed.
-            load = drive(port, sent, connections)
-            with process(celery, env, workdir / f"worker-{kind}.log"):
-                lost, twice = audit(url, ids, timeout=180)
-            return load, lost, twice
+            drive(port, warm, 8)  # imports, pools, first connections
+            yield Server(variant, url, port, env)
+
+
+def run_database(
+    kind: str, workdir: Path, events: int, connections: int, rounds: int
+) -> dict[str, tuple[Load, int | None, int | None, list[float]]]:
+    """All three variants on one kind of database, in interleaved rounds.
+
+    The three servers run side by side and each round sends a slice of every variant's
+    deliveries to each in turn, so a busy machine slows all three alike; the ratio of
+    each round is kept and the median reported.
+    """
+    sent_inline, ids_inline = deliveries(events, seed=2)
+    sent_queue, ids_queue = deliveries(events, seed=3)
+    with (
+        server("baseline", kind, workdir) as base,
+        server("inline", kind, workdir) as inline,
+        server("queue", kind, workdir) as queue,
+    ):
+        loads: dict[str, Load] = {}
+        ratios: dict[str, list[float]] = {"inline": [], "queue": []}
+        plan = [(base, sent_inline), (inline, sent_inline), (queue, sent_queue)]
+        for r in range(rounds):
+            rates = {}
+            for srv, sent in plan:
+                load = drive(srv.port, sent[r::rounds], connections)
+                rates[srv.variant] = load.rate
+                loads[srv.variant] = (
+                    loads[srv.variant].merge(load) if srv.variant in loads else load
+                )
+            for variant in ratios:
+                ratios[variant].append(rates[variant] / rates["baseline"])
+        lost_inline, twice_inline = audit(inline.url, ids_inline, timeout=10)
+        celery = [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "webhooks:celery_app",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "--loglevel",
+            "warning",
+        ]
+        # The acknowledge path was measured alone (workers run on other machines in
+        # production); now a worker drains the queue so the audit sees every event.
+        with process(celery, queue.env, workdir / f"worker-{kind}.log"):
+            lost_queue, twice_queue = audit(queue.url, ids_queue, timeout=300)
+    return {
+        "baseline": (loads["baseline"], None, None, []),
+        "inline": (loads["inline"], lost_inline, twice_inline, ratios["inline"]),
+        "queue": (loads["queue"], lost_queue, twice_queue, ratios["queue"]),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--databases", default="sqlite,postgresql")
     args = parser.parse_args()
     for key in ("FINCONN_TEST_POSTGRES_URL", "FINCONN_TEST_REDIS_URL"):
@@ -422,42 +477,37 @@ def main() -> int:
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="finconn-bench-"))
     bad = False
+    labels = {
+        "baseline": "(a) verify only",
+        "inline": "(b) store + process inline",
+        "queue": "(c) store + queue (ack)",
+    }
+    print(
+        f"{args.events} signed events per variant (10% duplicates, shuffled), "
+        f"{args.connections} connections, gunicorn --workers 2 (sync) on loopback, "
+        f"{args.rounds} interleaved rounds"
+    )
     try:
-        print(
-            f"{args.events} signed events (10% duplicates, shuffled), {args.connections} "
-            "connections, gunicorn --workers 2 (sync) on loopback"
-        )
         for kind in args.databases.split(","):
-            results = {}
-            for variant in ("baseline", "inline", "queue"):
-                results[variant] = run_variant(
-                    variant, kind, workdir, args.events, args.connections
-                )
+            results = run_database(kind, workdir, args.events, args.connections, args.rounds)
             print(f"\n{kind}:")
             header = f"{'variant':<28}{'events/s':>10}{'p99 ms':>9}{'non-200':>9}"
             print(f"  {header}{'lost':>6}{'twice':>7}")
-            labels = {
-                "baseline": "(a) verify only",
-                "inline": "(b) store + process inline",
-                "queue": "(c) store + queue (ack)",
-            }
-            for variant, (load, lost, twice) in results.items():
+            for variant, (load, lost, twice, _) in results.items():
                 bad |= bool(lost) or bool(twice) or bool(load.failures)
                 print(
                     f"  {labels[variant]:<28}{load.rate:>10.0f}{load.p99_ms:>9.1f}"
                     f"{load.failures:>9}{'-' if lost is None else lost:>6}"
                     f"{'-' if twice is None else twice:>7}"
                 )
-            base = results["baseline"][0].rate
-            print(
-                f"  ratios: b/a = {results['inline'][0].rate / base:.2f}, "
-                f"c/a = {results['queue'][0].rate / base:.2f} (target c/a >= 0.5)"
-            )
+            b = statistics.median(results["inline"][3])
+            c = statistics.median(results["queue"][3])
+            print(f"  ratios (median of rounds): b/a = {b:.2f}, c/a = {c:.2f} (target c/a >= 0.5)")
     finally:
-        if not bad:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
+        if bad:
             print(f"\nLogs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 1 if bad else 0
 
 
