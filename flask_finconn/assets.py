@@ -154,35 +154,42 @@ class TemplateHelper:
 
     def __init__(self, url_prefix: str) -> None:
         self.url_prefix = url_prefix
-        self._env: Environment | None = None
+        self._directory = ""
         self._files: dict[str, str] = {}
-        # A threaded server serves the CSS and JS at once: one build at a time, or two
-        # threads write webassets' manifest together and one reads it half written.
+        # A threaded server asks for the CSS and the JS at once: one build at a time.
         self._lock = threading.Lock()
-
-    @property
-    def env(self) -> Environment:
-        """The webassets environment (created on first use)."""
-        if self._env is None:
-            self._env = make_environment(build_directory(current_app))
-        return self._env
 
     @property
     def directory(self) -> str:
         """Where the built files are."""
-        return str(self.env.directory)
+        self.build()
+        return self._directory
 
     def build(self) -> dict[str, str]:
-        """Build every bundle that is missing or stale; returns the file names by bundle."""
-        return {name: self.filename(name) for name in make_bundles()}
+        """Build every bundle once per process; returns the built file names by bundle.
+
+        Each process builds into a private directory and moves the files into place with an
+        atomic rename, so workers starting together never serve a half-written file. A file
+        name carries a hash of its content: the same name is always the same bytes.
+        """
+        with self._lock:
+            if not self._files:
+                directory = build_directory(current_app)
+                with tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as private:
+                    env = make_environment(private)
+                    files = {}
+                    for name in make_bundles():
+                        files[name] = env[name].urls()[0].rsplit("/", 1)[-1]
+                        os.replace(
+                            os.path.join(private, files[name]), os.path.join(directory, files[name])
+                        )
+                self._directory = directory
+                self._files = files
+        return self._files
 
     def filename(self, bundle: str) -> str:
         """The built, versioned file name of ``bundle`` (built on first use)."""
-        if bundle not in self._files:
-            with self._lock:
-                if bundle not in self._files:
-                    self._files[bundle] = self.env[bundle].urls()[0].rsplit("/", 1)[-1]
-        return self._files[bundle]
+        return self.build()[bundle]
 
     def url(self, bundle: str) -> str:
         """The URL of a built bundle, such as ``finconn_js`` or ``finconn_accounts_css``."""
