@@ -242,10 +242,16 @@ def test_unsupported_accounts_are_shown_disabled(widget_page: Page) -> None:
     expect(widget_page.get_by_role("button", name="Link accounts")).to_be_disabled()
 
 
-def test_search_covers_every_sandbox_bank(widget_page: Page) -> None:
+def test_search_covers_every_sandbox_bank(widget_page: Page, widget_app: Flask) -> None:
     reach(widget_page, "institutions")
     featured = widget_page.locator("[data-institution]")
     expect(featured).to_have_count(4)
+    total = len(sandbox_of(widget_app).institutions())
+    expect(widget_page.get_by_role("searchbox")).to_have_attribute(
+        "placeholder", f"Search all {total} sandbox banks"
+    )
+    widget_page.get_by_role("searchbox").fill("a")
+    expect(featured).to_have_count(len(sandbox_of(widget_app).institutions("a")))
     widget_page.get_by_role("searchbox").fill("reauth")
     expect(featured).to_have_count(2)
     widget_page.get_by_role("searchbox").fill("no such bank")

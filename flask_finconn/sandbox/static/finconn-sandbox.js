@@ -306,7 +306,7 @@
       const search = h("input", {
         type: "search",
         class: "search",
-        placeholder: "Search 12 sandbox banks",
+        placeholder: "Search sandbox banks",
         "aria-label": "Search for your bank",
         autocomplete: "off",
         autofocus: true,
@@ -320,6 +320,7 @@
         if (mine !== ticket || this.step !== "institutions") return;
         if (data.error) return this.showError(data.error.message);
         const list = query ? data.data : data.data.filter((i) => i.featured);
+        if (!query) search.placeholder = `Search all ${data.data.length} sandbox banks`;
         results.classList.toggle("institutions--grid", !query);
         results.replaceChildren(
           ...list.map((institution) =>
