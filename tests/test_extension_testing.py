@@ -97,7 +97,7 @@ def test_sandbox_of_refuses_real_keys() -> None:
 def test_finish_refreshes_brings_balances_through_the_webhook(
     make_finconn_app: Callable[..., Flask],
 ) -> None:
-    app = make_finconn_app(FINCONN_PREFETCH=["balances"])
+    app = make_finconn_app(FINCONN_PREFETCH=["balances"], FINCONN_SANDBOX_REFRESH_DELAY=3600.0)
     accounts = link_accounts(app, ADA, accounts=["checking"])
     client = app.test_client()
     before = client.get("/finconn/accounts", headers={HOLDER_HEADER: "ada"}).json

@@ -206,9 +206,10 @@ def test_one_failure_is_retried(finconn_app: Flask, finconn_client: FlaskClient)
 # POST /sessions/<id>/complete
 
 
-def test_complete_stores_the_linked_accounts(
-    finconn_app: Flask, finconn_client: FlaskClient
-) -> None:
+def test_complete_stores_the_linked_accounts(make_finconn_app: Callable[..., Flask]) -> None:
+    # Refreshes stay pending until the test finishes them, however slow the machine.
+    finconn_app = make_finconn_app(FINCONN_SANDBOX_REFRESH_DELAY=3600.0)
+    finconn_client = finconn_app.test_client()
     with captured_signals(account_linked, finconn_app) as linked:
         response = link(finconn_app, finconn_client, accounts=["checking", "savings"])
     assert response.status_code == 200
@@ -309,7 +310,7 @@ def test_complete_during_an_outage_is_502_then_works(
 
 
 def test_prefetch_starts_refreshes_at_link(make_finconn_app: Callable[..., Flask]) -> None:
-    app = make_finconn_app(FINCONN_PREFETCH=["balances"])
+    app = make_finconn_app(FINCONN_PREFETCH=["balances"], FINCONN_SANDBOX_REFRESH_DELAY=3600.0)
     client = app.test_client()
     session = open_session(client)
     assert sandbox_of(app).session(session["id"])["prefetch"] == ["balances"]
