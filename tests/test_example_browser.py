@@ -185,3 +185,41 @@ def test_a_second_user_sees_none_of_the_first_users_accounts(
     second.context.add_cookies(cookies)
     second.goto("/")
     expect(second).to_have_url(re.compile(r"/signin"))
+
+
+def test_an_account_the_bank_cut_off_is_reconnected_through_the_modal(new_user: Any) -> None:
+    page = new_user()
+    sign_in(page, "edsger@example.com")
+    page.get_by_role("button", name="Link a bank account").click()
+    page.get_by_role("button", name="Agree and continue").click()
+    page.get_by_role("searchbox").fill("inactive")
+    page.locator("[data-institution='inactive']").click()
+    page.get_by_label("Username").fill("jenny")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.get_by_role("button", name="Link accounts").click()
+    page.get_by_role("button", name="Done").click()
+    cards = page.locator(CARD)
+    expect(cards).to_have_count(2)
+    ids = [card.get_attribute("data-account") for card in cards.all()]
+
+    # This test bank cuts the accounts off at their first refresh; the page tells the user.
+    page.wait_for_timeout(2500)
+    page.reload()
+    first = page.locator(CARD).first
+    expect(first.locator("[data-field='status']")).to_have_text("Inactive")
+    expect(first).to_contain_text("Reconnect needed")
+    first.get_by_role("button", name="Reconnect Inactive Accounts").click()
+    page.get_by_role("button", name="Agree and continue").click()
+    page.get_by_role("searchbox").fill("inactive")
+    page.locator("[data-institution='inactive']").click()
+    page.get_by_label("Username").fill("jenny")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.get_by_role("button", name="Link accounts").click()
+    page.get_by_role("button", name="Done").click()
+
+    # The same rows come back to life (same ids, history kept), not two new accounts.
+    expect(page.locator(CARD).locator("[data-field='status']")).to_have_text(["Active", "Active"])
+    expect(page.get_by_text("Reconnect needed")).to_have_count(0)
+    assert [card.get_attribute("data-account") for card in page.locator(CARD).all()] == ids
