@@ -77,6 +77,11 @@ def _start_session(user: User | None) -> LoginSession:
     old = login_session()
     if old is not None:
         db.session.delete(old)
+    if user is not None:
+        # Forms opened and never sent leave anonymous sessions behind: sweep the stale ones.
+        db.session.execute(
+            sa.delete(LoginSession).where(LoginSession.created_at < datetime.now(UTC) - LIFETIME)
+        )
     token = secrets.token_urlsafe(32)
     new = LoginSession(
         id=_digest(token), user_id=user.id if user else None, csrf_token=secrets.token_hex(32)

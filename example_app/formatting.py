@@ -135,9 +135,8 @@ def balance_chart(
     plot_w, plot_h = width - left - right, height - top - bottom
     times = [_aware(t).timestamp() for t, _ in points]
     values = [v for _, v in points]
-    low, high = min(values), max(values)
-    pad = max((high - low) * 0.15, abs(high) * 0.02, 100)
-    low, high = low - pad, high + pad
+    pad = max((max(values) - min(values)) * 0.15, abs(max(values)) * 0.02, 100)
+    low, high = min(values) - pad, max(values) + pad
     start, span = times[0], (times[-1] - times[0]) or 1.0
 
     def x(t: float) -> float:

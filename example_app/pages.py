@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -134,7 +134,7 @@ def account(account_id: str) -> ResponseReturnValue:
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     size = current_app.config["POCKETBOOK_PAGE_SIZE"]
 
-    conditions = [Transaction.account_id == found.id]
+    conditions: list[sa.ColumnElement[bool]] = [Transaction.account_id == found.id]
     if query:
         pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         conditions.append(Transaction.description.ilike(pattern, escape="\\"))
@@ -160,7 +160,7 @@ def account(account_id: str) -> ResponseReturnValue:
     ).all()
     chart = balance_chart([(row.as_of, row.current) for row in reversed(history)], currency)
 
-    owners = []
+    owners: Sequence[Owner] = []
     if found.ownership_id:
         owners = db.session.scalars(
             sa.select(Owner)
@@ -193,7 +193,9 @@ def events() -> ResponseReturnValue:
         for stripe_id in (found.stripe_id, *found.previous_stripe_ids):
             by_stripe_id[stripe_id] = found
     status = request.args.get("status", "")
-    conditions = [WebhookEvent.account_stripe_id.in_(list(by_stripe_id))]
+    conditions: list[sa.ColumnElement[bool]] = [
+        WebhookEvent.account_stripe_id.in_(list(by_stripe_id))
+    ]
     if status:
         conditions.append(WebhookEvent.status == status)
     rows = db.session.scalars(

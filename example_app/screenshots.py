@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
 from werkzeug.serving import make_server
 
 from flask_finconn.testing import sandbox_of
@@ -23,7 +23,7 @@ from flask_finconn.testing import sandbox_of
 from . import create_app
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots")
-VIEWPORT = {"width": 1200, "height": 760}
+VIEWPORT: ViewportSize = {"width": 1200, "height": 760}
 
 
 def link_bank(page: Page, institution: str, accounts: int) -> None:

@@ -148,7 +148,11 @@
     const fresh = await settle(id, features, account);
     const failed = features.filter((f) => fresh.refresh && fresh.refresh[f] && fresh.refresh[f].status === "failed");
     const name = root.dataset.name || "the account";
-    if (root.matches(".account-card")) {
+    if (root.matches(".account-card") && (fresh.status !== "active" || fresh.action !== "none")) {
+      // The bank cut the account off during the refresh: redraw it with its reconnect prompt.
+      await reloadAccounts();
+      announce(`${name} needs to be reconnected.`);
+    } else if (root.matches(".account-card")) {
       paintCard(root, fresh);
       if (failed.length) {
         setMessage(root, `The bank could not refresh the ${failed.join(", ")} just now. Try again later.`, true);
