@@ -203,9 +203,8 @@ def test_an_account_the_bank_cut_off_is_reconnected_through_the_modal(new_user: 
     expect(cards).to_have_count(2)
     ids = [card.get_attribute("data-account") for card in cards.all()]
 
-    # This test bank cuts the accounts off at their first refresh; the page tells the user.
-    page.wait_for_timeout(2500)
-    page.reload()
+    # This test bank cuts the accounts off at their first refresh (the prefetch right after
+    # linking): the page, following that refresh, redraws the cards with a reconnect prompt.
     first = page.locator(CARD).first
     expect(first.locator("[data-field='status']")).to_have_text("Inactive")
     expect(first).to_contain_text("Reconnect needed")
