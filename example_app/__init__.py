@@ -108,14 +108,18 @@ def _security_headers(response: Response) -> Response:
     """A strict CSP (scripts only with this response's nonce) and friends on every page."""
     if response.mimetype == "text/html" and "Content-Security-Policy" not in response.headers:
         nonce = csp_nonce()
-        stripe = "" if get_state().sandbox is not None else " https://js.stripe.com"
-        frames = "'none'" if not stripe else "https://js.stripe.com https://hooks.stripe.com"
-        connect = "'self'" if not stripe else "'self' https://api.stripe.com"
+        # With real Stripe, Stripe.js and its linking window come from Stripe's own hosts
+        # (the list in Stripe's CSP guide); the sandbox serves everything from this app.
+        live = get_state().sandbox is None
+        stripe_js = " https://js.stripe.com https://*.js.stripe.com" if live else ""
+        frames = f"{stripe_js.strip()} https://hooks.stripe.com" if live else "'none'"
+        connect = " https://api.stripe.com" if live else ""
+        images = " https://*.stripe.com" if live else ""
         response.headers["Content-Security-Policy"] = (
-            f"default-src 'self'; script-src 'nonce-{nonce}'{stripe}; "
-            f"style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; connect-src {connect}; "
-            f"frame-src {frames}; object-src 'none'; base-uri 'none'; form-action 'self'; "
-            "frame-ancestors 'none'"
+            f"default-src 'self'; script-src 'nonce-{nonce}'{stripe_js}; "
+            f"style-src 'self' 'nonce-{nonce}'; img-src 'self' data:{images}; "
+            f"connect-src 'self'{connect}; frame-src {frames}; object-src 'none'; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
         )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
