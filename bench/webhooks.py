@@ -51,6 +51,7 @@ ROOT = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
 SECRET = "whsec_bench_secret"
 EVENT_TYPE = "bench.effect"
+THREADS = 4  # per gunicorn worker: requests waiting on the database overlap
 PATH = "/finconn/webhook"
 EFFECTS = sa.Table(
     "bench_effect",
@@ -397,6 +398,10 @@ def server(variant: str, kind: str, workdir: Path) -> Iterator[Server]:
             str(VENV_BIN / "gunicorn"),
             "--workers",
             "2",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(THREADS),
             "--bind",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -484,7 +489,7 @@ def main() -> int:
     }
     print(
         f"{args.events} signed events per variant (10% duplicates, shuffled), "
-        f"{args.connections} connections, gunicorn --workers 2 (sync) on loopback, "
+        f"{args.connections} connections, gunicorn --workers 2 --threads {THREADS} on loopback, "
         f"{args.rounds} interleaved rounds"
     )
     try:

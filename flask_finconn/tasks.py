@@ -2,8 +2,9 @@
 
 A queue only has to carry event ids to a worker that calls
 :func:`flask_finconn.services.events.process_event` in an app context; the claim there
-makes sure one event is processed once however often its id is queued. That is the whole
-interface (:class:`TaskQueue`), so another queue (RQ, Dramatiq) is a small class.
+makes sure one event is processed once however often its id is queued, and the sweep
+queues again whatever a queue lost. That is the whole interface (:class:`TaskQueue`), so
+another queue (RQ, Dramatiq) is a small class.
 
 Celery, with the app factory pattern of Flask's Celery guide::
 
@@ -14,14 +15,24 @@ Celery, with the app factory pattern of Flask's Celery guide::
     app = create_app()                     # FINCONN_TASK_QUEUE = "celery"
     init_celery(celery, app)
 
-``init_celery`` registers the tasks ``flask_finconn.process_event`` and
+``init_celery`` registers the tasks ``flask_finconn.process_events`` and
 ``flask_finconn.sweep_events`` on the host's Celery app, and schedules the sweep on Celery
 beat every :data:`SWEEP_INTERVAL` seconds. Run ``celery -A yourmodule worker -B`` (or a
-separate ``beat``). The web processes only publish ids, with ``send_task``.
+separate ``beat``).
+
+The web side never waits for the broker: a request hands the stored event's id to a
+publisher thread of its process and answers. The thread publishes whatever has gathered
+since its last message as one task, so under load one message carries many ids and a
+quiet site still sends each id at once. An id lost on the way (broker down, the process
+killed) belongs to an event stored as ``pending``, which the sweep queues again.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +45,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
+    "MAX_BATCH",
     "PROCESS_TASK",
     "SWEEP_INTERVAL",
     "SWEEP_TASK",
@@ -44,9 +56,13 @@ __all__ = [
     "init_celery",
 ]
 
-PROCESS_TASK = "flask_finconn.process_event"
+logger = logging.getLogger("flask_finconn.tasks")
+
+PROCESS_TASK = "flask_finconn.process_events"
 SWEEP_TASK = "flask_finconn.sweep_events"
 SWEEP_INTERVAL = 60.0
+MAX_BATCH = 100  # ids per message: bounds how much one worker takes at once
+PUBLISHER_KEY = "finconn.publisher"
 
 
 class TaskQueue(Protocol):
@@ -75,19 +91,18 @@ class InlineQueue:
 
 
 class CeleryQueue:
-    """Publishes each id as a ``flask_finconn.process_event`` task on the app's Celery."""
+    """Hands ids to the app's publisher, which sends them as ``process_events`` tasks."""
 
     inline = False
 
     def enqueue(self, app: Flask, event_ids: Sequence[str]) -> None:
-        celery = app.extensions.get("celery")
-        if celery is None:
+        publisher: _Publisher | None = app.extensions.get(PUBLISHER_KEY)
+        if publisher is None:
             raise ConfigurationError(
-                "FINCONN_TASK_QUEUE is 'celery' but the app has no Celery instance; call "
+                "FINCONN_TASK_QUEUE is 'celery' but Celery is not set up for this app; call "
                 "flask_finconn.tasks.init_celery(celery, app) where you create the app."
             )
-        for event_id in event_ids:
-            celery.send_task(PROCESS_TASK, args=[event_id])
+        publisher.put(event_ids)
 
 
 QUEUES: dict[str, TaskQueue] = {"inline": InlineQueue(), "celery": CeleryQueue()}
@@ -98,26 +113,73 @@ def get_queue(state: FinConnState) -> TaskQueue:
     return QUEUES[state.settings.task_queue]
 
 
+class _Publisher:
+    """Sends queued ids to Celery from a thread of this process, many ids per message."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+        self._ids: list[str] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid: int | None = None
+
+    def put(self, event_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._ids.extend(event_ids)
+            # Threads do not survive a fork (gunicorn --preload): one per process.
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._wake = threading.Event()
+                threading.Thread(target=self._run, name="finconn-publisher", daemon=True).start()
+                atexit.register(self.flush)
+        self._wake.set()
+
+    def _run(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait()
+            wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish every id waiting now (also called at interpreter exit)."""
+        with self._lock:
+            waiting, self._ids = self._ids, []
+        for start in range(0, len(waiting), MAX_BATCH):
+            batch = waiting[start : start + MAX_BATCH]
+            try:
+                self.celery.send_task(PROCESS_TASK, args=[batch])
+            except Exception:
+                # The events are stored as pending: the sweep queues them again.
+                logger.exception("Could not queue %d event(s); the sweep will.", len(batch))
+
+
 def init_celery(celery: Celery, app: Flask) -> None:
     """Register Flask-FinConn's tasks on ``celery`` for ``app`` and schedule the sweep.
 
     The tasks push an app context of ``app`` themselves, so they work with or without the
     ``FlaskTask`` base class of Flask's guide. ``app.extensions["celery"]`` is set when the
-    app has none yet (the guide's place for it), which is where enqueueing looks.
+    app has none yet (the guide's place for it).
     """
     from .extension import get_state
     from .services import events
 
     get_state(app)  # fail here, not in a worker, when init_app was not called
     app.extensions.setdefault("celery", celery)
+    app.extensions[PUBLISHER_KEY] = _Publisher(celery)
 
     # acks_late: a worker that dies mid-task leaves the message to be delivered again;
     # the claim makes that harmless, and the sweep covers a message that is lost anyway.
     # shared=False: these close over ``app``, so other Celery apps must not adopt them.
     @celery.task(name=PROCESS_TASK, ignore_result=True, acks_late=True, shared=False)
-    def process_event(event_id: str) -> str:
+    def process_events(event_ids: list[str]) -> dict[str, int]:
+        outcomes: dict[str, int] = {}
         with app.app_context():
-            return events.process_event(get_state(app), event_id)
+            state = get_state(app)
+            for event_id in event_ids:
+                outcome = events.process_event(state, event_id)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        return outcomes
 
     @celery.task(name=SWEEP_TASK, ignore_result=True, shared=False)
     def sweep_events() -> int:

@@ -106,9 +106,9 @@ def test_an_id_queued_many_times_is_processed_once(
             events.store_event(get_state(app), each)  # stored, but no message queued
     with celery_worker(app) as celery, captured_signals(account_deactivated, app) as deactivated:
         for _ in range(5):
-            celery.send_task(PROCESS_TASK, args=[event["id"]])
+            celery.send_task(PROCESS_TASK, args=[[event["id"]]])
         # One solo worker runs its queue in order: once the marker is done, so are all five.
-        celery.send_task(PROCESS_TASK, args=[marker["id"]])
+        celery.send_task(PROCESS_TASK, args=[[marker["id"]]])
         wait_for(lambda: statuses(app)[marker["id"]][0] == "processed")
     assert statuses(app)[event["id"]] == ("processed", 1)
     assert len(deactivated) == 1
