@@ -173,20 +173,23 @@ def store_event(
     claimed by the caller (``processing``, first attempt), saving a round of claiming when
     the caller processes it at once.
     """
+    values = _store(state, event, claimed=claimed)
+    return None if values is None else WebhookEvent(**values)
+
+
+def _store(state: FinConnState, event: dict[str, Any], *, claimed: bool) -> dict[str, Any] | None:
     session = state.db.session
     values = _row_values(event, claimed=claimed)
     statement = _INSERTS.get(session.get_bind().dialect.name)
     if statement is not None:
-        stored = _execute_alone(state, statement, values) is not None
-    else:
-        try:
-            session.execute(sa.insert(EVENTS), values)
-            session.commit()
-            stored = True
-        except IntegrityError:
-            session.rollback()
-            stored = False
-    return WebhookEvent(**values) if stored else None
+        return values if _execute_alone(state, statement, values) is not None else None
+    try:
+        session.execute(sa.insert(EVENTS), values)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return None
+    return values
 
 
 def receive(state: FinConnState, event: dict[str, Any]) -> Received:
@@ -201,9 +204,12 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     """
     event_id = event["id"]
     queue = tasks.get_queue(state)
-    stored = store_event(state, event, claimed=queue.inline)
+    values = _store(state, event, claimed=queue.inline)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if stored is not None:
+    # The row object only when someone uses it: on the acknowledge path it is not free.
+    stored = None
+    if values is not None and (queue.inline or event_received.has_receivers_for(app)):
+        stored = WebhookEvent(**values)
         event_received.send(app, event=stored)
     if queue.inline:
         if stored is not None:
@@ -213,7 +219,7 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
         if outcome == "failed":
             raise EventProcessingFailed()
         return Received(event_id, duplicate=stored is None, outcome=outcome)
-    if stored is not None:
+    if values is not None:
         try:
             queue.enqueue(app, [event_id])
         except ConfigurationError:
@@ -221,7 +227,7 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
         except Exception:
             # The event is stored and acknowledged; the sweep queues it once the broker is back.
             logger.exception("Could not queue event %s; the sweep will queue it again.", event_id)
-    return Received(event_id, duplicate=stored is None, outcome=None)
+    return Received(event_id, duplicate=values is None, outcome=None)
 
 
 # claiming and processing
