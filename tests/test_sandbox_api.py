@@ -794,6 +794,7 @@ def test_test_helpers_over_http(sb: Sandbox, client: Client) -> None:
 
 def test_async_methods_work_in_process(sb: Sandbox) -> None:
     import asyncio
+    import concurrent.futures
 
     client = sb.stripe_client()
 
@@ -802,7 +803,9 @@ def test_async_methods_work_in_process(sb: Sandbox) -> None:
         listed = await client.v1.customers.list_async()
         return customer.id, [c.id for c in listed.data]
 
-    created, listed = asyncio.run(scenario())
+    # A thread of its own: Playwright's sync API may hold an event loop on the main thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        created, listed = pool.submit(asyncio.run, scenario()).result()
     assert listed == [created]
 
 
