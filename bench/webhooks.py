@@ -51,7 +51,7 @@ ROOT = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
 SECRET = "whsec_bench_secret"
 EVENT_TYPE = "bench.effect"
-THREADS = 4  # per gunicorn worker: requests waiting on the database overlap
+THREADS = int(os.environ.get("FINCONN_BENCH_THREADS", "4"))  # per gunicorn worker
 PATH = "/finconn/webhook"
 EFFECTS = sa.Table(
     "bench_effect",

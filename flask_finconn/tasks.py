@@ -23,8 +23,9 @@ separate ``beat``).
 The web side never waits for the broker: a request hands the stored event's id to a
 publisher thread of its process and answers. The thread publishes whatever has gathered
 since its last message as one task, so under load one message carries many ids and a
-quiet site still sends each id at once. An id lost on the way (broker down, the process
-killed) belongs to an event stored as ``pending``, which the sweep queues again.
+quiet site still sends each id within :data:`LINGER`. An id lost on the way (broker down,
+the process killed) belongs to an event stored as ``pending``, which the sweep queues
+again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,6 +64,9 @@ PROCESS_TASK = "flask_finconn.process_events"
 SWEEP_TASK = "flask_finconn.sweep_events"
 SWEEP_INTERVAL = 60.0
 MAX_BATCH = 100  # ids per message: bounds how much one worker takes at once
+# How long the publisher lets ids gather after the first one: on a busy site one message
+# then carries many ids; on a quiet one an event waits this much longer, unnoticed.
+LINGER = 0.01
 PUBLISHER_KEY = "finconn.publisher"
 
 
@@ -138,6 +143,7 @@ class _Publisher:
         wake = self._wake
         while True:
             wake.wait()
+            time.sleep(LINGER)
             wake.clear()
             self.flush()
 
