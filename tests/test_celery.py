@@ -153,3 +153,23 @@ def test_celery_without_init_celery_is_a_clear_error(
     assert response.status_code == 500
     assert "init_celery" in response.json["error"]["message"]
     assert statuses(app) == {event["id"]: ("pending", 0)}  # stored: the sweep will queue it
+
+
+def test_a_broker_outage_still_acknowledges_and_the_sweep_recovers(
+    make_finconn_app: Callable[..., Flask], post_webhook: Callable[..., Any]
+) -> None:
+    from celery import Celery
+
+    app = make_finconn_app(FINCONN_TASK_QUEUE="celery")
+    nowhere = Celery("finconn_down", broker="redis://127.0.0.1:9/0")
+    nowhere.conf.update(broker_connection_retry_on_startup=False, broker_connection_max_retries=0)
+    init_celery(nowhere, app)
+    event = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
+    started = time.monotonic()
+    response = post_webhook(app, event)
+    assert response.status_code == 200  # stored: acknowledged without waiting for a broker
+    assert time.monotonic() - started < 2
+    assert statuses(app) == {event["id"]: ("pending", 0)}
+    with app.app_context():
+        later = utcnow() + events.PENDING_AFTER + timedelta(seconds=1)
+        assert events.sweep(get_state(app), now=later) == [event["id"]]
