@@ -66,7 +66,7 @@ SWEEP_INTERVAL = 60.0
 MAX_BATCH = 100  # ids per message: bounds how much one worker takes at once
 # How long the publisher lets ids gather after the first one: on a busy site one message
 # then carries many ids; on a quiet one an event waits this much longer, unnoticed.
-LINGER = 0.01
+LINGER = 0.05
 PUBLISHER_KEY = "finconn.publisher"
 
 
