@@ -65,9 +65,13 @@ def _secret_key(instance_path: str) -> str:
         return key
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app; ``config`` overrides any key (tests pass their databases here)."""
-    app = Flask(__name__)
+def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
+    """Build the app; ``config`` overrides any key (tests pass their databases here).
+
+    ``instance_path`` moves the instance folder (default: ``instance/`` beside the package),
+    where the SQLite database, the sandbox's state, the secret key and the built widget go.
+    """
+    app = Flask(__name__, instance_path=instance_path)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url(os.environ.get("DATABASE_URL"), app.instance_path),

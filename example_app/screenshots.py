@@ -55,7 +55,8 @@ def main(out: str = OUT) -> None:
                 "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/pocketbook.sqlite3",
                 "FINCONN_SANDBOX_DATABASE": f"{tmp}/sandbox.sqlite3",
                 "SECRET_KEY": "screenshots",
-            }
+            },
+            instance_path=tmp,
         )
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -100,10 +101,11 @@ def shoot(base: str, out: str, app: object) -> None:
         link_bank(page, "test_nonoauth", 5)
         settle(page)
 
-        # A few more readings for the chart: each refresh is a point, a little later.
+        # A day of readings for the chart: the sandbox's clock moves three hours before each
+        # refresh (which also clears its 10 s cooldown); each refresh adds a point.
         checking = page.locator(".account-card").first
-        for _ in range(6):
-            sandbox.advance_time(11)  # past the sandbox's 10 s refresh cooldown
+        for _ in range(8):
+            sandbox.advance_time(3 * 3600)
             checking.get_by_role("button", name="Refresh balance").click()
             expect(checking.get_by_text("Balance updated.")).to_be_visible()
         page.reload()

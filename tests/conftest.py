@@ -272,8 +272,10 @@ def webhook_app(make_finconn_app: Callable[..., Flask]) -> Flask:
 
 
 @pytest.fixture
-def make_pocketbook(database_url: str) -> Iterator[Callable[..., Flask]]:
-    """Build the example app (``example_app``) on the fresh database, its sandbox in memory.
+def make_pocketbook(
+    database_url: str, tmp_path: os.PathLike[str]
+) -> Iterator[Callable[..., Flask]]:
+    """Build the example app on the fresh database, its sandbox in memory, instance in tmp.
 
     ``TESTING`` is on, so no background thread runs: tests finish refreshes and deliver
     webhooks themselves through the sandbox.
@@ -290,7 +292,7 @@ def make_pocketbook(database_url: str) -> Iterator[Callable[..., Flask]]:
             "SECRET_KEY": "test",
             **config,
         }
-        app = create_app(settings)
+        app = create_app(settings, instance_path=str(tmp_path))
         apps.append(app)
         return app
 
@@ -320,7 +322,8 @@ def pocketbook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/pocketbook.sqlite3",
             "FINCONN_SANDBOX_DATABASE": f"{tmp}/sandbox.sqlite3",
             "SECRET_KEY": "test",
-        }
+        },
+        instance_path=str(tmp),
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

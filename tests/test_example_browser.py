@@ -221,4 +221,5 @@ def test_an_account_the_bank_cut_off_is_reconnected_through_the_modal(new_user: 
     # The same rows come back to life (same ids, history kept), not two new accounts.
     expect(page.locator(CARD).locator("[data-field='status']")).to_have_text(["Active", "Active"])
     expect(page.get_by_text("Reconnect needed")).to_have_count(0)
-    assert [card.get_attribute("data-account") for card in page.locator(CARD).all()] == ids
+    relinked = [card.get_attribute("data-account") for card in page.locator(CARD).all()]
+    assert set(relinked) == set(ids)
