@@ -117,7 +117,7 @@ def test_pages_show_the_users_accounts_and_nobody_elses(
     assert "Test Checking" in dashboard and "Test Savings" in dashboard
     assert "••6789" in dashboard
     assert re.search(r'data-field="balance">\$[\d,]+\.\d\d<', dashboard)
-    assert "Total across active accounts" in dashboard
+    assert "Net balance of active accounts" in dashboard
 
     account = ada.get(f"/accounts/{checking}").get_data(as_text=True)
     assert "Balance history of Test Checking" in account
