@@ -264,8 +264,8 @@ def sync_account(
     behind = target is not None and target != account.transactions_cursor
     if account.status == "disconnected" or not (behind or account.transactions_sync):
         return None
-    result = sync_transactions(state, account, on_page=on_page)
     succeeded = (account.transaction_refresh or {}).get("status") == "succeeded"
+    result = sync_transactions(state, account, on_page=on_page)
     notice: Notice | None = None
     if result.complete and (result.added or result.updated or succeeded):
         notice = (
