@@ -6,19 +6,20 @@ The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
                          │                             └────────▶ failed ──claim──▶ ...
                          └─ already stored: a duplicate, acknowledged and not stored again
 
-- :func:`receive` stores a verified event with ``INSERT ... ON CONFLICT DO NOTHING`` and
-  commits before anything else happens, so a 2xx always means "stored", and two
+- :func:`receive` stores a verified event with ``INSERT ... ON CONFLICT DO NOTHING`` in
+  autocommit before anything else happens, so a 2xx always means "stored", and two
   deliveries of one event racing in two workers store one row. ``event_received`` is sent
   by the delivery that stored it. Then the event goes to ``FINCONN_TASK_QUEUE``.
-- :func:`process_event` first *claims* the event: one committed ``UPDATE`` that moves it
-  from a claimable status to ``processing`` (on PostgreSQL after a ``SELECT ... FOR UPDATE
-  SKIP LOCKED``, so a second claimer moves on at once instead of queueing behind the
-  first). Only the claimer runs the handler, so a worker that lost the race does nothing.
+- :func:`process_event` first *claims* the event: one autocommit ``UPDATE ... RETURNING``
+  that moves it from a claimable status to ``processing`` (on PostgreSQL only for the row
+  a ``SELECT ... FOR UPDATE SKIP LOCKED`` got, so a second claimer moves on at once
+  instead of queueing behind the first). Only the claimer runs the handler, so a worker
+  that lost the race does nothing. With ``inline`` a new event is stored already claimed.
   The handler's work and the ``processed`` mark commit together; if it raises, its work
   is rolled back, the event becomes ``failed`` with the error, and ``event_failed`` is sent.
-- Handlers treat events as nudges: they re-read the account from Stripe with the stored
-  account row locked, so an old or duplicated event can only ever apply Stripe's current
-  state, never roll it back.
+- Handlers treat events as nudges: the data service re-reads the account from Stripe
+  with the stored row locked, so an old or duplicated event can only ever apply Stripe's
+  current state, never roll it back.
 - :func:`sweep` finds events a worker should look at again (pending too long, stuck in
   ``processing`` after a crash, failed with attempts left) and :func:`replay` reprocesses
   failed events or one event on request.
@@ -218,7 +219,7 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
             outcome = process_event(state, event_id)
         if outcome == "failed":
             raise EventProcessingFailed()
-        return Received(event_id, duplicate=stored is None, outcome=outcome)
+        return Received(event_id, duplicate=values is None, outcome=outcome)
     if values is not None:
         try:
             queue.enqueue(app, [event_id])
