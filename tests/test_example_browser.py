@@ -19,7 +19,7 @@ CARD = ".account-card"
 
 @pytest.fixture
 def new_user(chromium: Any, pocketbook_server: tuple[Flask, str]) -> Iterator[Any]:
-    """Open a fresh browser context (no cookies) per call; page errors and 5xx fail the test."""
+    """Open a fresh browser context per call; page errors, CSP refusals and 5xx fail the test."""
     _, base = pocketbook_server
     contexts: list[BrowserContext] = []
     errors: list[str] = []
@@ -30,6 +30,11 @@ def new_user(chromium: Any, pocketbook_server: tuple[Flask, str]) -> Iterator[An
         page = context.new_page()
         page.set_default_timeout(15_000)
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # The page's strict CSP must never have to refuse anything the app itself loads.
+        page.on(
+            "console",
+            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         # Refused requests (a 404, a refresh too early) are part of the story; a 5xx never.
         page.on(
             "response",
