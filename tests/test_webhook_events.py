@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from conftest import stripe_event
 from flask import Flask
@@ -238,7 +237,6 @@ def test_stripes_retry_of_a_failed_event_processes_it(webhook_app: Flask) -> Non
     assert account_row(webhook_app, account.id).status == "inactive"
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_one_event_racing_in_many_workers_is_processed_once(
     webhook_app: Flask, post_webhook: Callable[..., Any]
 ) -> None:
