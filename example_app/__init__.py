@@ -54,15 +54,21 @@ def database_url(url: str | None, instance_path: str) -> str:
 def _secret_key(instance_path: str) -> str:
     """A key kept in the instance folder, so sign-ins survive restarts without any setup."""
     path = os.path.join(instance_path, "secret_key")
-    try:
-        with open(path) as file:
-            return file.read().strip()
-    except FileNotFoundError:
-        key = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not os.path.exists(path):
+        # Written aside, then linked into place: of several workers starting at once, the
+        # first link wins and every worker reads that same, complete key.
+        draft = f"{path}.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(key)
-        return key
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    with open(path) as file:
+        return file.read().strip()
 
 
 def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:

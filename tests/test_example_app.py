@@ -260,3 +260,14 @@ def test_the_flask_cli_runs_the_extensions_commands(tmp_path: Path) -> None:
     )
     assert accounts.returncode == 0, accounts.stderr
     assert (tmp_path / "pb.sqlite3").exists()  # created on first start
+
+
+def test_a_generated_secret_key_is_kept_across_restarts(
+    make_pocketbook: Callable[..., Flask],
+) -> None:
+    first = make_pocketbook(SECRET_KEY=None)
+    again = make_pocketbook(SECRET_KEY=None)
+    assert first.secret_key and first.secret_key == again.secret_key
+    key_file = Path(first.instance_path) / "secret_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in key_file.parent.iterdir() if "secret" in p.name) == ["secret_key"]
