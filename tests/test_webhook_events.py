@@ -356,3 +356,58 @@ def test_refresh_events_store_data_once_despite_duplicates_and_disorder(data_app
     assert [s["added"] for s in synced] == [count]
     assert count > 0
     assert account_row(data_app, account.id).latest_balance is not None
+
+
+def test_a_failing_event_received_receiver_does_not_strand_the_event(
+    webhook_app: Flask,
+) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
+    sb.deliver_events()
+    sb.deactivate(account.stripe_id)
+
+    def broken(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the host's receiver")
+
+    event_received.connect(broken, webhook_app)
+    try:
+        sb.deliver_events()
+    finally:
+        event_received.disconnect(broken, webhook_app)
+    assert sb.webhook_attempts()[-1]["status"] == 200
+    assert account_row(webhook_app, account.id).status == "inactive"
+
+
+def test_a_retry_takes_over_an_event_whose_worker_died(
+    webhook_app: Flask, post_webhook: Callable[..., Any]
+) -> None:
+    account = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
+    sb.deliver_events()
+    sb.deactivate(account.stripe_id)
+    event = sb.events(type=DEACTIVATED)[-1]
+    with webhook_app.app_context():
+        state = get_state(webhook_app)
+        events.store_event(state, event, claimed=True)  # then the process was killed
+        session = state.db.session
+        session.execute(
+            sa.update(WebhookEvent)
+            .where(WebhookEvent.id == event["id"])
+            .values(claimed_at=utcnow() - timedelta(minutes=1))
+        )
+        session.commit()
+    assert post_webhook(webhook_app, event).status_code == 200  # too soon: still its own
+    assert account_row(webhook_app, account.id).status == "active"
+    with webhook_app.app_context():
+        session = get_state(webhook_app).db.session
+        session.execute(
+            sa.update(WebhookEvent)
+            .where(WebhookEvent.id == event["id"])
+            .values(claimed_at=utcnow() - events.STUCK_AFTER - timedelta(minutes=1))
+        )
+        session.commit()
+    with captured_signals(account_deactivated, webhook_app) as deactivated:
+        assert post_webhook(webhook_app, event).status_code == 200
+    assert len(deactivated) == 1
+    rows = [r for r in stored(webhook_app) if r.id == event["id"]]
+    assert [(r.status, r.attempts) for r in rows] == [("processed", 2)]

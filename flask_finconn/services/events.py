@@ -211,7 +211,11 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     stored = None
     if values is not None and (queue.inline or event_received.has_receivers_for(app)):
         stored = WebhookEvent(**values)
-        event_received.send(app, event=stored)
+        try:
+            event_received.send(app, event=stored)
+        except Exception:
+            # A receiver's bug must not strand an event that is stored and claimed.
+            logger.exception("An event_received receiver raised for event %s.", event_id)
     if queue.inline:
         if stored is not None:
             outcome = run_claimed(state, stored)
@@ -241,12 +245,16 @@ def claim(
 ) -> WebhookEvent | None:
     """Move an event in one of ``statuses`` to ``processing`` and commit; None if taken.
 
-    At most one caller gets the event, on any number of threads and processes. Returns
-    the claimed row as a detached object.
+    An event stuck in ``processing`` for :data:`STUCK_AFTER` (its worker died) is taken
+    over too, so Stripe's own retry recovers it even where no sweep runs. At most one
+    caller gets the event, on any number of threads and processes. Returns the claimed row
+    as a detached object.
     """
     session = state.db.session
+    now = utcnow()
+    stuck = sa.and_(EVENTS.c.status == "processing", EVENTS.c.claimed_at < now - STUCK_AFTER)
     # The status condition makes the UPDATE itself the claim where there are no row locks.
-    target = sa.and_(EVENTS.c.id == event_id, EVENTS.c.status.in_(statuses))
+    target = sa.and_(EVENTS.c.id == event_id, sa.or_(EVENTS.c.status.in_(statuses), stuck))
     if session.get_bind().dialect.name == "postgresql":
         # A second claimer skips the row another one has locked instead of waiting for it.
         locked = sa.select(EVENTS.c.id).where(target).with_for_update(skip_locked=True)
@@ -255,7 +263,7 @@ def claim(
         state,
         sa.update(EVENTS)
         .where(target)
-        .values(status="processing", attempts=EVENTS.c.attempts + 1, claimed_at=utcnow())
+        .values(status="processing", attempts=EVENTS.c.attempts + 1, claimed_at=now)
         .returning(*COLUMNS),
     )
     return None if row is None else WebhookEvent(**row._mapping)
