@@ -170,7 +170,7 @@ def test_a_sync_that_dies_on_page_3_resumes_without_gaps_or_repeats(
     assert stored(data_app, account_id).keys() == at_stripe(data_app, account_id).keys()
     with data_app.app_context():
         account = get_state(data_app).db.session.get(Account, account_id)
-        assert account is not None
+        assert account is not None and account.transaction_refresh is not None
         assert account.transactions_sync is None
         assert account.transactions_cursor == account.transaction_refresh["id"]
 
