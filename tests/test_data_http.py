@@ -328,3 +328,31 @@ def test_another_holders_account_is_not_found(
     assert response.json["error"]["code"] == "account_not_found"
     assert call(client, method, url, body, holder=None).status_code == 401
     assert call(client, "GET", f"{PREFIX}/{linked[0].id}").json["status"] == "active"
+
+
+def test_owners_show_the_latest_snapshot_and_keep_the_earlier(
+    data_app: Flask, linked: list[Any]
+) -> None:
+    from flask_finconn.models import Owner
+
+    client = data_app.test_client()
+    sandbox = sandbox_of(data_app)
+    checking = linked[0]
+    listed = []
+    for _ in range(2):
+        with captured_signals(signals.account_updated, data_app) as updated:
+            started = call(
+                client, "POST", f"{PREFIX}/{checking.id}/refresh", {"features": ["ownership"]}
+            )
+        assert started.status_code == 202
+        assert len(updated) == 1  # the refresh state it stores changed
+        sandbox.finish_refreshes(checking.stripe_id)
+        nudge(data_app, checking.stripe_id)
+        listed.append(call(client, "GET", f"{PREFIX}/{checking.id}/owners").json["data"])
+        sandbox.advance_time(sandbox.refresh_cooldown + 1)
+    assert listed[0] and listed[1]
+    assert {o["id"] for o in listed[0]}.isdisjoint(o["id"] for o in listed[1])
+    with data_app.app_context():
+        db = get_state(data_app).db
+        kept = db.session.scalars(db.select(Owner.id).where(Owner.account_id == checking.id))
+        assert set(kept) == {o["id"] for snapshot in listed for o in snapshot}
