@@ -156,13 +156,19 @@ def test_celery_without_init_celery_is_a_clear_error(
 
 
 def test_a_broker_outage_still_acknowledges_and_the_sweep_recovers(
-    make_finconn_app: Callable[..., Flask], post_webhook: Callable[..., Any]
+    make_finconn_app: Callable[..., Flask],
+    post_webhook: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from celery import Celery
 
     app = make_finconn_app(FINCONN_TASK_QUEUE="celery")
     nowhere = Celery("finconn_down", broker="redis://127.0.0.1:9/0")
-    nowhere.conf.update(broker_connection_retry_on_startup=False, broker_connection_max_retries=0)
+    nowhere.conf.update(
+        broker_connection_retry_on_startup=False,
+        broker_connection_max_retries=0,
+        task_publish_retry=False,
+    )
     init_celery(nowhere, app)
     event = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
     started = time.monotonic()
@@ -173,3 +179,5 @@ def test_a_broker_outage_still_acknowledges_and_the_sweep_recovers(
     with app.app_context():
         later = utcnow() + events.PENDING_AFTER + timedelta(seconds=1)
         assert events.sweep(get_state(app), now=later) == [event["id"]]
+    wait_for(lambda: "the sweep will" in caplog.text, timeout=10)
+    assert "Could not queue 1 event(s); the sweep will." in caplog.text
