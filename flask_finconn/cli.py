@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any
 
@@ -186,9 +187,9 @@ def _features(value: str | None) -> tuple[str, ...] | None:
     return chosen
 
 
-def _progress(items: list[Any], label: str) -> Any:
+def _progress(items: list[Any], label: str, **options: Any) -> Any:
     """A progress bar on stderr, so stdout stays the report cron mails or scripts read."""
-    return click.progressbar(items, label=label, file=sys.stderr, show_pos=True)
+    return click.progressbar(items, label=label, file=sys.stderr, show_pos=True, **options)
 
 
 @finconn_cli.command("refresh")
@@ -281,6 +282,26 @@ def refresh(
         )
 
 
+def _shown(item: Any) -> str | None:
+    """The progress bar's item: an account id, or the rows a long sync has stored."""
+    if isinstance(item, tuple):
+        return str(item[0])
+    return item if isinstance(item, str) else None
+
+
+def _rows_shown(bar: Any, account_id: str) -> Callable[[int, int], None]:
+    """An ``on_page`` that shows a long first sync's progress, row count by row count."""
+    written = 0
+
+    def show(rows: int, pages: int) -> None:
+        nonlocal written
+        written += rows
+        bar.current_item = f"{account_id}: {written} rows"
+        bar.render_progress()
+
+    return show
+
+
 @finconn_cli.command("sync")
 @click.argument("account_id", required=False)
 def sync(account_id: str | None) -> None:
@@ -295,10 +316,12 @@ def sync(account_id: str | None) -> None:
         raise click.ClickException(f"There is no stored account {account_id}.")
     problems = []
     lines = []
-    with _progress(found, "Syncing transactions") as bar:
+    with _progress(found, "Syncing transactions", item_show_func=_shown) as bar:
         for acct, stripe_id in bar:
             try:
-                applied = refresh_service.sync_account_from_stripe(state, stripe_id)
+                applied = refresh_service.sync_account_from_stripe(
+                    state, stripe_id, on_page=_rows_shown(bar, acct)
+                )
             except FinConnError as exc:
                 state.db.session.rollback()
                 lines.append(f"{acct}: failed: {exc.message}")
