@@ -112,6 +112,8 @@ class Chart:
     ticks: list[dict[str, Any]]
     first: str
     last: str
+    first_x: float
+    first_anchor: str
     summary: str
 
 
@@ -157,15 +159,18 @@ def balance_chart(
     whole = high - low > 20_000
     ticks = [
         {"y": round(y(value), 1), "label": money(round(value), currency, whole=whole)}
-        for value in (high - pad, (high + low) / 2, low + pad)
+        for value in dict.fromkeys((high - pad, (high + low) / 2, low + pad))
     ]
     first, last = points[0], points[-1]
-    labels = _axis_labels(first[0], last[0])
-    summary = (
-        f"{len(points)} balance reading{'s' if len(points) != 1 else ''}, from "
-        f"{money(first[1], currency)} on {when(first[0])} to "
-        f"{money(last[1], currency)} on {when(last[0])}."
-    )
+    if len(points) == 1:
+        labels = (when(first[0], "date"), "")
+        summary = f"One balance reading so far: {money(first[1], currency)} on {when(first[0])}."
+    else:
+        labels = _axis_labels(first[0], last[0])
+        summary = (
+            f"{len(points)} balance readings, from {money(first[1], currency)} on "
+            f"{when(first[0])} to {money(last[1], currency)} on {when(last[0])}."
+        )
     return Chart(
         width=width,
         height=height,
@@ -177,6 +182,9 @@ def balance_chart(
         ticks=ticks,
         first=labels[0],
         last=labels[1],
+        # A single reading sits in the middle; its date goes right under it.
+        first_x=coords[0][0] if len(points) == 1 else left,
+        first_anchor="middle" if len(points) == 1 else "start",
         summary=summary,
     )
 

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import database_url
+from example_app.formatting import balance_chart
 from example_app.models import User, db
 from flask_finconn import Holder
 from flask_finconn.testing import link_accounts, sandbox_of
@@ -271,3 +273,20 @@ def test_a_generated_secret_key_is_kept_across_restarts(
     key_file = Path(first.instance_path) / "secret_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in key_file.parent.iterdir() if "secret" in p.name) == ["secret_key"]
+
+
+def test_the_balance_chart_reads_well_with_one_reading_or_many() -> None:
+    day = datetime(2026, 11, 25, 9, 54, tzinfo=UTC)
+    one = balance_chart([(day, 2_393_367)], "usd")
+    assert one is not None
+    assert one.summary == "One balance reading so far: $23,933.67 on Nov 25, 2026, 9:54 AM UTC."
+    assert [tick["label"] for tick in one.ticks] == ["$23,934"]
+    assert (one.first, one.first_anchor, one.last) == ("Nov 25, 2026", "middle", "")
+
+    same_day = balance_chart([(day, -5_000), (day + timedelta(hours=3), -4_250)], "usd")
+    assert same_day is not None
+    assert (same_day.first, same_day.last) == ("Nov 25, 9:54 AM", "12:54 PM UTC")
+    assert same_day.summary.startswith("2 balance readings, from -$50.00")
+    highest, lowest = same_day.dots[1], same_day.dots[0]
+    assert highest["y"] < lowest["y"]  # up is more money
+    assert balance_chart([], "usd") is None
