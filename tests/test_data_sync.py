@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -240,3 +241,36 @@ def test_the_refreshed_transactions_webhook_brings_the_rows(data_app: Flask) -> 
     rows = stored(data_app, account_id)
     assert rows.keys() == at_stripe(data_app, account_id).keys()
     assert [(s["added"], s["updated"]) for s in synced] == [(len(rows), 0)]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_racing_nudges_store_and_count_each_row_once(
+    data_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transactions, "COMMIT_INTERVAL", 0.0)  # commit (and interleave) often
+    sandbox = sandbox_of(data_app)
+    account_id = link_checking(data_app)
+    stripe_id = stripe_id_of(data_app, account_id)
+    sandbox.set_history_size(stripe_id, 1500)
+    sandbox.finish_refreshes(stripe_id)
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def nudge() -> None:
+        barrier.wait()
+        try:
+            with data_app.app_context():
+                refresh.sync_account_from_stripe(get_state(data_app), stripe_id)
+        except BaseException as exc:  # shown by the assertion below, not lost in the thread
+            failures.append(exc)
+
+    with captured_signals(signals.transactions_synced, data_app) as synced:
+        threads = [threading.Thread(target=nudge) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert failures == []
+    rows = stored(data_app, account_id)
+    assert rows.keys() == at_stripe(data_app, account_id).keys()
+    assert sum(s["added"] for s in synced) == len(rows)

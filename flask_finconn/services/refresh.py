@@ -267,7 +267,9 @@ def sync_account(
     succeeded = (account.transaction_refresh or {}).get("status") == "succeeded"
     result = sync_transactions(state, account, on_page=on_page)
     notice: Notice | None = None
-    if result.complete and (result.added or result.updated or succeeded):
+    # Rows this worker wrote are reported even when another worker finished the sync: each
+    # row is counted by the one that wrote it, so the signals add up to what was stored.
+    if result.added or result.updated or (result.complete and succeeded):
         notice = (
             transactions_synced,
             {"account": account, "added": result.added, "updated": result.updated},
