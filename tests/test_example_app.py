@@ -290,3 +290,31 @@ def test_the_balance_chart_reads_well_with_one_reading_or_many() -> None:
     highest, lowest = same_day.dots[1], same_day.dots[0]
     assert highest["y"] < lowest["y"]  # up is more money
     assert balance_chart([], "usd") is None
+
+
+def test_the_events_page_shows_a_failed_event_with_its_error(
+    make_pocketbook: Callable[..., Flask],
+) -> None:
+    app = make_pocketbook()
+    client = app.test_client()
+    holder = Holder(sign_in(client, "ada@example.com"))
+    checking, _ = link_accounts(app, holder, institution="test_nonoauth")
+    sandbox = sandbox_of(app)
+    sandbox.finish_refreshes(status="succeeded")
+    sandbox.deliver_events(retry_now=True)
+    sandbox.faults.api_error_rate = 1.0  # re-reading the account from Stripe fails
+    try:
+        sandbox.fire_event(checking.stripe_id, "financial_connections.account.reactivated")
+        sandbox.deliver_events(retry_now=True)
+    finally:
+        sandbox.faults.reset()
+
+    failed = client.get("/events", query_string={"status": "failed"}).get_data(as_text=True)
+    rows = re.findall(r"<tr>(.*?)</tr>", failed.split("<tbody>")[1], re.S)
+    assert len(rows) == 1
+    assert "Account reactivated" in rows[0]
+    assert 'class="badge badge--failed">Failed<' in rows[0]
+    assert 'class="small field-error"' in rows[0]  # the error, in words
+    assert "flask finconn events replay evt_" in rows[0]
+    everything = client.get("/events").get_data(as_text=True)
+    assert everything.count("badge--processed") >= 6
