@@ -23,7 +23,7 @@ from flask_finconn.testing import sandbox_of
 from . import create_app
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots")
-VIEWPORT: ViewportSize = {"width": 1200, "height": 760}
+VIEWPORT: ViewportSize = {"width": 1200, "height": 800}
 
 
 def link_bank(page: Page, institution: str, accounts: int) -> None:
@@ -88,6 +88,8 @@ def shoot(base: str, out: str, app: object) -> None:
         page.get_by_label("Email address").fill("ada@example.com")
         snap(page, "signin")
         page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_text("No bank accounts yet")).to_be_visible()
+        page.wait_for_load_state("load")
         snap(page, "dashboard-empty")
 
         page.get_by_role("button", name="Link a bank account").click()
@@ -126,10 +128,14 @@ def shoot(base: str, out: str, app: object) -> None:
         snap(page, "transactions")
 
         page.get_by_role("link", name="Events").click()
+        expect(page.get_by_role("heading", name="Events")).to_be_visible()
+        page.wait_for_load_state("load")
         snap(page, "events")
 
         page.set_viewport_size({"width": 390, "height": 780})
         page.get_by_role("link", name="Accounts").click()
+        expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
+        page.wait_for_load_state("load")
         settle(page)
         snap(page, "mobile")
         browser.close()
