@@ -127,11 +127,19 @@ class _Publisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid: int | None = None
+        # A forked child starts empty, with a lock nobody holds: what was waiting is its
+        # parent's to publish.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._ids = []
+        self._lock = threading.Lock()
+        self._pid = None
 
     def put(self, event_ids: Sequence[str]) -> None:
         with self._lock:
             self._ids.extend(event_ids)
-            # Threads do not survive a fork (gunicorn --preload): one per process.
+            # Threads do not survive a fork (gunicorn --preload): one thread per process.
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._wake = threading.Event()
