@@ -165,6 +165,54 @@ def _execute_alone(
     return row
 
 
+_DriverInsert = tuple[str, "tuple[str, ...] | None", dict[str, Any]]
+_DRIVER_INSERTS: dict[tuple[str, str], _DriverInsert] = {}
+
+
+def _driver_insert(dialect: sa.Dialect) -> _DriverInsert:
+    """The insert compiled once for a dialect: SQL, parameter order, bind processors."""
+    key = (dialect.name, dialect.driver)
+    if key not in _DRIVER_INSERTS:
+        compiled = _INSERTS[dialect.name].compile(dialect=dialect)
+        processors = {
+            column.key: column.type.dialect_impl(dialect).bind_processor(dialect)
+            for column in COLUMNS
+        }
+        order = tuple(compiled.positiontup) if compiled.positiontup else None
+        _DRIVER_INSERTS[key] = (compiled.string, order, processors)
+    return _DRIVER_INSERTS[key]
+
+
+def _insert_on_driver(engine: sa.Engine, values: dict[str, Any]) -> bool:
+    """Store one event with the driver's cursor, in autocommit; False for a duplicate.
+
+    The acknowledge path's one statement: SQLAlchemy compiled it and its column types
+    convert the values, as in any execute, but running it on the driver's cursor skips
+    the per-call execution machinery, about half of the statement's CPU time (host
+    ``before_cursor_execute`` listeners do not see it).
+    """
+    sql, order, processors = _driver_insert(engine.dialect)
+    params = {
+        name: (process(values[name]) if process is not None else values[name])
+        for name, process in processors.items()
+    }
+    connection = engine.raw_connection()
+    try:
+        driver = connection.dbapi_connection
+        assert driver is not None, "a connection fresh from the pool is open"
+        engine.dialect.set_isolation_level(driver, "AUTOCOMMIT")
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql, params if order is None else tuple(params[k] for k in order))
+            inserted = cursor.fetchone() is not None
+            cursor.close()
+        finally:
+            engine.dialect.reset_isolation_level(driver)
+    finally:
+        connection.close()
+    return inserted
+
+
 def store_event(
     state: FinConnState, event: dict[str, Any], *, claimed: bool = False
 ) -> WebhookEvent | None:
@@ -181,7 +229,10 @@ def store_event(
 def _store(state: FinConnState, event: dict[str, Any], *, claimed: bool) -> dict[str, Any] | None:
     session = state.db.session
     values = _row_values(event, claimed=claimed)
-    statement = _INSERTS.get(session.get_bind().dialect.name)
+    bind = session.get_bind()
+    if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
+        return values if _insert_on_driver(bind, values) else None
+    statement = _INSERTS.get(bind.dialect.name)
     if statement is not None:
         return values if _execute_alone(state, statement, values) is not None else None
     try:
