@@ -22,7 +22,9 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-stamp=.venv/.finconn-installed
+# One stamp per set of extras: ./scripts/example installing [postgres] must not let
+# ./scripts/test skip installing [test] (pytest, Playwright) afterwards.
+stamp=".venv/.finconn-installed-${FINCONN_EXTRAS:-test}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -U pip
   .venv/bin/python -m pip install -q -e ".[${FINCONN_EXTRAS:-test}]"
