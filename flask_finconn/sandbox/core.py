@@ -569,6 +569,10 @@ class Sandbox:
     ) -> None:
         acct_id = _data.new_id("fca_")
         holder = session["account_holder"]
+        owner = holder.get("customer") or holder.get("customer_account")
+        # Linking again an account of this holder that the bank cut off is a relink, and
+        # "a relink restores them" (reference §7): the new connection stays active.
+        relinked = inst.deactivation is not None and self._was_cut_off(owner, inst, template)
         data: dict[str, Any] = {
             "id": acct_id,
             "object": "financial_connections.account",
@@ -601,7 +605,7 @@ class Sandbox:
             "txn_generation": 0,
             "txn_until": None,
             "history_size": self.default_history_size,
-            "relinked": False,
+            "relinked": relinked,
         }
         self.store.execute(
             "INSERT INTO accounts (id, seq, created, session, customer, holder_account, data, "
@@ -618,7 +622,7 @@ class Sandbox:
             ),
         )
         self._emit("financial_connections.account.created", data, now)
-        if inst.deactivation == "inactive" or inst.deactivation == "reauth_immediate":
+        if inst.deactivation in ("inactive", "reauth_immediate") and not relinked:
             self._schedule(now + INACTIVE_AFTER, "deactivate", acct_id)
         elif inst.deactivation == "reauth_eventual":
             self._expect_deactivation(data, internal, now + REAUTH_EVENTUAL_DAYS * DAY, now)
@@ -629,6 +633,22 @@ class Sandbox:
             if FEATURE_PERMISSION[feature] in data["permissions"]:
                 self._start_refresh(data, internal, feature, now)
         self._save_account(data, internal)
+
+    def _was_cut_off(self, owner: str | None, inst: Institution, template: AccountTemplate) -> bool:
+        """Whether this holder linked the same test account before and it went inactive."""
+        if owner is None:
+            return False
+        for data, internal in self.store.all(
+            "SELECT data, internal FROM accounts WHERE customer = ?", (owner,)
+        ):
+            before, state = json.loads(internal), json.loads(data)
+            if (
+                before["institution"] == inst.id
+                and before["template"] == template.key
+                and state["status"] == "inactive"
+            ):
+                return True
+        return False
 
     # --- accounts -----------------------------------------------------------------------
 
@@ -865,9 +885,14 @@ class Sandbox:
         if status == "succeeded":
             if feature == "balance":
                 internal["balance_count"] += 1
+                previous = (data.get("balance") or {}).get("as_of")
                 data["balance"] = _data.balance(
                     data["id"], data["category"], data["subcategory"], internal["balance_count"], at
                 )
+                # A newer reading is never as of an earlier time than the last one (hosts
+                # chart and order snapshots by as_of).
+                if previous is not None:
+                    data["balance"]["as_of"] = max(data["balance"]["as_of"], previous + 1)
             elif feature == "ownership":
                 data["ownership"] = self._new_ownership(data["id"], internal["owners"], at)
             else:
