@@ -352,7 +352,14 @@ def upsert_account(
         # Two accounts of one session are never the same bank account.
         if account is not None and session_id is not None and account.session_id == session_id:
             account = None
-        if account is not None:
+        if account is not None and account.stripe_id == stripe_id:
+            # A racing request (a webhook that beat the browser) stored this relink after
+            # our first look: it is this row, not a relink of the id onto itself (which
+            # would list the live id as replaced, and the relink would disconnect it).
+            status_before = account.status
+            before = {name: getattr(account, name) for name in _TRACKED}
+            change = "unchanged" if before == fields else "updated"
+        elif account is not None:
             status_before = account.status
             account.previous_stripe_ids = [*account.previous_stripe_ids, account.stripe_id]
             account.stripe_id = stripe_id
