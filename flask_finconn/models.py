@@ -188,9 +188,7 @@ class Transaction(Base):
     )
 
     id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)  # fctxn_...
-    account_id: Mapped[str] = mapped_column(
-        sa.ForeignKey("finconn_account.id", ondelete="CASCADE")
-    )
+    account_id: Mapped[str] = mapped_column(sa.ForeignKey("finconn_account.id", ondelete="CASCADE"))
     amount: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
     description: Mapped[str] = mapped_column(sa.Text)
