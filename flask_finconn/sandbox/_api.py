@@ -29,6 +29,7 @@ from ._params import (
     validate,
 )
 from .core import API_VERSION, RequestContext, Sandbox
+from .payments.routes import ROUTES as PAYMENT_ROUTES
 
 log = logging.getLogger("flask_finconn.sandbox")
 
@@ -794,6 +795,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", f"{HELPERS}/deliver_events", helper_deliver),
     ("GET", f"{HELPERS}/institutions", helper_institutions),
 ]
+ROUTES.extend(PAYMENT_ROUTES)  # payments hook: flask_finconn.sandbox.payments.routes
 
 _REASONS = {
     200: "OK",

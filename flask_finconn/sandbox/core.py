@@ -15,8 +15,9 @@ from . import _data, institutions
 from ._data import dumps as _dumps
 from ._params import ApiError, invalid, not_found
 from ._store import Store
-from .faults import Faults
+from .faults import Faults, fail_after_commit
 from .institutions import AccountTemplate, Institution
+from .payments import SETTLEMENT_DELAY, TASK_PREFIX, Host, Payments
 from .webhooks import Webhooks, WSGIApp
 
 log = logging.getLogger("flask_finconn.sandbox")
@@ -90,6 +91,8 @@ class Sandbox:
     ``database`` is a SQLite file (state survives restarts) or ``":memory:"``.
     ``refresh_delay`` is how long (sandbox seconds) a refresh stays pending;
     ``refresh_cooldown`` how long after it finished the next one may start.
+    ``settlement_delay`` is how long (sandbox seconds) an ACH debit stays ``processing``;
+    ``sb.payments`` is the payments emulator (see ``flask_finconn.sandbox.payments``).
     """
 
     api_key = "sk_test_sandbox"
@@ -104,6 +107,7 @@ class Sandbox:
         refresh_cooldown: int = 10,
         session_ttl: int = 3600,
         history_size: int | None = None,
+        settlement_delay: float = SETTLEMENT_DELAY,
     ) -> None:
         self.store = Store(database)
         self.refresh_delay = refresh_delay
@@ -115,10 +119,23 @@ class Sandbox:
         self._local = threading.local()
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
+        # Payments hook: ACH payments live in .payments and see the sandbox only through Host.
+        self.payments = Payments(
+            Host(
+                store=self.store,
+                now=self.now,
+                emit=self._emit,
+                schedule=self._schedule,
+                customer=self.customer,
+                account=self.account,
+                api_base=self.api_base,
+            ),
+            settlement_delay=settlement_delay,
+        )
         from ._api import Api
 
         self._api = Api(self)
-        self.wsgi_app: WSGIApp = self._api.wsgi_app
+        self.wsgi_app: WSGIApp = fail_after_commit(self._api.wsgi_app, self.faults)
 
     # --- clock --------------------------------------------------------------------------
 
@@ -812,6 +829,9 @@ class Sandbox:
                 ran += 1
 
     def _run_task(self, kind: str, acct_id: str, extra: dict[str, Any], at: int) -> None:
+        if kind.startswith(TASK_PREFIX):  # payments hook: the key is an intent id
+            self.payments.run_task(kind, acct_id, extra, at)
+            return
         row = self.store.one("SELECT data, internal FROM accounts WHERE id = ?", (acct_id,))
         if row is None:
             return
