@@ -211,7 +211,7 @@ def microdeposits_fail(
 def require_action(
     pay: Payments, kind: str, intent: dict[str, Any], internal: dict[str, Any]
 ) -> None:
-    """``requires_action`` with ``next_action.verify_with_microdeposits``; the 10-day clock starts."""
+    """``requires_action`` with ``next_action.verify_with_microdeposits``; the 10 days start."""
     now = pay.host.now()
     token = internal.get("verification_token") or new_id("sacs_test_")
     internal["verification_token"] = token
@@ -261,7 +261,7 @@ def mandate_for(
                 param="mandate",
                 code="payment_intent_mandate_invalid",
             )
-        return explicit
+        return str(explicit)
     acceptance = mandates.acceptance(p.get("mandate_data"), at, strict=strict)
     if acceptance is None:
         reused = mandates.reusable(pay, pm["id"])

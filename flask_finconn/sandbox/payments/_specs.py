@@ -14,22 +14,87 @@ from typing import Any
 
 from .._params import EXPAND, PAGINATION, E, H, I, L, M, S, Spec, validate
 
+
+def _hash(fields: dict[str, Spec]) -> Spec:
+    return Spec("hash", fields=fields)
+
+
 ANY = Spec("any")
 BOOL = Spec("bool")
 
 _TYPES_COMMON = (
-    "acss_debit affirm afterpay_clearpay alipay alma amazon_pay au_becs_debit bacs_debit "
-    "bancontact billie bizum blik boleto cashapp crypto customer_balance eps fpx giropay grabpay "
-    "ideal kakao_pay klarna konbini kr_card link mb_way mobilepay multibanco naver_pay "
-    "nz_bank_account oxxo p24 pay_by_bank payco paynow paypal payto pix promptpay revolut_pay "
-    "samsung_pay satispay scalapay sepa_debit sofort sunbit swish twint upi wechat_pay zip"
-).split()
-PM_DATA_TYPES = tuple(_TYPES_COMMON + ["us_bank_account"])
+    "acss_debit",
+    "affirm",
+    "afterpay_clearpay",
+    "alipay",
+    "alma",
+    "amazon_pay",
+    "au_becs_debit",
+    "bacs_debit",
+    "bancontact",
+    "billie",
+    "bizum",
+    "blik",
+    "boleto",
+    "cashapp",
+    "crypto",
+    "customer_balance",
+    "eps",
+    "fpx",
+    "giropay",
+    "grabpay",
+    "ideal",
+    "kakao_pay",
+    "klarna",
+    "konbini",
+    "kr_card",
+    "link",
+    "mb_way",
+    "mobilepay",
+    "multibanco",
+    "naver_pay",
+    "nz_bank_account",
+    "oxxo",
+    "p24",
+    "pay_by_bank",
+    "payco",
+    "paynow",
+    "paypal",
+    "payto",
+    "pix",
+    "promptpay",
+    "revolut_pay",
+    "samsung_pay",
+    "satispay",
+    "scalapay",
+    "sepa_debit",
+    "sofort",
+    "sunbit",
+    "swish",
+    "twint",
+    "upi",
+    "wechat_pay",
+    "zip",
+)
+PM_DATA_TYPES = (*_TYPES_COMMON, "us_bank_account")
 PM_CREATE_OTHER = tuple(sorted([*_TYPES_COMMON, "card", "custom", "interac_present"]))
 LIST_TYPES = tuple(sorted([*PM_DATA_TYPES, "card", "custom"]))
 SI_OPTION_OTHER = tuple(
-    "acss_debit amazon_pay bacs_debit bizum card card_present klarna link paypal payto pix "
-    "sepa_debit upi".split()
+    [
+        "acss_debit",
+        "amazon_pay",
+        "bacs_debit",
+        "bizum",
+        "card",
+        "card_present",
+        "klarna",
+        "link",
+        "paypal",
+        "payto",
+        "pix",
+        "sepa_debit",
+        "upi",
+    ]
 )
 PI_OPTION_OTHER = tuple(sorted([*_TYPES_COMMON, "card", "card_present", "interac_present"]))
 PERMISSIONS = ("balances", "ownership", "payment_method", "transactions")
@@ -44,15 +109,17 @@ US_BANK_ACCOUNT = H(
     routing_number=S(),
 )
 REDISPLAY = E("always", "limited", "unspecified")
-PM_DATA = H(
-    type=E(*PM_DATA_TYPES, required=True),
-    allow_redisplay=REDISPLAY,
-    billing_details=BILLING,
-    metadata=M(),
-    radar_options=H(session=S()),
-    us_bank_account=US_BANK_ACCOUNT,
-    interac_present=ANY,
-    **dict.fromkeys(_TYPES_COMMON, ANY),
+PM_DATA = _hash(
+    {
+        **dict.fromkeys(_TYPES_COMMON, ANY),
+        "type": E(*PM_DATA_TYPES, required=True),
+        "allow_redisplay": REDISPLAY,
+        "billing_details": BILLING,
+        "metadata": M(),
+        "radar_options": H(session=S()),
+        "us_bank_account": US_BANK_ACCOUNT,
+        "interac_present": ANY,
+    }
 )
 MANDATE_DATA = H(
     customer_acceptance=H(
@@ -75,15 +142,21 @@ _SI_ACH_OPTIONS = {
     "networks": H(requested=L(E("ach", "us_domestic_wire"))),
     "verification_method": E("automatic", "instant", "microdeposits"),
 }
-SI_OPTIONS = H(us_bank_account=H(**_SI_ACH_OPTIONS), **dict.fromkeys(SI_OPTION_OTHER, ANY))
-PI_OPTIONS = H(
-    us_bank_account=H(
-        **_SI_ACH_OPTIONS,
-        setup_future_usage=E("", "none", "off_session", "on_session"),
-        target_date=S(),
-        transaction_purpose=E("", "goods", "other", "services", "unspecified"),
-    ),
-    **dict.fromkeys(PI_OPTION_OTHER, ANY),
+SI_OPTIONS = _hash(
+    {**dict.fromkeys(SI_OPTION_OTHER, ANY), "us_bank_account": _hash(_SI_ACH_OPTIONS)}
+)
+PI_OPTIONS = _hash(
+    {
+        **dict.fromkeys(PI_OPTION_OTHER, ANY),
+        "us_bank_account": _hash(
+            {
+                **_SI_ACH_OPTIONS,
+                "setup_future_usage": E("", "none", "off_session", "on_session"),
+                "target_date": S(),
+                "transaction_purpose": E("", "goods", "other", "services", "unspecified"),
+            }
+        ),
+    }
 )
 
 SI_CREATE: dict[str, Spec] = {
@@ -113,21 +186,37 @@ SI_CREATE: dict[str, Spec] = {
 }
 SI_UPDATE = {
     k: SI_CREATE[k]
-    for k in (
-        "allowed_payment_method_types attach_to_self customer customer_account description "
-        "excluded_payment_method_types expand flow_directions metadata payment_method "
-        "payment_method_configuration payment_method_data payment_method_options "
-        "payment_method_types"
-    ).split()
+    for k in [
+        "allowed_payment_method_types",
+        "attach_to_self",
+        "customer",
+        "customer_account",
+        "description",
+        "excluded_payment_method_types",
+        "expand",
+        "flow_directions",
+        "metadata",
+        "payment_method",
+        "payment_method_configuration",
+        "payment_method_data",
+        "payment_method_options",
+        "payment_method_types",
+    ]
 }
 SI_CONFIRM = {
     **{
         k: SI_CREATE[k]
-        for k in (
-            "allowed_payment_method_types confirmation_token expand mandate_data "
-            "payment_method payment_method_data payment_method_options return_url "
-            "use_stripe_sdk"
-        ).split()
+        for k in [
+            "allowed_payment_method_types",
+            "confirmation_token",
+            "expand",
+            "mandate_data",
+            "payment_method",
+            "payment_method_data",
+            "payment_method_options",
+            "return_url",
+            "use_stripe_sdk",
+        ]
     },
     "client_secret": S(),
 }
@@ -174,14 +263,32 @@ PI_CREATE: dict[str, Spec] = {
 PI_UPDATE = {
     **{
         k: PI_CREATE[k]
-        for k in (
-            "allowed_payment_method_types amount amount_details application_fee_amount "
-            "capture_method customer customer_account description excluded_payment_method_types "
-            "expand hooks metadata payment_details payment_method payment_method_configuration "
-            "payment_method_data payment_method_options payment_method_types receipt_email "
-            "shipping statement_descriptor statement_descriptor_suffix transfer_data "
-            "transfer_group"
-        ).split()
+        for k in [
+            "allowed_payment_method_types",
+            "amount",
+            "amount_details",
+            "application_fee_amount",
+            "capture_method",
+            "customer",
+            "customer_account",
+            "description",
+            "excluded_payment_method_types",
+            "expand",
+            "hooks",
+            "metadata",
+            "payment_details",
+            "payment_method",
+            "payment_method_configuration",
+            "payment_method_data",
+            "payment_method_options",
+            "payment_method_types",
+            "receipt_email",
+            "shipping",
+            "statement_descriptor",
+            "statement_descriptor_suffix",
+            "transfer_data",
+            "transfer_group",
+        ]
     },
     "amount": I(),
     "currency": S(),
@@ -190,13 +297,29 @@ PI_UPDATE = {
 PI_CONFIRM = {
     **{
         k: PI_CREATE[k]
-        for k in (
-            "allowed_payment_method_types amount_details capture_method confirmation_token "
-            "error_on_requires_action excluded_payment_method_types expand hooks mandate "
-            "mandate_data off_session payment_details payment_method payment_method_data "
-            "payment_method_options payment_method_types radar_options receipt_email "
-            "return_url shipping use_stripe_sdk"
-        ).split()
+        for k in [
+            "allowed_payment_method_types",
+            "amount_details",
+            "capture_method",
+            "confirmation_token",
+            "error_on_requires_action",
+            "excluded_payment_method_types",
+            "expand",
+            "hooks",
+            "mandate",
+            "mandate_data",
+            "off_session",
+            "payment_details",
+            "payment_method",
+            "payment_method_data",
+            "payment_method_options",
+            "payment_method_types",
+            "radar_options",
+            "receipt_email",
+            "return_url",
+            "shipping",
+            "use_stripe_sdk",
+        ]
     },
     "amount_to_confirm": I(),
     "client_secret": S(),

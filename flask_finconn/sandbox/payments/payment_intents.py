@@ -121,10 +121,17 @@ def update(pay: Payments, pi_id: str, p: dict[str, Any]) -> dict[str, Any]:
         if p["customer"]:
             pay.host.customer(p["customer"], param="customer", status=400)
         data["customer"] = p["customer"] or None
-    for key in (
-        "amount description receipt_email statement_descriptor statement_descriptor_suffix "
-        "transfer_group application_fee_amount setup_future_usage capture_method"
-    ).split():
+    for key in [
+        "amount",
+        "description",
+        "receipt_email",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "transfer_group",
+        "application_fee_amount",
+        "setup_future_usage",
+        "capture_method",
+    ]:
         if key in p:
             data[key] = p[key] if p[key] != "" else None
     if p.get("currency"):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .._data import new_id
 from .._params import ApiError, invalid, missing
 from ._host import Committed
-from .testbank import BANK_NAME, ROUTING, TOKEN_PREFIX, fingerprint, outcome, token
+from .testbank import BANK_NAME, ROUTING, TOKEN_PREFIX, fingerprint, token
 
 if TYPE_CHECKING:
     from .engine import Payments
