@@ -38,6 +38,8 @@ def acceptance(
     base = "mandate_data[customer_acceptance]"
     if given["type"] == "online":
         online = given.get("online")
+        if online is None and not strict:
+            online = {}  # inferred from the client, as Stripe.js confirms do
         if online is None:
             raise invalid(
                 f"Missing required param: {base}[online]. Online acceptance needs the "

@@ -71,18 +71,18 @@ def _from_account(pay: Payments, fca: str, param: str) -> tuple[dict[str, Any], 
         raise invalid(
             f"No such financial connections account: '{fca}'", param=param, code="resource_missing"
         ) from None
-    if "payment_method" not in (account.get("permissions") or []):
-        raise invalid(
-            f"The account {fca} was linked without the 'payment_method' permission, so it "
-            "cannot become a payment method. Link it again in a session that asks for "
-            "'payment_method'.",
-            param=param,
-        )
     if "us_bank_account" not in (account.get("supported_payment_method_types") or []):
         raise invalid(
             f"The account {fca} is a {account['category']} {account['subcategory']} account; "
             "only cash checking and savings accounts can be debited. Link a checking or "
             "savings account.",
+            param=param,
+        )
+    if "payment_method" not in (account.get("permissions") or []):
+        raise invalid(
+            f"The account {fca} was linked without the 'payment_method' permission, so it "
+            "cannot become a payment method. Link it again in a session that asks for "
+            "'payment_method'.",
             param=param,
         )
     if account["status"] != "active":
@@ -127,7 +127,9 @@ def _manual(bank: dict[str, Any], base: str) -> tuple[dict[str, Any], dict[str, 
             code="account_number_invalid",
         )
     details = _details(routing, number, bank)
-    return details, {"source": "manual", "test_account": number, "verified": False}
+    # Only routing number 110000000 is Stripe's test bank: other accounts simply succeed.
+    test_account = number if routing == ROUTING else None
+    return details, {"source": "manual", "test_account": test_account, "verified": False}
 
 
 def _details(routing: str, number: str, bank: dict[str, Any]) -> dict[str, Any]:
