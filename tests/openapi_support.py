@@ -135,7 +135,7 @@ def sample(api: OpenAPI, schema: Mapping[str, Any], depth: int = 0) -> Any:
     if kind == "object":
         props = schema.get("properties")
         if not props:
-            return {"key": "value"}
+            return {"key": "value"} if schema.get("additionalProperties") else {}
         if depth > 6:
             return {
                 k: sample(api, v, depth + 1)

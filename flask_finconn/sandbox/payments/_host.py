@@ -75,9 +75,35 @@ class Committed(ApiError):
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
-        body = super().body()
+        body = conformant(super().body())
         body["error"].update(self.extra)
         return body
+
+
+def conformant(body: dict[str, Any]) -> dict[str, Any]:
+    """Stripe's error body: ``request_log_url`` is a string when present, never null."""
+    if body["error"].get("request_log_url", "") is None:
+        del body["error"]["request_log_url"]
+    return body
+
+
+class PaymentsError(ApiError):
+    """An :class:`ApiError` from the payments endpoints, with a spec-conformant body."""
+
+    @classmethod
+    def wrap(cls, exc: ApiError) -> PaymentsError:
+        wrapped = cls(
+            exc.status,
+            exc.message,
+            type=exc.type,
+            code=exc.code,
+            param=exc.param,
+            headers=exc.headers,
+        )
+        return wrapped
+
+    def body(self) -> dict[str, Any]:
+        return conformant(super().body())
 
 
 KIND_NAMES = {

@@ -86,7 +86,6 @@ def create(
         "object": "mandate",
         "customer_acceptance": customer_acceptance,
         "livemode": False,
-        "on_behalf_of": None,
         "payment_method": pm["id"],
         "payment_method_details": {"type": "us_bank_account", "us_bank_account": details},
         "status": status,

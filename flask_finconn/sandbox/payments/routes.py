@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._data import dumps
-from .._params import S, invalid, validate
+from .._params import ApiError, S, invalid, validate
 from . import _intents, _specs
-from ._host import Committed
+from ._host import Committed, PaymentsError
 from .engine import Payments
 
 Handler = Callable[[Any, dict[str, Any], tuple[str, ...]], tuple[int, str]]
@@ -57,13 +57,19 @@ def _expand(params: dict[str, Any], allowed: tuple[str, ...], prefix: str = "") 
     return paths
 
 
-def _committing(handler: Handler) -> Handler:
+def _conformant(handler: Handler) -> Handler:
+    """Errors with Stripe's body; a :class:`Committed` one is answered, so its change stays."""
+
     @functools.wraps(handler)
     def wrapped(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
         try:
             return handler(api, params, args)
         except Committed as exc:
             return exc.status, dumps(exc.body())
+        except PaymentsError:
+            raise
+        except ApiError as exc:
+            raise PaymentsError.wrap(exc) from None
 
     return wrapped
 
@@ -78,7 +84,7 @@ def _intent_op(kind: str, op: str) -> Handler:
     allowed = _SI_EXPANDABLE if kind == "seti" else _PI_EXPANDABLE
     noun = "setup_intent" if kind == "seti" else "payment_intent"
 
-    @_committing
+    @_conformant
     def handler(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
         pay = _pay(api)
         paths = _expand(params, allowed)
@@ -96,6 +102,7 @@ def _intent_op(kind: str, op: str) -> Handler:
 def _retrieve_intent(kind: str) -> Handler:
     allowed = _SI_EXPANDABLE if kind == "seti" else _PI_EXPANDABLE
 
+    @_conformant
     def handler(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
         pay = _pay(api)
         p = _specs.check(params, _specs.RETRIEVE_INTENT)
@@ -115,38 +122,41 @@ def _render_pm(pay: Payments, data: dict[str, Any], paths: list[str]) -> str:
     return dumps(data)
 
 
-@_committing
+@_conformant
 def create_pm(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     pay = _pay(api)
     paths = _expand(params, _PM_EXPANDABLE)
     return 200, _render_pm(pay, pay.create_payment_method(params), paths)
 
 
+@_conformant
 def retrieve_pm(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     pay = _pay(api)
     paths = _expand(_specs.check(params, _specs.RETRIEVE), _PM_EXPANDABLE)
     return 200, _render_pm(pay, pay.payment_method(args[0]), paths)
 
 
-@_committing
+@_conformant
 def attach_pm(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     pay = _pay(api)
     paths = _expand(params, _PM_EXPANDABLE)
     return 200, _render_pm(pay, pay.attach_payment_method(args[0], params), paths)
 
 
-@_committing
+@_conformant
 def detach_pm(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     pay = _pay(api)
     paths = _expand(params, _PM_EXPANDABLE)
     return 200, _render_pm(pay, pay.detach_payment_method(args[0], params), paths)
 
 
+@_conformant
 def list_pms(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = _specs.check(params, _specs.PM_LIST)
     return _page(_pay(api), p, p.get("customer"), "/v1/payment_methods")
 
 
+@_conformant
 def list_customer_pms(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = _specs.check(params, _specs.CUSTOMER_PM_LIST)
     pay = _pay(api)
@@ -212,11 +222,13 @@ def _page(pay: Payments, p: dict[str, Any], customer: str | None, url: str) -> t
     )
 
 
+@_conformant
 def retrieve_mandate(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     _expand(_specs.check(params, _specs.RETRIEVE), ())
     return 200, dumps(_pay(api).mandate(args[0]))
 
 
+@_conformant
 def retrieve_charge(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     pay = _pay(api)
     paths = _expand(_specs.check(params, _specs.RETRIEVE), _CHARGE_EXPANDABLE)
@@ -232,6 +244,7 @@ def retrieve_charge(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> 
 
 
 def _helper(name: str) -> Handler:
+    @_conformant
     def handler(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
         pay = _pay(api)
         if name == "fail":
