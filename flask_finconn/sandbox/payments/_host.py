@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ SCHEMA = (
     "seq INTEGER NOT NULL, owner TEXT, token TEXT, data TEXT NOT NULL, internal TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS pay_objects_kind ON pay_objects (kind, owner, seq)",
     "CREATE INDEX IF NOT EXISTS pay_objects_token ON pay_objects (token)",
+    "CREATE INDEX IF NOT EXISTS pay_objects_seq ON pay_objects (seq)",
     "CREATE TABLE IF NOT EXISTS pay_blocks (fingerprint TEXT PRIMARY KEY, "
     "network_code TEXT, reason TEXT NOT NULL, created INTEGER NOT NULL)",
 )
@@ -122,6 +124,7 @@ class Objects:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.store = host.store
+        self._local = threading.local()
         with self.store.tx():
             for statement in SCHEMA:
                 self.store.execute(statement)
@@ -193,15 +196,29 @@ class Objects:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
-        """One write transaction in which a :class:`Committed` error still commits."""
+        """One write transaction in which a :class:`Committed` error still commits.
+
+        The sandbox clock is read once per transaction (see :meth:`now`).
+        """
         error: Committed | None = None
         with self.store.tx():
+            outer = getattr(self._local, "now", None) is None
+            if outer:
+                self._local.now = self.host.now()
             try:
                 yield
             except Committed as exc:
                 error = exc
+            finally:
+                if outer:
+                    self._local.now = None
         if error is not None:
             raise error
+
+    def now(self) -> int:
+        """The sandbox clock: fixed for the duration of a :meth:`writing` transaction."""
+        cached: int | None = getattr(self._local, "now", None)
+        return cached if cached is not None else self.host.now()
 
 
 def check_state(kind: str, obj: dict[str, Any], allowed: tuple[str, ...], verb: str) -> None:

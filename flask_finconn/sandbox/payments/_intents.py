@@ -186,7 +186,7 @@ def check_block(
         "The bank account is blocked because an earlier debit was returned "
         f"({block['reason']}). Collect a different bank account."
     )
-    fail(pay, kind, intent, internal, "bank_account_unusable", message, pay.host.now())
+    fail(pay, kind, intent, internal, "bank_account_unusable", message, pay.objects.now())
     raise Committed(
         402,
         message,
@@ -204,7 +204,7 @@ def microdeposits_fail(
     if pm_internal["source"] == "fc" or test.result != "microdeposits_fail":
         return False
     assert test.code is not None and test.message is not None
-    fail(pay, kind, intent, internal, test.code, test.message, pay.host.now())
+    fail(pay, kind, intent, internal, test.code, test.message, pay.objects.now())
     return True
 
 
@@ -212,7 +212,7 @@ def require_action(
     pay: Payments, kind: str, intent: dict[str, Any], internal: dict[str, Any]
 ) -> None:
     """``requires_action`` with ``next_action.verify_with_microdeposits``; the 10 days start."""
-    now = pay.host.now()
+    now = pay.objects.now()
     token = internal.get("verification_token") or new_id("sacs_test_")
     internal["verification_token"] = token
     internal["attempts"] = {"amounts": 0, "descriptor_code": 0}
@@ -250,7 +250,7 @@ def mandate_for(
     verified: bool,
 ) -> str:
     """The mandate this confirm uses: explicit, new from ``mandate_data``, or reused."""
-    at = pay.host.now()
+    at = pay.objects.now()
     explicit = p.get("mandate")
     if explicit:
         data = pay.objects.load("mandate", explicit, param="mandate", status=400)[0]

@@ -30,7 +30,7 @@ def create_pending(
     pay: Payments, pi: dict[str, Any], pm: dict[str, Any], mandate: str | None
 ) -> dict[str, Any]:
     """A pending charge for a PaymentIntent that starts processing; emits ``charge.pending``."""
-    now = pay.host.now()
+    now = pay.objects.now()
     bank = pm["us_bank_account"]
     charge_id = new_id("py_")
     data: dict[str, Any] = {

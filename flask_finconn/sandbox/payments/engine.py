@@ -187,12 +187,12 @@ class Payments:
                     "be settled or failed.",
                     param="payment_intent",
                 )
-            return payment_intents.settle(self, pi_id, self.host.now(), force=force)
+            return payment_intents.settle(self, pi_id, self.objects.now(), force=force)
 
     def dispute(self, pi_id: str, reason: str = "debit_not_authorized") -> dict[str, Any]:
         """Dispute a succeeded debit now: ``charge.dispute.*`` and the mandate inactive."""
         with self.objects.writing():
-            return dict(payment_intents.dispute(self, pi_id, self.host.now(), reason))
+            return dict(payment_intents.dispute(self, pi_id, self.objects.now(), reason))
 
     # --- blocks, mandates, tasks --------------------------------------------------------
 
@@ -205,7 +205,7 @@ class Payments:
 
     def add_block(self, fingerprint: str, network_code: str | None, reason: str) -> None:
         """Block a bank account after a return; its saved PaymentMethods say so."""
-        now = self.host.now()
+        now = self.objects.now()
         self.host.store.execute(
             "INSERT OR REPLACE INTO pay_blocks (fingerprint, network_code, reason, created) "
             "VALUES (?, ?, ?, ?)",

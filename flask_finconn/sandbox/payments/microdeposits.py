@@ -69,7 +69,7 @@ def verify(pay: Payments, kind: str, intent_id: str, p: dict[str, Any]) -> dict[
     if result == "timeout":
         since = internal.get("action_since")
         pay.host.schedule(
-            pay.host.now(), "payments.timeout", intent_id, {"kind": kind, "since": since}
+            pay.objects.now(), "payments.timeout", intent_id, {"kind": kind, "since": since}
         )
         return data
     field = "amounts" if amounts is not None else "descriptor_code"
@@ -82,7 +82,7 @@ def verify(pay: Payments, kind: str, intent_id: str, p: dict[str, Any]) -> dict[
             "You have exceeded the number of allowed verification attempts. Collect the "
             "bank account again or use another payment method."
         )
-        _intents.fail(pay, kind, data, internal, EXCEEDED, message, pay.host.now())
+        _intents.fail(pay, kind, data, internal, EXCEEDED, message, pay.objects.now())
         raise Committed(
             400, message, code=EXCEEDED, param=field, extra={_intents.PREFIX[kind]: data}
         )

@@ -27,7 +27,7 @@ MINIMUM = 50
 
 def create(pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/payment_intents`` (confirms too when ``confirm=true``)."""
-    now = pay.host.now()
+    now = pay.objects.now()
     if p.get("customer"):
         pay.host.customer(p["customer"], param="customer", status=400)
     types = p.get("payment_method_types") or ["us_bank_account"]
@@ -88,7 +88,7 @@ def create(pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
     pay.host.emit("payment_intent.created", data, now)
     if p.get("confirm"):
         keep = {k: v for k, v in p.items() if k in ("mandate_data", "mandate")}
-        return confirm(pay, pi_id, keep, True)
+        return confirm(pay, pi_id, keep, True, loaded=(data, {}))
     if p.get("mandate_data") or p.get("mandate"):
         raise invalid(
             "mandate_data and mandate can only be passed together with confirm=true.",
@@ -149,9 +149,16 @@ def update(pay: Payments, pi_id: str, p: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def confirm(pay: Payments, pi_id: str, p: dict[str, Any], strict: bool = False) -> dict[str, Any]:
-    """``POST /v1/payment_intents/{id}/confirm`` (``strict``: the create-and-confirm rules)."""
-    data, internal = pay.objects.load("pi", pi_id)
+def confirm(
+    pay: Payments,
+    pi_id: str,
+    p: dict[str, Any],
+    strict: bool = False,
+    loaded: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``POST /v1/payment_intents/{id}/confirm`` (``strict``: the create-and-confirm rules;
+    ``loaded``: the intent and its internal state, when the caller has them)."""
+    data, internal = loaded or pay.objects.load("pi", pi_id)
     check_state("pi", data, CONFIRMABLE, "confirm")
     if p.get("setup_future_usage") is not None:
         data["setup_future_usage"] = p["setup_future_usage"] or None
@@ -178,17 +185,22 @@ def confirm(pay: Payments, pi_id: str, p: dict[str, Any], strict: bool = False) 
         pay, "pi", data, pm, p, strict=strict, verified=verified
     )
     if verified:
-        start_processing(pay, data, internal)
+        start_processing(pay, data, internal, found)
     else:
         internal["pending_mandate"] = internal["mandate"]
         _intents.require_action(pay, "pi", data, internal)
     return data
 
 
-def start_processing(pay: Payments, data: dict[str, Any], internal: dict[str, Any]) -> None:
+def start_processing(
+    pay: Payments,
+    data: dict[str, Any],
+    internal: dict[str, Any],
+    found: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> None:
     """``processing``: a pending charge, and the settlement scheduled."""
-    now = pay.host.now()
-    pm, pm_internal = pay.objects.load("pm", data["payment_method"])
+    now = pay.objects.now()
+    pm, pm_internal = found or pay.objects.load("pm", data["payment_method"])
     if internal.pop("pending_mandate", None):
         mandates.set_status(pay, internal["mandate"], "active")
     charge = charges.create_pending(pay, data, pm, internal["mandate"])
@@ -260,7 +272,7 @@ def cancel(pay: Payments, pi_id: str, p: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/payment_intents/{id}/cancel``."""
     data, internal = pay.objects.load("pi", pi_id)
     check_state("pi", data, CANCELABLE, "cancel")
-    now = pay.host.now()
+    now = pay.objects.now()
     if data["status"] == "processing":
         charges.fail(pay, data["latest_charge"], None, "The payment was canceled.", now)
     if internal.get("pending_mandate"):

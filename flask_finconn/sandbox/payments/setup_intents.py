@@ -24,7 +24,7 @@ OPEN = ("requires_payment_method", "requires_confirmation", "requires_action")
 
 def create(pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/setup_intents`` (confirms too when ``confirm=true``)."""
-    now = pay.host.now()
+    now = pay.objects.now()
     if p.get("customer"):
         pay.host.customer(p["customer"], param="customer", status=400)
     si_id = new_id("seti_")
@@ -70,7 +70,8 @@ def create(pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
     pay.objects.insert("seti", data, {}, owner=data["customer"])
     pay.host.emit("setup_intent.created", data, now)
     if p.get("confirm"):
-        return confirm(pay, si_id, {k: v for k, v in p.items() if k == "mandate_data"}, True)
+        keep = {k: v for k, v in p.items() if k == "mandate_data"}
+        return confirm(pay, si_id, keep, True, loaded=(data, {}))
     if p.get("mandate_data"):
         raise invalid(
             "mandate_data can only be passed together with confirm=true.", param="mandate_data"
@@ -101,9 +102,16 @@ def update(pay: Payments, si_id: str, p: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def confirm(pay: Payments, si_id: str, p: dict[str, Any], strict: bool = False) -> dict[str, Any]:
-    """``POST /v1/setup_intents/{id}/confirm`` (``strict``: the create-and-confirm rules)."""
-    data, internal = pay.objects.load("seti", si_id)
+def confirm(
+    pay: Payments,
+    si_id: str,
+    p: dict[str, Any],
+    strict: bool = False,
+    loaded: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``POST /v1/setup_intents/{id}/confirm`` (``strict``: the create-and-confirm rules;
+    ``loaded``: the intent and its internal state, when the caller has them)."""
+    data, internal = loaded or pay.objects.load("seti", si_id)
     check_state("seti", data, ("requires_payment_method", "requires_confirmation"), "confirm")
     _intents.apply_options(data, p)
     found = _intents.collect(pay, "seti", data, p)
@@ -137,7 +145,7 @@ def confirm(pay: Payments, si_id: str, p: dict[str, Any], strict: bool = False) 
 
 def succeed(pay: Payments, data: dict[str, Any], internal: dict[str, Any]) -> None:
     """The account is verified: ``succeeded``, the PaymentMethod saved to the customer."""
-    now = pay.host.now()
+    now = pay.objects.now()
     pm, pm_internal = pay.objects.load("pm", data["payment_method"])
     if internal.pop("pending_mandate", None):
         mandates.set_status(pay, data["mandate"], "active")
@@ -158,5 +166,5 @@ def cancel(pay: Payments, si_id: str, p: dict[str, Any]) -> dict[str, Any]:
         status="canceled", next_action=None, cancellation_reason=p.get("cancellation_reason")
     )
     pay.objects.save(data, internal)
-    pay.host.emit("setup_intent.canceled", data, pay.host.now())
+    pay.host.emit("setup_intent.canceled", data, pay.objects.now())
     return data
