@@ -108,6 +108,14 @@ class PaymentsError(ApiError):
         return conformant(super().body())
 
 
+KIND_OF = {
+    "payment_method": "pm",
+    "setup_intent": "seti",
+    "payment_intent": "pi",
+    "mandate": "mandate",
+    "charge": "charge",
+    "dispute": "dispute",
+}
 KIND_NAMES = {
     "pm": "payment method",
     "seti": "setupintent",
@@ -136,20 +144,15 @@ class Objects:
         internal: dict[str, Any],
         *,
         owner: str | None = None,
-        token: str | None = None,
     ) -> None:
+        """Store a new object (or overwrite it: an intent confirmed as it is created is
+        stored once, in its final state)."""
         self.store.execute(
-            "INSERT INTO pay_objects (id, kind, seq, owner, token, data, internal) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                data["id"],
-                kind,
-                self.store.next_seq("pay_objects"),
-                owner,
-                token,
-                dumps(data),
-                dumps(internal),
-            ),
+            "INSERT INTO pay_objects (id, kind, seq, owner, data, internal) VALUES "
+            "(?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM pay_objects), ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET data = excluded.data, internal = excluded.internal, "
+            "owner = COALESCE(excluded.owner, pay_objects.owner)",
+            (data["id"], kind, owner, dumps(data), dumps(internal)),
         )
 
     def load(
@@ -168,16 +171,10 @@ class Objects:
     def save(
         self, data: dict[str, Any], internal: dict[str, Any], *, owner: str | None = None
     ) -> None:
-        if owner is None:
-            self.store.execute(
-                "UPDATE pay_objects SET data = ?, internal = ? WHERE id = ?",
-                (dumps(data), dumps(internal), data["id"]),
-            )
-        else:
-            self.store.execute(
-                "UPDATE pay_objects SET data = ?, internal = ?, owner = ? WHERE id = ?",
-                (dumps(data), dumps(internal), owner, data["id"]),
-            )
+        """Store an object's new state (``owner``: change what lists filter on)."""
+        if owner is None and data["object"] in ("setup_intent", "payment_intent"):
+            owner = data["customer"]
+        self.insert(KIND_OF[data["object"]], data, internal, owner=owner)
 
     def by_token(self, token: str) -> tuple[str, str] | None:
         """``(kind, id)`` of the object holding this token (a hosted verification token)."""

@@ -84,7 +84,8 @@ def create(pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
         data["payment_method_options"]["us_bank_account"] = _intents.options(given, None)
     if _intents.collect(pay, "pi", data, p) is not None:
         data["status"] = "requires_confirmation"
-    pay.objects.insert("pi", data, {}, owner=data["customer"])
+    if not p.get("confirm"):  # confirming stores it, once, in its final state
+        pay.objects.insert("pi", data, {}, owner=data["customer"])
     pay.host.emit("payment_intent.created", data, now)
     if p.get("confirm"):
         keep = {k: v for k, v in p.items() if k in ("mandate_data", "mandate")}
