@@ -581,3 +581,28 @@ def test_other_routing_numbers_succeed(sb: Sandbox, sdk: Client) -> None:
     pi = sdk.v1.payment_intents.verify_microdeposits(pi.id, {"amounts": [32, 45]})
     sb.advance_time(sb.payments.settlement_delay)
     assert sdk.v1.payment_intents.retrieve(pi.id).status == "succeeded"
+
+
+def test_payment_intent_cancel_from_each_requires_status(sb: Sandbox, sdk: Client) -> None:
+    intents = [
+        sdk.v1.payment_intents.create({"amount": 1000, "currency": "usd"}),
+        sdk.v1.payment_intents.create(
+            {"amount": 1000, "currency": "usd", "payment_method": "pm_usBankAccount_success"}
+        ),
+        debit(sdk, data=manual_data()),
+    ]
+    assert [pi.status for pi in intents] == [
+        "requires_payment_method",
+        "requires_confirmation",
+        "requires_action",
+    ]
+    for pi in intents:
+        canceled = sdk.v1.payment_intents.cancel(pi.id, {"cancellation_reason": "duplicate"})
+        assert canceled.status == "canceled" and canceled.cancellation_reason == "duplicate"
+        assert canceled.next_action is None
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        sdk.v1.payment_intents.verify_microdeposits(intents[2].id, {"amounts": [32, 45]})
+    assert info.value.code == "payment_intent_unexpected_state"
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        sdk.v1.payment_intents.confirm(intents[1].id, {"mandate_data": ONLINE})
+    assert info.value.code == "payment_intent_unexpected_state"

@@ -320,3 +320,13 @@ def test_payment_events_are_signed_and_delivered(sb: Sandbox) -> None:
     created = next(e for e in received if e.type == "payment_intent.created")
     assert created.data.object.id == pi.id
     assert created.request.idempotency_key, "the SDK's own key is stamped on the event"
+
+
+def test_a_dispute_fired_early_by_a_helper_is_not_repeated(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    pi = debit(client, "pm_usBankAccount_dispute")
+    sb.advance_time(sb.payments.settlement_delay)
+    sb.payments.dispute(pi.id)
+    sb.advance_time(sb.payments.settlement_delay)
+    assert len(sb.events(type="charge.dispute.created")) == 1
+    assert client.v1.payment_intents.retrieve(pi.id).status == "succeeded"

@@ -230,7 +230,11 @@ class Payments:
         if name == "settle":
             payment_intents.settle(self, key, at)
         elif name == "dispute":
-            payment_intents.dispute(self, key, at)
+            data = self.objects.get("pi", key)
+            charge = self.objects.get("charge", data["latest_charge"])
+            # A test helper may have disputed it already; a debit is disputed once.
+            if data["status"] == "succeeded" and not charge["disputed"]:
+                payment_intents.dispute(self, key, at)
         elif name == "timeout":
             microdeposits.timeout(self, extra["kind"], key, extra.get("since"), at)
 
