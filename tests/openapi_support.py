@@ -13,6 +13,10 @@ Generic over endpoints: everything is looked up by ``(template, method)``, e.g.
   template.
 - :class:`Recorder` is a ``stripe.HTTPClient`` that passes requests on and keeps every
   ``(method, path, status, body)``, to validate what a flow through the SDK received.
+
+The spec is the 2026-07-29.dahlia cut; ``info.x-endive-overlay`` lists what changed for
+Financial Connections in 2026-10-28.endive (which the sandbox speaks). The overlay is not
+applied here yet: the payments endpoints are not affected by it.
 """
 
 from __future__ import annotations
