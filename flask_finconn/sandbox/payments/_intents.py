@@ -178,8 +178,12 @@ def check_block(
     internal: dict[str, Any],
     pm: dict[str, Any],
 ) -> None:
-    """A blocked account cannot be debited: 402 ``bank_account_unusable`` (kept)."""
-    block = pay.block_of(pm["us_bank_account"]["fingerprint"])
+    """A blocked account cannot be debited: 402 ``bank_account_unusable`` (kept).
+
+    Blocks are written onto every PaymentMethod of the account when they happen (and onto
+    new ones when they are created), so the PaymentMethod itself says.
+    """
+    block = (pm["us_bank_account"].get("status_details") or {}).get("blocked")
     if block is None:
         return
     message = (
