@@ -15,7 +15,7 @@ parameters in :mod:`._specs`; HTTP handlers in :mod:`.routes`.
 
 from __future__ import annotations
 
-from ._host import TASK_PREFIX, Host
+from ._host import TASK_KINDS, TASK_PREFIX, Host
 from .engine import SETTLEMENT_DELAY, Payments
 
-__all__ = ["SETTLEMENT_DELAY", "TASK_PREFIX", "Host", "Payments"]
+__all__ = ["SETTLEMENT_DELAY", "TASK_KINDS", "TASK_PREFIX", "Host", "Payments"]

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 TASK_PREFIX = "payments."
 """Tasks whose ``kind`` starts with this are the payments emulator's (see ``run_task``)."""
+TASK_KINDS = ("payments.settle", "payments.dispute", "payments.timeout")
+"""Every task kind the payments emulator schedules (a debit settles, a dispute arrives,
+microdeposits time out); the sandbox hands each to ``Payments.run_task``."""
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS pay_objects (id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
