@@ -37,10 +37,24 @@ def _created(sb: Sandbox) -> list[str]:
 # --- idempotency ------------------------------------------------------------------------
 
 
-def test_a_lost_answer_is_replayed_by_the_sdks_retry(sb: Sandbox) -> None:
-    client = sb.stripe_client(max_network_retries=2)
+@pytest.fixture(name="retrying", params=["in_process", "loopback"])
+def retrying_fixture(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Client]:
+    """A StripeClient that retries twice, in-process or over HTTP on loopback."""
+    if request.param == "in_process":
+        yield sb.stripe_client(max_network_retries=2)
+        return
+    served = Served(sb.wsgi_app)
+    try:
+        yield stripe.StripeClient(
+            sb.api_key, base_addresses={"api": served.url}, max_network_retries=2
+        )
+    finally:
+        served.close()
+
+
+def test_a_lost_answer_is_replayed_by_the_sdks_retry(sb: Sandbox, retrying: Client) -> None:
     sb.faults.fail_after_commit()
-    pi = client.v1.payment_intents.create(PI, {"idempotency_key": "order-17"})
+    pi = retrying.v1.payment_intents.create(PI, {"idempotency_key": "order-17"})
     assert pi.status == "processing"
     assert pi.last_response.headers["Idempotent-Replayed"] == "true"
     assert _created(sb) == [pi.id], "the retry replayed; no second PaymentIntent"
