@@ -12,7 +12,7 @@ from ._wire import Api, Handler
 HELPERS = "/v1/test_helpers/financial_connections"
 
 
-def helper_complete(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def complete_session(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"institution": S(), "accounts": L(S()), "expand": EXPAND})
     session = api.sb.complete_session(
         args[0], institution=p.get("institution") or "bank_nonoauth", accounts=p.get("accounts")
@@ -20,18 +20,18 @@ def helper_complete(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> 
     return 200, _dumps(session)
 
 
-def helper_cancel(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def cancel_session(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     validate(params, {"expand": EXPAND})
     return 200, _dumps(api.sb.cancel_session(args[0]))
 
 
-def helper_expire(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def expire_session(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     validate(params, {"expand": EXPAND})
     api.sb.expire_session(args[0])
     return 200, _dumps(api.sb.session(args[0]))
 
 
-def helper_finish(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def finish_refreshes(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"account": S(prefix="fca_"), "status": E("succeeded", "failed")})
     finished = api.sb.finish_refreshes(p.get("account"), p.get("status", "succeeded"))
     return 200, _dumps({"object": "test_helpers.result", "finished": finished})
@@ -54,12 +54,12 @@ def _account_helper(name: str) -> Handler:
     return handler
 
 
-def helper_fire_event(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def fire_event(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"type": S(required=True)})
     return 200, _dumps(api.sb.fire_event(args[0], p["type"]))
 
 
-def helper_history(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def set_history(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"size": I(required=True)})
     if not 0 <= p["size"] <= 5_000_000:
         raise invalid(
@@ -69,7 +69,7 @@ def helper_history(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> t
     return 200, _dumps(api.sb.parts.accounts.row(args[0])[0])
 
 
-def helper_advance(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def advance_time(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"seconds": I(required=True)})
     if p["seconds"] < 0:
         raise invalid(
@@ -81,16 +81,16 @@ def helper_advance(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> t
     return 200, _dumps({"object": "test_helpers.clock", "now": now})
 
 
-def helper_deliver(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def deliver_events(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"retry_now": Spec("bool")})
     attempts = api.sb.deliver_events(retry_now=p.get("retry_now", False))
     return 200, _dumps({"object": "test_helpers.result", "attempts": attempts})
 
 
-helper_deliver.outside_transaction = True  # type: ignore[attr-defined]
+deliver_events.outside_transaction = True  # type: ignore[attr-defined]
 
 
-def helper_institutions(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+def list_institutions(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"query": S()})
     data = api.sb.institutions(p.get("query"))
     return 200, _dumps(
