@@ -243,6 +243,13 @@ class Api:
         kind: str,
         render: Callable[[list[str]], list[str]] | None = None,
     ) -> tuple[int, str]:
+        """One page of a list object over ``table`` rows matching ``where``, newest first.
+
+        Rows are ordered by ``key`` descending (it must end in a unique column). The cursor
+        (``starting_after`` / ``ending_before``) is compared as a row value, ``(key) <
+        (cursor's key)``, which SQLite answers by seeking an index that starts with the
+        ``where`` columns followed by ``key``. ``render`` may rewrite the stored JSON bodies.
+        """
         limit = params.get("limit", 10)
         if not 1 <= limit <= 100:
             raise invalid(
