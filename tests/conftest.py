@@ -212,7 +212,8 @@ def widget_page(chromium: Any, live_server: str) -> Iterator[Any]:
 
 
 def stripe_event(type: str, obj: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """A snapshot event as Stripe POSTs it (reference §4.2), with a fresh ``evt_`` id."""
+    """A snapshot event as Stripe POSTs it (``data.object`` is the object then), with a fresh
+    ``evt_`` id."""
     import time
 
     event = {

@@ -16,6 +16,7 @@ REAL_KEYS = {
     "FINCONN_STRIPE_SECRET_KEY": "sk_test_core123",
     "FINCONN_STRIPE_PUBLISHABLE_KEY": "pk_test_core123",
     "FINCONN_WEBHOOK_SECRET": "whsec_core123",
+    "FINCONN_MERCHANT_NAME": "Core Shop",
 }
 
 
@@ -29,6 +30,7 @@ def no_stripe_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def host_app(**config: Any) -> tuple[Flask, SQLAlchemy, FinConn]:
     app = Flask("host")
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    app.config["FINCONN_MERCHANT_NAME"] = "Host shop"
     app.config.update(config)
     db = SQLAlchemy()
     db.init_app(app)
@@ -195,7 +197,7 @@ def test_holder_must_be_a_holder() -> None:
 
 
 def test_routes_need_a_holder_loader() -> None:
-    app, _, finconn = host_app(FINCONN_SANDBOX_DATABASE=":memory:")
+    app, _, finconn = host_app(FINCONN_SANDBOX=True, FINCONN_SANDBOX_DATABASE=":memory:")
     finconn.init_app(app)
     response = app.test_client().get("/finconn/accounts")
     assert response.status_code == 500

@@ -24,6 +24,7 @@ def make_host(database_url: str) -> tuple[Flask, SQLAlchemy]:
         FINCONN_STRIPE_SECRET_KEY="sk_test_migrations",
         FINCONN_STRIPE_PUBLISHABLE_KEY="pk_test_migrations",
         FINCONN_WEBHOOK_SECRET="whsec_migrations",
+        FINCONN_MERCHANT_NAME="Migrations",
     )
     db = SQLAlchemy()
     db.init_app(app)

@@ -388,12 +388,12 @@ def test_a_retry_takes_over_an_event_whose_worker_died(
     event = sb.events(type=DEACTIVATED)[-1]
     with webhook_app.app_context():
         state = get_state(webhook_app)
-        events.store_event(state, event, claimed=True)  # then the process was killed
+        events.store_event(state, event)
         session = state.db.session
-        session.execute(
+        session.execute(  # claimed a minute ago, then the process was killed
             sa.update(WebhookEvent)
             .where(WebhookEvent.id == event["id"])
-            .values(claimed_at=utcnow() - timedelta(minutes=1))
+            .values(status="processing", attempts=1, claimed_at=utcnow() - timedelta(minutes=1))
         )
         session.commit()
     assert post_webhook(webhook_app, event).status_code == 200  # too soon: still its own
