@@ -343,7 +343,7 @@ DATA_PERMISSIONS = ["balances", "ownership", "transactions"]
 
 @pytest.fixture
 def data_app(make_finconn_app: Callable[..., Flask]) -> Flask:
-    """A sandbox host app asking for balances, ownership and transactions (issue #5 tests).
+    """A sandbox host app asking for balances, ownership and transactions (the data tests).
 
     Its refreshes stay pending until the test finishes them (or moves the clock an hour).
     """

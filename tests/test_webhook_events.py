@@ -6,11 +6,13 @@ Stripe would over HTTP; handlers re-read accounts through the real SDK.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from conftest import stripe_event
 from flask import Flask
@@ -240,7 +242,9 @@ def test_account_created_before_the_browser_completes_links_once(webhook_app: Fl
     assert [s["account"].id for s in linked] == [completed["accounts"][0]["id"]]
 
 
-def test_a_failing_handler_is_recorded_then_replayed_once(webhook_app: Flask) -> None:
+def test_a_failing_handler_is_recorded_then_replayed_once(
+    webhook_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
     account = linked_checking(webhook_app)
     sb = sandbox_of(webhook_app)
     sb.deliver_events()
@@ -249,12 +253,20 @@ def test_a_failing_handler_is_recorded_then_replayed_once(webhook_app: Flask) ->
     with (
         captured_signals(event_failed, webhook_app) as failed,
         captured_signals(account_deactivated, webhook_app) as deactivated,
+        caplog.at_level(logging.ERROR, logger="flask_finconn.events"),
     ):
         sb.deliver_events()
         assert sb.webhook_attempts()[-1]["status"] == 500  # so Stripe retries
         row = next(r for r in stored(webhook_app) if r.type == DEACTIVATED)
         assert row.status == "failed" and row.attempts == 1
         assert row.last_error is not None and "StripeUnavailable" in row.last_error
+        # The whole traceback is kept with the event and logged, down to the failing call.
+        assert row.last_traceback is not None
+        assert row.last_traceback.startswith("Traceback (most recent call last):")
+        assert "retrieve_account" in row.last_traceback
+        assert "StripeUnavailable" in row.last_traceback.splitlines()[-1]
+        logged = [r for r in caplog.records if row.id in r.getMessage()]
+        assert logged and logged[0].exc_info is not None
         assert [f["event"].id for f in failed] == [row.id]
         assert type(failed[0]["error"]).__name__ == "StripeUnavailable"
         assert account_row(webhook_app, account.id).status == "active"  # rolled back

@@ -36,7 +36,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from flask import current_app
@@ -186,10 +186,10 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
             except Exception:
                 # A receiver's bug must not strand an event that is stored.
                 logger.exception("An event_received receiver raised for event %s.", event_id)
-    outcome = state.queue.received(state, event_id, new=values is not None)
+    outcome = cast("Outcome | None", state.queue.received(state, event_id, new=values is not None))
     if outcome == "failed":
         raise EventProcessingFailed()
-    return Received(event_id, duplicate=values is None, outcome=outcome)  # type: ignore[arg-type]
+    return Received(event_id, duplicate=values is None, outcome=outcome)
 
 
 # claiming and processing
