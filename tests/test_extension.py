@@ -237,7 +237,9 @@ def test_error_handlers_stay_on_the_blueprint() -> None:
 
 @pytest.mark.parametrize("key", ["sk_live_x", "rk_live_x"])
 def test_a_live_key_never_runs_on_the_sandbox(key: str) -> None:
-    app, _, finconn = host_app(**REAL_KEYS, FINCONN_STRIPE_SECRET_KEY=key, FINCONN_SANDBOX=True)
+    app, _, finconn = host_app(
+        **{**REAL_KEYS, "FINCONN_STRIPE_SECRET_KEY": key}, FINCONN_SANDBOX=True
+    )
     with pytest.raises(ConfigurationError) as info:
         finconn.init_app(app)
     message = str(info.value)

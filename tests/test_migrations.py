@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,16 @@ def make_host(database_url: str) -> tuple[Flask, SQLAlchemy]:
     FinConn(db=db).init_app(app)
     Migrate(app, db)
     return app, db
+
+
+@pytest.fixture(autouse=True)
+def keep_loggers_enabled() -> Iterator[None]:
+    """Alembic's env.py applies alembic.ini's logging, which disables every logger it does
+    not name; enable ours again so later tests still see the extension's log records."""
+    yield
+    for name, each in logging.root.manager.loggerDict.items():
+        if isinstance(each, logging.Logger) and name.startswith("flask_finconn"):
+            each.disabled = False
 
 
 # Flask-Migrate's generated env.py still tries Flask-SQLAlchemy's deprecated get_engine() first.
