@@ -478,3 +478,27 @@ def test_a_retry_takes_over_an_event_whose_worker_died(
     assert len(deactivated) == 1
     rows = [r for r in stored(webhook_app) if r.id == event["id"]]
     assert [(r.status, r.attempts) for r in rows] == [("processed", 2)]
+
+
+def test_event_writes_go_through_sqlalchemy_where_the_hosts_listeners_see_them(
+    webhook_app: Flask, post_webhook: Callable[..., Any]
+) -> None:
+    with webhook_app.app_context():
+        engine = get_state(webhook_app).db.engine
+    seen: list[str] = []
+
+    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    sa.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        event = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
+        assert post_webhook(webhook_app, event).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listen)
+    assert [s.split(" (")[0] for s in seen if s.startswith("INSERT")] == [
+        "INSERT INTO finconn_webhook_event"
+    ]
+    # the claim, then the processed mark
+    assert len([s for s in seen if s.startswith("UPDATE finconn_webhook_event")]) == 2
+    assert {r.status for r in stored(webhook_app)} == {"processed"}

@@ -98,7 +98,7 @@ def _insert_statement(dialect: str) -> Any:
     return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
 
 
-# Built once: SQLAlchemy's compiled cache then serves the hot path.
+# Built once, compiled once per dialect (below).
 _INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
 
 
@@ -150,11 +150,49 @@ def store_event(state: FinConnState, event: dict[str, Any]) -> WebhookEvent | No
     return None if values is None else WebhookEvent(**values)
 
 
+_Compiled = tuple[str, "tuple[str, ...] | None", dict[str, Any]]
+_COMPILED: dict[tuple[str, str], _Compiled] = {}
+
+
+def _compiled_insert(dialect: sa.Dialect) -> _Compiled:
+    """The insert compiled once per dialect: SQL, parameter order, the columns' converters."""
+    key = (dialect.name, dialect.driver)
+    if key not in _COMPILED:
+        compiled = _INSERTS[dialect.name].compile(dialect=dialect)
+        processors = {
+            column.key: column.type.dialect_impl(dialect).bind_processor(dialect)
+            for column in COLUMNS
+        }
+        order = tuple(compiled.positiontup) if compiled.positiontup else None
+        _COMPILED[key] = (compiled.string, order, processors)
+    return _COMPILED[key]
+
+
 def _store(state: FinConnState, event: dict[str, Any]) -> dict[str, Any] | None:
+    """Insert the event's row unless its id is stored; the values, or None for a duplicate.
+
+    The acknowledge path's one statement. On an engine it runs on an autocommit connection
+    of the app's engine (durable when it returns, without the BEGIN and COMMIT round trips
+    of a transaction), as SQL compiled once with the values converted by the columns' own
+    types: ``exec_driver_sql`` skips only the per-call compile-cache machinery, and the
+    host's engine and connection event listeners see the statement like any other.
+    """
     session = state.db.session
     values = _row_values(event)
-    statement = _INSERTS.get(session.get_bind().dialect.name)
-    if statement is not None:
+    bind = session.get_bind()
+    if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
+        sql, order, processors = _compiled_insert(bind.dialect)
+        params = {
+            name: (process(values[name]) if process is not None else values[name])
+            for name, process in processors.items()
+        }
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            row = connection.exec_driver_sql(
+                sql, params if order is None else tuple(params[k] for k in order)
+            ).first()
+        return values if row is not None else None
+    statement = _INSERTS.get(bind.dialect.name)
+    if statement is not None:  # a session bound to a connection (tests in a transaction)
         return values if _execute_alone(state, statement, values) is not None else None
     try:
         session.execute(sa.insert(EVENTS), values)
