@@ -94,8 +94,8 @@ COLUMNS = tuple(EVENTS.c)
 
 def _insert_statement(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # RETURNING gives a row only when inserted (rowcount is unreliable after DO NOTHING).
-    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
+    # Both report a row count of 0 for a conflict skipped by DO NOTHING, 1 for an insert.
+    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"])
 
 
 # Built once, compiled once per dialect (below).
@@ -187,13 +187,15 @@ def _store(state: FinConnState, event: dict[str, Any]) -> dict[str, Any] | None:
             for name, process in processors.items()
         }
         with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            row = connection.exec_driver_sql(
+            result = connection.exec_driver_sql(
                 sql, params if order is None else tuple(params[k] for k in order)
-            ).first()
-        return values if row is not None else None
+            )
+        return values if result.rowcount == 1 else None
     statement = _INSERTS.get(bind.dialect.name)
     if statement is not None:  # a session bound to a connection (tests in a transaction)
-        return values if _execute_alone(state, statement, values) is not None else None
+        inserted = session.execute(statement, values).rowcount == 1  # type: ignore[attr-defined]
+        session.commit()
+        return values if inserted else None
     try:
         session.execute(sa.insert(EVENTS), values)
         session.commit()
