@@ -48,7 +48,7 @@ from webassets.env import Environment
 from webassets.filter import Filter
 
 if TYPE_CHECKING:
-    from .extension import FinConnState
+    from .state import FinConnState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 ONE_YEAR = 365 * 24 * 3600

@@ -24,9 +24,10 @@ from blinker import Signal
 from flask import Flask, has_app_context, request
 from flask import current_app as _current_app
 
-from .extension import FinConn, Holder, get_state
+from .extension import FinConn
 from .models import Account
 from .services import linking
+from .state import Holder, get_state
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox

@@ -212,7 +212,8 @@ def widget_page(chromium: Any, live_server: str) -> Iterator[Any]:
 
 
 def stripe_event(type: str, obj: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """A snapshot event as Stripe POSTs it (reference §4.2), with a fresh ``evt_`` id."""
+    """A snapshot event as Stripe POSTs it (``data.object`` is the object then), with a fresh
+    ``evt_`` id."""
     import time
 
     event = {
@@ -342,7 +343,7 @@ DATA_PERMISSIONS = ["balances", "ownership", "transactions"]
 
 @pytest.fixture
 def data_app(make_finconn_app: Callable[..., Flask]) -> Flask:
-    """A sandbox host app asking for balances, ownership and transactions (issue #5 tests).
+    """A sandbox host app asking for balances, ownership and transactions (the data tests).
 
     Its refreshes stay pending until the test finishes them (or moves the clock an hour).
     """
