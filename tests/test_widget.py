@@ -652,11 +652,31 @@ def test_private_state_is_not_api(widget_page: Page) -> None:
     )
     assert own == [
         sorted(
-            ["attributeChangedCallback", "busy", "button", "connect", "connectedCallback"]
-            + ["constructor", "disabled", "endpoint", "permissions", "start"]
+            [
+                "attributeChangedCallback",
+                "busy",
+                "button",
+                "connect",
+                "connectedCallback",
+                "constructor",
+                "disabled",
+                "endpoint",
+                "permissions",
+                "start",
+            ]
         ),
         sorted(
-            ["accounts", "connectedCallback", "constructor", "disconnect", "disconnectedCallback"]
-            + ["endpoint", "features", "load", "refresh", "relink"]
+            [
+                "accounts",
+                "connectedCallback",
+                "constructor",
+                "disconnect",
+                "disconnectedCallback",
+                "endpoint",
+                "features",
+                "load",
+                "refresh",
+                "relink",
+            ]
         ),
     ]

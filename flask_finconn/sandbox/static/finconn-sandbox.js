@@ -141,7 +141,13 @@
       // behind it inert for assistive technology, and turns Escape into a cancel event.
       this.dialog = h(
         "dialog",
-        { class: "dialog", "aria-labelledby": "finconn-title", oncancel: (event) => this.onCancel(event), onclose: () => this.close() },
+        {
+          class: "dialog",
+          "aria-labelledby": "finconn-title",
+          oncancel: (event) => this.onCancel(event),
+          onclose: () => this.close(),
+          onkeydown: (event) => this.onTab(event),
+        },
         h(
           "div",
           { class: "top" },
@@ -172,6 +178,20 @@
       // Escape means "close the linking window", which must tell the sandbox first.
       event.preventDefault();
       this.close();
+    }
+
+    onTab(event) {
+      // Chromium lets Tab leave a modal dialog for the browser's own controls: wrap instead,
+      // so that keyboard users stay in the linking window as they would in Stripe's.
+      if (event.key !== "Tab") return;
+      const items = [...this.dialog.querySelectorAll("button, input, [href], [tabindex='0']")].filter(
+        (el) => !el.disabled && el.checkVisibility(),
+      );
+      const edge = event.shiftKey ? items[0] : items[items.length - 1];
+      if (edge && this.root.activeElement === edge) {
+        event.preventDefault();
+        (event.shiftKey ? items[items.length - 1] : items[0]).focus();
+      }
     }
 
     focusFirst() {
