@@ -291,4 +291,3 @@ def init_assets(app: Flask, state: FinConnState) -> None:
     app.register_blueprint(make_blueprint(helper), url_prefix=f"{prefix}/assets")
     app.extensions["finconn_assets"] = helper
     app.jinja_env.globals["finconn"] = helper
-

@@ -24,7 +24,7 @@ interface FinConnRefreshState {
   next_refresh_available_at: string | null;
 }
 
-/** An account as the extension's routes return it (DESIGN.md §5). */
+/** An account as the extension's routes return it (`GET <endpoint>/accounts`). */
 interface FinConnAccount {
   id: string;
   institution_name: string;
