@@ -51,7 +51,7 @@ def block(language: str, marker: str) -> str:
 APP = ("python", "def create_app(")
 TEMPLATE = ("jinja", "<!doctype html>")
 TEST = ("python", "def test_dashboard_shows_balance(")
-QUERY = ("python", "Account.holder_id == \"42\"")
+QUERY = ("python", 'Account.holder_id == "42"')
 SIGNAL = ("python", "@account_deactivated.connect_via(app)")
 CELERY = ("python", "init_celery(celery, create_app())")
 
