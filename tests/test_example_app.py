@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from example_app import database_url
 from example_app.formatting import balance_chart
 from example_app.models import User, db
-from flask_finconn import Holder
+from flask_finconn import ConfigurationError, Holder
 from flask_finconn.testing import link_accounts, sandbox_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,3 +320,21 @@ def test_the_events_page_shows_a_failed_event_with_its_error(
     assert "flask finconn events replay evt_" in rows[0]
     everything = client.get("/events").get_data(as_text=True)
     assert everything.count("badge--processed") >= 6
+
+
+def test_without_a_stripe_key_the_example_asks_for_the_sandbox_explicitly(
+    make_pocketbook: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outside debug and testing mode the extension starts the sandbox only when
+    # FINCONN_SANDBOX is set explicitly: the example sets it when it has no key.
+    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
+    app = make_pocketbook(TESTING=False)
+    try:
+        assert not app.testing and not app.debug
+        assert app.config["FINCONN_SANDBOX"] is True
+        assert sandbox_of(app) is not None
+    finally:
+        sandbox_of(app).stop_background()
+    # An explicit choice is left alone: turning the sandbox off without a key is refused.
+    with pytest.raises(ConfigurationError):
+        make_pocketbook(FINCONN_SANDBOX=False)
