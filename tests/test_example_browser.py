@@ -125,6 +125,11 @@ def test_link_refresh_read_and_disconnect(
     checking.get_by_role("link", name="Test Checking", exact=True).click()
     expect(page.get_by_role("heading", name="Test Checking", level=1)).to_be_visible()
     expect(page.get_by_role("img", name="Balance history of Test Checking")).to_be_visible()
+    # Its labels, point titles and caption are in the viewer's zone too.
+    expect(page.locator("figcaption")).to_contain_text("GMT+9")
+    labels = page.locator(".chart__svg--wide text[data-datetime], .chart__svg--wide title")
+    assert labels.count() >= 4
+    assert not [t for t in labels.all_text_contents() if "UTC" in t]
     rows = page.locator("tr.txn")
     expect(rows.first).to_be_visible()
     expect(page.locator("tr.txn--pending").first.get_by_text("Pending")).to_be_visible()

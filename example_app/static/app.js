@@ -57,6 +57,22 @@
     }
   }
 
+  /** The chart's axis labels and point titles (SVG has no <time>), in the viewer's zone. */
+  function localizeChart(root = document) {
+    const styles = {
+      date: { month: "short", day: "numeric", year: "numeric" },
+      "day-time": { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" },
+      time: { hour: "numeric", minute: "2-digit", timeZoneName: "short" },
+    };
+    for (const label of root.querySelectorAll("text[data-datetime][data-style]")) {
+      const style = styles[label.dataset.style];
+      if (style) label.textContent = new Intl.DateTimeFormat("en-US", style).format(new Date(label.dataset.datetime));
+    }
+    for (const title of root.querySelectorAll("title[data-datetime]")) {
+      title.textContent = title.textContent.replace(/ on .* UTC$/, ` on ${when(title.dataset.datetime)}`);
+    }
+  }
+
   /** "8 seconds", "2 minutes": how long until `iso`, for cool-down messages. */
   function until(iso) {
     const seconds = Math.max(1, Math.ceil((new Date(iso).getTime() - Date.now()) / 1000));
@@ -282,6 +298,7 @@
       finish(root, features, null, button, false).catch((error) => setMessage(root, error.message, true));
     }
     localizeTimes();
+    localizeChart();
   }
 
   document.addEventListener("click", (event) => {
