@@ -104,9 +104,11 @@ def chromium() -> Iterator[Any]:
 
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium")
+    # scripts/test sets FINCONN_CHROMIUM to Playwright's Chromium where the system's cannot
+    # run headless (Ubuntu's snap shim).
+    executable = os.environ.get("FINCONN_CHROMIUM") or shutil.which("chromium")
     if executable is None:
-        pytest.skip("Debian's chromium is not installed; run the suite with scripts/test.")
+        pytest.skip("No chromium is installed; run the suite with scripts/test.")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
