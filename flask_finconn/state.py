@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
     from .extension import FinConn
+    from .models import WebhookEvent
     from .sandbox import Sandbox
     from .stripe_api import StripeAPI
 
@@ -94,11 +95,17 @@ class Settings:
 class TaskQueue(Protocol):
     """Carries stored events to whatever processes them (``flask_finconn.tasks``)."""
 
-    def received(self, state: FinConnState, event_id: str, *, new: bool) -> str | None:
+    #: True when the queue processes a new event in the delivery's own request: the ledger
+    #: then stores it already claimed for the queue, saving a round of claiming.
+    claims_on_receipt: bool
+
+    def received(
+        self, state: FinConnState, event_id: str, *, new: bool, stored: WebhookEvent | None
+    ) -> str | None:
         """A verified delivery of a stored event (``new`` when this delivery stored it).
 
-        Returns the processing outcome when the queue processed it before returning,
-        else None.
+        ``stored`` is the new row, claimed, when the queue claims on receipt. Returns the
+        processing outcome when the queue processed the event before returning, else None.
         """
 
     def enqueue(self, app: Flask, event_ids: Sequence[str]) -> None:

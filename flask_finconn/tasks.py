@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 from .errors import ConfigurationError
+from .models import WebhookEvent
 from .services import events
 from .state import FinConnState, TaskQueue, get_state
 
@@ -74,8 +75,14 @@ PUBLISHER_KEY = "finconn.publisher"
 class InlineQueue:
     """Processes events right away, in the calling request or command."""
 
-    def received(self, state: FinConnState, event_id: str, *, new: bool) -> str | None:
+    claims_on_receipt = True
+
+    def received(
+        self, state: FinConnState, event_id: str, *, new: bool, stored: WebhookEvent | None
+    ) -> str | None:
         """Process the event now: a new one, or a retry of one still waiting or failed."""
+        if stored is not None:
+            return events.run_claimed(state, stored)
         return events.process_event(state, event_id)
 
     def enqueue(self, app: Flask, event_ids: Sequence[str]) -> None:
@@ -88,7 +95,11 @@ class InlineQueue:
 class CeleryQueue:
     """Hands ids to the app's publisher, which sends them as ``process_events`` tasks."""
 
-    def received(self, state: FinConnState, event_id: str, *, new: bool) -> str | None:
+    claims_on_receipt = False
+
+    def received(
+        self, state: FinConnState, event_id: str, *, new: bool, stored: WebhookEvent | None
+    ) -> str | None:
         """Queue a new event; a duplicate delivery is left to the sweep (None either way)."""
         if new:
             try:

@@ -10,7 +10,8 @@ The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
   autocommit connection before anything else happens, so a 2xx always means "stored", and
   two deliveries of one event racing in two workers store one row. ``event_received`` is
   sent by the delivery that stored it. Then the event goes to the app's task queue
-  (``state.queue``), which processes it at once (``inline``) or carries it to a worker.
+  (``state.queue``), which processes it at once (``inline``: the event is then stored
+  already claimed for it) or carries it to a worker.
 - :func:`process_event` first *claims* the event: one autocommit ``UPDATE ... RETURNING``
   that moves it from a claimable status to ``processing`` (on PostgreSQL only for the row
   a ``SELECT ... FOR UPDATE SKIP LOCKED`` got, so a second claimer moves on at once
@@ -102,9 +103,10 @@ def _insert_statement(dialect: str) -> Any:
 _INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
 
 
-def _row_values(event: dict[str, Any]) -> dict[str, Any]:
+def _row_values(event: dict[str, Any], *, claimed: bool = False) -> dict[str, Any]:
     obj = event["data"]["object"]
     is_account = obj.get("object") == "financial_connections.account"
+    now = utcnow()
     return {
         "id": event["id"],
         "type": event["type"],
@@ -112,12 +114,12 @@ def _row_values(event: dict[str, Any]) -> dict[str, Any]:
         "account_stripe_id": obj.get("id") if is_account else None,
         "livemode": bool(event.get("livemode", False)),
         "payload": event,
-        "status": "pending",
-        "attempts": 0,
+        "status": "processing" if claimed else "pending",
+        "attempts": 1 if claimed else 0,
         "last_error": None,
         "last_traceback": None,
-        "received_at": utcnow(),
-        "claimed_at": None,
+        "received_at": now,
+        "claimed_at": now if claimed else None,
         "processed_at": None,
     }
 
@@ -168,7 +170,9 @@ def _compiled_insert(dialect: sa.Dialect) -> _Compiled:
     return _COMPILED[key]
 
 
-def _store(state: FinConnState, event: dict[str, Any]) -> dict[str, Any] | None:
+def _store(
+    state: FinConnState, event: dict[str, Any], *, claimed: bool = False
+) -> dict[str, Any] | None:
     """Insert the event's row unless its id is stored; the values, or None for a duplicate.
 
     The acknowledge path's one statement. On an engine it runs on an autocommit connection
@@ -178,7 +182,7 @@ def _store(state: FinConnState, event: dict[str, Any]) -> dict[str, Any] | None:
     host's engine and connection event listeners see the statement like any other.
     """
     session = state.db.session
-    values = _row_values(event)
+    values = _row_values(event, claimed=claimed)
     bind = session.get_bind()
     if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
         sql, order, processors = _compiled_insert(bind.dialect)
@@ -216,17 +220,29 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     stored, before it is processed.
     """
     event_id = event["id"]
-    values = _store(state, event)
+    queue = state.queue
+    values = _store(state, event, claimed=queue.claims_on_receipt)
+    stored = None
     if values is not None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         # The row object only when someone uses it: on the acknowledge path it is not free.
+        if queue.claims_on_receipt or event_received.has_receivers_for(app):
+            stored = WebhookEvent(**values)
         if event_received.has_receivers_for(app):
             try:
-                event_received.send(app, event=WebhookEvent(**values))
+                event_received.send(app, event=stored)
             except Exception:
-                # A receiver's bug must not strand an event that is stored.
+                # A receiver's bug must not strand an event that is stored and claimed.
                 logger.exception("An event_received receiver raised for event %s.", event_id)
-    outcome = cast("Outcome | None", state.queue.received(state, event_id, new=values is not None))
+    outcome = cast(
+        "Outcome | None",
+        queue.received(
+            state,
+            event_id,
+            new=values is not None,
+            stored=stored if queue.claims_on_receipt else None,
+        ),
+    )
     if outcome == "failed":
         raise EventProcessingFailed()
     return Received(event_id, duplicate=values is None, outcome=outcome)
