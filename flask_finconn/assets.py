@@ -18,7 +18,7 @@ own file name.
 
 Templates get a ``finconn`` global (a :class:`TemplateHelper`)::
 
-    {{ finconn.scripts(nonce=csp_nonce, accounts=True) }}
+    {{ finconn.scripts(nonce=csp_nonce(), accounts=True) }}   {# csp_nonce: the host's own #}
     {{ finconn.button("Link your bank", permissions=["balances"], class_="link") }}
     {{ finconn.accounts() }}
 """
@@ -26,7 +26,6 @@ Templates get a ``finconn`` global (a :class:`TemplateHelper`)::
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import re
 import tempfile
@@ -47,6 +46,8 @@ from webassets.bundle import Bundle
 from webassets.env import Environment
 from webassets.filter import Filter
 
+from .state import __version__
+
 if TYPE_CHECKING:
     from .state import FinConnState
 
@@ -66,8 +67,7 @@ class Version(Filter):
     name = "finconn_version"  # type: ignore[assignment]
 
     def input(self, _in: IO[str], out: IO[str], **kw: Any) -> None:
-        version = importlib.metadata.version("flask-finconn")
-        out.write(_in.read().replace(VERSION_PLACEHOLDER, version))
+        out.write(_in.read().replace(VERSION_PLACEHOLDER, __version__))
 
 
 class CSSMin(Filter):

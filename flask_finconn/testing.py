@@ -7,7 +7,8 @@
 
     def test_dashboard_shows_balance(app, client):
         accounts = link_accounts(app, Holder("42", email="ada@example.com"))
-        finish_refreshes(app)          # balances arrive through the app's webhook
+        finish_refreshes(app)          # with FINCONN_PREFETCH = ["balances"]: balances arrive
+                                       # through the app's webhook
         ...
 
 :func:`create_app` builds a small host app on the sandbox whose holder comes from the
