@@ -28,20 +28,22 @@ if TYPE_CHECKING:
     from .._store import Store
 
 TASK_PREFIX = "payments."
-"""Tasks whose ``kind`` starts with this are the payments emulator's (see ``run_task``)."""
+"""The prefix of every task kind the payments emulator schedules."""
 TASK_KINDS = ("payments.settle", "payments.dispute", "payments.timeout")
 """Every task kind the payments emulator schedules (a debit settles, a dispute arrives,
 microdeposits time out); the sandbox hands each to ``Payments.run_task``."""
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS pay_objects (id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
-    "seq INTEGER NOT NULL, owner TEXT, token TEXT, data TEXT NOT NULL, internal TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS pay_objects_kind ON pay_objects (kind, owner, seq)",
-    "CREATE INDEX IF NOT EXISTS pay_objects_token ON pay_objects (token)",
-    "CREATE INDEX IF NOT EXISTS pay_objects_seq ON pay_objects (seq)",
-    "CREATE TABLE IF NOT EXISTS pay_blocks (fingerprint TEXT PRIMARY KEY, "
-    "network_code TEXT, reason TEXT NOT NULL, created INTEGER NOT NULL)",
-)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pay_objects (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, seq INTEGER NOT NULL, owner TEXT, token TEXT,
+    data TEXT NOT NULL, internal TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS pay_objects_kind ON pay_objects (kind, owner, seq);
+CREATE INDEX IF NOT EXISTS pay_objects_token ON pay_objects (token);
+CREATE INDEX IF NOT EXISTS pay_objects_seq ON pay_objects (seq);
+CREATE TABLE IF NOT EXISTS pay_blocks (
+    fingerprint TEXT PRIMARY KEY, network_code TEXT, reason TEXT NOT NULL,
+    created INTEGER NOT NULL);
+"""
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Host:
     - ``now()``: the sandbox clock (Unix seconds, moved by ``advance_time``).
     - ``emit(type, obj, at)``: record an event and queue its webhook deliveries.
     - ``schedule(due_at, kind, key, extra)``: queue a task; when due, the sandbox calls
-      ``Payments.run_task(kind, key, extra, at)`` for kinds starting with ``payments.``.
+      ``Payments.run_task(kind, key, extra, at)`` (it registers every kind in
+      :data:`TASK_KINDS` with its task queue).
     - ``customer(id, param=..., status=...)``: the customer dict, or an :class:`ApiError`.
     - ``account(fca_id)``: the Financial Connections account dict, or an :class:`ApiError`.
     - ``api_base``: the sandbox's base address (for ``hosted_verification_url``).
@@ -136,9 +139,7 @@ class Objects:
         self.host = host
         self.store = host.store
         self._local = threading.local()
-        with self.store.tx():
-            for statement in SCHEMA:
-                self.store.execute(statement)
+        self.store.ensure(SCHEMA)
 
     def insert(
         self,

@@ -1,8 +1,8 @@
 """The payments endpoints: ``(method, pattern, handler)`` rows for the sandbox's router.
 
 A handler takes ``(api, params, args)`` and returns ``(status, body)``, like every sandbox
-route; it uses only ``api.sb.payments`` (a :class:`Payments`), so it does not depend on
-how the router is built. The router runs POSTs in one transaction and replays them by
+route; it uses only ``api.sb.parts.payments`` (a :class:`Payments`), so it does not
+depend on how the router is built. The router runs POSTs in one transaction and replays them by
 ``Idempotency-Key``. An error that must keep its state change (a wrong microdeposit
 attempt, a blocked account) is returned as a response rather than raised, so the
 transaction commits.
@@ -75,7 +75,7 @@ def _conformant(handler: Handler) -> Handler:
 
 
 def _pay(api: Any) -> Payments:
-    payments: Payments = api.sb.payments
+    payments: Payments = api.sb.parts.payments
     return payments
 
 
