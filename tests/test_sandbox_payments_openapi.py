@@ -14,7 +14,9 @@ from openapi_support import DATA, OpenAPI, Recorder, form, sample
 from sandbox_payments_support import ONLINE, debit, fc_account, fc_data, manual_data
 from sandbox_support import sb_fixture  # noqa: F401
 
+from flask_finconn.sandbox import EVENT_TYPES as SANDBOX_FC_EVENTS
 from flask_finconn.sandbox import Sandbox
+from flask_finconn.sandbox.payments import EVENT_TYPES as PAYMENT_EVENT_TYPES
 
 API = OpenAPI()
 ENDPOINTS = [
@@ -147,6 +149,10 @@ def test_every_payments_event_object_matches_its_schema(sb: Sandbox) -> None:
         seen.add(event["type"])
         problems.extend(f"{event['type']}: {e}" for e in _object_errors(name, obj))
     assert problems == []
+    emitted = {e["type"] for e in sb.events()} - set(SANDBOX_FC_EVENTS)
+    assert emitted <= set(PAYMENT_EVENT_TYPES)
+    # Blocks are covered in test_sandbox_payments.py (the PaymentMethod must be saved).
+    assert set(PAYMENT_EVENT_TYPES) - emitted == {"payment_method.automatically_updated"}
     assert {
         "payment_intent.succeeded",
         "setup_intent.succeeded",

@@ -15,7 +15,7 @@ parameters in :mod:`._specs`; HTTP handlers in :mod:`.routes`.
 
 from __future__ import annotations
 
-from ._host import TASK_KINDS, Host
+from ._host import EVENT_TYPES, TASK_KINDS, Host
 from .engine import SETTLEMENT_DELAY, Payments
 
-__all__ = ["SETTLEMENT_DELAY", "TASK_KINDS", "Host", "Payments"]
+__all__ = ["EVENT_TYPES", "SETTLEMENT_DELAY", "TASK_KINDS", "Host", "Payments"]

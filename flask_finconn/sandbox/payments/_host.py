@@ -33,6 +33,30 @@ TASK_KINDS = ("payments.settle", "payments.dispute", "payments.timeout")
 """Every task kind the payments emulator schedules (a debit settles, a dispute arrives,
 microdeposits time out); the sandbox hands each to ``Payments.run_task``."""
 
+EVENT_TYPES = (
+    "setup_intent.created",
+    "setup_intent.requires_action",
+    "setup_intent.succeeded",
+    "setup_intent.setup_failed",
+    "setup_intent.canceled",
+    "payment_intent.created",
+    "payment_intent.requires_action",
+    "payment_intent.processing",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+    "payment_method.attached",
+    "payment_method.detached",
+    "payment_method.automatically_updated",
+    "mandate.updated",
+    "charge.pending",
+    "charge.succeeded",
+    "charge.failed",
+    "charge.dispute.created",
+    "charge.dispute.closed",
+)
+"""Every event type the payments emulator emits."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pay_objects (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, seq INTEGER NOT NULL, owner TEXT, token TEXT,
