@@ -9,6 +9,11 @@
   ``--finconn-*`` custom properties)
 - ``finconn_accounts_js`` and ``finconn_accounts_css``: the optional ``<finconn-accounts>``
   list of linked accounts
+- ``finconn_payments_js`` and ``finconn_payments_css``: the payments half (saving a bank
+  account for ACH debits, the mandate, ``<finconn-verify>``). Pages do not load it by
+  default: the button's script fetches it on the first payments click (its URLs ride on
+  the button's ``<script>`` tag as ``data-payments`` and ``data-payments-css``), or a page
+  includes it up front with ``scripts(payments=True)``
 
 The package directory may be read-only (an installed wheel), so on first use the output
 goes to ``<instance>/finconn-assets`` or, when that cannot be written, to a per-app directory under
@@ -105,6 +110,16 @@ def make_bundles() -> dict[str, Bundle]:
             "finconn/finconn-accounts.css",
             filters=(CSSMin(),),  # type: ignore[no-untyped-call]
             output="finconn-accounts.%(version)s.css",
+        ),
+        "finconn_payments_js": Bundle(  # type: ignore[no-untyped-call]
+            "finconn/finconn-payments.js",
+            filters="rjsmin",
+            output="finconn-payments.%(version)s.js",
+        ),
+        "finconn_payments_css": Bundle(  # type: ignore[no-untyped-call]
+            "finconn/finconn-payments.css",
+            filters=(CSSMin(),),  # type: ignore[no-untyped-call]
+            output="finconn-payments.%(version)s.css",
         ),
     }
 
@@ -227,26 +242,37 @@ class TemplateHelper:
         return request.script_root + self.url_prefix
 
     def scripts(
-        self, nonce: str | None = None, *, stylesheet: bool = True, accounts: bool = False
+        self,
+        nonce: str | None = None,
+        *,
+        stylesheet: bool = True,
+        accounts: bool = False,
+        payments: bool = False,
     ) -> Markup:
         """The widget's ``<link>`` and deferred ``<script>`` tags, with a CSP nonce if given.
 
         ``accounts=True`` adds ``<finconn-accounts>`` (after the button's script, which it
-        needs); ``stylesheet=False`` leaves the styling to the page.
+        needs); ``payments=True`` adds the payments script up front, which the button
+        otherwise fetches on its first payments click; ``stylesheet=False`` leaves the
+        styling to the page.
         """
         extra = _attrs({"nonce": nonce})
         names = ["finconn"] + (["finconn_accounts"] if accounts else [])
+        names += ["finconn_payments"] if payments else []
         tags = []
         if stylesheet:
             tags += [
                 f'<link rel="stylesheet" href="{escape(self.url(name + "_css"))}"{extra}>'
                 for name in names
             ]
-        endpoint = _attrs({"data_endpoint": self.endpoint})
-        tags += [
-            f'<script src="{escape(self.url(name + "_js"))}"{endpoint} defer{extra}></script>'
-            for name in names
-        ]
+        for name in names:
+            data = {"data_endpoint": self.endpoint}
+            if name == "finconn":
+                data["data_payments"] = self.url("finconn_payments_js")
+                if stylesheet:
+                    data["data_payments_css"] = self.url("finconn_payments_css")
+            src = escape(self.url(name + "_js"))
+            tags.append(f'<script src="{src}"{_attrs(data)} defer{extra}></script>')
         return Markup("\n".join(tags))
 
     def button(self, label: str = "Link your bank", **attrs: Any) -> Markup:
@@ -258,6 +284,13 @@ class TemplateHelper:
         """
         attrs.setdefault("endpoint", self.endpoint)
         return Markup(f"<finconn-connect{_attrs(attrs)}>{escape(label)}</finconn-connect>")
+
+    def verify(self, payment_method: str, **attrs: Any) -> Markup:
+        """A ``<finconn-verify>`` form for a payment method's microdeposits (the payments
+        script loads itself on first use). Attributes as for :meth:`button`."""
+        attrs.setdefault("endpoint", self.endpoint)
+        attrs = {"payment_method": payment_method, **attrs}
+        return Markup(f"<finconn-verify{_attrs(attrs)}></finconn-verify>")
 
     def accounts(self, empty: str = "No bank accounts linked yet.", **attrs: Any) -> Markup:
         """A ``<finconn-accounts>`` list (needs ``scripts(accounts=True)``); ``empty`` is
