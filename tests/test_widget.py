@@ -67,7 +67,9 @@ def test_scripts_helper_emits_versioned_urls_and_the_nonce(widget_app: Flask) ->
     )
     assert re.fullmatch(
         r'<script src="/finconn/assets/finconn-connect\.[0-9a-f]{8}\.js" '
-        r'data-endpoint="/finconn" defer nonce="n0nce"></script>',
+        r'data-endpoint="/finconn" data-payments="/finconn/assets/finconn-payments\.[0-9a-f]{8}\.js" '
+        r'data-payments-css="/finconn/assets/finconn-payments\.[0-9a-f]{8}\.css" defer nonce="n0nce">'
+        r"</script>",
         js,
     )
 

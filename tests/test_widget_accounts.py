@@ -58,8 +58,9 @@ def test_helper_renders_the_element_and_its_scripts(widget_app: Flask) -> None:
     assert [re.sub(r"\.[0-9a-f]{8}\.", ".*.", line) for line in lines] == [
         '<link rel="stylesheet" href="/finconn/assets/finconn-connect.*.css" nonce="n">',
         '<link rel="stylesheet" href="/finconn/assets/finconn-accounts.*.css" nonce="n">',
-        '<script src="/finconn/assets/finconn-connect.*.js" data-endpoint="/finconn" defer '
-        'nonce="n"></script>',
+        '<script src="/finconn/assets/finconn-connect.*.js" data-endpoint="/finconn" '
+        'data-payments="/finconn/assets/finconn-payments.*.js" '
+        'data-payments-css="/finconn/assets/finconn-payments.*.css" defer nonce="n"></script>',
         '<script src="/finconn/assets/finconn-accounts.*.js" data-endpoint="/finconn" defer '
         'nonce="n"></script>',
         '<finconn-accounts endpoint="/finconn">None yet</finconn-accounts>',

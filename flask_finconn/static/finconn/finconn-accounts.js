@@ -5,13 +5,16 @@
  * (POST .../refresh, then polls the account until the refresh settles), Disconnect (POST
  * .../disconnect) and, when the bank needs it, Relink (a new linking flow). Each action fires
  * a cancelable present-tense event before it starts (refresh, disconnect, relink) and a
- * past-tense one when it is done (refreshed, disconnected, relinked). Reloads itself after any <finconn-connect> on the page links accounts.
+ * past-tense one when it is done (refreshed, disconnected, relinked). "Use for payments" on a
+ * checking or savings account shared with the payment_method permission shows the mandate
+ * (the payments script, fetched on first use), then POSTs .../payment-method (authorize,
+ * authorized). Reloads itself after any <finconn-connect> on the page links accounts.
  * Needs finconn-connect.js (window.FinConn), which finconn.scripts(accounts=True) loads first.
  */
 (() => {
   "use strict";
   if (!window.FinConn || window.customElements.get("finconn-accounts")) return;
-  const { request, connect, defaultEndpoint } = window.FinConn;
+  const { request, connect, defaultEndpoint, loadPayments } = window.FinConn;
   const POLL_MS = 1500;
   const POLL_LIMIT = 40;
 
@@ -36,6 +39,8 @@
     #empty = null;
     #status = null;
     #accounts = [];
+    // Saved payment methods by account id, for the accounts that can be debited.
+    #methods = null;
     // Ids of the accounts being polled: one poller per account, however often it is asked for.
     #polling = new Set();
     #onLinked = () => this.load();
@@ -60,6 +65,15 @@
 
     set features(value) {
       this.setAttribute("features", [].concat(value).join(" "));
+    }
+
+    /** The mandate the holder accepts before "Use for payments" saves an account. */
+    get mandateText() {
+      return this.getAttribute("mandate-text") || "";
+    }
+
+    set mandateText(value) {
+      this.setAttribute("mandate-text", value);
     }
 
     /** The accounts last loaded. */
@@ -115,6 +129,16 @@
       try {
         const { data } = await request(`${this.endpoint}/accounts`, { method: "GET" });
         this.#accounts = data;
+        this.#methods = null;
+        if (data.some((account) => this.#debitable(account))) {
+          try {
+            const methods = await request(`${this.endpoint}/payment-methods`, { method: "GET" });
+            this.#methods = new Map();
+            for (const pm of methods.data || []) if (pm.account && pm.status !== "detached") this.#methods.set(pm.account, pm);
+          } catch {
+            // An extension without payments: the rows offer no "Use for payments".
+          }
+        }
         this.#list.replaceChildren(...data.map((account) => this.#row(account)));
         this.#empty.hidden = data.length > 0;
         this.#emitDone("loaded", "load", { accounts: data });
@@ -132,6 +156,16 @@
     #pending(account) {
       const refresh = account.refresh || {};
       return this.features.some((f) => refresh[f] && refresh[f].status === "pending");
+    }
+
+    /** Whether the account can become a payment method: Stripe debits active cash checking or savings accounts shared for payments. */
+    #debitable(account) {
+      return (
+        account.status === "active" &&
+        (account.category || "cash") === "cash" &&
+        ["checking", "savings"].includes(account.subcategory) &&
+        (account.permissions || []).includes("payment_method")
+      );
     }
 
     #row(account) {
@@ -159,6 +193,8 @@
       else if (account.action === "relink_required") badge("Relink needed", "warning");
       else if (account.status === "inactive") badge("Inactive", "warning");
       if (this.#pending(account)) badge("Refreshing…", "info");
+      const method = this.#methods && this.#methods.get(account.id);
+      if (method) badge(method.status === "verified" ? "Used for payments" : "Payments: needs verifying", "info");
       const actions = el("div", "actions");
       const button = (label, kind, onclick) => {
         const b = el("button", `button finconn-accounts__button--${kind}`, label);
@@ -172,6 +208,7 @@
       if (account.status === "active") {
         button("Refresh", "refresh", () => this.refresh(account)).disabled = this.#pending(account);
       }
+      if (this.#methods && this.#debitable(account) && !method) button("Use for payments", "payments", () => this.authorize(account));
       if (account.status !== "disconnected") button("Disconnect", "disconnect", () => this.disconnect(account));
       item.append(text, figure, badges, actions);
       return item;
@@ -233,6 +270,30 @@
         this.#replace(disconnected);
         this.#say(`${account.display_name || "The account"} was disconnected.`);
         this.#emit("disconnected", { account: disconnected });
+      } catch (error) {
+        this.#fail(error);
+      }
+    }
+
+    /**
+     * "Use for payments": show the mandate; once accepted, save the account as a payment
+     * method (POST .../payment-method). `authorized` follows with the payment method.
+     */
+    async authorize(account) {
+      if (!this.#emit("authorize", { account }, true)) return;
+      const name = account.display_name || "The account";
+      try {
+        const { mandate } = await loadPayments();
+        if (!(await mandate(this.mandateText))) {
+          this.#say(`${name} was not set up for payments.`);
+          return;
+        }
+        const url = `${this.endpoint}/accounts/${encodeURIComponent(account.id)}/payment-method`;
+        const paymentMethod = await request(url, { body: { mandate: { accepted: true } } });
+        this.#methods.set(account.id, paymentMethod);
+        this.#replace(account);
+        this.#say(`${name} can now be used for payments.`);
+        this.#emit("authorized", { account, paymentMethod });
       } catch (error) {
         this.#fail(error);
       }

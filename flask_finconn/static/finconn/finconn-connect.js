@@ -8,6 +8,8 @@
   const defaultEndpoint = (script && script.dataset.endpoint) ?? "/finconn";
   // Scripts we inject need the page's CSP nonce; ours is readable only as a property.
   const nonce = (script && script.nonce) || "";
+  // The payments half is a separate file, fetched on first use.
+  const payments = (script && script.dataset) || {};
   // Every form Stripe documents: v3, v3/, v3/stripe.js and <release train>/stripe.js.
   const STRIPE_SRC = /^https:\/\/js\.stripe\.com\/(v3\/?|(v3|[a-z]+)\/stripe\.js)(\?.*)?$/;
   const loads = new Map();
@@ -39,7 +41,7 @@
     return null;
   }
 
-  function inject(url, getGlobal, retries) {
+  function inject(url, getGlobal, retries, name) {
     return new Promise((resolve, reject) => {
       let tag = findScript(scriptKey(url));
       if (!tag) {
@@ -60,20 +62,20 @@
         clearTimeout(timer);
         const Stripe = getGlobal();
         if (Stripe) resolve(Stripe);
-        else reject(fail("stripe_js_unavailable", `${url} loaded but did not define Stripe.`));
+        else reject(fail(`${name[1]}_unavailable`, `${url} loaded but did not define ${name[2]}.`));
       };
       const onError = (event) => {
         clearTimeout(timer);
         discard();
         if (retries > 0) {
-          inject(url, getGlobal, retries - 1).then(resolve, reject);
+          inject(url, getGlobal, retries - 1, name).then(resolve, reject);
         } else {
-          reject(fail("stripe_js_load_failed", `Stripe.js could not be loaded from ${url}.`, event));
+          reject(fail(`${name[1]}_load_failed`, `${name[0]} could not be loaded from ${url}.`, event));
         }
       };
       const timer = setTimeout(() => {
         discard();
-        reject(fail("stripe_js_load_failed", `Stripe.js did not load from ${url} in time. Try again.`));
+        reject(fail(`${name[1]}_load_failed`, `${name[0]} did not load from ${url} in time. Try again.`));
       }, window.FinConn.stripeTimeout);
       tag.addEventListener("load", onLoad);
       tag.addEventListener("error", onError);
@@ -90,16 +92,50 @@
     const getGlobal = sandbox
       ? () => window.FinConnSandbox && window.FinConnSandbox.Stripe
       : () => window.Stripe;
+    return load(url, getGlobal, STRIPE);
+  }
+
+  const STRIPE = ["Stripe.js", "stripe_js", "Stripe"];
+
+  /** What `getGlobal` returns once `url` ran, injecting the script at most once per page. */
+  function load(url, getGlobal, name) {
     const ready = getGlobal();
     if (ready) return Promise.resolve(ready);
     const key = scriptKey(url);
     if (!loads.has(key)) {
-      const loading = inject(url, getGlobal, 1);
+      const loading = inject(url, getGlobal, 1, name);
       // Forget a failure so that the next click can retry the load.
       loading.catch(() => loads.delete(key));
       loads.set(key, loading);
     }
     return loads.get(key);
+  }
+
+  /** A Stripe instance for a session or intent ({stripe_js_url, sandbox, publishable_key}). */
+  async function stripeFor(session) {
+    const Stripe = await loadStripe(session.stripe_js_url, session.sandbox);
+    const key = `${session.sandbox ? "sandbox:" : ""}${session.publishable_key}`;
+    if (!instances.has(key)) instances.set(key, Stripe(session.publishable_key));
+    return instances.get(key);
+  }
+
+  /** The payments script's API (window.FinConn.payments), fetched with its stylesheet on first use. */
+  function loadPayments() {
+    const ready = window.FinConn.payments;
+    if (ready || !payments.payments) {
+      return ready
+        ? Promise.resolve(ready)
+        : Promise.reject(fail("payments_js_unavailable", "The payments script is not available: render the page's scripts with finconn.scripts()."));
+    }
+    if (payments.paymentsCss && !document.querySelector("link[data-finconn-payments]")) {
+      const link = document.createElement("link");
+      link.rel = "stylesheet";
+      link.href = payments.paymentsCss;
+      link.dataset.finconnPayments = "";
+      if (nonce) link.nonce = nonce;
+      document.head.appendChild(link);
+    }
+    return load(payments.payments, () => window.FinConn.payments, ["The payments script", "payments_js", "FinConn.payments"]);
   }
 
   /** JSON request to the extension: CSRF token and JSON body on writes; FinConnError on failure. */
@@ -155,12 +191,10 @@
       const permissions = permissionList(options.permissions);
       const body = permissions.length ? { permissions } : {};
       const session = await request(`${endpoint}/sessions`, { body, fetch: fetchImpl });
-      const Stripe = await loadStripe(session.stripe_js_url, session.sandbox);
-      const key = `${session.sandbox ? "sandbox:" : ""}${session.publishable_key}`;
-      if (!instances.has(key)) instances.set(key, Stripe(session.publishable_key));
+      const stripe = await stripeFor(session);
       let result;
       try {
-        result = await instances.get(key).collectFinancialConnectionsAccounts({
+        result = await stripe.collectFinancialConnectionsAccounts({
           clientSecret: session.client_secret,
         });
       } catch (error) {
@@ -173,6 +207,21 @@
         fetch: fetchImpl,
       });
       return { accounts: done.accounts || [], cancelled: Boolean(done.cancelled), session: session.id };
+    } finally {
+      active = null;
+    }
+  }
+
+  /**
+   * Save a bank account for payments (the payments script's flow, loaded on first use);
+   * resolves {paymentMethod, accounts, cancelled, reason}. One flow at a time, as for connect.
+   */
+  async function collect(options = {}) {
+    if (active) throw fail("flow_in_progress", "A bank-linking window is already open.");
+    active = true;
+    try {
+      const api = await loadPayments();
+      return await api.collect({ ...options, endpoint: String(options.endpoint ?? defaultEndpoint).replace(/\/+$/, "") });
     } finally {
       active = null;
     }
@@ -198,6 +247,15 @@
 
     set endpoint(value) {
       this.setAttribute("endpoint", value);
+    }
+
+    /** "payments" saves a bank account for debits instead of linking accounts for data. */
+    get purpose() {
+      return this.getAttribute("purpose") || "accounts";
+    }
+
+    set purpose(value) {
+      this.setAttribute("purpose", value);
     }
 
     get permissions() {
@@ -276,6 +334,7 @@
 
     /** The network half of a click; override it to customise the request. */
     connect() {
+      if (this.purpose === "payments") return collect({ endpoint: this.endpoint });
       return connect({ endpoint: this.endpoint, permissions: this.permissions });
     }
 
@@ -290,12 +349,15 @@
       this.#sync();
       this.#say("");
       try {
-        const { accounts, cancelled } = await this.connect();
-        if (accounts.length) {
+        const { accounts, cancelled, paymentMethod, reason } = await this.connect();
+        if (paymentMethod) {
+          this.#say(paymentMethod.status === "requires_verification" ? "Bank account saved; it needs verifying." : "Bank account saved.");
+          this.#emit("success", { paymentMethod, accounts });
+        } else if (accounts.length && this.purpose !== "payments") {
           this.#say(`${accounts.length} account${accounts.length === 1 ? "" : "s"} linked.`);
           this.#emit("success", { accounts });
         } else {
-          this.#emit("exit", { reason: cancelled ? "cancelled" : "no_accounts" });
+          this.#emit("exit", { reason: reason || (cancelled ? "cancelled" : "no_accounts") });
         }
       } catch (caught) {
         const error = {
@@ -313,7 +375,10 @@
 
   window.FinConn = {
     connect,
+    collect,
     loadStripe,
+    loadPayments,
+    stripeFor,
     request,
     defaultEndpoint,
     FinConnError,
@@ -324,4 +389,8 @@
     version: "__FINCONN_VERSION__",
   };
   FinConnConnectElement.define();
+  // A <finconn-verify> in the page is a use of the payments script.
+  const verify = () => document.querySelector("finconn-verify") && loadPayments().catch(() => {});
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", verify);
+  else verify();
 })();
