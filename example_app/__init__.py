@@ -27,12 +27,10 @@ from flask import Flask, g, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from flask_finconn import FinConn, Holder, get_state
+from flask_finconn import Holder, get_state
 
-from . import auth, formatting, pages
-from .models import db
-
-finconn = FinConn(db=db)
+from . import auth, formatting, pages, payments
+from .models import db, finconn
 
 
 @finconn.holder_loader
@@ -84,7 +82,8 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
         SQLALCHEMY_DATABASE_URI=database_url(os.environ.get("DATABASE_URL"), app.instance_path),
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         FINCONN_MERCHANT_NAME="Pocketbook",
-        FINCONN_PERMISSIONS=["balances", "ownership", "transactions"],
+        # payment_method: a linked checking or savings account can pay (Payments page).
+        FINCONN_PERMISSIONS=["balances", "ownership", "payment_method", "transactions"],
         # Balances, owners and transactions arrive a moment after linking, with no click.
         FINCONN_PREFETCH=["balances", "ownership", "transactions"],
         POCKETBOOK_PAGE_SIZE=25,
@@ -104,6 +103,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     finconn.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(payments.bp)
     formatting.init_app(app)
     app.after_request(auth.set_cookie)
     app.after_request(_security_headers)

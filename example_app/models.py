@@ -12,12 +12,16 @@ import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from flask_finconn import FinConn
+
 
 class Base(DeclarativeBase):
     pass
 
 
 db = SQLAlchemy(model_class=Base)
+# Beside ``db`` so that the pages can reach ``finconn.debit`` without importing the app.
+finconn = FinConn(db=db)
 
 
 def utcnow() -> datetime:
