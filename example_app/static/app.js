@@ -308,7 +308,9 @@
     else if (button.dataset.action === "disconnect") disconnect(button);
   });
 
-  document.addEventListener("finconn-connect-success", () => {
+  document.addEventListener("finconn-connect-success", (event) => {
+    // A bank account saved for payments is the payments page script's business.
+    if (event.detail.paymentMethod) return;
     reloadAccounts().catch((error) => announce(error.message));
   });
 
