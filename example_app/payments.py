@@ -19,11 +19,12 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from flask_finconn import get_state
-from flask_finconn.errors import FinConnError
+from flask_finconn.errors import FinConnError, InsufficientBalance
 from flask_finconn.models import Account, Payment, PaymentMethod
 from flask_finconn.services.payment_methods import mandate_text
 
 from .auth import check_csrf, current_user
+from .formatting import money
 from .models import User, db, finconn
 from .pages import login_required
 
@@ -193,8 +194,9 @@ def pay() -> ResponseReturnValue:
         uuid.UUID(key)
     except ValueError:
         abort(400, "The form is out of date. Reload the page and pay again.")
-    method_id = form.get("payment_method", "")
-    if method_id not in {method.id for method in payment_methods()}:
+    methods = {method.id: method for method in payment_methods()}
+    method = methods.get(form.get("payment_method", ""))
+    if method is None or method.status != "verified":
         return _page(form, "Choose the bank account to pay from.", 400)
     amount = _amount(form)
     if isinstance(amount, str):
@@ -203,13 +205,21 @@ def pay() -> ResponseReturnValue:
     try:
         payment = finconn.debit(
             _holder_id(),
-            method_id,
+            method.id,
             cents,
             description=description,
             idempotency_key=f"pocketbook-{key}",
-            check_balance=True,
+            # Only a linked account has a balance to check; typed-in numbers have none.
+            check_balance=method.account_id is not None,
             metadata={"what": form.get("what", "")},
         )
+    except InsufficientBalance as error:
+        available = money(int(error.extra.get("available", 0)), "usd")
+        sentence = (
+            f"Your available balance ({available}) is less than {money(cents, 'usd')}, so "
+            "nothing was charged. Pay a smaller amount or from another account."
+        )
+        return _page(form, sentence, 409)
     except FinConnError as error:
         # The same key again: what failed before the charge can be retried without a double.
         return _page(form, error.message, error.status if error.status < 500 else 502)

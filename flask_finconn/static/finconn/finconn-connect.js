@@ -334,7 +334,10 @@
 
     /** The network half of a click; override it to customise the request. */
     connect() {
-      if (this.purpose === "payments") return collect({ endpoint: this.endpoint });
+      if (this.purpose === "payments") {
+        const billingDetails = { name: this.getAttribute("billing-name") || "", email: this.getAttribute("billing-email") || "" };
+        return collect({ endpoint: this.endpoint, billingDetails });
+      }
       return connect({ endpoint: this.endpoint, permissions: this.permissions });
     }
 

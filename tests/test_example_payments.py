@@ -1,0 +1,278 @@
+"""Pocketbook's payments: the pay form over HTTP, and each way to pay end to end in Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from playwright.sync_api import BrowserContext, Page, expect
+
+from example_app.models import db
+from flask_finconn import Holder, get_state
+from flask_finconn.models import Payment
+from flask_finconn.services.payment_methods import save_account
+from flask_finconn.testing import link_accounts, sandbox_of
+
+from .test_example_app import sign_in
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
+
+
+def saved_checking(app: Flask, holder_id: str) -> str:
+    """Link the Test (Non-OAuth) bank for the holder and save its checking account for
+    payments, with fresh balances; returns the payment method's id."""
+    accounts = link_accounts(
+        app,
+        Holder(holder_id),
+        institution="test_nonoauth",
+        permissions=["balances", "payment_method", "transactions"],
+    )
+    sandbox = sandbox_of(app)
+    sandbox.finish_refreshes(status="succeeded")
+    sandbox.deliver_events(retry_now=True)
+    checking = next(a for a in accounts if a.subcategory == "checking")
+    with app.app_context():
+        method = save_account(
+            get_state(app), Holder(holder_id), checking.id, ip_address="127.0.0.1", user_agent="t"
+        )
+        return method.id
+
+
+def pay_form(client: FlaskClient) -> dict[str, str]:
+    html = client.get("/payments/").get_data(as_text=True)
+    csrf, key = CSRF.search(html), KEY.search(html)
+    assert csrf is not None and key is not None
+    return {"csrf_token": csrf.group(1), "idempotency_key": key.group(1)}
+
+
+def test_a_double_submit_of_one_form_charges_once(make_pocketbook: Callable[..., Flask]) -> None:
+    app = make_pocketbook()
+    client = app.test_client()
+    holder_id = sign_in(client, "ada@example.com")
+    method_id = saved_checking(app, holder_id)
+    form = {**pay_form(client), "what": "plan", "payment_method": method_id}
+    first = client.post("/payments/pay", data=form)
+    second = client.post("/payments/pay", data=form)
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"] == second.headers["Location"]
+    with app.app_context():
+        rows = db.session.scalars(sa.select(Payment)).all()
+    assert [(p.amount, p.description, p.status) for p in rows] == [
+        (499, "Pocketbook Plus, monthly plan", "processing")
+    ]
+    # Each render is a new key: paying again on purpose is a second payment.
+    again = {**form, **pay_form(client)}
+    assert again["idempotency_key"] != form["idempotency_key"]
+    assert client.post("/payments/pay", data=again).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Payment)) == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "sentence"),
+    [
+        ({"what": "goal", "goal": "Holiday", "amount": "abc"}, "Enter the amount to transfer"),
+        ({"what": "goal", "goal": "Holiday", "amount": "0.50"}, "Enter an amount from $1.00"),
+        ({"what": "goal", "goal": "Yacht", "amount": "5"}, "Choose the savings goal"),
+        ({"what": "goal", "goal": "Holiday", "amount": "99999999"}, "less than"),
+    ],
+)
+def test_the_pay_form_says_what_to_fix(
+    make_pocketbook: Callable[..., Flask], fields: dict[str, str], sentence: str
+) -> None:
+    app = make_pocketbook()
+    client = app.test_client()
+    holder_id = sign_in(client, "ada@example.com")
+    method_id = saved_checking(app, holder_id)
+    form = {**pay_form(client), "payment_method": method_id, **fields}
+    response = client.post("/payments/pay", data=form)
+    html = response.get_data(as_text=True)
+    assert response.status_code in (400, 409)
+    assert sentence in html
+    # The same key comes back, so a corrected submit is still one payment.
+    assert f'value="{form["idempotency_key"]}"' in html
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Payment)) == 0
+
+
+def test_another_users_payment_method_cannot_be_charged(
+    make_pocketbook: Callable[..., Flask],
+) -> None:
+    app = make_pocketbook()
+    ada, bob = app.test_client(), app.test_client()
+    method_id = saved_checking(app, sign_in(ada, "ada@example.com"))
+    sign_in(bob, "bob@example.com")
+    form = {**pay_form(bob), "what": "plan", "payment_method": method_id}
+    response = bob.post("/payments/pay", data=form)
+    assert response.status_code == 400
+    assert "Choose the bank account to pay from." in response.get_data(as_text=True)
+    assert bob.get(f"/payments/methods/{method_id}/verify").status_code == 404
+
+
+# -- in Chromium ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def new_user(chromium: Any, pocketbook_server: tuple[Flask, str]) -> Iterator[Any]:
+    """Fresh browser contexts; page errors, CSP refusals and 5xx answers fail the test."""
+    _, base = pocketbook_server
+    contexts: list[BrowserContext] = []
+    errors: list[str] = []
+
+    def open_page(width: int = 1200) -> Page:
+        context = chromium.new_context(base_url=base, viewport={"width": width, "height": 800})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on(
+            "console",
+            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        page.on(
+            "response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 500 else None
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert errors == [], f"Errors in the browser: {errors}"
+
+
+def browser_sign_in(page: Page, email: str) -> None:
+    page.goto("/signin")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
+
+
+def accept_mandate(page: Page) -> None:
+    dialog = page.get_by_role("dialog", name="Authorize debits from your bank account")
+    expect(dialog).to_contain_text("Pocketbook")
+    dialog.get_by_role("button", name="Accept").click()
+
+
+def settle(app: Flask) -> None:
+    """Let the sandbox's bank settle every pending debit now."""
+    sandbox_of(app).advance_time(3600)
+
+
+def pay_plan(page: Page) -> Any:
+    page.get_by_label(re.compile("^Pocketbook Plus")).check()
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page.get_by_text("Payment started.")).to_be_visible()
+    row = page.locator("#payment-list .payment").first
+    expect(row).to_contain_text("Pocketbook Plus, monthly plan")
+    return row
+
+
+def test_link_use_for_payments_pay_and_settle(
+    new_user: Any, pocketbook_server: tuple[Flask, str]
+) -> None:
+    app, _ = pocketbook_server
+    page = new_user()
+    browser_sign_in(page, "pay-linked@example.com")
+    page.get_by_role("button", name="Link a bank account").click()
+    page.get_by_role("button", name="Agree and continue").click()
+    page.locator("[data-institution='test_nonoauth']").click()
+    page.get_by_label("Username").fill("jenny")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.get_by_role("button", name="Link accounts").click()
+    page.get_by_role("button", name="Done").click()
+    expect(page.locator(".account-card")).to_have_count(2)
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Payments").click()
+    expect(page.get_by_role("heading", name="Payments", exact=True)).to_be_visible()
+    expect(page.get_by_text("No bank account is set up for payments yet.")).to_be_visible()
+    page.get_by_role("button", name="Use for payments Test Checking").click()
+    accept_mandate(page)
+    method = page.locator(".methods .method[data-method]")
+    expect(method).to_contain_text("Ready")
+
+    row = pay_plan(page)
+    expect(row.locator(".badge")).to_have_text("Processing")
+    settle(app)
+    expect(row.locator(".badge")).to_have_text("Paid", timeout=20_000)
+
+
+def test_manual_entry_microdeposits_then_pay(
+    new_user: Any, pocketbook_server: tuple[Flask, str]
+) -> None:
+    app, _ = pocketbook_server
+    page = new_user(390)
+    browser_sign_in(page, "pay-manual@example.com")
+    page.goto("/payments/")
+    page.get_by_role("button", name="Add a bank account").click()
+    page.get_by_role("button", name="Agree and continue").click()
+    page.get_by_role("button", name="Enter bank details manually").click()
+    page.get_by_label("Routing number").fill("110000000")
+    page.get_by_label("Account number", exact=True).fill("000123456789")
+    page.get_by_label("Confirm account number").fill("000123456789")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Done").click()
+    accept_mandate(page)
+
+    expect(page.get_by_role("heading", name="Verify your bank account")).to_be_visible()
+    verify = page.locator("finconn-verify")
+    expect(verify).to_contain_text(re.compile(r"\d+ attempts? left\."))
+    if page.get_by_label("First deposit, in cents").count():
+        page.get_by_label("First deposit, in cents").fill("32")
+        page.get_by_label("Second deposit, in cents").fill("45")
+    else:
+        page.get_by_label(re.compile("^Code from the deposit")).fill("SM11AA")
+    verify.get_by_role("button", name="Verify").click()
+    expect(verify.get_by_role("status")).to_have_text("Bank account verified.")
+
+    page.get_by_role("link", name="← Payments").click()
+    expect(page.locator(".methods .method[data-method]")).to_contain_text("Ready")
+    page.get_by_label("A transfer to a savings goal").check()
+    page.get_by_label("Amount, in dollars").fill("25")
+    page.get_by_role("button", name="Pay", exact=True).click()
+    row = page.locator("#payment-list .payment").first
+    expect(row).to_contain_text("Transfer to savings goal: Emergency fund")
+    expect(row).to_contain_text("$25.00")
+    settle(app)
+    expect(row.locator(".badge")).to_have_text("Paid", timeout=20_000)
+
+
+def test_a_failing_account_shows_why_in_a_sentence(
+    new_user: Any, pocketbook_server: tuple[Flask, str]
+) -> None:
+    app, _ = pocketbook_server
+    page = new_user()
+    browser_sign_in(page, "pay-nsf@example.com")
+    page.goto("/payments/")
+    page.get_by_role("button", name="Add a bank account").click()
+    page.get_by_role("button", name="Agree and continue").click()
+    page.get_by_role("button", name="Enter bank details manually").click()
+    page.get_by_label("Routing number").fill("110000000")
+    page.get_by_label("Account number", exact=True).fill("000222222227")
+    page.get_by_label("Confirm account number").fill("000222222227")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Done").click()
+    accept_mandate(page)
+    verify = page.locator("finconn-verify")
+    expect(verify.get_by_role("button", name="Verify")).to_be_visible()
+    if page.get_by_label("First deposit, in cents").count():
+        page.get_by_label("First deposit, in cents").fill("32")
+        page.get_by_label("Second deposit, in cents").fill("45")
+    else:
+        page.get_by_label(re.compile("^Code from the deposit")).fill("SM11AA")
+    verify.get_by_role("button", name="Verify").click()
+    expect(verify.get_by_role("status")).to_have_text("Bank account verified.")
+    page.goto("/payments/")
+    row = pay_plan(page)
+    settle(app)
+    expect(row.locator(".badge")).to_have_text("Failed", timeout=20_000)
+    expect(row.locator("[data-field='failure']")).to_have_text(
+        "Your bank returned this payment because the account did not have enough money. "
+        "Add funds or pay from another account, then try again."
+    )
