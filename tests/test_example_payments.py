@@ -12,16 +12,25 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import BrowserContext, Page, expect
 
-from example_app.models import db
+from example_app.models import User, db
 from flask_finconn import Holder, get_state
 from flask_finconn.models import Payment
 from flask_finconn.services.payment_methods import save_account
 from flask_finconn.testing import link_accounts, sandbox_of
 
-from .test_example_app import sign_in
-
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
+
+
+def sign_in(client: FlaskClient, email: str) -> str:
+    """Sign in through the form; returns the user's holder id."""
+    token = CSRF.search(client.get("/signin").get_data(as_text=True))
+    assert token is not None
+    response = client.post("/signin", data={"email": email, "csrf_token": token.group(1)})
+    assert response.status_code == 302
+    with client.application.app_context():
+        user_id = db.session.scalar(sa.select(User.id).where(User.email == email))
+    return str(user_id)
 
 
 def saved_checking(app: Flask, holder_id: str) -> str:

@@ -28,8 +28,9 @@ PAY_PAGE = """<!doctype html>
 <body>
 <h1>Acme Budget</h1>
 {% if verify %}{{ finconn.verify(verify) }}
-{% elif accounts %}{{ finconn.accounts(mandate_text="I authorize Acme Budget to debit this account.") }}
-{% else %}{{ finconn.button("Pay by bank", purpose="payments", billing_name="Jenny Rosen") }}{% endif %}
+{% elif accounts %}{{ finconn.accounts(mandate_text=mandate) }}
+{% else %}{{ finconn.button("Pay by bank", purpose="payments", billing_name="Jenny Rosen") }}
+{% endif %}
 </body>
 </html>
 """
@@ -56,6 +57,7 @@ def pay_page(widget_app: Flask, widget_page: Page) -> Iterator[Page]:
             nonce=nonce,
             verify=http.args.get("verify"),
             accounts=bool(http.args.get("accounts")),
+            mandate="I authorize Acme Budget to debit this account.",
         )
         headers = {}
         if nonce:
@@ -83,13 +85,16 @@ def pay_page(widget_app: Flask, widget_page: Page) -> Iterator[Page]:
 def outcome(page: Page, prefix: str = "finconn-connect-") -> dict[str, Any]:
     """The first success, exit or error event with this prefix."""
     page.wait_for_function(
-        "(p) => window.__events.some(e => e.type.startsWith(p) && /(success|exit|error)$/.test(e.type))",
+        "(p) => window.__events.some("
+        "e => e.type.startsWith(p) && /(success|exit|error)$/.test(e.type))",
         arg=prefix,
     )
     events: list[dict[str, Any]] = page.evaluate("window.__events")
     return next(
-        e for e in events if e["type"].startswith(prefix) and e["type"].rsplit("-", 1)[1] in
-        ("success", "exit", "error")
+        e
+        for e in events
+        if e["type"].startswith(prefix)
+        and e["type"].rsplit("-", 1)[1] in ("success", "exit", "error")
     )
 
 
