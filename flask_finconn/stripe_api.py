@@ -310,7 +310,7 @@ class StripeAPI:
         with _calling("verify the microdeposits", not_found="setup_intent_not_found"):
             intent: stripe.SetupIntent = self.client.v1.setup_intents.verify_microdeposits(
                 intent_id,
-                {**values, "expand": ["payment_method"]},  # type: ignore[typeddict-item]
+                {**values, "expand": ["payment_method"]},  # type: ignore[arg-type]
             )
         return intent
 

@@ -22,7 +22,12 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, FinConnError, NotFound, ValidationError
 from ..models import Account, Customer, PaymentMethod, from_unix, utcnow
-from ..signals import account_linked, mandate_inactive, payment_method_saved, payment_method_verified
+from ..signals import (
+    account_linked,
+    mandate_inactive,
+    payment_method_saved,
+    payment_method_verified,
+)
 from ..state import FinConnState, Holder
 from .accounts import find_by_stripe_id, get_account, loaded, upsert_account
 from .customers import get_or_create_customer
@@ -38,6 +43,11 @@ STATUS_RANK = {
 }
 MANDATE_RANK = {None: -1, "pending": 0, "active": 1, "inactive": 2}
 DEBITABLE_SUBCATEGORIES = ("checking", "savings")
+VERIFICATION_FIELDS = (
+    "verification_type",
+    "verification_arrival_date",
+    "verification_attempts_remaining",
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,10 @@ def create_setup_intent(state: FinConnState, holder: Holder) -> NewSetupIntent:
     ``payment_method`` is always among them: Stripe refuses the others alone.
     """
     customer = get_or_create_customer(state, holder)
-    permissions = ["payment_method", *(p for p in state.settings.permissions if p != "payment_method")]
+    permissions = [
+        "payment_method",
+        *(p for p in state.settings.permissions if p != "payment_method"),
+    ]
     intent = state.stripe.create_setup_intent(customer.stripe_id, permissions=permissions)
     return NewSetupIntent(
         id=intent.id,
@@ -350,14 +363,16 @@ def _advance(row: PaymentMethod, fields: dict[str, Any]) -> set[str]:
         if fields.get(name) is not None and getattr(row, name) != fields[name]:
             setattr(row, name, fields[name])
     status = fields.get("status")
-    if status and (
-        row.status is None or STATUS_RANK[status] > STATUS_RANK.get(row.status, -1)
-    ):
+    if status and (row.status is None or STATUS_RANK[status] > STATUS_RANK.get(row.status, -1)):
         row.status = status
         changes.add(status)
         if status == "verified":
             row.verification_attempts_remaining = None
-    for name in ("verification_type", "verification_arrival_date", "verification_attempts_remaining"):
+    for name in (
+        "verification_type",
+        "verification_arrival_date",
+        "verification_attempts_remaining",
+    ):
         if name in fields and row.status != "verified":
             setattr(row, name, fields[name])
     mandate_status = fields.get("mandate_status")
@@ -394,8 +409,7 @@ def verify(
     method = get_payment_method(state, holder_id, method_id)
     if method.status != "requires_verification" or method.setup_intent_id is None:
         raise Conflict(
-            f"The bank account is {method.status.replace('_', ' ')}, not waiting for "
-            "verification.",
+            f"The bank account is {method.status.replace('_', ' ')}, not waiting for verification.",
             code="verification_not_required",
         )
     customer = state.db.session.get(Customer, method.customer_id)

@@ -114,9 +114,7 @@ def _validate(request: DebitRequest) -> None:
             code="invalid_idempotency_key",
         )
     if not request.description:
-        raise ValidationError(
-            "Describe the debit; the holder sees it.", code="invalid_description"
-        )
+        raise ValidationError("Describe the debit; the holder sees it.", code="invalid_description")
 
 
 def _by_key(state: FinConnState, holder_id: str, key: str) -> Payment | None:
@@ -187,7 +185,9 @@ def _check_debitable(method: PaymentMethod) -> None:
         raise Conflict(
             f"The bank account is {method.status.replace('_', ' ')}; only a verified one can "
             "be debited.",
-            code="payment_method_not_verified" if method.status != "detached" else "payment_method_detached",
+            code="payment_method_not_verified"
+            if method.status != "detached"
+            else "payment_method_detached",
         )
     if method.mandate_status != "active":
         raise Conflict(
@@ -281,10 +281,7 @@ def _refused(state: FinConnState, payment: Payment, exc: Conflict) -> Payment:
 
 def _locked(state: FinConnState, where: Any) -> Payment | None:
     return state.db.session.scalars(
-        sa.select(Payment)
-        .where(where)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        sa.select(Payment).where(where).with_for_update().execution_options(populate_existing=True)
     ).first()
 
 
@@ -403,8 +400,8 @@ def stuck_payments(state: FinConnState, older_than: timedelta) -> list[Payment]:
 
 __all__ = [
     "BALANCE_MAX_AGE",
-    "DebitRequest",
     "STATUSES",
+    "DebitRequest",
     "apply_intent",
     "apply_intent_by_id",
     "cancel",
