@@ -202,7 +202,7 @@ def test_manual_entry_then_confirm_needs_microdeposits(widget_page: Page, widget
     widget_page.get_by_role("radio", name="Company").check()
     enter(widget_page, "110 000 000", "000123456789")
     step(widget_page, "success")
-    expect(widget_page.get_by_role("heading")).to_have_text("Bank details saved")
+    expect(widget_page.get_by_role("dialog").get_by_role("heading")).to_have_text("Bank details saved")
     expect(widget_page.get_by_role("dialog")).to_contain_text("•••• 6789")
     widget_page.get_by_role("button", name="Done").click()
 
