@@ -129,7 +129,7 @@ def add_payment_routes(bp: Blueprint, sandbox: Sandbox) -> None:
         if not customer:
             # Stripe links the account for the intent itself; the sandbox needs a holder.
             billing = _strings(data.get("billing_details"), "billing_details")
-            params = {k: billing[k] for k in ("name", "email") if k in billing}
+            params: dict[str, Any] = {k: billing[k] for k in ("name", "email") if k in billing}
             customer = sandbox.create_customer(params)["id"]
         ach = (found.get("payment_method_options") or {}).get("us_bank_account") or {}
         fc = ach.get("financial_connections") or {}
@@ -292,9 +292,7 @@ def _form(
     error: ApiError | None,
     field_errors: dict[str, str],
 ) -> tuple[str, int]:
-    what = (
-        " and complete your payment" if intent["object"] == "payment_intent" else " and save it"
-    )
+    what = " and complete your payment" if intent["object"] == "payment_intent" else " and save it"
     alert = ""
     if error is not None or field_errors:
         message = error.message if error is not None else "Check the highlighted fields."
@@ -325,7 +323,7 @@ def _form(
         )
         switch = Markup('<a href="?with=amounts">I received two deposits instead</a>')
     body = Markup(
-        "{alert}<p class=\"lede\">Enter what you see on your bank statement to verify {bank}"
+        '{alert}<p class="lede">Enter what you see on your bank statement to verify {bank}'
         "{what}.</p>"
         '<p class="fine" id="hint">{hint} Deposits arrive in 1 to 2 business days.</p>'
         '<form method="post" class="form" novalidate>'
