@@ -210,7 +210,8 @@ def test_manual_entry_explains_what_is_wrong(
     expect(shown).to_have_count(len(errors))
     for locator, text in zip(shown.all(), errors, strict=True):
         expect(locator).to_contain_text(text)
-    expect(widget_page.get_by_role("alert")).to_contain_text(errors[0])
+    summary = f"Check the {len(errors)} highlighted fields" if len(errors) > 1 else errors[0]
+    expect(widget_page.get_by_role("alert")).to_contain_text(summary)
     invalid = widget_page.locator("input[aria-invalid='true']")
     expect(invalid).to_have_count(len(errors))
     # The first wrong field has the focus and its message as its description.

@@ -295,7 +295,12 @@ def _form(
     what = " and complete your payment" if intent["object"] == "payment_intent" else " and save it"
     alert = ""
     if error is not None or field_errors:
-        message = error.message if error is not None else "Check the highlighted fields."
+        many = len(field_errors) > 1
+        message = (
+            error.message
+            if error is not None
+            else f"Check the highlighted field{'s' if many else ''}."
+        )
         alert = Markup('<p class="error" role="alert" id="page-error">{}</p>').format(message)
     if use == "amounts":
         hint = "Two deposits of less than $1.00 each, described as ACCTVERIFY."

@@ -731,8 +731,8 @@
             event.preventDefault();
             const wrong = check();
             if (wrong) {
-              const count = rules.filter(([f]) => !f.error.hidden).length;
-              this.showError(count > 1 ? `Fix the ${count} highlighted fields: ${wrong.error.textContent}` : wrong.error.textContent);
+              const names = rules.filter(([f]) => !f.error.hidden).map(([f]) => f.row.querySelector("label").textContent.toLowerCase());
+              this.showError(names.length > 1 ? `Check the ${names.length} highlighted fields: ${names.join(", ")}.` : wrong.error.textContent);
               wrong.input.focus();
               return;
             }
