@@ -16,7 +16,10 @@ from flask_finconn.testing import sandbox_of
 pytestmark = pytest.mark.browser
 
 BILLING = {"name": "Jenny Rosen", "email": "jenny@example.com"}
-PARAMS = {"payment_method_type": "us_bank_account", "payment_method_data": {"billing_details": BILLING}}
+PARAMS = {
+    "payment_method_type": "us_bank_account",
+    "payment_method_data": {"billing_details": BILLING},
+}
 
 
 def sandbox(app: Flask) -> Sandbox:
@@ -99,7 +102,11 @@ def test_collect_for_setup_links_one_checking_or_savings_account(
 ) -> None:
     si = setup_intent(widget_app)
     load_stripe(widget_page)
-    start(widget_page, "collectBankAccountForSetup", {"clientSecret": si["client_secret"], "params": PARAMS})
+    start(
+        widget_page,
+        "collectBankAccountForSetup",
+        {"clientSecret": si["client_secret"], "params": PARAMS},
+    )
     to_bank_search(widget_page)
     widget_page.get_by_role("searchbox").fill("bank_nonoauth")
     widget_page.locator("[data-institution='bank_nonoauth']").click()
@@ -131,13 +138,19 @@ def test_collect_for_setup_links_one_checking_or_savings_account(
     assert mandate["customer_acceptance"]["online"]["user_agent"].startswith("Mozilla/")
 
 
-@pytest.mark.parametrize(("where", "how"), [("consent", "Close"), ("institutions", "Escape"), ("manual", "Close")])
+@pytest.mark.parametrize(
+    ("where", "how"), [("consent", "Close"), ("institutions", "Escape"), ("manual", "Close")]
+)
 def test_closing_the_modal_resolves_the_intent_unchanged(
     widget_page: Page, widget_app: Flask, where: str, how: str
 ) -> None:
     pi = payment_intent(widget_app)
     load_stripe(widget_page)
-    start(widget_page, "collectBankAccountForPayment", {"clientSecret": pi["client_secret"], "params": PARAMS})
+    start(
+        widget_page,
+        "collectBankAccountForPayment",
+        {"clientSecret": pi["client_secret"], "params": PARAMS},
+    )
     if where == "institutions":
         to_bank_search(widget_page)
     elif where == "manual":
@@ -159,7 +172,16 @@ def test_closing_the_modal_resolves_the_intent_unchanged(
 @pytest.mark.parametrize(
     ("routing", "number", "again", "errors"),
     [
-        ("", "", "", ["Enter the routing number.", "Enter the account number.", "Enter the account number again."]),
+        (
+            "",
+            "",
+            "",
+            [
+                "Enter the routing number.",
+                "Enter the account number.",
+                "Enter the account number again.",
+            ],
+        ),
         ("11000000", "000123456789", None, ["A routing number has 9 digits."]),
         ("110000001", "000123456789", None, ["This routing number is not valid."]),
         ("110000000", "123", None, ["An account number has 4 to 17 digits."]),
@@ -167,11 +189,20 @@ def test_closing_the_modal_resolves_the_intent_unchanged(
     ],
 )
 def test_manual_entry_explains_what_is_wrong(
-    widget_page: Page, widget_app: Flask, routing: str, number: str, again: str | None, errors: list[str]
+    widget_page: Page,
+    widget_app: Flask,
+    routing: str,
+    number: str,
+    again: str | None,
+    errors: list[str],
 ) -> None:
     pi = payment_intent(widget_app)
     load_stripe(widget_page)
-    start(widget_page, "collectBankAccountForPayment", {"clientSecret": pi["client_secret"], "params": PARAMS})
+    start(
+        widget_page,
+        "collectBankAccountForPayment",
+        {"clientSecret": pi["client_secret"], "params": PARAMS},
+    )
     to_manual_entry(widget_page)
     enter(widget_page, routing, number, again)
 
@@ -179,17 +210,22 @@ def test_manual_entry_explains_what_is_wrong(
     expect(shown).to_have_count(len(errors))
     for locator, text in zip(shown.all(), errors, strict=True):
         expect(locator).to_contain_text(text)
-    expect(widget_page.get_by_role("alert")).to_contain_text(errors[0])
+    summary = f"Check the {len(errors)} highlighted fields" if len(errors) > 1 else errors[0]
+    expect(widget_page.get_by_role("alert")).to_contain_text(summary)
     invalid = widget_page.locator("input[aria-invalid='true']")
     expect(invalid).to_have_count(len(errors))
     # The first wrong field has the focus and its message as its description.
     expect(invalid.first).to_be_focused()
     expect(invalid.first).to_have_accessible_description(re.compile(re.escape(errors[0])))
     assert widget_page.evaluate("window.__result") is None
-    assert sandbox(widget_app).payments.payment_intent(pi["id"])["status"] == "requires_payment_method"
+    assert (
+        sandbox(widget_app).payments.payment_intent(pi["id"])["status"] == "requires_payment_method"
+    )
 
 
-def test_manual_entry_then_confirm_needs_microdeposits(widget_page: Page, widget_app: Flask) -> None:
+def test_manual_entry_then_confirm_needs_microdeposits(
+    widget_page: Page, widget_app: Flask
+) -> None:
     pi = payment_intent(widget_app)
     secret = pi["client_secret"]
     load_stripe(widget_page)
@@ -202,7 +238,9 @@ def test_manual_entry_then_confirm_needs_microdeposits(widget_page: Page, widget
     widget_page.get_by_role("radio", name="Company").check()
     enter(widget_page, "110 000 000", "000123456789")
     step(widget_page, "success")
-    expect(widget_page.get_by_role("heading")).to_have_text("Bank details saved")
+    expect(widget_page.get_by_role("dialog").get_by_role("heading")).to_have_text(
+        "Bank details saved"
+    )
     expect(widget_page.get_by_role("dialog")).to_contain_text("•••• 6789")
     widget_page.get_by_role("button", name="Done").click()
 
@@ -210,7 +248,11 @@ def test_manual_entry_then_confirm_needs_microdeposits(widget_page: Page, widget
     assert intent["status"] == "requires_confirmation"
     bank = intent["payment_method"]["us_bank_account"]
     assert bank["financial_connections_account"] is None
-    assert (bank["routing_number"], bank["last4"], bank["account_holder_type"]) == ("110000000", "6789", "company")
+    assert (bank["routing_number"], bank["last4"], bank["account_holder_type"]) == (
+        "110000000",
+        "6789",
+        "company",
+    )
 
     confirmed = call(widget_page, "confirmUsBankAccountPayment", secret)["paymentIntent"]
     assert confirmed["status"] == "requires_action"
@@ -222,11 +264,15 @@ def test_manual_entry_then_confirm_needs_microdeposits(widget_page: Page, widget
     assert "2 verification attempts remaining" in wrong["error"]["message"]
     assert wrong["error"]["payment_intent"]["status"] == "requires_action"
 
-    right = call(widget_page, "verifyMicrodepositsForPayment", secret, {"descriptor_code": "SM11AA"})
+    right = call(
+        widget_page, "verifyMicrodepositsForPayment", secret, {"descriptor_code": "SM11AA"}
+    )
     assert right["paymentIntent"]["status"] == "processing"
 
 
-def test_confirm_setup_with_typed_bank_details_and_verify(widget_page: Page, widget_app: Flask) -> None:
+def test_confirm_setup_with_typed_bank_details_and_verify(
+    widget_page: Page, widget_app: Flask
+) -> None:
     si = setup_intent(widget_app)
     secret = si["client_secret"]
     load_stripe(widget_page)
@@ -251,16 +297,32 @@ def test_confirm_setup_with_typed_bank_details_and_verify(widget_page: Page, wid
 @pytest.mark.parametrize(
     ("method", "args", "message"),
     [
-        ("collectBankAccountForSetup", ["pi"], "clientSecret should be the client_secret of a SetupIntent"),
+        (
+            "collectBankAccountForSetup",
+            ["pi"],
+            "clientSecret should be the client_secret of a SetupIntent",
+        ),
         ("collectBankAccountForPayment", [{"params": PARAMS}], "clientSecret should be"),
-        ("collectBankAccountForPayment", ["pi", {"payment_method_type": "card"}], 'should be "us_bank_account"'),
+        (
+            "collectBankAccountForPayment",
+            ["pi", {"payment_method_type": "card"}],
+            'should be "us_bank_account"',
+        ),
         (
             "collectBankAccountForPayment",
             ["pi", {"payment_method_type": "us_bank_account"}],
             "billing_details.name",
         ),
-        ("collectBankAccountForPayment", ["pi", PARAMS, "clientsecret"], "unrecognized key clientsecret"),
-        ("verifyMicrodepositsForPayment", ["pi", {"amounts": [32, 45], "descriptor_code": "SM11AA"}], "exactly one"),
+        (
+            "collectBankAccountForPayment",
+            ["pi", PARAMS, "clientsecret"],
+            "unrecognized key clientsecret",
+        ),
+        (
+            "verifyMicrodepositsForPayment",
+            ["pi", {"amounts": [32, 45], "descriptor_code": "SM11AA"}],
+            "exactly one",
+        ),
         ("verifyMicrodepositsForPayment", ["pi", {"amounts": [32]}], "two integers"),
         ("confirmUsBankAccountPayment", ["seti"], "client_secret of a PaymentIntent"),
     ],
@@ -268,7 +330,10 @@ def test_confirm_setup_with_typed_bank_details_and_verify(widget_page: Page, wid
 def test_wrong_arguments_throw_an_integration_error(
     widget_page: Page, widget_app: Flask, method: str, args: list[Any], message: str
 ) -> None:
-    secrets = {"pi": payment_intent(widget_app)["client_secret"], "seti": setup_intent(widget_app)["client_secret"]}
+    secrets = {
+        "pi": payment_intent(widget_app)["client_secret"],
+        "seti": setup_intent(widget_app)["client_secret"],
+    }
     load_stripe(widget_page)
     if method.startswith("collect") and args and isinstance(args[0], str):
         options: dict[str, Any] = {"clientSecret": secrets[args[0]]}
@@ -285,18 +350,28 @@ def test_wrong_arguments_throw_an_integration_error(
     expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
 
 
-def test_collect_on_a_finished_intent_resolves_an_error(widget_page: Page, widget_app: Flask) -> None:
+def test_collect_on_a_finished_intent_resolves_an_error(
+    widget_page: Page, widget_app: Flask
+) -> None:
     si = setup_intent(widget_app)
     sandbox(widget_app).payments.cancel_setup_intent(si["id"], {})
     load_stripe(widget_page)
-    outcome = call(widget_page, "collectBankAccountForSetup", {"clientSecret": si["client_secret"], "params": PARAMS})
+    outcome = call(
+        widget_page,
+        "collectBankAccountForSetup",
+        {"clientSecret": si["client_secret"], "params": PARAMS},
+    )
     assert outcome["error"]["code"] == "setup_intent_unexpected_state"
 
 
 def test_manual_entry_by_keyboard_only(widget_page: Page, widget_app: Flask) -> None:
     si = setup_intent(widget_app)
     load_stripe(widget_page)
-    start(widget_page, "collectBankAccountForSetup", {"clientSecret": si["client_secret"], "params": PARAMS})
+    start(
+        widget_page,
+        "collectBankAccountForSetup",
+        {"clientSecret": si["client_secret"], "params": PARAMS},
+    )
     keys = widget_page.keyboard
     step(widget_page, "consent")
     keys.press("Enter")  # "Agree and continue" has the focus
@@ -338,7 +413,9 @@ def verification_url(page: Page, app: Flask) -> str:
     return url
 
 
-def test_hosted_page_verifies_the_descriptor_code(widget_page: Page, widget_app: Flask, live_server: str) -> None:
+def test_hosted_page_verifies_the_descriptor_code(
+    widget_page: Page, widget_app: Flask, live_server: str
+) -> None:
     url = verification_url(widget_page, widget_app)
     assert url.startswith(f"{live_server}/finconn/sandbox/microdeposits/sacs_test_")
     widget_page.goto(url)
@@ -364,7 +441,9 @@ def test_hosted_page_verifies_the_descriptor_code(widget_page: Page, widget_app:
     assert sandbox(widget_app).payments.intent_for_verification(token)["status"] == "succeeded"
 
 
-def test_hosted_page_takes_amounts_and_counts_attempts(widget_page: Page, widget_app: Flask) -> None:
+def test_hosted_page_takes_amounts_and_counts_attempts(
+    widget_page: Page, widget_app: Flask
+) -> None:
     url = verification_url(widget_page, widget_app)
     widget_page.goto(url)
     widget_page.get_by_role("link", name="I received two deposits instead").click()
@@ -378,7 +457,9 @@ def test_hosted_page_takes_amounts_and_counts_attempts(widget_page: Page, widget
     widget_page.get_by_label("Second amount (cents)").fill("11")
     widget_page.get_by_role("button", name="Verify").click()
     expect(widget_page.get_by_role("heading", level=1)).to_have_text("Verification unavailable")
-    expect(widget_page.get_by_role("alert")).to_contain_text("exceeded the number of allowed verification attempts")
+    expect(widget_page.get_by_role("alert")).to_contain_text(
+        "exceeded the number of allowed verification attempts"
+    )
 
 
 def test_hosted_page_with_an_unknown_token(widget_page: Page) -> None:

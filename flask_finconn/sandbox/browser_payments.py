@@ -129,7 +129,7 @@ def add_payment_routes(bp: Blueprint, sandbox: Sandbox) -> None:
         if not customer:
             # Stripe links the account for the intent itself; the sandbox needs a holder.
             billing = _strings(data.get("billing_details"), "billing_details")
-            params = {k: billing[k] for k in ("name", "email") if k in billing}
+            params: dict[str, Any] = {k: billing[k] for k in ("name", "email") if k in billing}
             customer = sandbox.create_customer(params)["id"]
         ach = (found.get("payment_method_options") or {}).get("us_bank_account") or {}
         fc = ach.get("financial_connections") or {}
@@ -223,7 +223,7 @@ def add_payment_routes(bp: Blueprint, sandbox: Sandbox) -> None:
                     found = payments.intent_for_verification(token)
         if found["status"] != "requires_action":
             return _outcome(found, kind, error)
-        left = _attempts_left(sandbox, kind, found["id"], use)
+        left = _attempts_left(sandbox, found, use)
         pm = payments.payment_method(found["payment_method"])["us_bank_account"]
         bank = f"the {pm.get('bank_name') or 'bank'} account ending in {pm.get('last4')}"
         return _form(found, bank, use, left, error, field_errors)
@@ -245,10 +245,12 @@ def _typed_values(use: str) -> tuple[dict[str, Any], dict[str, str]]:
     return {"descriptor_code": code}, {}
 
 
-def _attempts_left(sandbox: Sandbox, kind: str, intent_id: str, use: str) -> int:
+def _attempts_left(sandbox: Sandbox, intent: dict[str, Any], use: str) -> int:
+    """How many more times the holder may try ``use`` (amounts or a descriptor code)."""
     payments = sandbox.payments
+    kind = "seti" if intent["object"] == "setup_intent" else "pi"
     with payments.host.store.tx(write=False):
-        _, internal = payments.objects.load(kind, intent_id)
+        _, internal = payments.objects.load(kind, intent["id"])
     used = (internal.get("attempts") or {}).get(use, 0)
     limit = AMOUNT_ATTEMPTS if use == "amounts" else DESCRIPTOR_ATTEMPTS
     return max(limit - int(used), 0)
@@ -290,10 +292,15 @@ def _form(
     error: ApiError | None,
     field_errors: dict[str, str],
 ) -> tuple[str, int]:
-    what = "payment" if intent["object"] == "payment_intent" else "bank account"
+    what = " and complete your payment" if intent["object"] == "payment_intent" else " and save it"
     alert = ""
     if error is not None or field_errors:
-        message = error.message if error is not None else "Check the highlighted fields."
+        many = len(field_errors) > 1
+        message = (
+            error.message
+            if error is not None
+            else f"Check the highlighted field{'s' if many else ''}."
+        )
         alert = Markup('<p class="error" role="alert" id="page-error">{}</p>').format(message)
     if use == "amounts":
         hint = "Two deposits of less than $1.00 each, described as ACCTVERIFY."
@@ -321,8 +328,8 @@ def _form(
         )
         switch = Markup('<a href="?with=amounts">I received two deposits instead</a>')
     body = Markup(
-        "{alert}<p class=\"lede\">Enter what you see on your bank statement to verify {bank} "
-        "for this {what}.</p>"
+        '{alert}<p class="lede">Enter what you see on your bank statement to verify {bank}'
+        "{what}.</p>"
         '<p class="fine" id="hint">{hint} Deposits arrive in 1 to 2 business days.</p>'
         '<form method="post" class="form" novalidate>'
         '<input type="hidden" name="with" value="{use}">{fields}'

@@ -276,16 +276,17 @@ def _mandate(state: FinConnState, mandate_id: str | None) -> dict[str, Any] | No
 
 def _fields_from_intent(state: FinConnState, intent: dict[str, Any]) -> dict[str, Any]:
     """The stored fields a SetupIntent (PaymentMethod expanded) determines."""
-    pm = intent["payment_method"]
-    us = pm.get("us_bank_account") or {}
     fields: dict[str, Any] = {
-        "stripe_id": pm["id"],
-        "bank_name": us.get("bank_name"),
-        "last4": us.get("last4"),
-        "account_type": us.get("account_type"),
         "setup_intent_id": intent["id"],
         "livemode": bool(intent.get("livemode")),
     }
+    pm = intent.get("payment_method")
+    if isinstance(pm, dict):  # a failed verification takes the PaymentMethod off the intent
+        us = pm.get("us_bank_account") or {}
+        fields["stripe_id"] = pm["id"]
+        fields["bank_name"] = us.get("bank_name")
+        fields["last4"] = us.get("last4")
+        fields["account_type"] = us.get("account_type")
     status = intent.get("status")
     action = (intent.get("next_action") or {}).get("verify_with_microdeposits")
     if status == "succeeded":
@@ -294,9 +295,9 @@ def _fields_from_intent(state: FinConnState, intent: dict[str, Any]) -> dict[str
         fields["status"] = "requires_verification"
         fields["verification_type"] = action.get("microdeposit_type") or "amounts"
         fields["verification_arrival_date"] = from_unix(action.get("arrival_date"))
-    elif (intent.get("last_setup_error") or {}).get("code", "").startswith(
-        "payment_method_microdeposit"
-    ) or status == "canceled":
+    elif status == "canceled" or str(
+        (intent.get("last_setup_error") or {}).get("code") or ""
+    ).startswith("payment_method_microdeposit"):
         fields["status"] = "verification_failed"
         fields["verification_attempts_remaining"] = 0
     mandate = _mandate(state, intent.get("mandate"))
@@ -315,11 +316,23 @@ def apply_setup_intent(
     customer: Customer,
     holder_id: str,
 ) -> PaymentMethod:
-    """Store or move forward the payment method a SetupIntent (PM expanded) describes."""
+    """Store or move forward the payment method a SetupIntent (PM expanded) describes.
+
+    An intent that lost its PaymentMethod (verification failed) only updates the row it
+    saved before.
+    """
     fields = _fields_from_intent(state, intent)
     session = state.db.session
     for attempt in range(2):
-        row = _locked(state, fields["stripe_id"])
+        if "stripe_id" in fields:
+            row = _locked(state, PaymentMethod.stripe_id == fields["stripe_id"])
+        else:
+            row = _locked(state, PaymentMethod.setup_intent_id == intent["id"])
+            if row is None:
+                raise NotFound(
+                    "No payment method was saved from this setup intent.",
+                    code="payment_method_not_found",
+                )
         created = row is None
         if row is None:
             fca = (intent["payment_method"].get("us_bank_account") or {}).get(
@@ -347,10 +360,10 @@ def apply_setup_intent(
     raise AssertionError("unreachable")
 
 
-def _locked(state: FinConnState, stripe_id: str) -> PaymentMethod | None:
+def _locked(state: FinConnState, where: Any) -> PaymentMethod | None:
     return state.db.session.scalars(
         sa.select(PaymentMethod)
-        .where(PaymentMethod.stripe_id == stripe_id)
+        .where(where)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
@@ -444,7 +457,7 @@ def apply_payment_method(
     None when no stored payment method has that ``pm_`` id (not this app's).
     """
     session = state.db.session
-    row = _locked(state, stripe_id)
+    row = _locked(state, PaymentMethod.stripe_id == stripe_id)
     if row is None:
         session.rollback()
         return None

@@ -672,9 +672,9 @@
         const error = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
         return { input, error, row: h("div", { class: "field" }, h("label", { htmlFor: id }, text), input, error) };
       };
-      const routing = field("fc-routing", "Routing number", { maxLength: 9, autofocus: true, autocomplete: "off" });
-      const account = field("fc-account-number", "Account number", { maxLength: 17 });
-      const confirm = field("fc-account-confirm", "Confirm account number", { maxLength: 17 });
+      const routing = field("fc-routing", "Routing number", { autofocus: true });
+      const account = field("fc-account-number", "Account number");
+      const confirm = field("fc-account-confirm", "Confirm account number");
       const radios = (name, legend, options) =>
         h(
           "fieldset",
@@ -731,8 +731,8 @@
             event.preventDefault();
             const wrong = check();
             if (wrong) {
-              const count = rules.filter(([f]) => !f.error.hidden).length;
-              this.showError(count > 1 ? `Fix the ${count} highlighted fields: ${wrong.error.textContent}` : wrong.error.textContent);
+              const names = rules.filter(([f]) => !f.error.hidden).map(([f]) => f.row.querySelector("label").textContent.toLowerCase());
+              this.showError(names.length > 1 ? `Check the ${names.length} highlighted fields: ${names.join(", ")}.` : wrong.error.textContent);
               wrong.input.focus();
               return;
             }
