@@ -3,7 +3,7 @@
 Serves Pocketbook on a fresh sandbox from a thread, walks it in Chromium as a new user (sign
 in, link two banks through the sandbox modal, refresh a few balances), then saves one PNG
 per page at 1200 and 390 px wide, light and dark (``app-<page>-<width>-<scheme>.png``).
-Run it with ``scripts/screenshots [output-dir]``.
+Run it with ``scripts/screenshots [output-dir] [all|accounts|payments]``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def settle(page: Page) -> None:
     page.wait_for_timeout(300)
 
 
-def main(out: str = OUT) -> None:
+def main(out: str = OUT, pages: str = "all") -> None:
+    """Photograph every page, or with ``pages="payments"`` only the payments pages."""
     os.makedirs(out, exist_ok=True)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +63,11 @@ def main(out: str = OUT) -> None:
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            shoot(f"http://127.0.0.1:{server.server_port}", out, app)
+            base = f"http://127.0.0.1:{server.server_port}"
+            if pages in ("all", "accounts"):
+                shoot(base, out, app)
+            if pages in ("all", "payments"):
+                shoot_payments(base, out, app)
         finally:
             server.shutdown()
             sandbox_of(app).stop_background()
@@ -167,6 +172,65 @@ def shoot_pages(page: Page, out: str, variant: str) -> None:
     expect(page.get_by_role("heading", name="Events")).to_be_visible()
     page.wait_for_load_state("load")
     snap("events")
+
+
+def shoot_payments(base: str, out: str, app: object) -> None:
+    """The payments pages (``app-pay-*``, ``app-pay-mandate-*``, ``app-pay-verify-*``) per
+    variant: each variant's user links a bank, saves its checking account, pays the plan and
+    enters bank details by hand (left waiting for its microdeposits)."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=os.environ.get("FINCONN_CHROMIUM") or shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
+        )
+        for width, height, scheme in VARIANTS:
+            variant = f"{width}-{scheme}"
+            context = browser.new_context(
+                base_url=base,
+                viewport={"width": width, "height": height},
+                color_scheme=scheme,  # type: ignore[arg-type]
+                reduced_motion="reduce",
+                timezone_id="America/New_York",
+            )
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            sign_in(page, f"pay-{variant}@example.com")
+            link_bank(page, "test_nonoauth", 5)
+            page.goto("/payments/")
+            page.get_by_role("button", name="Use for payments Test Checking").click()
+            page.get_by_role("dialog").wait_for()
+            snap(page, out, "pay-mandate", variant)
+            page.get_by_role("button", name="Accept").click()
+            page.get_by_role("radio", name="A transfer to a savings goal").check()
+            page.get_by_label("Amount, in dollars").fill("25")
+            page.get_by_role("button", name="Pay", exact=True).click()
+            expect(page.get_by_text("Payment started.")).to_be_visible()
+            sandbox_of(app).advance_time(3600)  # type: ignore[arg-type]
+            expect(page.locator(".payment .badge").first).to_have_text("Paid", timeout=20_000)
+            page.get_by_role("radio", name="Pocketbook Plus, monthly plan: $4.99").check()
+            page.get_by_role("button", name="Pay", exact=True).click()
+            expect(page.get_by_text("Payment started.")).to_be_visible()
+            snap(page, out, "pay", variant)
+            page.get_by_role("button", name="Add a bank account").click()
+            page.get_by_role("button", name="Agree and continue").click()
+            page.get_by_role("button", name="Enter bank details manually").click()
+            page.get_by_label("Routing number").fill("110000000")
+            page.get_by_label("Account number", exact=True).fill("000123456789")
+            page.get_by_label("Confirm account number").fill("000123456789")
+            page.get_by_role("button", name="Continue").click()
+            page.get_by_role("button", name="Done").click()
+            page.get_by_role("button", name="Accept").click()
+            expect(page.get_by_role("button", name="Verify")).to_be_visible()
+            snap(page, out, "pay-verify", variant)
+            context.close()
+        browser.close()
+
+
+def snap(page: Page, out: str, name: str, variant: str) -> None:
+    page.wait_for_timeout(300)
+    path = os.path.join(out, f"app-{name}-{variant}.png")
+    page.screenshot(path=path, full_page=True)
+    print("wrote", os.path.relpath(path), f"{os.path.getsize(path) // 1024} KB")
 
 
 if __name__ == "__main__":
