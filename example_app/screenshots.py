@@ -195,7 +195,7 @@ def shoot_payments(base: str, out: str, app: object) -> None:
             page = context.new_page()
             page.set_default_timeout(15_000)
             sign_in(page, f"pay-{variant}@example.com")
-            link_bank(page, "test_nonoauth", 5)
+            link_bank(page, "test_nonoauth", 2)
             page.goto("/payments/")
             page.get_by_role("button", name="Use for payments Test Checking").click()
             page.get_by_role("dialog").wait_for()

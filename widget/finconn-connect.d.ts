@@ -1,6 +1,6 @@
 /**
- * Types for the Flask-FinConn widget (flask_finconn/static/finconn/finconn-connect.js and the
- * optional finconn-accounts.js).
+ * Types for the Flask-FinConn widget (flask_finconn/static/finconn/finconn-connect.js, the
+ * optional finconn-accounts.js and finconn-payments.js, which loads on first use).
  *
  * The scripts define <finconn-connect>, <finconn-accounts> and window.FinConn; it has no module exports, so
  * reference this file with `/// <reference path="finconn-connect.d.ts" />` or copy it.
@@ -44,6 +44,34 @@ interface FinConnAccount {
   };
   linked_at: string;
   updated_at: string;
+}
+
+/** A saved bank payment method (`GET <endpoint>/payment-methods/<id>`). */
+interface FinConnPaymentMethod {
+  id: string;
+  /** Our Account id when it came from a linked account; null for typed-in numbers. */
+  account: string | null;
+  bank_name: string | null;
+  last4: string | null;
+  account_type: "checking" | "savings" | null;
+  status: "verified" | "requires_verification" | "verification_failed" | "detached";
+  verification: {
+    type: "amounts" | "descriptor_code" | null;
+    arrival_date: string | number | null;
+    attempts_remaining: number | null;
+  } | null;
+  mandate: { status: "active" | "pending" | "inactive" | null; accepted_at: string | null };
+  created_at: string;
+}
+
+/** What a payments flow (`purpose="payments"`, FinConn.collect) resolves. */
+interface FinConnCollectResult {
+  /** The saved payment method, re-read from Stripe by the server; null when nothing was saved. */
+  paymentMethod: FinConnPaymentMethod | null;
+  /** The linked accounts it came from (empty for typed-in numbers). */
+  accounts: FinConnAccount[];
+  cancelled: boolean;
+  reason: "cancelled" | "mandate_declined" | null;
 }
 
 /** The `error` of a finconn-connect-error event, and the fields of a FinConnError. */
@@ -93,10 +121,18 @@ declare class FinConnError extends Error implements FinConnErrorDetail {
 interface FinConnConnectEventMap {
   /** About to start; cancelable (preventDefault() stops the flow). */
   "finconn-connect-start": CustomEvent<{ permissions: FinConnPermission[] }>;
-  /** Accounts were linked and stored. */
-  "finconn-connect-success": CustomEvent<{ accounts: FinConnAccount[] }>;
-  /** The flow ended with nothing linked: the holder closed the modal, or chose nothing. */
-  "finconn-connect-exit": CustomEvent<{ reason: "cancelled" | "no_accounts" }>;
+  /** Accounts were linked and stored; with purpose="payments", also the saved paymentMethod. */
+  "finconn-connect-success": CustomEvent<{
+    accounts: FinConnAccount[];
+    paymentMethod?: FinConnPaymentMethod;
+  }>;
+  /**
+   * The flow ended with nothing linked or saved: the holder closed the modal, chose
+   * nothing, or (payments) cancelled at the mandate.
+   */
+  "finconn-connect-exit": CustomEvent<{
+    reason: "cancelled" | "no_accounts" | "mandate_declined";
+  }>;
   /** The flow failed; the message is also shown in the element's live region. */
   "finconn-connect-error": CustomEvent<{ error: FinConnErrorDetail }>;
 }
@@ -111,6 +147,8 @@ declare class FinConnConnectElement extends HTMLElement {
   permissions: FinConnPermission[];
   /** Mirrors the `disabled` attribute; disables the inner button. */
   disabled: boolean;
+  /** Mirrors the `purpose` attribute: "payments" saves a bank account for debits. */
+  purpose: "accounts" | "payments";
   /** True while a flow runs (the element has aria-busy="true"). */
   readonly busy: boolean;
   /** The rendered inner <button> (null until the element is first connected). */
@@ -118,7 +156,7 @@ declare class FinConnConnectElement extends HTMLElement {
   /** Start a flow as a click does; ignored while busy or disabled. */
   start(): Promise<void>;
   /** The network half of a flow; override in a subclass to customise requests. */
-  connect(): Promise<FinConnConnectResult>;
+  connect(): Promise<FinConnConnectResult | FinConnCollectResult>;
   addEventListener<K extends keyof FinConnConnectEventMap>(
     type: K,
     listener: (this: FinConnConnectElement, event: FinConnConnectEventMap[K]) => unknown,
@@ -153,7 +191,45 @@ interface FinConnAccountsEventMap {
   "finconn-accounts-load": CustomEvent<{ accounts: FinConnAccount[] }>;
   /** @deprecated The 0.1.0 name of finconn-accounts-changed, fired right after it. */
   "finconn-accounts-change": CustomEvent<{ account: FinConnAccount }>;
+  /** About to show the mandate for "Use for payments"; cancelable. */
+  "finconn-accounts-authorize": CustomEvent<{ account: FinConnAccount }>;
+  /** The holder accepted the mandate and the account is saved for payments. */
+  "finconn-accounts-authorized": CustomEvent<{
+    account: FinConnAccount;
+    paymentMethod: FinConnPaymentMethod;
+  }>;
   "finconn-accounts-error": CustomEvent<{ error: FinConnErrorDetail }>;
+}
+
+interface FinConnVerifyEventMap {
+  "finconn-verify-loaded": CustomEvent<{ paymentMethod: FinConnPaymentMethod }>;
+  /** About to send the amounts or the code; cancelable. */
+  "finconn-verify-verify": CustomEvent<{ paymentMethod: FinConnPaymentMethod }>;
+  "finconn-verify-verified": CustomEvent<{ paymentMethod: FinConnPaymentMethod }>;
+  /** A mismatch (the message says how many attempts are left), a form to fix, or a failure. */
+  "finconn-verify-error": CustomEvent<{ error: FinConnErrorDetail }>;
+}
+
+/** `<finconn-verify payment-method="...">`: the microdeposit form (payments script). */
+declare class FinConnVerifyElement extends HTMLElement {
+  static define(tag?: string, registry?: CustomElementRegistry): typeof FinConnVerifyElement;
+  endpoint: string;
+  /** Mirrors the `payment-method` attribute. */
+  paymentMethodId: string;
+  readonly paymentMethod: FinConnPaymentMethod | null;
+  load(): Promise<FinConnPaymentMethod | null>;
+  verify(): Promise<void>;
+}
+
+/** FinConn.payments, once the payments script has loaded. */
+interface FinConnPayments {
+  collect(options?: {
+    endpoint?: string;
+    billingDetails?: { name?: string; email?: string };
+  }): Promise<FinConnCollectResult>;
+  /** Show the mandate in a modal dialog; true when the holder accepts. */
+  mandate(text: string, title?: string): Promise<boolean>;
+  FinConnVerifyElement: typeof FinConnVerifyElement;
 }
 
 /** `<finconn-accounts>`: the holder's linked accounts. Its children are the empty state. */
@@ -161,6 +237,8 @@ declare class FinConnAccountsElement extends HTMLElement {
   static define(tag?: string, registry?: CustomElementRegistry): typeof FinConnAccountsElement;
   /** Mirrors the `endpoint` attribute. */
   endpoint: string;
+  /** Mirrors the `mandate-text` attribute: shown before "Use for payments" saves an account. */
+  mandateText: string;
   /** Mirrors the `features` attribute: what Refresh asks for (default ["balance"]). */
   features: Array<"balance" | "ownership" | "transactions">;
   /** The accounts last loaded. */
@@ -170,6 +248,8 @@ declare class FinConnAccountsElement extends HTMLElement {
   refresh(account: FinConnAccount): Promise<void>;
   disconnect(account: FinConnAccount): Promise<void>;
   relink(account: FinConnAccount): Promise<void>;
+  /** "Use for payments": the mandate, then POST .../payment-method. */
+  authorize(account: FinConnAccount): Promise<void>;
   addEventListener<K extends keyof FinConnAccountsEventMap>(
     type: K,
     listener: (this: FinConnAccountsElement, event: FinConnAccountsEventMap[K]) => unknown,
@@ -196,6 +276,21 @@ interface FinConnGlobal {
   FinConnAccountsElement?: typeof FinConnAccountsElement;
   /** Run one linking flow. Rejects with a FinConnError; only one flow runs at a time. */
   connect(options?: FinConnConnectOptions): Promise<FinConnConnectResult>;
+  /** Save a bank account for payments (loads the payments script first). */
+  collect(options?: {
+    endpoint?: string;
+    billingDetails?: { name?: string; email?: string };
+  }): Promise<FinConnCollectResult>;
+  /** Fetch the payments script (and its stylesheet) once; resolves FinConn.payments. */
+  loadPayments(): Promise<FinConnPayments>;
+  /** A Stripe instance for a session or intent answer, loading Stripe.js at most once. */
+  stripeFor(session: {
+    stripe_js_url: string;
+    sandbox: boolean;
+    publishable_key: string;
+  }): Promise<unknown>;
+  payments?: FinConnPayments;
+  FinConnVerifyElement?: typeof FinConnVerifyElement;
   /**
    * Load Stripe.js (or the sandbox stand-in) at most once; resolves the Stripe constructor.
    * Any form of Stripe's URL (v3, v3/, v3/stripe.js, <release>/stripe.js) reuses a Stripe.js
@@ -217,8 +312,11 @@ interface Window {
 interface HTMLElementTagNameMap {
   "finconn-connect": FinConnConnectElement;
   "finconn-accounts": FinConnAccountsElement;
+  "finconn-verify": FinConnVerifyElement;
 }
 
 /** The events bubble, so a listener on document or any ancestor sees them. */
-interface HTMLElementEventMap extends FinConnConnectEventMap, FinConnAccountsEventMap {}
-interface DocumentEventMap extends FinConnConnectEventMap, FinConnAccountsEventMap {}
+interface HTMLElementEventMap
+  extends FinConnConnectEventMap, FinConnAccountsEventMap, FinConnVerifyEventMap {}
+interface DocumentEventMap
+  extends FinConnConnectEventMap, FinConnAccountsEventMap, FinConnVerifyEventMap {}
