@@ -67,9 +67,10 @@ def test_scripts_helper_emits_versioned_urls_and_the_nonce(widget_app: Flask) ->
     )
     assert re.fullmatch(
         r'<script src="/finconn/assets/finconn-connect\.[0-9a-f]{8}\.js" '
-        r'data-endpoint="/finconn" data-payments="/finconn/assets/finconn-payments\.[0-9a-f]{8}\.js" '
-        r'data-payments-css="/finconn/assets/finconn-payments\.[0-9a-f]{8}\.css" defer nonce="n0nce">'
-        r"</script>",
+        r'data-endpoint="/finconn" '
+        r'data-payments="/finconn/assets/finconn-payments\.[0-9a-f]{8}\.js" '
+        r'data-payments-css="/finconn/assets/finconn-payments\.[0-9a-f]{8}\.css" '
+        r'defer nonce="n0nce"></script>',
         js,
     )
 
