@@ -199,7 +199,7 @@ def shoot_payments(base: str, out: str, app: object) -> None:
             page.goto("/payments/")
             page.get_by_role("button", name="Use for payments Test Checking").click()
             page.get_by_role("dialog").wait_for()
-            snap(page, out, "pay-mandate", variant)
+            snap(page, out, "pay-mandate", variant, full_page=False)
             page.get_by_role("button", name="Accept").click()
             page.get_by_role("radio", name="A transfer to a savings goal").check()
             page.get_by_label("Amount, in dollars").fill("25")
@@ -226,10 +226,10 @@ def shoot_payments(base: str, out: str, app: object) -> None:
         browser.close()
 
 
-def snap(page: Page, out: str, name: str, variant: str) -> None:
+def snap(page: Page, out: str, name: str, variant: str, full_page: bool = True) -> None:
     page.wait_for_timeout(300)
     path = os.path.join(out, f"app-{name}-{variant}.png")
-    page.screenshot(path=path, full_page=True)
+    page.screenshot(path=path, full_page=full_page)
     print("wrote", os.path.relpath(path), f"{os.path.getsize(path) // 1024} KB")
 
 

@@ -225,7 +225,7 @@
           (code
             ? `We sent a deposit of $0.01 to your ${account}. Its description starts with a 6-character code beginning with SM.`
             : `We sent two small deposits to your ${account}.`) +
-            (arrives ? ` It should arrive by ${arrives}.` : "") +
+            (arrives ? ` ${code ? "It" : "They"} should arrive by ${arrives}.` : "") +
             (code ? " Enter the code to verify the account." : " Enter both amounts to verify the account."),
         ),
       );
