@@ -466,3 +466,30 @@ def test_hosted_page_with_an_unknown_token(widget_page: Page) -> None:
     response = widget_page.goto("/finconn/sandbox/microdeposits/sacs_test_nothing")
     assert response is not None and response.status == 404
     expect(widget_page.get_by_role("heading", level=1)).to_have_text("This link is not valid")
+
+
+def test_attach_takes_only_an_account_linked_for_the_intents_customer(widget_app: Flask) -> None:
+    client = widget_app.test_client()
+    sb = sandbox(widget_app)
+    mine, theirs = setup_intent(widget_app), setup_intent(widget_app)
+    session = client.post(
+        "/finconn/sandbox/api/intent/collect", json={"client_secret": theirs["client_secret"]}
+    ).get_json()
+    sb.login(session["client_secret"], "bank_nonoauth", username="jenny", password="x")
+    done = sb.complete_session_with(session["client_secret"], "bank_nonoauth", ["checking"])
+    account = done["accounts"]["data"][0]["id"]
+
+    def attach(intent: dict[str, Any]) -> Any:
+        body = {
+            "client_secret": intent["client_secret"],
+            "session": session["id"],
+            "account": account,
+            "billing_details": BILLING,
+        }
+        return client.post("/finconn/sandbox/api/intent/attach", json=body)
+
+    refused = attach(mine)
+    assert refused.status_code == 400
+    assert "not linked in this session" in refused.get_json()["error"]["message"]
+    assert sb.payments.setup_intent(mine["id"])["status"] == "requires_payment_method"
+    assert attach(theirs).get_json()["status"] == "requires_confirmation"

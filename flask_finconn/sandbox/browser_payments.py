@@ -155,8 +155,11 @@ def add_payment_routes(bp: Blueprint, sandbox: Sandbox) -> None:
             session_id, account = data.get("session"), data.get("account")
             if not isinstance(session_id, str) or not isinstance(account, str):
                 raise ApiError(400, "Send the session id and the chosen account id.")
-            linked = [a["id"] for a in sandbox.session(session_id)["accounts"]["data"]]
-            if account not in linked:
+            session = sandbox.session(session_id)
+            linked = [a["id"] for a in session["accounts"]["data"]]
+            customer = intent_of(secret).get("customer")
+            holder = session["account_holder"].get("customer")
+            if account not in linked or (customer and holder != customer):
                 raise ApiError(
                     400,
                     "This account was not linked in this session. Choose one of its accounts.",

@@ -386,6 +386,33 @@ def cancel(state: FinConnState, holder_id: str, payment_id: str) -> Payment:
     return apply_intent(state, intent) or payment
 
 
+def find_payments(
+    state: FinConnState,
+    *,
+    holder_id: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[Payment]:
+    """Debits of every holder (or one), newest first, for operators (no holder scoping)."""
+    query = sa.select(Payment).order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit)
+    if holder_id is not None:
+        query = query.where(Payment.holder_id == holder_id)
+    if status is not None:
+        query = query.where(Payment.status == status)
+    return list(state.db.session.scalars(query))
+
+
+def find_payment(state: FinConnState, payment_id: str) -> Payment:
+    """A debit by our ``fcpay_`` id or its ``pi_`` id, whoever's it is (operators)."""
+    query = sa.select(Payment).where(
+        sa.or_(Payment.id == payment_id, Payment.stripe_id == payment_id)
+    )
+    payment = state.db.session.scalars(query).first()
+    if payment is None:
+        raise NotFound(f"There is no payment {payment_id}.", code="payment_not_found")
+    return payment
+
+
 def stuck_payments(state: FinConnState, older_than: timedelta) -> list[Payment]:
     """Debits still ``processing`` (or never submitted) since before ``older_than`` ago."""
     cutoff = utcnow() - older_than
@@ -406,6 +433,8 @@ __all__ = [
     "apply_intent_by_id",
     "cancel",
     "debit",
+    "find_payment",
+    "find_payments",
     "get_payment",
     "list_payments",
     "refresh_payment",

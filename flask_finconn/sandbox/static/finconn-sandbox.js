@@ -747,7 +747,10 @@
                 account_type: value("type"),
               },
             });
-            if (ok) this.go("success");
+            if (!ok) return;
+            const number = digits(account.input);
+            this.typed = { bank: `${label(value("type"))} account`, last4: number.slice(-4) };
+            this.go("success");
           },
         },
         routing.row,
@@ -786,15 +789,14 @@
     }
 
     render_attached() {
-      const details = typeof this.attached.payment_method === "object" ? this.attached.payment_method : null;
       const manual = !this.linked;
+      const rows = manual
+        ? [{ display_name: this.typed.bank, last4: this.typed.last4 }]
+        : this.linked;
       this.setTitle(manual ? "Bank details saved" : "Your account was linked");
       this.body.append(
         h("div", { class: "hero" }, h("span", { class: "check", "aria-hidden": "true" }, "✓")),
-        this.linked
-          ? h("ul", { class: "linked" }, this.linked.map((a) => h("li", {}, h("span", { class: "name" }, a.display_name), h("span", { class: "meta" }, mask(a.last4)))))
-          : null,
-        details ? h("p", { class: "meta" }, `${details.us_bank_account.bank_name || "Bank account"} ${mask(details.us_bank_account.last4)}`) : null,
+        h("ul", { class: "linked" }, rows.map((a) => h("li", {}, h("span", { class: "name" }, a.display_name), h("span", { class: "meta" }, mask(a.last4))))),
         h(
           "p",
           { class: "lede" },
