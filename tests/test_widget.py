@@ -665,12 +665,14 @@ def test_private_state_is_not_api(widget_page: Page) -> None:
                 "disabled",
                 "endpoint",
                 "permissions",
+                "purpose",
                 "start",
             ]
         ),
         sorted(
             [
                 "accounts",
+                "authorize",
                 "connectedCallback",
                 "constructor",
                 "disconnect",
@@ -678,6 +680,7 @@ def test_private_state_is_not_api(widget_page: Page) -> None:
                 "endpoint",
                 "features",
                 "load",
+                "mandateText",
                 "refresh",
                 "relink",
             ]

@@ -275,3 +275,29 @@ def test_accounts_offer_use_for_payments(pay_page: Page, widget_app: Flask) -> N
     assert len(done) == 1
     assert done[0]["detail"]["paymentMethod"]["status"] == "verified"
     assert done[0]["detail"]["account"]["id"] == checking.get_attribute("data-account")
+
+
+def test_verify_private_state_is_not_api(pay_page: Page) -> None:
+    pay_page.goto("/pay?verify=fcpm_none")
+    expect(pay_page.locator("finconn-verify").get_by_role("status")).not_to_be_empty()
+    own = pay_page.evaluate(
+        """() => {
+          const el = document.querySelector('finconn-verify');
+          const proto = Object.getPrototypeOf(el);
+          return [...Object.keys(el), ...Object.getOwnPropertyNames(proto)].sort();
+        }"""
+    )
+    assert own == sorted(
+        [
+            "connectedCallback",
+            "constructor",
+            "endpoint",
+            "load",
+            "paymentMethod",
+            "paymentMethodId",
+            "verify",
+        ]
+    )
+    # An unknown id is the server's 404 sentence, shown and announced.
+    events: list[dict[str, Any]] = pay_page.evaluate("window.__events")
+    assert [e["detail"]["error"]["code"] for e in events] == ["payment_method_not_found"]
