@@ -14,7 +14,7 @@
 (() => {
   "use strict";
   if (!window.FinConn || window.customElements.get("finconn-accounts")) return;
-  const { request, connect, defaultEndpoint, loadPayments } = window.FinConn;
+  const { request, connect, defaultEndpoint, loadPayments, FinConnError } = window.FinConn;
   const POLL_MS = 1500;
   const POLL_LIMIT = 40;
 
@@ -283,6 +283,9 @@
       if (!this.#emit("authorize", { account }, true)) return;
       const name = account.display_name || "The account";
       try {
+        if (!this.mandateText) {
+          throw new FinConnError("mandate_text_missing", "This page cannot set up payments: give <finconn-accounts> the mandate-text attribute.");
+        }
         const { mandate } = await loadPayments();
         if (!(await mandate(this.mandateText))) {
           this.#say(`${name} was not set up for payments.`);

@@ -9,7 +9,7 @@
   // Scripts we inject need the page's CSP nonce; ours is readable only as a property.
   const nonce = (script && script.nonce) || "";
   // The payments half is a separate file, fetched on first use.
-  const payments = (script && script.dataset) || {};
+  const data = (script && script.dataset) || {};
   // Every form Stripe documents: v3, v3/, v3/stripe.js and <release train>/stripe.js.
   const STRIPE_SRC = /^https:\/\/js\.stripe\.com\/(v3\/?|(v3|[a-z]+)\/stripe\.js)(\?.*)?$/;
   const loads = new Map();
@@ -122,20 +122,20 @@
   /** The payments script's API (window.FinConn.payments), fetched with its stylesheet on first use. */
   function loadPayments() {
     const ready = window.FinConn.payments;
-    if (ready || !payments.payments) {
+    if (ready || !data.payments) {
       return ready
         ? Promise.resolve(ready)
         : Promise.reject(fail("payments_js_unavailable", "The payments script is not available: render the page's scripts with finconn.scripts()."));
     }
-    if (payments.paymentsCss && !document.querySelector("link[data-finconn-payments]")) {
+    if (data.paymentsCss && !document.querySelector("link[data-finconn-payments]")) {
       const link = document.createElement("link");
       link.rel = "stylesheet";
-      link.href = payments.paymentsCss;
+      link.href = data.paymentsCss;
       link.dataset.finconnPayments = "";
       if (nonce) link.nonce = nonce;
       document.head.appendChild(link);
     }
-    return load(payments.payments, () => window.FinConn.payments, ["The payments script", "payments_js", "FinConn.payments"]);
+    return load(data.payments, () => window.FinConn.payments, ["The payments script", "payments_js", "FinConn.payments"]);
   }
 
   /** JSON request to the extension: CSRF token and JSON body on writes; FinConnError on failure. */
