@@ -279,19 +279,34 @@ def test_manual_entry_microdeposits_then_pay(
     expect(row.locator(".badge")).to_have_text("Paid", timeout=20_000)
 
 
+@pytest.mark.parametrize(
+    ("number", "sentence"),
+    [
+        (
+            "000222222227",
+            "Your bank returned this payment because the account did not have enough money. "
+            "Add funds or pay from another account, then try again.",
+        ),
+        (
+            "000111111113",
+            "Your bank returned this payment because the account is closed. Set up another "
+            "account for payments.",
+        ),
+    ],
+)
 def test_a_failing_account_shows_why_in_a_sentence(
-    new_user: Any, pocketbook_server: tuple[Flask, str]
+    new_user: Any, pocketbook_server: tuple[Flask, str], number: str, sentence: str
 ) -> None:
     app, _ = pocketbook_server
     page = new_user()
-    browser_sign_in(page, "pay-nsf@example.com")
+    browser_sign_in(page, f"pay-{number}@example.com")
     page.goto("/payments/")
     page.get_by_role("button", name="Add a bank account").click()
     page.get_by_role("button", name="Agree and continue").click()
     page.get_by_role("button", name="Enter bank details manually").click()
     page.get_by_label("Routing number").fill("110000000")
-    page.get_by_label("Account number", exact=True).fill("000222222227")
-    page.get_by_label("Confirm account number").fill("000222222227")
+    page.get_by_label("Account number", exact=True).fill(number)
+    page.get_by_label("Confirm account number").fill(number)
     page.get_by_role("button", name="Continue").click()
     page.get_by_role("button", name="Done").click()
     accept_mandate(page)
@@ -308,7 +323,4 @@ def test_a_failing_account_shows_why_in_a_sentence(
     row = pay_plan(page)
     settle(app)
     expect(row.locator(".badge")).to_have_text("Failed", timeout=20_000)
-    expect(row.locator("[data-field='failure']")).to_have_text(
-        "Your bank returned this payment because the account did not have enough money. "
-        "Add funds or pay from another account, then try again."
-    )
+    expect(row.locator("[data-field='failure']")).to_have_text(sentence)

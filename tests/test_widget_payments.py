@@ -189,6 +189,18 @@ def test_cancel_at_the_mandate_is_an_exit_and_saves_nothing(pay_page: Page) -> N
     expect(pay_page.locator("finconn-connect")).to_have_attribute("aria-busy", "false")
 
 
+def test_escape_at_the_mandate_declines_it(pay_page: Page) -> None:
+    pay_page.goto("/pay")
+    pay_page.get_by_role("button", name="Pay by bank").click()
+    link_in_modal(pay_page)
+    mandate_dialog(pay_page)
+    pay_page.keyboard.press("Enter")  # focus is on the text: Enter accepts nothing
+    pay_page.keyboard.press("Escape")
+    event = outcome(pay_page)
+    assert event == {"type": "finconn-connect-exit", "detail": {"reason": "mandate_declined"}}
+    assert pay_page.request.get("/finconn/payment-methods").json()["data"] == []
+
+
 def test_closing_the_bank_window_is_an_exit(pay_page: Page) -> None:
     pay_page.goto("/pay")
     pay_page.get_by_role("button", name="Pay by bank").click()
