@@ -33,7 +33,7 @@ bp = Blueprint("payments", __name__, url_prefix="/payments")
 PLAN = {"amount": 499, "description": "Pocketbook Plus, monthly plan"}
 GOAL_DESCRIPTION = "Transfer to savings goal: {goal}"
 GOALS = ("Emergency fund", "Holiday", "New laptop")
-MAX_TRANSFER = 1_000_000  # $10,000.00, in cents
+MAX_TRANSFER = 5_000_000  # $50,000.00, in cents
 # What a failed debit means for the person paying, by Stripe's failure code.
 FAILURES = {
     "insufficient_funds": "Your bank returned this payment because the account did not have "
@@ -179,7 +179,7 @@ def _amount(form: dict[str, str]) -> tuple[int, str] | str:
     except ValueError:
         return "Enter the amount to transfer in dollars and cents, such as 25.00."
     if not 100 <= amount <= MAX_TRANSFER:
-        return "Enter an amount from $1.00 to $10,000.00."
+        return "Enter an amount from $1.00 to $50,000.00."
     return amount, GOAL_DESCRIPTION.format(goal=goal)
 
 
