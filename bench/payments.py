@@ -84,8 +84,10 @@ def through_sdk(app: Flask, method_id: str, count: int, run: int) -> float:
         gc.collect()
         started = time.perf_counter()
         for i in range(count):
+            # The same PaymentIntent finconn.debit creates, with its metadata.
+            metadata = {"finconn_payment_id": f"fcpay_{run:04d}{i:016d}"}
             intent = client.v1.payment_intents.create(
-                {**params, "amount": 1000 + i},  # type: ignore[typeddict-item]
+                {**params, "amount": 1000 + i, "metadata": metadata},  # type: ignore[typeddict-item]
                 {"idempotency_key": f"sdk-{run}-{i}"},
             )
             assert intent.status == "processing", intent.status
