@@ -22,7 +22,7 @@ from . import assets, cli, models, tasks, views
 from .errors import ConfigurationError
 from .models import Payment
 from .sandbox import Sandbox, browser
-from .services import owners, payments
+from .services import owners, payment_methods, payments
 from .state import FinConnState, Holder, Settings, get_state, read_settings
 from .stripe_api import StripeAPI
 
@@ -131,6 +131,12 @@ class FinConn:
     def cancel_payment(self, holder_id: str, payment_id: str) -> Payment:
         """Cancel a debit that is still ``processing`` (a ``Conflict`` once it settled)."""
         return payments.cancel(get_state(), holder_id, payment_id)
+
+    @property
+    def mandate_text(self) -> str:
+        """The debit authorisation to show before a bank account is saved (current app's
+        ``FINCONN_MERCHANT_NAME``); ``POST /setup-intents`` returns the same text."""
+        return payment_methods.mandate_text(get_state().settings.merchant_name)
 
     def match_owners(self, holder: Holder, account_id: str) -> str:
         """Compare an account's owners with the holder: ``match``, ``partial``,

@@ -41,7 +41,6 @@ __all__ = [
     "captured_signals",
     "create_app",
     "deactivate",
-    "debit_outcome",
     "deliver_webhooks",
     "finish_refreshes",
     "link_accounts",
@@ -267,16 +266,6 @@ def settle_payments(app: Flask, *, outcome: str | None = None) -> int:
             sandbox.payments.fail(intent_id, outcome)
     deliver_webhooks(app)
     return len(intent_ids)
-
-
-def debit_outcome(app: Flask, payment: Payment) -> str:
-    """The stored status of a debit, read again from the database (for assertions)."""
-    with _context(app):
-        state = get_state(app)
-        row = state.db.session.get(Payment, payment.id, populate_existing=True)
-        if row is None:
-            raise LookupError(f"No payment {payment.id} is stored.")
-        return row.status
 
 
 def _detach(state: Any, accounts: list[Account]) -> None:

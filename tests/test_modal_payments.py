@@ -426,6 +426,10 @@ def test_hosted_page_verifies_the_descriptor_code(
     widget_page.get_by_role("button", name="Verify").click()
     expect(widget_page.get_by_role("alert")).to_contain_text("9 verification attempts remaining")
     expect(widget_page.locator("#attempts")).to_have_text("9 verification attempts left.")
+    # The field takes the focus and is described by the result, so a screen reader reads it.
+    code = widget_page.get_by_label("Code from the deposit description")
+    expect(code).to_be_focused()
+    expect(code).to_have_accessible_description(re.compile("9 verification attempts remaining"))
 
     code = widget_page.get_by_label("Code from the deposit description")
     code.fill("nope")

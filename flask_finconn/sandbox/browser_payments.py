@@ -263,14 +263,18 @@ def _p(text: str, cls: str = "lede") -> Markup:
     return Markup('<p class="{}">{}</p>').format(cls, text)
 
 
-def _field(name: str, label: str, errors: dict[str, str], **attrs: str) -> Markup:
+def _field(
+    name: str, label: str, errors: dict[str, str], rejected: bool = False, **attrs: str
+) -> Markup:
+    """One input with its label; ``rejected``: the sandbox refused the values typed (the
+    page's alert then describes the field, which takes the focus, so that it is read out)."""
     error = errors.get(name)
     extra = Markup("").join(Markup(' {}="{}"').format(k, v) for k, v in attrs.items())
-    described = "hint"
+    described = "page-error hint" if rejected else "hint"
     if error:
         described += f" {name}-error"
         extra += Markup(' aria-invalid="true"')
-    if error and next(iter(errors)) == name:
+    if rejected or (error and next(iter(errors)) == name):
         extra += Markup(" autofocus")
     return Markup(
         '<div class="field"><label for="{n}">{label}</label>'
@@ -312,6 +316,7 @@ def _form(
                 f"amount{i}",
                 f"{nth} amount (cents)",
                 field_errors,
+                error is not None and i == 1,
                 inputmode="numeric",
                 maxlength="2",
                 value=request.form.get(f"amount{i}", ""),
@@ -325,6 +330,7 @@ def _form(
             "descriptor_code",
             "Code from the deposit description",
             field_errors,
+            error is not None,
             maxlength="6",
             placeholder="SM0000",
             value=request.form.get("descriptor_code", ""),

@@ -20,16 +20,25 @@ again from Stripe, so webhooks in any order, duplicates and replays are harmless
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 
-from ..errors import Conflict, InsufficientBalance, NotFound, StripeUnavailable, ValidationError
-from ..models import Account, Customer, Payment, PaymentMethod, utcnow
+from ..errors import (
+    Conflict,
+    FinConnError,
+    InsufficientBalance,
+    NotFound,
+    StripeUnavailable,
+    ValidationError,
+)
+from ..models import Account, Customer, Payment, PaymentMethod, new_payment_id, utcnow
 from ..signals import payment_disputed, payment_failed, payment_processing, payment_succeeded
 from ..state import FinConnState
 from .accounts import loaded
@@ -51,6 +60,27 @@ RANK = {
 # A balance older than this is refreshed before a checked debit.
 BALANCE_MAX_AGE = timedelta(hours=1)
 MAX_KEY_LENGTH = 255
+PAYMENT_TABLE = cast(sa.Table, Payment.__table__)
+# Built once (a debit is a hot path): the payment method to debit with its customer's id.
+_METHOD_AND_CUSTOMER = (
+    sa.select(PaymentMethod, Customer.stripe_id)
+    .join(Customer, Customer.id == PaymentMethod.customer_id)
+    .where(PaymentMethod.id == sa.bindparam("method_id"))
+    .where(PaymentMethod.holder_id == sa.bindparam("holder_id"))
+)
+# Built once: the first answer from Stripe, stored only if no racer stored it first.
+_STORE_ANSWER = (
+    PAYMENT_TABLE.update()
+    .where(PAYMENT_TABLE.c.id == sa.bindparam("payment_id"))
+    .where(PAYMENT_TABLE.c.stripe_id.is_(None))
+    .values(
+        stripe_id=sa.bindparam("stripe_id"),
+        status=sa.bindparam("status"),
+        failure_code=sa.bindparam("failure_code"),
+        failure_message=sa.bindparam("failure_message"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
 
 FAILURE_MESSAGES = {
     "insufficient_funds": "The bank returned the debit: not enough money in the account.",
@@ -149,27 +179,49 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
     PaymentIntent and the error is raised: retry with the same key.
     """
     _validate(request)
-    existing = _by_key(state, request.holder_id, request.idempotency_key)
-    if existing is not None:
-        return _resume(state, _same_request(existing, request))
-    method = get_payment_method(state, request.holder_id, request.payment_method_id)
-    _check_debitable(method)
-    if check_balance:
-        _check_balance(state, method, request.amount)
     session = state.db.session
-    payment = Payment(
-        holder_id=request.holder_id,
-        payment_method_id=method.id,
-        amount=request.amount,
-        currency=request.currency,
-        description=request.description,
-        idempotency_key=request.idempotency_key,
-        metadata_=dict(request.metadata),
-        status="processing",
-        livemode=method.livemode,
-    )
-    session.add(payment)
     try:
+        found = session.execute(
+            _METHOD_AND_CUSTOMER,
+            {"method_id": request.payment_method_id, "holder_id": request.holder_id},
+        ).first()
+        if found is None:
+            # The same 404 as every other lookup of a payment method.
+            get_payment_method(state, request.holder_id, request.payment_method_id)
+        assert found is not None
+        method, customer_stripe_id = found
+        _check_debitable(method)
+        if check_balance:
+            _check_balance(state, method, request.amount)
+    except FinConnError:
+        # A retry of a debit made before the method became unusable returns that debit.
+        existing = _by_key(state, request.holder_id, request.idempotency_key)
+        if existing is None:
+            raise
+        return _resume(state, _same_request(existing, request))
+    target = _Target(customer_stripe_id, method.stripe_id, method.mandate_id)
+    now = utcnow()
+    columns = {
+        "id": new_payment_id(),
+        "holder_id": request.holder_id,
+        "payment_method_id": method.id,
+        "stripe_id": None,
+        "amount": request.amount,
+        "currency": request.currency,
+        "description": request.description,
+        "status": "processing",
+        "failure_code": None,
+        "failure_message": None,
+        "idempotency_key": request.idempotency_key,
+        "metadata": dict(request.metadata),
+        "livemode": method.livemode,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        # A Core INSERT: the unique (holder_id, idempotency_key) decides which racer owns
+        # the debit, without loading anything back.
+        session.execute(sa.insert(PAYMENT_TABLE), columns)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -177,7 +229,16 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
         if winner is None:
             raise
         return _resume(state, _same_request(winner, request))
-    return _submit(state, payment)
+    return _submit(state, columns, target)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What Stripe needs to debit: read before the claim's commit expires the rows."""
+
+    customer: str
+    payment_method: str
+    mandate: str | None
 
 
 def _check_debitable(method: PaymentMethod) -> None:
@@ -232,40 +293,84 @@ def _check_balance(state: FinConnState, method: PaymentMethod, amount: int) -> N
 
 def _resume(state: FinConnState, payment: Payment) -> Payment:
     """A stored debit for a reused key: finish submitting it if its first call did not."""
-    if payment.stripe_id is None and payment.status == "processing":
-        return _submit(state, payment)
-    return payment
-
-
-def _submit(state: FinConnState, payment: Payment) -> Payment:
+    if payment.stripe_id is not None or payment.status != "processing":
+        return payment
     session = state.db.session
     method = session.get(PaymentMethod, payment.payment_method_id)
     assert method is not None
     customer = session.get(Customer, method.customer_id)
     assert customer is not None
+    target = _Target(customer.stripe_id, method.stripe_id, method.mandate_id)
+    columns = {
+        column.name: getattr(payment, "metadata_" if column.name == "metadata" else column.name)
+        for column in PAYMENT_TABLE.columns
+    }
+    return _submit(state, columns, target)
+
+
+def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Payment:
+    """Create the PaymentIntent (same key, same intent) and store its first answer.
+
+    ``columns`` is the stored row, by column name.
+    """
+    session = state.db.session
+    payment_id = columns["id"]
     try:
         intent = state.stripe.create_debit(
-            customer=customer.stripe_id,
-            payment_method=method.stripe_id,
-            mandate=method.mandate_id,
-            amount=payment.amount,
-            currency=payment.currency,
-            description=payment.description,
-            metadata={**payment.metadata_, "finconn_payment_id": payment.id},
-            idempotency_key=payment.idempotency_key,
-        ).to_dict()
+            customer=target.customer,
+            payment_method=target.payment_method,
+            mandate=target.mandate,
+            amount=columns["amount"],
+            currency=columns["currency"],
+            description=columns["description"],
+            metadata={**columns["metadata"], "finconn_payment_id": payment_id},
+            idempotency_key=columns["idempotency_key"],
+        )
     except Conflict as exc:
-        return _refused(state, payment, exc)
+        return _refused(state, payment_id, exc)
     except StripeUnavailable:
         session.rollback()
         raise
-    return apply_intent(state, intent, payment_id=payment.id) or payment
+    status, code = _status_of(intent.to_dict())
+    values: dict[str, Any] = {
+        "stripe_id": intent.id,
+        "status": status or "processing",
+        "failure_code": code if status == "failed" else None,
+        "failure_message": _failure_message(code) if status == "failed" else None,
+        "updated_at": utcnow(),
+    }
+    # Only the first caller to store the answer announces it; a racer that lost finds
+    # the intent stored and returns the row as it is.
+    result = cast(
+        "sa.CursorResult[Any]", session.execute(_STORE_ANSWER, {"payment_id": payment_id, **values})
+    )
+    session.commit()
+    if result.rowcount != 1 or session.identity_key(Payment, payment_id) in session.identity_map:
+        payment = session.get(Payment, payment_id, populate_existing=True)
+        assert payment is not None
+        if result.rowcount == 1:
+            _announce(payment)
+        return payment
+    # Everything stored is known here: make the row without reading it back.
+    stored = {**columns, **values}
+    stored["metadata_"] = stored.pop("metadata")
+    payment = Payment(**stored)
+    make_transient_to_detached(payment)
+    session.add(payment)
+    _announce(payment)
+    return payment
 
 
-def _refused(state: FinConnState, payment: Payment, exc: Conflict) -> Payment:
+def _failure_message(code: str | None) -> str:
+    return FAILURE_MESSAGES.get(
+        code or "", "The bank returned the debit; ask the holder for another account."
+    )
+
+
+def _refused(state: FinConnState, payment_id: str, exc: Conflict) -> Payment:
     """Store a debit Stripe refused at once as ``failed``."""
     session = state.db.session
-    row = _locked(state, Payment.id == payment.id)
+    row = _locked(state, Payment.id == payment_id)
     assert row is not None
     changed = row.status == "processing"
     if changed:
@@ -285,7 +390,7 @@ def _locked(state: FinConnState, where: Any) -> Payment | None:
     ).first()
 
 
-def _status_of(intent: dict[str, Any]) -> tuple[str | None, str | None]:
+def _status_of(intent: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """Our status for a PaymentIntent, and the failure code when it failed."""
     status = intent.get("status")
     charge = intent.get("latest_charge")
@@ -332,9 +437,7 @@ def apply_intent(
         row.status = status
         if status == "failed":
             row.failure_code = code
-            row.failure_message = FAILURE_MESSAGES.get(
-                code or "", "The bank returned the debit; ask the holder for another account."
-            )
+            row.failure_message = _failure_message(code)
     session.commit()
     loaded(state, row)
     if changed:
