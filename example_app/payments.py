@@ -30,7 +30,8 @@ from .pages import login_required
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
 
-PLAN = {"amount": 499, "description": "Pocketbook Plus, monthly plan"}
+PLAN_AMOUNT = 499
+PLAN_DESCRIPTION = "Pocketbook Plus, monthly plan"
 GOAL_DESCRIPTION = "Transfer to savings goal: {goal}"
 GOALS = ("Emergency fund", "Holiday", "New laptop")
 MAX_TRANSFER = 5_000_000  # $50,000.00, in cents
@@ -117,7 +118,9 @@ def usable_accounts(methods: list[PaymentMethod]) -> list[Account]:
     ]
 
 
-def _page(form: dict[str, Any] | None = None, error: str = "", status: int = 200) -> Any:
+def _page(
+    form: dict[str, Any] | None = None, error: str = "", status: int = 200
+) -> tuple[str, int]:
     methods = payment_methods()
     verified = [method for method in methods if method.status == "verified"]
     form = form or {}
@@ -131,7 +134,7 @@ def _page(form: dict[str, Any] | None = None, error: str = "", status: int = 200
         payments=payments(),
         form=form,
         error=error,
-        plan=PLAN,
+        plan={"amount": PLAN_AMOUNT, "description": PLAN_DESCRIPTION},
         goals=GOALS,
         mandate_text=mandate_text(get_state().settings.merchant_name),
         paid=request.args.get("paid", ""),
@@ -164,7 +167,7 @@ def payment_list() -> ResponseReturnValue:
 def _amount(form: dict[str, str]) -> tuple[int, str] | str:
     """(cents, description) from the pay form, or a sentence saying what to fix."""
     if form.get("what") == "plan":
-        return PLAN["amount"], str(PLAN["description"])
+        return PLAN_AMOUNT, PLAN_DESCRIPTION
     if form.get("what") != "goal":
         return "Choose what to pay: the monthly plan or a transfer to a savings goal."
     goal = form.get("goal", "")
