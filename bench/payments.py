@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+import sqlalchemy as sa
 import stripe
 from flask import Flask
 
@@ -40,6 +41,10 @@ def setup(directory: str) -> tuple[Flask, str]:
         FINCONN_SANDBOX_REFRESH_DELAY=3600,
     )
     sandbox_of(app).payments.settlement_delay = 10**9
+    with app.app_context():
+        # What a host on SQLite would run in production: WAL, not a journal file per commit.
+        get_state(app).db.session.execute(sa.text("PRAGMA journal_mode=WAL"))
+        get_state(app).db.session.commit()
     [checking] = link_accounts(app, HOLDER, accounts=["checking"], permissions=PERMISSIONS)
     return app, save_account_for_payments(app, HOLDER, checking).id
 

@@ -91,6 +91,7 @@ def test_a_debit_starts_processing_and_a_retry_returns_it(app: Flask, method_id:
 def test_invalid_debits_are_refused_before_stripe(
     app: Flask, method_id: str, kwargs: dict[str, Any], code: str
 ) -> None:
+    kwargs = dict(kwargs)  # the parameter dict is shared by the sqlite and postgresql runs
     key = kwargs.pop("key", "order-x")
     with pytest.raises(ValidationError) as refused:
         debit(app, method_id, key, **kwargs)
