@@ -362,7 +362,7 @@ def audit(database_url: str, ids: set[str], timeout: float) -> tuple[int, int]:
                         {"t": EVENT_TYPE},
                     ).scalars()
                 )
-                counts = dict(
+                counts: dict[str, int] = dict(
                     conn.execute(
                         sa.text("SELECT event_id, COUNT(*) FROM bench_effect GROUP BY event_id")
                     ).all()

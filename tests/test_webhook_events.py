@@ -417,9 +417,9 @@ def test_refresh_events_store_data_once_despite_duplicates_and_disorder(data_app
     assert len(ownerships[0]["owners"]) >= 1
     with data_app.app_context():
         session = get_state(data_app).db.session
-        count = session.scalar(
+        count = session.scalars(
             sa.select(sa.func.count(Transaction.id)).where(Transaction.account_id == account.id)
-        )
+        ).one()
     assert [s["added"] for s in synced] == [count]
     assert count > 0
     assert account_row(data_app, account.id).latest_balance is not None
