@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -40,17 +39,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         return
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(POSTGRES_URL).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    from flask_finconn.testing import throwaway_database
+
+    with throwaway_database(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture

@@ -87,6 +87,7 @@ def test_testing_helpers_are_locked() -> None:
         "HOLDER_HEADER",
         "cancel_link",
         "captured_signals",
+        "count_statements",
         "create_app",
         "deactivate",
         "deliver_webhooks",
@@ -94,4 +95,5 @@ def test_testing_helpers_are_locked() -> None:
         "link_accounts",
         "reactivate",
         "sandbox_of",
+        "throwaway_database",
     }
