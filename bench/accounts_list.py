@@ -16,14 +16,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Flask, jsonify
 
 from flask_finconn import get_state
 from flask_finconn.models import Account, BalanceSnapshot, Customer
-from flask_finconn.testing import HOLDER_HEADER, create_app
+from flask_finconn.testing import HOLDER_HEADER, count_statements, create_app
 
 SIZES = (1, 10, 100)
 
@@ -120,10 +120,8 @@ def main() -> None:
         def bare(size: int) -> Any:
             return jsonify(documents[size])
 
-        statements: list[str] = []
         with app.app_context():
             engine = get_state(app).db.engine
-        sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
 
         client = app.test_client()
         print(f"database: {engine.dialect.name}; {args.requests} requests per figure")
@@ -132,8 +130,8 @@ def main() -> None:
             holder = f"holder{size}"
             add_accounts(app, holder, size)
             headers = {HOLDER_HEADER: holder}
-            statements.clear()
-            response = client.get("/finconn/accounts", headers=headers)
+            with count_statements(app) as statements:
+                response = client.get("/finconn/accounts", headers=headers)
             assert response.status_code == 200, response.json
             queries = len(statements)
             documents[size] = response.json
@@ -141,8 +139,8 @@ def main() -> None:
             assert client.get(f"/bare/{size}").json == documents[size]
 
             ours, base, ratio = interleaved(
-                lambda h=headers: client.get("/finconn/accounts", headers=h),
-                lambda s=size: client.get(f"/bare/{s}"),
+                partial(client.get, "/finconn/accounts", headers=headers),
+                partial(client.get, f"/bare/{size}"),
                 args.requests,
             )
             print(

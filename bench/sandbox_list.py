@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 from requests.structures import CaseInsensitiveDict
+from stripe.params.financial_connections import TransactionListParams
 
 from flask_finconn.sandbox import Sandbox, SandboxHTTPClient
 
@@ -102,7 +103,7 @@ def list_all(client: stripe.StripeClient, account: str) -> tuple[int, float]:
     gc.collect()  # start each run from the same heap, so one run does not pay for another
     started = time.perf_counter()
     count = 0
-    params = {"account": account, "limit": 100}
+    params: TransactionListParams = {"account": account, "limit": 100}
     for _ in client.v1.financial_connections.transactions.list(params).auto_paging_iter():
         count += 1
     return count, time.perf_counter() - started

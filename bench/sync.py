@@ -25,9 +25,8 @@ import os
 import tempfile
 import time
 import tracemalloc
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,29 +37,23 @@ from flask_finconn import Holder, get_state
 from flask_finconn.models import Account, Transaction
 from flask_finconn.services import refresh, sync
 from flask_finconn.services.transactions import transaction_row
-from flask_finconn.testing import create_app, link_accounts, sandbox_of
+from flask_finconn.testing import (
+    count_statements,
+    create_app,
+    link_accounts,
+    sandbox_of,
+    throwaway_database,
+)
 
 DAY = 86_400
 HISTORY_DAYS = 180
 
 
-@contextmanager
-def database(kind: str, workdir: str) -> Iterator[str]:
+def database(kind: str, workdir: str) -> AbstractContextManager[str]:
     """A fresh, empty database URL of that kind, dropped afterwards."""
     if kind == "sqlite":
-        yield f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:8]}.sqlite3"
-        return
-    admin_url = os.environ["FINCONN_TEST_POSTGRES_URL"]
-    name = "bench_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        return throwaway_database(f"sqlite:///{workdir}/bench.sqlite3")
+    return throwaway_database(os.environ["FINCONN_TEST_POSTGRES_URL"])
 
 
 def linked_account(url: str, size: int) -> tuple[Flask, str, str]:
@@ -114,22 +107,6 @@ def full_sync(app: Flask, stripe_id: str) -> sync.Applied:
         return applied
 
 
-@contextmanager
-def counting_statements(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-    with app.app_context():
-        engine = get_state(app).db.engine
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
-
-
 def throughput(kind: str, workdir: str, size: int, repeat: int) -> None:
     """(a), (b) and (c), each the best of ``repeat`` runs on an otherwise busy machine."""
     with database(kind, workdir) as url:
@@ -174,7 +151,7 @@ def incremental(app: Flask, stripe_id: str, kind: str) -> None:
         ).one()
         refresh.start_refresh(state, account, ["transactions"])
     sandbox.finish_refreshes(stripe_id)
-    with counting_statements(app) as statements:
+    with count_statements(app) as statements:
         seconds, applied = timed(lambda: full_sync(app, stripe_id))
     done = applied.sync
     changed = done.added + done.updated

@@ -39,7 +39,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,23 +285,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def database(kind: str, workdir: Path) -> Iterator[str]:
-    """A fresh, empty database for one variant."""
+def database(kind: str, workdir: Path) -> AbstractContextManager[str]:
+    """A fresh, empty database for one variant, dropped afterwards."""
+    from flask_finconn.testing import throwaway_database
+
     if kind == "sqlite":
-        yield f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:8]}.sqlite3"
-        return
-    admin_url = os.environ["FINCONN_TEST_POSTGRES_URL"]
-    name = "bench_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        return throwaway_database(f"sqlite:///{workdir}/bench.sqlite3")
+    return throwaway_database(os.environ["FINCONN_TEST_POSTGRES_URL"])
 
 
 @contextmanager
@@ -362,7 +352,7 @@ def audit(database_url: str, ids: set[str], timeout: float) -> tuple[int, int]:
                         {"t": EVENT_TYPE},
                     ).scalars()
                 )
-                counts = dict(
+                counts: dict[str, int] = dict(
                     conn.execute(
                         sa.text("SELECT event_id, COUNT(*) FROM bench_effect GROUP BY event_id")
                     ).all()

@@ -74,7 +74,11 @@ def test_errors_share_one_base() -> None:
     for cls in defined:
         assert issubclass(cls, flask_finconn.FinConnError), cls
         assert isinstance(cls.status, int) and cls.code and cls.message.endswith("."), cls
-    kinds = [(cls.status, cls.code) for cls in defined if cls is not flask_finconn.FinConnError]
+    kinds = [
+        (cls.status, cls.code)
+        for cls in defined
+        if issubclass(cls, flask_finconn.FinConnError) and cls is not flask_finconn.FinConnError
+    ]
     assert len(set(kinds)) == len(kinds)
 
 
@@ -83,6 +87,7 @@ def test_testing_helpers_are_locked() -> None:
         "HOLDER_HEADER",
         "cancel_link",
         "captured_signals",
+        "count_statements",
         "create_app",
         "deactivate",
         "deliver_webhooks",
@@ -90,4 +95,5 @@ def test_testing_helpers_are_locked() -> None:
         "link_accounts",
         "reactivate",
         "sandbox_of",
+        "throwaway_database",
     }

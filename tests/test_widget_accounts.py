@@ -7,6 +7,7 @@ import re
 import pytest
 from flask import Flask, render_template_string
 from playwright.sync_api import Page, Route, expect
+from sandbox_support import present
 
 from flask_finconn import Holder
 from flask_finconn.testing import link_accounts, sandbox_of
@@ -130,7 +131,7 @@ def test_one_poller_per_account(widget_page: Page, widget_app: Flask) -> None:
     widget_page.goto("/?accounts=1&button=0")
     rows = widget_page.locator(".finconn-accounts__item")
     expect(rows).to_have_count(2)
-    checking, savings = (rows.nth(i).get_attribute("data-account") for i in range(2))
+    checking, savings = (present(rows.nth(i).get_attribute("data-account")) for i in range(2))
     widget_page.get_by_role("button", name="Refresh Test Checking •••• 6789").click()
     expect(rows.first).to_contain_text("Refreshing…")
     # Reloading finds the refresh pending and would start pollers of its own.

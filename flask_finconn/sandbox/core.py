@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._context import RequestContext
 from ._kernel import Kernel, Settings
@@ -49,6 +49,9 @@ from .faults import Faults
 from .linking import Linking, SessionError
 from .refreshes import Refreshes
 from .webhooks import Webhooks, WSGIApp
+
+if TYPE_CHECKING:
+    import stripe
 
 log = logging.getLogger("flask_finconn.sandbox")
 
@@ -169,7 +172,7 @@ class Sandbox:
 
         return SandboxHTTPClient(self.wsgi_app)
 
-    def stripe_client(self, **kwargs: Any) -> Any:
+    def stripe_client(self, **kwargs: Any) -> stripe.StripeClient:
         """A ``stripe.StripeClient`` wired to this sandbox in-process."""
         import stripe
 
