@@ -61,7 +61,7 @@ def accounts(holder_id: str) -> None:
         )
 
 
-EVENT_STATUSES = ("pending", "processing", "processed", "failed")
+EVENT_STATUSES = ("pending", "processing", "processed", "failed", "ignored")
 
 
 @finconn_cli.group("events", invoke_without_command=True)
@@ -85,7 +85,8 @@ def events(ctx: click.Context, status: str | None, types: tuple[str, ...], limit
             f"received {received}  account {event.account_stripe_id or '-'}"
         )
         if event.last_error and event.status != "processed":
-            click.echo(f"    error: {event.last_error}")
+            label = "reason" if event.status == "ignored" else "error"
+            click.echo(f"    {label}: {event.last_error}")
 
 
 @events.command("replay")

@@ -209,7 +209,7 @@ def test_an_account_is_linked_from_an_event_only_for_the_customer_stripe_names(
     sb.deliver_events()
     stripe = get_state(webhook_app).stripe
     # Someone else's customer and account on the same Stripe account, unknown to this app.
-    other = stripe.create_customer("mallory", email=None, name=None)
+    other = stripe.create_customer("mallory", installation="fcinst_test", email=None, name=None)
     session = stripe.create_session(
         other.id, permissions=["balances"], prefetch=[], country="US", account_subcategories=None
     )
