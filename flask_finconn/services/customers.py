@@ -21,9 +21,10 @@ def get_or_create_customer(state: FinConnState, holder: Holder) -> Customer:
 
     When the holder's email or name changed since, the customer is updated, so that Stripe
     keeps recognising a returning user. Creation carries an idempotency key derived from
-    this installation's id and the holder id (:mod:`.installation`), so concurrent first requests (or a retry after a crash) get the same
-    ``cus_`` back from Stripe; the unique ``holder_id`` then lets exactly one insert win
-    and the others read its row.
+    this installation's id and the holder id (:mod:`.installation`), so concurrent first
+    requests (or a retry after a crash) get the same ``cus_`` back from Stripe while
+    another installation on the same Stripe account gets its own; the unique ``holder_id``
+    then lets exactly one insert win and the others read its row.
     """
     existing = find_customer(state, holder.id)
     if existing is not None:

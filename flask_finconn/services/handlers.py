@@ -53,7 +53,7 @@ EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
 Handler = Callable[[FinConnState, WebhookEvent], None]
 
 
-class EventIgnored(Exception):  # noqa: N818 - an outcome, not a failure
+class EventIgnored(Exception):
     """A handler's verdict that the event cannot or need not be acted on, for good.
 
     The ledger records the event ``ignored`` with this message as the reason; it is
