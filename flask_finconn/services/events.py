@@ -359,8 +359,9 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
     except Exception as exc:
         session.rollback()
         if _permanent(exc):
-            _mark_ignored(state, event.id, exc)
-            logger.warning("Event %s ignored: %s", event.id, _describe(exc))
+            reason = str(exc) if isinstance(exc, EventIgnored) else _describe(exc)
+            _mark_ignored(state, event.id, reason)
+            logger.warning("Event %s ignored: %s", event.id, reason)
             return "ignored"
         _mark_failed(state, event.id, exc)
         logger.exception("Processing event %s failed: %s", event.id, _describe(exc))
@@ -382,9 +383,8 @@ def _permanent(exc: Exception) -> bool:
     return isinstance(exc, FinConnError) and 400 <= exc.status < 500
 
 
-def _mark_ignored(state: FinConnState, event_id: str, exc: Exception) -> None:
+def _mark_ignored(state: FinConnState, event_id: str, reason: str) -> None:
     session = state.db.session
-    reason = str(exc) if isinstance(exc, EventIgnored) else _describe(exc)
     session.execute(
         sa.update(EVENTS)
         .where(EVENTS.c.id == event_id, EVENTS.c.status == "processing")
