@@ -43,6 +43,7 @@ from ..signals import (
 from ..state import REFRESH_FEATURES, FinConnState
 from .accounts import loaded, upsert_account
 from .owners import store_ownership
+from .privacy import delete_account_data
 from .transactions import SyncResult, finished_refresh_id, sync_transactions
 
 logger = logging.getLogger("flask_finconn")
@@ -209,6 +210,9 @@ def apply_account(
     ):
         applied.owners = store_ownership(state, account, account.ownership_id)
     applied.status_change = _status_change(before_status, account.status)
+    if applied.status_change == "disconnected" and state.settings.delete_data_on_disconnect:
+        delete_account_data(state, account)
+        applied.owners = None
     session.commit()
     # The sync commits too: the signals of this read follow it, with their objects loaded.
     applied.sync = sync_account(state, account, on_page=on_page)
