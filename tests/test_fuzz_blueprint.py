@@ -11,9 +11,9 @@ import json
 import random
 import string
 from collections import Counter
-from urllib.parse import quote
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask
 
