@@ -127,27 +127,11 @@ def _row_values(event: dict[str, Any], *, claimed: bool = False) -> dict[str, An
         reason = "The event's created time is outside the calendar."
     elif is_account and not (isinstance(account_id, str) and 0 < len(account_id) <= 255):
         reason = "The event's account id is not a string of at most 255 characters."
-    if reason is not None:
-        return {
-            "id": event["id"],
-            "type": event["type"][:255],
-            "created": created or now,
-            "account_stripe_id": None,
-            "livemode": bool(event.get("livemode", False)),
-            "payload": event,
-            "status": "ignored",
-            "attempts": 0,
-            "last_error": reason,
-            "last_traceback": None,
-            "received_at": now,
-            "claimed_at": None,
-            "processed_at": now,
-        }
-    return {
+    values: dict[str, Any] = {
         "id": event["id"],
         "type": event["type"],
-        "created": created,
-        "account_stripe_id": account_id,
+        "created": created or now,
+        "account_stripe_id": None if reason else account_id,
         "livemode": bool(event.get("livemode", False)),
         "payload": event,
         "status": "processing" if claimed else "pending",
@@ -158,6 +142,10 @@ def _row_values(event: dict[str, Any], *, claimed: bool = False) -> dict[str, An
         "claimed_at": now if claimed else None,
         "processed_at": None,
     }
+    if reason is not None:
+        values.update(status="ignored", attempts=0, last_error=reason, claimed_at=None)
+        values["processed_at"] = now
+    return values
 
 
 def _execute_alone(
