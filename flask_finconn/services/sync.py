@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +64,11 @@ STATE_FIELD = {
     "transactions": "transaction_refresh",
 }
 """The account column holding each refresh feature's state."""
-# Striped per-account locks for databases without row locks (a few, shared by hash).
-_LOCKS = tuple(threading.Lock() for _ in range(32))
+# One lock per account being synced, for databases without row locks; reentrant, since a
+# signal receiver may sync the same account again in its thread. Weak values: a lock goes
+# away with the last sync holding it.
+_LOCKS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_LOCKS_GUARD = threading.Lock()
 _STATUS_SIGNALS = {
     "deactivated": account_deactivated,
     "reactivated": account_reactivated,
@@ -283,7 +287,11 @@ def sync_account_from_stripe(
     # No row locks (SQLite): serialise the read-and-apply of one account in this process,
     # so that two threads' reads commit in the order they were made. Across processes the
     # timestamps checked by apply_account still keep an older read from being applied.
-    with _LOCKS[hash(stripe_account_id) % len(_LOCKS)]:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(stripe_account_id)
+        if lock is None:
+            lock = _LOCKS[stripe_account_id] = threading.RLock()
+    with lock:
         return _read_and_apply(state, stripe_account_id, on_page)
 
 
