@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import FinConnError
 from ..models import Account, Customer, WebhookEvent
 from ..signals import account_linked, account_updated
 from ..state import FinConnState
@@ -53,12 +54,16 @@ EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
 Handler = Callable[[FinConnState, WebhookEvent], None]
 
 
-class EventIgnored(Exception):
+class EventIgnored(FinConnError):
     """A handler's verdict that the event cannot or need not be acted on, for good.
 
     The ledger records the event ``ignored`` with this message as the reason; it is
-    acknowledged and never retried.
+    acknowledged and never retried. Never rendered as an HTTP answer.
     """
+
+    status = 422
+    code = "event_ignored"
+    message = "The event cannot be acted on; it is recorded as ignored."
 
 
 def handler_for(event_type: str) -> Handler:
