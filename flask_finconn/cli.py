@@ -19,6 +19,7 @@ from .errors import FinConnError, NotFound, WebhookSignatureError
 from .sandbox import cli as sandbox_cli_module
 from .services import accounts as accounts_service
 from .services import events as events_service
+from .services import privacy
 from .services import refresh as refresh_service
 from .services import sync as sync_service
 from .state import REFRESH_FEATURES, get_state
@@ -61,7 +62,7 @@ def accounts(holder_id: str) -> None:
         )
 
 
-EVENT_STATUSES = ("pending", "processing", "processed", "failed")
+EVENT_STATUSES = ("pending", "processing", "processed", "failed", "ignored")
 
 
 @finconn_cli.group("events", invoke_without_command=True)
@@ -85,7 +86,8 @@ def events(ctx: click.Context, status: str | None, types: tuple[str, ...], limit
             f"received {received}  account {event.account_stripe_id or '-'}"
         )
         if event.last_error and event.status != "processed":
-            click.echo(f"    error: {event.last_error}")
+            label = "reason" if event.status == "ignored" else "error"
+            click.echo(f"    {label}: {event.last_error}")
 
 
 @events.command("replay")
@@ -117,6 +119,43 @@ def sweep_events() -> None:
 
 def _mask(secret: str) -> str:
     return f"whsec_...{secret[-4:]}" if len(secret) > 10 else "whsec_..."
+
+
+@finconn_cli.command("erase-holder")
+@click.argument("holder_id")
+@click.option("--yes", is_flag=True, help="Erase without asking (for scripts and cron).")
+@click.option(
+    "--scrub-customer", is_flag=True, help="Also blank the Stripe Customer's email and name."
+)
+@with_appcontext
+def erase_holder(holder_id: str, yes: bool, scrub_customer: bool) -> None:
+    """Erase everything stored about HOLDER_ID and disconnect their accounts at Stripe.
+
+    Exit status 0 when the holder is erased (or nothing was stored), 1 when Stripe could
+    not be reached (nothing was deleted; run it again), 2 without --yes and no terminal.
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("Pass --yes to erase a holder without a terminal to confirm.")
+        click.confirm(
+            f"Erase every account, balance, owner and transaction of holder {holder_id}?",
+            abort=True,
+        )
+    try:
+        erased = privacy.erase_holder(get_state(), holder_id, scrub_customer=scrub_customer)
+    except FinConnError as exc:
+        click.echo(f"Could not erase holder {holder_id}: {exc.message}", err=True)
+        sys.exit(1)
+    if not erased.found:
+        click.echo(f"Nothing is stored about holder {holder_id}.")
+        return
+    click.echo(
+        f"Erased holder {holder_id}: {erased.accounts} account(s) "
+        f"({len(erased.disconnected)} disconnected at Stripe), {erased.balances} balance(s), "
+        f"{erased.owners} owner(s), {erased.transactions} transaction(s), "
+        f"{erased.events_blanked} event payload(s) blanked"
+        + (", Stripe Customer scrubbed." if erased.customer_scrubbed else ".")
+    )
 
 
 @finconn_cli.command("webhook-secret")

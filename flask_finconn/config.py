@@ -69,3 +69,16 @@ FINCONN_ALLOWED_ORIGINS: list[str] = []
 FINCONN_MERCHANT_NAME: str | None = None
 """Your business's name as users know it, shown where they consent to share bank data.
 Required with real Stripe; in the sandbox the default is ``"Sandbox merchant"``."""
+
+FINCONN_INSTALLATION_ID: str | None = None
+"""Names this deployment at Stripe: it goes into every Customer's metadata
+(``finconn_installation``) and every idempotency key, and only events about this
+installation's customers are acted on. Default: a random id generated on first use and
+stored in the ``finconn_installation`` table, so two deployments with their own databases
+(dev, staging, production on one Stripe account) never share anything. Set it only to keep
+the id across a database that is rebuilt from scratch; never give two databases one id."""
+
+FINCONN_DELETE_DATA_ON_DISCONNECT: bool = False
+"""When an account is disconnected (by the holder here, or at Stripe), delete its stored
+transactions and owners at once; the account row and its balances stay. Default False keeps
+them readable."""

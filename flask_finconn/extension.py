@@ -21,7 +21,9 @@ from flask import Flask
 from . import assets, cli, models, tasks, views
 from .errors import ConfigurationError
 from .sandbox import Sandbox, browser
-from .state import FinConnState, Holder, Settings, read_settings
+from .services import privacy
+from .services.privacy import Erased
+from .state import FinConnState, Holder, Settings, get_state, read_settings
 from .stripe_api import StripeAPI
 
 if TYPE_CHECKING:
@@ -54,6 +56,17 @@ class FinConn:
     def holder_callback(self) -> Callable[[], Holder | None] | None:
         """The function registered with :meth:`holder_loader` (None until one is)."""
         return self._holder_loader
+
+    def erase_holder(self, holder_id: str, *, scrub_customer: bool = False) -> Erased:
+        """Erase everything stored about a holder, in an app context of an app using this.
+
+        Disconnects their accounts at Stripe, deletes their accounts, balances, owners,
+        transactions, link sessions and customer mapping, and blanks the payloads of
+        events about them (ids and statuses stay, so redeliveries are still recognised).
+        ``scrub_customer`` also blanks the Stripe Customer's email and name. Raises a
+        ``FinConnError`` before deleting anything when Stripe cannot be reached.
+        """
+        return privacy.erase_holder(get_state(), holder_id, scrub_customer=scrub_customer)
 
     def init_app(self, app: Flask) -> None:
         """Read and check the configuration, build the Stripe client, register the blueprint."""

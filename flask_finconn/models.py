@@ -82,6 +82,21 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON, list[str]: sa.JSON}
 
 
+class Installation(Base):
+    """This installation's random id: scopes what it creates at a Stripe account it may share.
+
+    One row (``id`` 1), written once on first use. Two deployments with their own databases
+    (dev and staging on one test key) get different ids with no configuration, so their
+    Stripe Customers, idempotency keys and events never mix.
+    """
+
+    __tablename__ = "finconn_installation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    installation_id: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Customer(Base):
     """The Stripe Customer that stands for one holder."""
 
@@ -256,6 +271,7 @@ __all__ = [
     "BalanceSnapshot",
     "Base",
     "Customer",
+    "Installation",
     "LinkSession",
     "Owner",
     "Transaction",

@@ -85,6 +85,8 @@ class Settings:
     webhook_tolerance: int
     allowed_origins: tuple[str, ...]
     merchant_name: str
+    installation_id: str | None = None
+    delete_data_on_disconnect: bool = False
 
     @property
     def livemode(self) -> bool:
@@ -122,6 +124,8 @@ class FinConnState:
     stripe: StripeAPI
     sandbox: Sandbox | None
     queue: TaskQueue
+    #: This installation's id once read (``services.installation``); None before first use.
+    installation: str | None = None
 
     def load_holder(self) -> Holder | None:
         """Call the host's holder loader for the current request (None when nobody)."""
@@ -205,7 +209,21 @@ def read_settings(app: Flask) -> Settings:
             for o in _as_tuple(cfg["FINCONN_ALLOWED_ORIGINS"], "FINCONN_ALLOWED_ORIGINS")
         ),
         merchant_name=_read_merchant_name(cfg, keys["sandbox"]),
+        installation_id=_read_installation_id(cfg),
+        delete_data_on_disconnect=bool(cfg["FINCONN_DELETE_DATA_ON_DISCONNECT"]),
     )
+
+
+def _read_installation_id(cfg: Mapping[str, Any]) -> str | None:
+    value = cfg["FINCONN_INSTALLATION_ID"]
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+        raise ConfigurationError(
+            "FINCONN_INSTALLATION_ID must be a short printable string (1 to 64 characters); "
+            "leave it unset to use the id stored in the database."
+        )
+    return value
 
 
 def _as_tuple(value: Any, key: str) -> tuple[str, ...]:

@@ -96,15 +96,22 @@ class StripeAPI:
     # customers
 
     def create_customer(
-        self, holder_id: str, *, email: str | None, name: str | None
+        self, holder_id: str, *, installation: str, email: str | None, name: str | None
     ) -> stripe.Customer:
-        """Create the Customer for a holder; a retry for the same holder returns the same one."""
-        params: dict[str, Any] = {"metadata": {"finconn_holder_id": holder_id}}
+        """Create the Customer for a holder of one installation.
+
+        A retry for the same holder of the same installation returns the same Customer;
+        another installation on the same Stripe account (staging beside dev) gets its own,
+        because the idempotency key and the metadata name the installation.
+        """
+        params: dict[str, Any] = {
+            "metadata": {"finconn_holder_id": holder_id, "finconn_installation": installation}
+        }
         if email:
             params["email"] = email
         if name:
             params["name"] = name
-        key = "finconn-customer-" + _digest(holder_id)
+        key = "finconn-customer-" + _digest(installation + "\x00" + holder_id)
         with _calling("create a customer"):
             customer: stripe.Customer = self.client.v1.customers.create(
                 params,  # type: ignore[arg-type]

@@ -173,6 +173,7 @@ def test_tables_are_added_to_the_hosts_metadata() -> None:
         "finconn_owner",
         "finconn_transaction",
         "finconn_webhook_event",
+        "finconn_installation",
     }
 
 

@@ -36,7 +36,9 @@ def test_unreachable_stripe_is_unavailable(caplog: pytest.LogCaptureFixture) -> 
         secret, base_addresses={"api": "http://127.0.0.1:9"}, max_network_retries=0
     )
     with caplog.at_level(logging.WARNING), pytest.raises(StripeUnavailable) as info:
-        StripeAPI(client, livemode=False).create_customer("ada", email=None, name=None)
+        StripeAPI(client, livemode=False).create_customer(
+            "ada", installation="fcinst_test", email=None, name=None
+        )
     assert info.value.status == 502
     assert info.value.code == "stripe_unavailable"
     assert "create a customer" in info.value.message
@@ -69,19 +71,23 @@ def test_missing_objects_are_not_found(api: StripeAPI) -> None:
 def test_rate_limits_are_unavailable(api: StripeAPI, sandbox: Sandbox) -> None:
     sandbox.faults.fail_next(429)
     with pytest.raises(StripeUnavailable, match="too many requests"):
-        api.create_customer("ada", email=None, name=None)
+        api.create_customer("ada", installation="fcinst_test", email=None, name=None)
 
 
 def test_a_holders_customer_is_created_once(api: StripeAPI) -> None:
-    first = api.create_customer("ada", email="ada@example.com", name="Ada")
-    again = api.create_customer("ada", email="ada@example.com", name="Ada")
-    other = api.create_customer("bob", email=None, name=None)
+    first = api.create_customer(
+        "ada", installation="fcinst_test", email="ada@example.com", name="Ada"
+    )
+    again = api.create_customer(
+        "ada", installation="fcinst_test", email="ada@example.com", name="Ada"
+    )
+    other = api.create_customer("bob", installation="fcinst_test", email=None, name=None)
     assert first.id == again.id != other.id
     assert first.email == "ada@example.com"
 
 
 def test_session_accounts_are_listed_by_session(api: StripeAPI, sandbox: Sandbox) -> None:
-    customer = api.create_customer("ada", email=None, name=None)
+    customer = api.create_customer("ada", installation="fcinst_test", email=None, name=None)
     session = api.create_session(
         customer.id,
         permissions=["balances"],
@@ -96,7 +102,7 @@ def test_session_accounts_are_listed_by_session(api: StripeAPI, sandbox: Sandbox
 
 
 def test_an_inactive_account_is_a_conflict(api: StripeAPI, sandbox: Sandbox) -> None:
-    customer = api.create_customer("ada", email=None, name=None)
+    customer = api.create_customer("ada", installation="fcinst_test", email=None, name=None)
     session = api.create_session(
         customer.id,
         permissions=["balances", "transactions"],

@@ -161,7 +161,9 @@ def test_unknown_types_and_foreign_accounts_are_stored_and_acknowledged(
         assert post_webhook(webhook_app, event).status_code == 200
     rows = {r.id: r for r in stored(webhook_app)}
     assert rows[unknown["id"]].status == "processed"
-    assert rows[foreign["id"]].status == "processed"
+    # Acknowledged, and recorded as ignored with the reason: never retried.
+    assert rows[foreign["id"]].status == "ignored"
+    assert "did not create" in (rows[foreign["id"]].last_error or "")
     assert rows[foreign["id"]].account_stripe_id == "fca_notours"
     with webhook_app.app_context():
         count = get_state(webhook_app).db.session.scalar(sa.select(sa.func.count(Account.id)))
@@ -215,7 +217,7 @@ def test_an_account_is_linked_from_an_event_only_for_the_customer_stripe_names(
     sb.deliver_events()
     stripe = get_state(webhook_app).stripe
     # Someone else's customer and account on the same Stripe account, unknown to this app.
-    other = stripe.create_customer("mallory", email=None, name=None)
+    other = stripe.create_customer("mallory", installation="fcinst_test", email=None, name=None)
     session = stripe.create_session(
         other.id, permissions=["balances"], prefetch=[], country="US", account_subcategories=None
     )
