@@ -63,6 +63,10 @@ def _too_large() -> ApiError:
 
 def _body() -> dict[str, Any]:
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A body without Content-Length (chunked) is cut at the limit rather than refused.
+        raise _too_large()
     try:
         data = json.loads(raw) if raw.strip() else None
     except (ValueError, RecursionError):
