@@ -68,7 +68,7 @@ def _body() -> dict[str, Any]:
         # A body without Content-Length (chunked) is cut at the limit rather than refused.
         raise _too_large()
     try:
-        data = json.loads(raw) if raw.strip() else None
+        data = json.loads(raw) if request.is_json and raw.strip() else None
     except (ValueError, RecursionError):
         # RecursionError: JSON nested deeper than the parser goes (about 1,000 levels).
         data = None
