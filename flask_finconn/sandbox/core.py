@@ -153,7 +153,12 @@ class Sandbox:
         return self.kernel.now_float()
 
     def advance_time(self, seconds: float) -> int:
-        """Move the sandbox clock forward and run what became due. Returns the new time."""
+        """Move the sandbox clock forward and run what became due. Returns the new time.
+
+        Raises ``ValueError`` for a negative, infinite or NaN amount, a non-number, or one
+        that would move the clock past 9999-12-31. Daily refreshes a jump skipped collapse
+        into one, so any accepted amount returns promptly.
+        """
         return self.kernel.advance(seconds)
 
     def run_due(self) -> int:
