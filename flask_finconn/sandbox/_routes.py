@@ -12,6 +12,7 @@ from . import _http_helpers as helpers
 from ._http_fc import FC
 from ._http_helpers import HELPERS
 from ._wire import Handler
+from .payments.routes import ROUTES as PAYMENT_ROUTES
 
 _ID = r"([A-Za-z0-9_]+)"
 ROUTES: list[tuple[str, str, Handler]] = [
@@ -45,3 +46,4 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", f"{HELPERS}/deliver_events", helpers.deliver_events),
     ("GET", f"{HELPERS}/institutions", helpers.list_institutions),
 ]
+ROUTES.extend(PAYMENT_ROUTES)  # SetupIntents, PaymentIntents, PaymentMethods, ...

@@ -30,6 +30,13 @@ def sandbox_cli() -> None:
     help="Seconds a refresh stays pending before it finishes.",
 )
 @click.option(
+    "--settlement-delay",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds an ACH debit stays processing before it settles.",
+)
+@click.option(
     "--webhook-url",
     multiple=True,
     help="Deliver every event to this URL (repeat for several).",
@@ -44,6 +51,7 @@ def serve(
     port: int,
     database: str | None,
     refresh_delay: float,
+    settlement_delay: float,
     webhook_url: tuple[str, ...],
     webhook_secret: str | None,
 ) -> None:
@@ -54,7 +62,7 @@ def serve(
     from werkzeug.serving import run_simple
 
     database = database or _app_database() or "finconn-sandbox.sqlite3"
-    sandbox = Sandbox(database, refresh_delay=refresh_delay)
+    sandbox = Sandbox(database, refresh_delay=refresh_delay, settlement_delay=settlement_delay)
     for url in webhook_url:
         endpoint = sandbox.add_webhook_endpoint(url=url, secret=webhook_secret)
         click.echo(f"Delivering events to {url} signed with {endpoint['secret']}")

@@ -31,6 +31,7 @@ mandates, charges) touches no existing family. A new module:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ from ._wire import Api
 from .accounts import Accounts
 from .customers import Customers
 from .events import API_VERSION, EVENT_TYPES, Events
-from .faults import Faults
+from .faults import Faults, fail_after_commit
 from .linking import Linking, SessionError
+from .payments import SETTLEMENT_DELAY, TASK_KINDS, Host, Payments
 from .refreshes import Refreshes
 from .webhooks import Webhooks, WSGIApp
 
@@ -65,6 +67,7 @@ class Parts:
     accounts: Accounts
     refreshes: Refreshes
     linking: Linking
+    payments: Payments
 
 
 class Sandbox:
@@ -73,6 +76,8 @@ class Sandbox:
     ``database`` is a SQLite file (state survives restarts) or ``":memory:"``.
     ``refresh_delay`` is how long (sandbox seconds) a refresh stays pending;
     ``refresh_cooldown`` how long after it finished the next one may start.
+    ``settlement_delay`` is how long (sandbox seconds) an ACH debit stays ``processing``;
+    ``sb.payments`` is the payments emulator (see ``flask_finconn.sandbox.payments``).
     """
 
     api_key = "sk_test_sandbox"
@@ -87,6 +92,7 @@ class Sandbox:
         refresh_cooldown: int = 10,
         session_ttl: int = 3600,
         history_size: int | None = None,
+        settlement_delay: float = SETTLEMENT_DELAY,
     ) -> None:
         self.store = Store(database)
         self.settings = Settings(refresh_delay, refresh_cooldown, session_ttl, history_size)
@@ -98,11 +104,27 @@ class Sandbox:
         accounts = Accounts(self.kernel, events)
         refreshes = Refreshes(self.kernel, events, accounts)
         linking = Linking(self.kernel, events, customers, accounts, refreshes)
-        self.parts = Parts(customers, events, accounts, refreshes, linking)
+        # Payments see the sandbox only through Host (flask_finconn.sandbox.payments).
+        payments = Payments(
+            Host(
+                store=self.store,
+                now=self.kernel.now,
+                emit=events.emit,
+                schedule=self.kernel.schedule,
+                customer=customers.get,
+                account=accounts.get,
+                api_base=self.api_base,
+            ),
+            settlement_delay=settlement_delay,
+        )
+        for kind in TASK_KINDS:
+            self.kernel.on_task(kind, functools.partial(payments.run_task, kind))
+        self.payments = payments
+        self.parts = Parts(customers, events, accounts, refreshes, linking, payments)
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
         self._api = Api(self, ROUTES)
-        self.wsgi_app: WSGIApp = self._api.wsgi_app
+        self.wsgi_app: WSGIApp = fail_after_commit(self._api.wsgi_app, self.faults)
 
     # --- settings -----------------------------------------------------------------------
 

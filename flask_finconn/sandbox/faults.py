@@ -9,16 +9,22 @@
     sb.faults.webhook_duplicate_rate = 1 # every webhook is delivered twice
     sb.faults.webhook_delay = 30         # new events wait 30 sandbox seconds
     sb.faults.webhook_reorder = True     # each batch is delivered newest first
+    sb.faults.fail_after_commit()        # the next POST commits, then its answer is a 500
 
 Faults apply to ``/v1`` API requests, not to ``/v1/test_helpers``. A failed request is
 not executed and stores no idempotent result, so a retry with the same key runs it.
+``fail_after_commit`` is the other case: the request ran and committed (its idempotent
+result is stored), but the client sees a 500, so a retry with the same key is a replay.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class Faults:
@@ -33,6 +39,7 @@ class Faults:
         with self._lock:
             self._random = random.Random(seed)
             self._schedule: deque[int] = deque()
+            self._after_commit = 0
         self.api_error_rate = 0.0
         self.api_error_status = 500
         self.latency = 0.0
@@ -48,6 +55,19 @@ class Faults:
         with self._lock:
             self._schedule.extend(statuses)
 
+    def fail_after_commit(self, count: int = 1) -> None:
+        """Let the next ``count`` successful API POSTs commit, then answer each with a 500."""
+        with self._lock:
+            self._after_commit += count
+
+    def take_after_commit(self) -> bool:
+        """Whether to turn this committed answer into a 500 (uses up one)."""
+        with self._lock:
+            if self._after_commit:
+                self._after_commit -= 1
+                return True
+        return False
+
     def next_api_error(self) -> int | None:
         """The status to fail the current request with, or None to serve it."""
         with self._lock:
@@ -62,3 +82,45 @@ class Faults:
             return bool(
                 self.webhook_duplicate_rate and self._random.random() < self.webhook_duplicate_rate
             )
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+_LOST = {
+    "error": {
+        "type": "api_error",
+        "message": "The connection to the sandbox broke after the request was processed "
+        "(injected by the sandbox's faults). Retry with the same Idempotency-Key to get "
+        "its result.",
+    }
+}
+
+
+def fail_after_commit(app: WSGIApp, faults: Faults) -> WSGIApp:
+    """Wrap the API so :meth:`Faults.fail_after_commit` can lose a committed answer."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or ""
+        if (
+            not faults._after_commit
+            or environ.get("REQUEST_METHOD") != "POST"
+            or path.startswith("/v1/test_helpers/")
+        ):
+            return app(environ, start_response)
+        seen: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen.update(status=status, headers=headers)
+            return lambda chunk: None
+
+        body = b"".join(app(environ, capture))
+        if seen["status"].startswith("2") and faults.take_after_commit():
+            data = json.dumps(_LOST).encode()
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+            )
+            return [data]
+        start_response(seen["status"], seen["headers"])
+        return [body]
+
+    return wrapped

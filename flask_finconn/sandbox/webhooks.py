@@ -93,6 +93,8 @@ class Webhooks:
 
     def enqueue(self, event_id: str, endpoints: list[str]) -> None:
         """Schedule delivery of a new event to ``endpoints`` (inside the caller's transaction)."""
+        if not endpoints:
+            return
         due = self.clock() + self.faults.webhook_delay
         self.store.executemany(
             "INSERT INTO deliveries (event, endpoint, due_at, state) VALUES (?, ?, ?, 'pending')",

@@ -1,0 +1,90 @@
+"""Helpers shared by the sandbox's payments tests: linked accounts, PaymentMethods, intents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+from sandbox_support import link
+
+from flask_finconn.sandbox import Sandbox
+
+ONLINE = {
+    "customer_acceptance": {
+        "type": "online",
+        "online": {"ip_address": "203.0.113.7", "user_agent": "Mozilla/5.0 (test)"},
+    }
+}
+ROUTING = "110000000"
+SUCCESS = "000123456789"
+
+
+def fc_account(
+    sb: Sandbox,
+    client: stripe.StripeClient,
+    key: str = "checking",
+    institution: str = "bank_nonoauth",
+    permissions: tuple[str, ...] = ("payment_method", "balances"),
+) -> Any:
+    """A linked account (with the ``payment_method`` permission unless told otherwise)."""
+    return link(sb, client, institution, accounts=[key], permissions=permissions)[0]
+
+
+def customer_of(account: Any) -> str:
+    return str(account.account_holder.customer)
+
+
+def manual_data(number: str = SUCCESS, routing: str = ROUTING) -> dict[str, Any]:
+    """``payment_method_data`` for a manually entered account."""
+    return {
+        "type": "us_bank_account",
+        "us_bank_account": {
+            "account_number": number,
+            "routing_number": routing,
+            "account_holder_type": "individual",
+        },
+        "billing_details": {"name": "Jenny Rosen", "email": "jenny@example.com"},
+    }
+
+
+def fc_data(account_id: str) -> dict[str, Any]:
+    return {
+        "type": "us_bank_account",
+        "us_bank_account": {"financial_connections_account": account_id},
+        "billing_details": {"name": "Jenny Rosen"},
+    }
+
+
+def debit(
+    client: stripe.StripeClient,
+    payment_method: str | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    amount: int = 1099,
+    customer: str | None = None,
+    **extra: Any,
+) -> Any:
+    """Create and confirm a PaymentIntent with an online mandate."""
+    params: dict[str, Any] = {
+        "amount": amount,
+        "currency": "usd",
+        "payment_method_types": ["us_bank_account"],
+        "confirm": True,
+        "mandate_data": ONLINE,
+        **extra,
+    }
+    if payment_method:
+        params["payment_method"] = payment_method
+    if data:
+        params["payment_method_data"] = data
+    if customer:
+        params["customer"] = customer
+    return client.v1.payment_intents.create(params)
+
+
+def event_types(sb: Sandbox, prefix: str = "") -> list[str]:
+    return [e["type"] for e in sb.events() if e["type"].startswith(prefix)]
+
+
+def events_for(sb: Sandbox, obj_id: str) -> list[str]:
+    return [e["type"] for e in sb.events() if e["data"]["object"].get("id") == obj_id]
