@@ -3,10 +3,14 @@
 :func:`make_blueprint` returns a blueprint (``finconn_sandbox``) that the extension mounts at
 ``<prefix>/sandbox`` in sandbox mode only:
 
-- ``GET stripe.js``: the stand-in script (``Stripe(pk).collectFinancialConnectionsAccounts``)
+- ``GET stripe.js``: the stand-in script (``Stripe(pk).collectFinancialConnectionsAccounts``
+  and the ``us_bank_account`` methods: ``collectBankAccountFor*``, ``confirmUsBankAccount*``,
+  ``verifyMicrodepositsFor*``)
 - ``GET static/...``: the modal's stylesheet
 - ``GET api/session``, ``GET api/institutions``, ``POST api/login``, ``POST api/authorize``,
   ``POST api/complete``, ``POST api/cancel``: the modal's steps
+- ``api/intent...`` and ``microdeposits/<token>``: the payments routes and the hosted
+  microdeposit verification page (:mod:`.browser_payments`)
 
 Like Stripe's own modal, the JSON routes are authorised by the session's client secret and
 nothing else: no cookie, no holder. Errors use Stripe's body,
@@ -27,6 +31,7 @@ from flask.sansio.app import App
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ._params import ApiError
+from .browser_payments import add_payment_routes
 from .linking import SessionError
 
 if TYPE_CHECKING:
@@ -243,4 +248,5 @@ def make_blueprint(sandbox: Sandbox) -> Blueprint:
         sandbox.cancel_session(found["id"])
         return jsonify({"id": found["id"], "accounts": []})
 
+    add_payment_routes(bp, sandbox)
     return bp

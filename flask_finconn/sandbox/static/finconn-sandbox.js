@@ -7,6 +7,13 @@
  * closes it, or {error: {type, code, message}} when the session cannot be used. Every step
  * talks to the sandbox through the JSON routes next to this script, authorised by the
  * session's client secret only.
+ *
+ * The us_bank_account methods work the same way on an intent's client secret:
+ * collectBankAccountForSetup/ForPayment open the same modal (one checking or savings account,
+ * or routing and account numbers typed in by hand) and resolve {setupIntent}/{paymentIntent},
+ * in requires_confirmation, or in requires_payment_method when the user closes it;
+ * confirmUsBankAccountSetup/Payment and verifyMicrodepositsForSetup/ForPayment resolve the
+ * intent or {error}. Invalid arguments throw an IntegrationError, as Stripe.js does.
  */
 (() => {
   "use strict";
@@ -114,11 +121,24 @@
     return last4 ? `•••• ${last4}` : "";
   }
 
+  /** The ABA checksum: 3, 7 and 1 times the digits in turn add up to a multiple of 10. */
+  function abaValid(routing) {
+    const d = [...routing].map(Number);
+    const sum = [0, 3, 6].reduce((total, i) => total + 3 * d[i] + 7 * d[i + 1] + d[i + 2], 0);
+    return sum % 10 === 0;
+  }
+
   class Modal {
-    constructor(session, clientSecret, resolve) {
+    /**
+     * `payment`, when collecting a bank account for an intent: {kind, key, secret, billing,
+     * expand, sessionId}. The modal then links one account and attaches it to the intent.
+     */
+    constructor(session, clientSecret, resolve, payment = null) {
       this.session = session;
       this.secret = clientSecret;
       this.resolve = resolve;
+      this.payment = payment;
+      this.attached = null;
       this.history = [];
       this.step = null;
       this.institution = null;
@@ -200,20 +220,31 @@
       target.focus();
     }
 
-    finish(accounts) {
+    finish(result) {
       if (this.dialog.open) this.dialog.close();
       document.documentElement.style.overflow = this.overflow;
       this.host.remove();
       if (this.returnFocus && this.returnFocus.focus) this.returnFocus.focus();
-      this.resolve({ financialConnectionsSession: { id: this.session.id, accounts } });
+      this.resolve(result);
     }
 
     async close() {
       if (this.closing) return;
       this.closing = true;
-      if (this.linked) return this.finish(this.linked);
+      if (this.payment) return this.finish(await this.intentOutcome());
+      if (this.linked) return this.finish({ financialConnectionsSession: { id: this.session.id, accounts: this.linked } });
       await api("cancel", this.secret, {});
-      this.finish([]);
+      this.finish({ financialConnectionsSession: { id: this.session.id, accounts: [] } });
+    }
+
+    /** What collectBankAccountFor* resolves: the intent with its new PaymentMethod, or as it was. */
+    async intentOutcome() {
+      const { key, secret, expand } = this.payment;
+      if (this.attached) return { [key]: this.attached };
+      if (!this.linked) await api("cancel", this.secret, {});
+      const query = (expand || []).map((e) => `expand[]=${encodeURIComponent(e)}`).join("&");
+      const intent = await api(`intent${query ? `?${query}` : ""}`, secret);
+      return intent.error ? { error: intent.error } : { [key]: intent };
     }
 
     go(step, remember = true) {
@@ -364,6 +395,11 @@
         if (!list.length) results.append(h("p", { class: "empty" }, `No sandbox bank matches “${query}”.`));
       };
       search.addEventListener("input", show);
+      if (this.payment) {
+        this.body.append(
+          h("button", { type: "button", class: "link manual", onclick: () => this.go("manual") }, "Enter bank details manually"),
+        );
+      }
       await show();
     }
 
@@ -562,7 +598,8 @@
     }
 
     render_accounts() {
-      this.setTitle("Select accounts to link");
+      const single = Boolean(this.payment);
+      this.setTitle(single ? "Select an account" : "Select accounts to link");
       const boxes = [];
       const link = () => this.footer.querySelector(".primary");
       const update = () => {
@@ -572,10 +609,10 @@
         const id = account.key || account.id;
         const unsupported = account.selectable === false || Boolean(account.disabled_reason);
         const box = h("input", {
-          type: "checkbox",
+          type: single ? "radio" : "checkbox",
           name: "account",
           value: id,
-          checked: !unsupported,
+          checked: !unsupported && (!single || !boxes.length),
           disabled: unsupported,
           onchange: update,
         });
@@ -596,10 +633,14 @@
       this.body.append(h("fieldset", { class: "accounts" }, h("legend", { class: "sr" }, "Accounts"), rows));
       if (!this.accounts.length) this.body.append(h("p", { class: "empty" }, "This bank has no accounts to share."));
       if (boxes[0]) boxes[0].autofocus = true;
-      this.primary("Link accounts", async () => {
+      this.primary(single ? "Link account" : "Link accounts", async () => {
         const chosen = boxes.filter((b) => b.checked).map((b) => b.value);
         const result = await this.call("complete", { institution: this.institution.id, accounts: chosen });
         if (!result) return;
+        if (single && !(await this.attach({ session: this.payment.sessionId, account: (result.accounts[0] || {}).id }))) {
+          this.linked = result.accounts;
+          return;
+        }
         // In the order the bank listed them (and the holder saw them), whatever the API's order.
         const rank = (a) => this.accounts.findIndex((b) => b.display_name === a.display_name && b.last4 === a.last4);
         this.linked = (result.accounts || []).slice().sort((a, b) => rank(a) - rank(b));
@@ -608,7 +649,132 @@
       update();
     }
 
+    /** Give the intent the chosen account (or typed details) as its PaymentMethod. */
+    async attach(body) {
+      const { secret, billing, expand } = this.payment;
+      this.dialog.setAttribute("aria-busy", "true");
+      for (const b of this.footer.querySelectorAll("button")) b.disabled = true;
+      const result = await api("intent/attach", secret, { ...body, billing_details: billing, expand });
+      this.dialog.removeAttribute("aria-busy");
+      for (const b of this.footer.querySelectorAll("button")) b.disabled = false;
+      if (result.error) {
+        this.showError(result.error.message || "The bank account could not be added.");
+        return false;
+      }
+      this.attached = result;
+      return true;
+    }
+
+    render_manual() {
+      this.setTitle("Enter bank details");
+      const field = (id, text, attrs = {}) => {
+        const input = h("input", { id, name: id, autocomplete: "off", inputMode: "numeric", spellcheck: false, ...attrs });
+        const error = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
+        return { input, error, row: h("div", { class: "field" }, h("label", { htmlFor: id }, text), input, error) };
+      };
+      const routing = field("fc-routing", "Routing number", { autofocus: true });
+      const account = field("fc-account-number", "Account number");
+      const confirm = field("fc-account-confirm", "Confirm account number");
+      const radios = (name, legend, options) =>
+        h(
+          "fieldset",
+          { class: "choices choices--row" },
+          h("legend", {}, legend),
+          options.map(([value, text], i) =>
+            h("label", { class: "choice" }, h("input", { type: "radio", name, value, checked: i === 0 }), h("span", {}, text)),
+          ),
+        );
+      const digits = (input) => input.value.replace(/[\s-]/g, "");
+      const rules = [
+        [routing, () => {
+          const v = digits(routing.input);
+          if (!v) return "Enter the routing number.";
+          if (!/^\d{9}$/.test(v)) return "A routing number has 9 digits.";
+          if (!abaValid(v)) return "This routing number is not valid. Check it against a check or your bank's website.";
+          return "";
+        }],
+        [account, () => {
+          const v = digits(account.input);
+          if (!v) return "Enter the account number.";
+          if (!/^\d{4,17}$/.test(v)) return "An account number has 4 to 17 digits.";
+          return "";
+        }],
+        [confirm, () => {
+          const v = digits(confirm.input);
+          if (!v) return "Enter the account number again.";
+          return v === digits(account.input) ? "" : "The account numbers don't match.";
+        }],
+      ];
+      const check = () => {
+        let first = null;
+        for (const [f, rule] of rules) {
+          const message = rule();
+          f.error.textContent = message;
+          f.error.hidden = !message;
+          if (message) {
+            f.input.setAttribute("aria-invalid", "true");
+            f.input.setAttribute("aria-describedby", `${f.input.id}-error`);
+            first = first || f;
+          } else {
+            f.input.removeAttribute("aria-invalid");
+            f.input.removeAttribute("aria-describedby");
+          }
+        }
+        return first;
+      };
+      const form = h(
+        "form",
+        {
+          class: "form",
+          noValidate: true,
+          onsubmit: async (event) => {
+            event.preventDefault();
+            const wrong = check();
+            if (wrong) {
+              const names = rules.filter(([f]) => !f.error.hidden).map(([f]) => f.row.querySelector("label").textContent.toLowerCase());
+              this.showError(names.length > 1 ? `Check the ${names.length} highlighted fields: ${names.join(", ")}.` : wrong.error.textContent);
+              wrong.input.focus();
+              return;
+            }
+            if (this.error) this.error.remove();
+            this.error = null;
+            const value = (name) => form.querySelector(`input[name=${name}]:checked`).value;
+            const ok = await this.attach({
+              us_bank_account: {
+                routing_number: digits(routing.input),
+                account_number: digits(account.input),
+                account_holder_type: value("holder"),
+                account_type: value("type"),
+              },
+            });
+            if (!ok) return;
+            const number = digits(account.input);
+            this.typed = { bank: `${label(value("type"))} account`, last4: number.slice(-4) };
+            this.go("success");
+          },
+        },
+        routing.row,
+        account.row,
+        confirm.row,
+        radios("holder", "Account holder", [["individual", "Individual"], ["company", "Company"]]),
+        radios("type", "Account type", [["checking", "Checking"], ["savings", "Savings"]]),
+        h(
+          "p",
+          { class: "fine" },
+          "Two small deposits verify the account in 1 to 2 business days. Sandbox: routing number ",
+          h("code", {}, "110000000"),
+          " with account number ",
+          h("code", {}, "000123456789"),
+          " succeeds.",
+        ),
+        h("button", { type: "submit", hidden: true, tabIndex: -1 }),
+      );
+      this.body.append(form);
+      this.primary("Continue", () => form.requestSubmit());
+    }
+
     render_success() {
+      if (this.payment) return this.render_attached();
       this.setTitle("Your accounts were linked");
       this.body.append(
         h("div", { class: "hero" }, h("span", { class: "check", "aria-hidden": "true" }, "✓")),
@@ -621,6 +787,129 @@
       );
       this.primary("Done", () => this.close());
     }
+
+    render_attached() {
+      const manual = !this.linked;
+      const rows = manual
+        ? [{ display_name: this.typed.bank, last4: this.typed.last4 }]
+        : this.linked;
+      this.setTitle(manual ? "Bank details saved" : "Your account was linked");
+      this.body.append(
+        h("div", { class: "hero" }, h("span", { class: "check", "aria-hidden": "true" }, "✓")),
+        h("ul", { class: "linked" }, rows.map((a) => h("li", {}, h("span", { class: "name" }, a.display_name), h("span", { class: "meta" }, mask(a.last4))))),
+        h(
+          "p",
+          { class: "lede" },
+          manual
+            ? "Two small deposits will arrive in your account in 1 to 2 business days, with instructions to verify them by email."
+            : `${this.session.merchant_name || "The app"} can now use this account for payments.`,
+        ),
+      );
+      this.primary("Done", () => this.close());
+    }
+  }
+
+  class IntegrationError extends Error {
+    constructor(message) {
+      super(message);
+      this.name = "IntegrationError";
+    }
+  }
+
+  const INTENTS = {
+    setup: { prefix: "seti_", key: "setupIntent", name: "SetupIntent" },
+    payment: { prefix: "pi_", key: "paymentIntent", name: "PaymentIntent" },
+  };
+
+  function checkSecret(method, kind, secret) {
+    const { prefix, name } = INTENTS[kind];
+    if (typeof secret !== "string" || !new RegExp(`^${prefix}[^_\\s]+_secret_\\S+$`).test(secret)) {
+      throw new IntegrationError(
+        `Invalid value for ${method}: clientSecret should be the client_secret of a ${name}, of the form ${prefix}..._secret_.... You specified: ${JSON.stringify(secret)}.`,
+      );
+    }
+  }
+
+  function checkObject(method, name, value, allowed) {
+    if (!value || typeof value !== "object" || Array.isArray(value)) {
+      throw new IntegrationError(`Invalid value for ${method}: ${name} should be an object. You specified: ${JSON.stringify(value)}.`);
+    }
+    const unknown = Object.keys(value).filter((k) => !allowed.includes(k));
+    if (unknown.length) {
+      throw new IntegrationError(`Invalid value for ${method}: ${name} has unrecognized ${unknown.length > 1 ? "keys" : "key"} ${unknown.join(", ")}; it takes ${allowed.join(", ")}.`);
+    }
+  }
+
+  const outcome = (kind, result) => (result.error ? { error: result.error } : { [INTENTS[kind].key]: result });
+
+  function collectBankAccount(kind, method, options) {
+    checkObject(method, "the options", options, ["clientSecret", "params", "expand"]);
+    checkSecret(method, kind, options.clientSecret);
+    const params = options.params;
+    if (params === undefined) throw new IntegrationError(`Missing value for ${method}: params should be an object.`);
+    checkObject(method, "params", params, ["payment_method_type", "payment_method_data"]);
+    if (params.payment_method_type !== "us_bank_account") {
+      throw new IntegrationError(
+        `Invalid value for ${method}: params.payment_method_type should be "us_bank_account". You specified: ${JSON.stringify(params.payment_method_type)}.`,
+      );
+    }
+    const data = params.payment_method_data || {};
+    checkObject(method, "params.payment_method_data", data, ["billing_details", "metadata"]);
+    const billing = data.billing_details;
+    if (!billing || typeof billing.name !== "string" || !billing.name.trim()) {
+      throw new IntegrationError(`Missing value for ${method}: params.payment_method_data.billing_details.name should be the account holder's name.`);
+    }
+    const expand = options.expand;
+    if (expand !== undefined && !(Array.isArray(expand) && expand.every((e) => typeof e === "string"))) {
+      throw new IntegrationError(`Invalid value for ${method}: expand should be an array of strings, e.g. ["payment_method"].`);
+    }
+    const sent = {};
+    for (const key of ["name", "email", "phone"]) if (typeof billing[key] === "string" && billing[key]) sent[key] = billing[key];
+    return (async () => {
+      if (document.querySelector("[data-finconn-sandbox]")) {
+        return { error: { type: "invalid_request_error", message: "A bank account window is already open." } };
+      }
+      const collect = await api("intent/collect", options.clientSecret, { billing_details: sent });
+      if (collect.error) return { error: collect.error };
+      const session = await api("session", collect.client_secret);
+      if (session.error) return { error: session.error };
+      const payment = { kind, key: INTENTS[kind].key, secret: options.clientSecret, billing: sent, expand, sessionId: collect.id };
+      return new Promise((resolve) => new Modal(session, collect.client_secret, resolve, payment));
+    })();
+  }
+
+  function confirmUsBankAccount(kind, method, clientSecret, data) {
+    checkSecret(method, kind, clientSecret);
+    const body = {};
+    if (data !== undefined) {
+      checkObject(method, "data", data, ["payment_method", "return_url"]);
+      const pm = data.payment_method;
+      if (typeof pm === "string") body.payment_method = pm;
+      else if (pm !== undefined) {
+        checkObject(method, "data.payment_method", pm, ["us_bank_account", "billing_details", "metadata"]);
+        if (!pm.billing_details || !pm.billing_details.name) {
+          throw new IntegrationError(`Missing value for ${method}: data.payment_method.billing_details.name should be the account holder's name.`);
+        }
+        body.payment_method = pm;
+      }
+    }
+    return api("intent/confirm", clientSecret, body).then((result) => outcome(kind, result));
+  }
+
+  function verifyMicrodeposits(kind, method, clientSecret, data) {
+    checkSecret(method, kind, clientSecret);
+    checkObject(method, "data", data, ["amounts", "descriptor_code"]);
+    const hasAmounts = data.amounts !== undefined;
+    if (hasAmounts === (data.descriptor_code !== undefined)) {
+      throw new IntegrationError(`Invalid value for ${method}: pass exactly one of amounts (two integers, in cents) or descriptor_code (e.g. "SM11AA").`);
+    }
+    if (hasAmounts && !(Array.isArray(data.amounts) && data.amounts.length === 2 && data.amounts.every(Number.isInteger))) {
+      throw new IntegrationError(`Invalid value for ${method}: amounts should be an array of two integers, in cents. You specified: ${JSON.stringify(data.amounts)}.`);
+    }
+    if (!hasAmounts && typeof data.descriptor_code !== "string") {
+      throw new IntegrationError(`Invalid value for ${method}: descriptor_code should be a string such as "SM11AA".`);
+    }
+    return api("intent/verify", clientSecret, data).then((result) => outcome(kind, result));
   }
 
   function Stripe(publishableKey) {
@@ -640,6 +929,12 @@
         if (session.error) return { error: session.error };
         return new Promise((resolve) => new Modal(session, clientSecret, resolve));
       },
+      collectBankAccountForSetup: (options) => collectBankAccount("setup", "collectBankAccountForSetup", options),
+      collectBankAccountForPayment: (options) => collectBankAccount("payment", "collectBankAccountForPayment", options),
+      confirmUsBankAccountSetup: (secret, data) => confirmUsBankAccount("setup", "confirmUsBankAccountSetup", secret, data),
+      confirmUsBankAccountPayment: (secret, data) => confirmUsBankAccount("payment", "confirmUsBankAccountPayment", secret, data),
+      verifyMicrodepositsForSetup: (secret, data) => verifyMicrodeposits("setup", "verifyMicrodepositsForSetup", secret, data),
+      verifyMicrodepositsForPayment: (secret, data) => verifyMicrodeposits("payment", "verifyMicrodepositsForPayment", secret, data),
     };
   }
 
