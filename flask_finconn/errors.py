@@ -9,6 +9,7 @@
      ├── NotFound              404    no such object for this holder
      ├── CrossSiteRequest      403    a state-changing request from another site
      ├── Conflict              409    the request clashes with the object's state
+ │    └── InsufficientBalance 409  a checked debit is above the available balance
      ├── PayloadTooLarge       413    the body is over the configured limit
      ├── UnsupportedMediaType  415    a JSON route got something else
      ├── WebhookSignatureError 400    a webhook's signature or body did not verify
@@ -96,6 +97,13 @@ class CrossSiteRequest(FinConnError):
 class Conflict(FinConnError):
     status = 409
     code = "conflict"
+
+
+class InsufficientBalance(Conflict):
+    """``finconn.debit(..., check_balance=True)`` found less money than the amount."""
+
+    code = "insufficient_balance"
+    message = "The account's available balance is below the amount; the debit was not made."
 
 
 class PayloadTooLarge(FinConnError):

@@ -20,8 +20,9 @@ from flask import Flask
 
 from . import assets, cli, models, tasks, views
 from .errors import ConfigurationError
+from .models import Payment
 from .sandbox import Sandbox, browser
-from .services import privacy
+from .services import owners, payment_methods, payments, privacy
 from .services.privacy import Erased
 from .state import FinConnState, Holder, Settings, get_state, read_settings
 from .stripe_api import StripeAPI
@@ -103,6 +104,56 @@ class FinConn:
         if sandbox is not None:
             _connect_sandbox(app, state, sandbox)
         assets.init_assets(app, state)
+
+    def debit(
+        self,
+        holder_id: str,
+        payment_method_id: str,
+        amount: int,
+        *,
+        currency: str = "usd",
+        description: str,
+        idempotency_key: str,
+        check_balance: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> Payment:
+        """Debit a holder's saved bank account once per ``idempotency_key`` (current app).
+
+        ``amount`` is in cents. The same key (per holder) always returns the same
+        :class:`~.models.Payment`, whether the first call finished, failed on the wire or is
+        still running in another worker: Stripe gets a key derived from it, so nothing is
+        charged twice. Reusing a key for a different debit is a ``Conflict``.
+        ``check_balance`` refreshes a balance older than an hour and raises
+        :class:`~.errors.InsufficientBalance` when the amount is above what is available.
+        The result is usually ``processing``; ``payment_succeeded`` (or ``payment_failed``)
+        follows by webhook days later on real banks. A debit refused at once is returned
+        ``failed``.
+        """
+        request = payments.DebitRequest(
+            holder_id=holder_id,
+            payment_method_id=payment_method_id,
+            amount=amount,
+            currency=currency,
+            description=description,
+            idempotency_key=idempotency_key,
+            metadata=dict(metadata or {}),
+        )
+        return payments.debit(get_state(), request, check_balance=check_balance)
+
+    def cancel_payment(self, holder_id: str, payment_id: str) -> Payment:
+        """Cancel a debit that is still ``processing`` (a ``Conflict`` once it settled)."""
+        return payments.cancel(get_state(), holder_id, payment_id)
+
+    @property
+    def mandate_text(self) -> str:
+        """The debit authorisation to show before a bank account is saved (current app's
+        ``FINCONN_MERCHANT_NAME``); ``POST /setup-intents`` returns the same text."""
+        return payment_methods.mandate_text(get_state().settings.merchant_name)
+
+    def match_owners(self, holder: Holder, account_id: str) -> str:
+        """Compare an account's owners with the holder: ``match``, ``partial``,
+        ``no_match`` or ``unavailable`` (see :func:`.services.owners.match_owners`)."""
+        return owners.match_owners(get_state(), holder, account_id)
 
 
 def _make_sandbox(app: Flask, settings: Settings) -> Sandbox:

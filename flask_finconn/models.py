@@ -254,6 +254,82 @@ class WebhookEvent(Base):
     processed_at: Mapped[datetime | None]
 
 
+def new_payment_method_id() -> str:
+    """A public id for a saved bank payment method."""
+    return "fcpm_" + secrets.token_hex(10)
+
+
+def new_payment_id() -> str:
+    """A public id for a debit."""
+    return "fcpay_" + secrets.token_hex(10)
+
+
+class PaymentMethod(Base):
+    """A holder's saved bank account for debits: a ``us_bank_account`` PaymentMethod and its
+    mandate, with the microdeposit verification it may still need."""
+
+    __tablename__ = "finconn_payment_method"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_payment_method_id)
+    holder_id: Mapped[str] = mapped_column(sa.String(255), index=True)
+    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("finconn_customer.id"))
+    stripe_id: Mapped[str] = mapped_column(sa.String(255), unique=True)  # pm_...
+    # Our account id when the bank account came from Financial Connections; null when the
+    # holder typed the routing and account numbers.
+    account_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("finconn_account.id", ondelete="SET NULL"), index=True
+    )
+    bank_name: Mapped[str | None] = mapped_column(sa.String(255))
+    last4: Mapped[str | None] = mapped_column(sa.String(4))
+    account_type: Mapped[str | None] = mapped_column(sa.String(16))  # checking|savings
+    # verified|requires_verification|verification_failed|detached
+    status: Mapped[str] = mapped_column(sa.String(32))
+    verification_type: Mapped[str | None] = mapped_column(sa.String(32))  # amounts|descriptor_code
+    verification_arrival_date: Mapped[datetime | None]
+    verification_attempts_remaining: Mapped[int | None]
+    mandate_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    mandate_status: Mapped[str | None] = mapped_column(sa.String(16))  # active|pending|inactive
+    mandate_accepted_at: Mapped[datetime | None]
+    setup_intent_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Payment(Base):
+    """One debit of a saved bank payment method: a Stripe PaymentIntent as it settles.
+
+    ``(holder_id, idempotency_key)`` is unique: a retried or raced :meth:`FinConn.debit`
+    finds the row the first call stored instead of charging again.
+    """
+
+    __tablename__ = "finconn_payment"
+    __table_args__ = (
+        sa.UniqueConstraint("holder_id", "idempotency_key"),
+        sa.Index("ix_finconn_payment_holder_created", "holder_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_payment_id)
+    holder_id: Mapped[str] = mapped_column(sa.String(255))
+    payment_method_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("finconn_payment_method.id"), index=True
+    )
+    # Null only while the first call of a debit is still talking to Stripe.
+    stripe_id: Mapped[str | None] = mapped_column(sa.String(255), unique=True)  # pi_...
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    description: Mapped[str] = mapped_column(sa.Text)
+    # requires_verification|processing|succeeded|failed|canceled|disputed
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    failure_code: Mapped[str | None] = mapped_column(sa.String(255))
+    failure_message: Mapped[str | None] = mapped_column(sa.Text)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(255))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 def attach_to(metadata: sa.MetaData) -> None:
     """Copy the ``finconn_*`` tables into the host's metadata (once; safe to repeat)."""
     for table in Base.metadata.sorted_tables:
@@ -274,6 +350,8 @@ __all__ = [
     "Installation",
     "LinkSession",
     "Owner",
+    "Payment",
+    "PaymentMethod",
     "Transaction",
     "WebhookEvent",
     "attach_to",

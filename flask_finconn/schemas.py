@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as SchemaError
 
 from .errors import ValidationError
@@ -105,6 +105,50 @@ class TransactionQuerySchema(_Input):
     # transacted_at window: ISO 8601 dates or times (UTC unless they say); until is exclusive.
     since = UTCDateTimeParam(load_default=None)
     until = UTCDateTimeParam(load_default=None)
+
+
+class SetupIntentCreateSchema(_Input):
+    """``POST /setup-intents``: no fields."""
+
+
+class SetupIntentCompleteSchema(_Input):
+    """``POST /setup-intents/<id>/complete``: no fields; what was saved is read from Stripe."""
+
+
+class _MandateAcceptanceSchema(_Input):
+    accepted = fields.Boolean(
+        required=True,
+        validate=validate.Equal(True, error="The holder must accept the mandate text."),
+    )
+
+
+class AccountPaymentMethodSchema(_Input):
+    """``POST /accounts/<id>/payment-method``: the holder accepted the mandate text."""
+
+    mandate = fields.Nested(_MandateAcceptanceSchema, required=True)
+
+
+class VerifySchema(_Input):
+    """``POST /payment-methods/<id>/verify``: the two deposit amounts or the descriptor code."""
+
+    amounts = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=99)),
+        validate=validate.Length(equal=2, error="Send exactly two amounts, in cents."),
+    )
+    descriptor_code = fields.String(
+        validate=validate.Regexp(
+            r"^SM[A-Za-z0-9]{4}$", error="A descriptor code is SM and 4 letters or digits."
+        )
+    )
+
+    @validates_schema
+    def _one_of(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("amounts" in data) == ("descriptor_code" in data):
+            raise SchemaError("Send either amounts or descriptor_code.", "_schema")
+
+
+class DetachSchema(_Input):
+    """``POST /payment-methods/<id>/detach``: no fields."""
 
 
 # outputs
@@ -214,3 +258,82 @@ class OwnerListSchema(Schema):
     """``GET /accounts/<id>/owners``."""
 
     data = fields.List(fields.Nested(OwnerSchema))
+
+
+class SetupIntentSchema(Schema):
+    """A SetupIntent the browser collects a bank account into, and the mandate to show."""
+
+    id = fields.String()
+    client_secret = fields.String()
+    publishable_key = fields.String(allow_none=True)
+    stripe_js_url = fields.String()
+    sandbox = fields.Boolean()
+    mandate_text = fields.String()
+
+
+def _verification(method: Any) -> dict[str, Any] | None:
+    if method.verification_type is None and method.status != "requires_verification":
+        return None
+    return {
+        "type": method.verification_type,
+        "arrival_date": iso(method.verification_arrival_date),
+        "attempts_remaining": method.verification_attempts_remaining,
+    }
+
+
+def _mandate(method: Any) -> dict[str, Any]:
+    return {"status": method.mandate_status, "accepted_at": iso(method.mandate_accepted_at)}
+
+
+class PaymentMethodSchema(Schema):
+    """A saved bank account for debits; ``account`` is our account id (null: typed by hand)."""
+
+    id = fields.String()
+    account = fields.String(attribute="account_id", allow_none=True)
+    bank_name = fields.String(allow_none=True)
+    last4 = fields.String(allow_none=True)
+    account_type = fields.String(allow_none=True)
+    status = fields.String()
+    verification = fields.Function(_verification)
+    mandate = fields.Function(_mandate)
+    created_at = UTCTime()
+
+
+class PaymentMethodListSchema(Schema):
+    """``GET /payment-methods``."""
+
+    data = fields.List(fields.Nested(PaymentMethodSchema))
+
+
+class CompletedSetupSchema(Schema):
+    """``POST /setup-intents/<id>/complete``: the payment method saved, or ``cancelled``."""
+
+    payment_method = fields.Nested(PaymentMethodSchema, allow_none=True)
+    accounts = fields.List(fields.Nested(AccountSchema))
+    cancelled = fields.Boolean()
+
+
+def _failure(payment: Any) -> dict[str, Any] | None:
+    if payment.failure_code is None:
+        return None
+    return {"code": payment.failure_code, "message": payment.failure_message}
+
+
+class PaymentSchema(Schema):
+    """One debit; ``payment_method`` is our payment method id."""
+
+    id = fields.String()
+    payment_method = fields.String(attribute="payment_method_id")
+    amount = fields.Integer()
+    currency = fields.String()
+    description = fields.String()
+    status = fields.String()
+    failure = fields.Function(_failure)
+    created_at = UTCTime()
+    updated_at = UTCTime()
+
+
+class PaymentListSchema(Schema):
+    """``GET /payments``, newest first."""
+
+    data = fields.List(fields.Nested(PaymentSchema))

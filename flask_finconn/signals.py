@@ -40,6 +40,31 @@ event_received = _signals.signal("event-received")
 event_failed = _signals.signal("event-failed")
 """Processing a webhook event raised. ``event``, ``error`` (the exception)."""
 
+payment_method_saved = _signals.signal("payment-method-saved")
+"""A bank account was saved for debits (verified or awaiting microdeposits).
+``payment_method``: the :class:`~.models.PaymentMethod`."""
+
+payment_method_verified = _signals.signal("payment-method-verified")
+"""A saved bank account's microdeposits were verified; it can be debited. ``payment_method``."""
+
+mandate_inactive = _signals.signal("mandate-inactive")
+"""A payment method's mandate ended (detached, disputed, revoked); it can no longer be
+debited until the holder saves it again. ``payment_method``."""
+
+payment_processing = _signals.signal("payment-processing")
+"""A debit was submitted to the bank and is settling. ``payment``: the
+:class:`~.models.Payment`."""
+
+payment_succeeded = _signals.signal("payment-succeeded")
+"""A debit settled: fulfil the order now, not at ``processing``. ``payment``."""
+
+payment_failed = _signals.signal("payment-failed")
+"""A debit was refused or returned by the bank (``payment.failure_code`` says why). ``payment``."""
+
+payment_disputed = _signals.signal("payment-disputed")
+"""A settled debit was disputed by the holder or returned by the bank; the money is taken
+back and the mandate ends. ``payment``."""
+
 __all__ = [
     "account_deactivated",
     "account_disconnected",
@@ -49,6 +74,13 @@ __all__ = [
     "balance_refreshed",
     "event_failed",
     "event_received",
+    "mandate_inactive",
     "ownership_refreshed",
+    "payment_disputed",
+    "payment_failed",
+    "payment_method_saved",
+    "payment_method_verified",
+    "payment_processing",
+    "payment_succeeded",
     "transactions_synced",
 ]

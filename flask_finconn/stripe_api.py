@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from stripe.financial_connections import AccountOwner as StripeAccountOwner
 from stripe.financial_connections import Session as StripeSession
 from stripe.financial_connections import Transaction as StripeTransaction
 
-from .errors import Conflict, FinConnError, NotFound, StripeUnavailable
+from .errors import Conflict, FinConnError, NotFound, StripeUnavailable, ValidationError
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -251,6 +252,153 @@ class StripeAPI:
                 return
             params["starting_after"] = data[-1].id
 
+    # payments
+
+    def create_setup_intent(self, customer: str, *, permissions: list[str]) -> stripe.SetupIntent:
+        """A SetupIntent for the browser to collect a bank account into (Stripe.js confirms it)."""
+        params: dict[str, Any] = {
+            "customer": customer,
+            "payment_method_types": ["us_bank_account"],
+            "usage": "off_session",
+            "payment_method_options": {
+                "us_bank_account": {
+                    "verification_method": "automatic",
+                    "financial_connections": {"permissions": permissions},
+                }
+            },
+        }
+        with _calling("create a setup intent"):
+            intent: stripe.SetupIntent = self.client.v1.setup_intents.create(params)  # type: ignore[arg-type]
+        return intent
+
+    def setup_from_account(
+        self,
+        customer: str,
+        account_id: str,
+        *,
+        billing_name: str,
+        billing_email: str | None,
+        acceptance: dict[str, Any],
+    ) -> stripe.SetupIntent:
+        """Create and confirm a SetupIntent that saves a linked ``fca_`` account for debits.
+
+        ``acceptance`` is the mandate's ``customer_acceptance`` (online: IP, user agent, time).
+        """
+        billing: dict[str, Any] = {"name": billing_name}
+        if billing_email:
+            billing["email"] = billing_email
+        params: dict[str, Any] = {
+            "customer": customer,
+            "payment_method_types": ["us_bank_account"],
+            "usage": "off_session",
+            "confirm": True,
+            "payment_method_data": {
+                "type": "us_bank_account",
+                "us_bank_account": {"financial_connections_account": account_id},
+                "billing_details": billing,
+            },
+            "mandate_data": {"customer_acceptance": acceptance},
+            "expand": ["payment_method"],
+        }
+        with _calling("save the bank account for payments"):
+            intent: stripe.SetupIntent = self.client.v1.setup_intents.create(params)  # type: ignore[arg-type]
+        return intent
+
+    def retrieve_setup_intent(self, intent_id: str) -> stripe.SetupIntent:
+        """Read a SetupIntent with its PaymentMethod expanded."""
+        with _calling("read the setup intent", not_found="setup_intent_not_found"):
+            intent: stripe.SetupIntent = self.client.v1.setup_intents.retrieve(
+                intent_id, {"expand": ["payment_method"]}
+            )
+        return intent
+
+    def verify_microdeposits(self, intent_id: str, values: dict[str, Any]) -> stripe.SetupIntent:
+        """Send the holder's microdeposit ``amounts`` or ``descriptor_code`` to Stripe."""
+        with _calling("verify the microdeposits", not_found="setup_intent_not_found"):
+            intent: stripe.SetupIntent = self.client.v1.setup_intents.verify_microdeposits(
+                intent_id,
+                {**values, "expand": ["payment_method"]},  # type: ignore[arg-type]
+            )
+        return intent
+
+    def retrieve_payment_method(self, payment_method_id: str) -> stripe.PaymentMethod:
+        """Read a PaymentMethod."""
+        with _calling("read the payment method", not_found="payment_method_not_found"):
+            method: stripe.PaymentMethod = self.client.v1.payment_methods.retrieve(
+                payment_method_id
+            )
+        return method
+
+    def detach_payment_method(self, payment_method_id: str) -> stripe.PaymentMethod:
+        """Detach a PaymentMethod from its customer; its mandates become inactive."""
+        key = "finconn-detach-" + _digest(payment_method_id)
+        with _calling("detach the payment method", not_found="payment_method_not_found"):
+            method: stripe.PaymentMethod = self.client.v1.payment_methods.detach(
+                payment_method_id, None, {"idempotency_key": key}
+            )
+        return method
+
+    def retrieve_mandate(self, mandate_id: str) -> stripe.Mandate:
+        """Read a mandate."""
+        with _calling("read the mandate", not_found="mandate_not_found"):
+            mandate: stripe.Mandate = self.client.v1.mandates.retrieve(mandate_id)
+        return mandate
+
+    def create_debit(
+        self,
+        *,
+        customer: str,
+        payment_method: str,
+        mandate: str | None,
+        amount: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> stripe.PaymentIntent:
+        """Create and confirm an off-session PaymentIntent debiting a saved bank account.
+
+        ``idempotency_key`` is already scoped to the holder's customer: the same key
+        returns the same PaymentIntent however often the call is retried.
+        """
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency,
+            "customer": customer,
+            "payment_method": payment_method,
+            "payment_method_types": ["us_bank_account"],
+            "confirm": True,
+            "off_session": True,
+            "description": description,
+            "metadata": metadata,
+        }
+        if mandate:
+            params["mandate"] = mandate
+        key = "finconn-debit-" + _digest(customer + "\x00" + idempotency_key)
+        with _calling("debit the bank account"):
+            intent: stripe.PaymentIntent = self.client.v1.payment_intents.create(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": key},
+            )
+        return intent
+
+    def retrieve_payment_intent(self, intent_id: str) -> stripe.PaymentIntent:
+        """Read a PaymentIntent with its latest charge expanded (disputes show there)."""
+        with _calling("read the payment", not_found="payment_not_found"):
+            intent: stripe.PaymentIntent = self.client.v1.payment_intents.retrieve(
+                intent_id, {"expand": ["latest_charge"]}
+            )
+        return intent
+
+    def cancel_payment_intent(self, intent_id: str) -> stripe.PaymentIntent:
+        """Cancel a debit that has not settled yet."""
+        key = "finconn-cancel-" + _digest(intent_id)
+        with _calling("cancel the payment", not_found="payment_not_found"):
+            intent: stripe.PaymentIntent = self.client.v1.payment_intents.cancel(
+                intent_id, {"expand": ["latest_charge"]}, {"idempotency_key": key}
+            )
+        return intent
+
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
@@ -288,7 +436,16 @@ def _translate(exc: stripe.StripeError, operation: str, not_found: str | None) -
         return StripeUnavailable(
             f"Stripe is receiving too many requests; could not {operation}. Try again shortly."
         )
+    if isinstance(exc, stripe.CardError):
+        return Conflict(
+            _PAYMENT_MESSAGES.get(exc.code or "", "The bank refused the debit."),
+            code=exc.code or "payment_declined",
+        )
     if isinstance(exc, stripe.InvalidRequestError):
+        if exc.code and exc.code.startswith(_MICRODEPOSIT_PREFIX):
+            return _microdeposit_error(exc)
+        if exc.code in _PAYMENT_MESSAGES:
+            return Conflict(_PAYMENT_MESSAGES[exc.code], code=exc.code)
         if exc.http_status == 404 and not_found is not None:
             return NotFound(_NOT_FOUND_MESSAGES.get(not_found, NotFound.message), code=not_found)
         if exc.code and exc.code.startswith("financial_connections_"):
@@ -306,9 +463,53 @@ def _translate(exc: stripe.StripeError, operation: str, not_found: str | None) -
     )
 
 
+_MICRODEPOSIT_PREFIX = "payment_method_microdeposit_"
+_ATTEMPTS = re.compile(r"(\d+) verification attempts? remaining")
+
+
+def _microdeposit_error(exc: stripe.StripeError) -> FinConnError:
+    """A refused verification: our sentence, with the attempts Stripe says are left."""
+    match = _ATTEMPTS.search(str(exc.user_message or ""))
+    remaining = int(match.group(1)) if match else None
+    code = (exc.code or "").removeprefix(_MICRODEPOSIT_PREFIX)
+    if code in ("verification_amounts_mismatch", "verification_descriptor_code_mismatch"):
+        message = "Those values do not match the deposits."
+        if remaining is not None:
+            message += f" {remaining} attempt{'s' if remaining != 1 else ''} left."
+    elif code == "verification_attempts_exceeded":
+        message = "Too many wrong attempts; save the bank account again."
+        remaining = 0
+    elif code == "verification_timeout":
+        message = "The deposits were not verified in time; save the bank account again."
+        remaining = 0
+    elif code == "verification_amounts_invalid":
+        message = "Enter the two deposit amounts in cents, such as 32 and 45."
+    else:
+        message = "Stripe could not verify the deposits; check the values and try again."
+    return ValidationError(
+        message, code="verification_failed", extra={"attempts_remaining": remaining}
+    )
+
+
+_PAYMENT_MESSAGES = {
+    "bank_account_unusable": (
+        "The bank account can no longer be debited; ask the holder for another account."
+    ),
+    "payment_intent_mandate_invalid": (
+        "The mandate for this bank account is no longer active; ask the holder to save it again."
+    ),
+    "payment_intent_unexpected_state": "The payment can no longer be changed.",
+    "setup_intent_unexpected_state": "The bank account is not waiting for verification.",
+    "payment_method_bank_account_already_verified": "The bank account is already verified.",
+}
+
 _NOT_FOUND_MESSAGES = {
     "session_not_found": "There is no such linking session for this user.",
     "account_not_found": "There is no such bank account for this user.",
+    "setup_intent_not_found": "There is no such setup intent for this user.",
+    "payment_method_not_found": "There is no such payment method for this user.",
+    "payment_not_found": "There is no such payment for this user.",
+    "mandate_not_found": "There is no such mandate.",
 }
 
 _CONFLICT_MESSAGES = {

@@ -38,8 +38,8 @@ from flask import Flask, has_app_context, request
 from flask import current_app as _current_app
 
 from .extension import FinConn
-from .models import Account
-from .services import linking
+from .models import Account, Payment, PaymentMethod
+from .services import linking, payment_methods
 from .state import Holder, get_state
 
 if TYPE_CHECKING:
@@ -59,8 +59,14 @@ __all__ = [
     "link_accounts",
     "reactivate",
     "sandbox_of",
+    "save_account_for_payments",
+    "save_bank_account",
+    "settle_payments",
     "throwaway_database",
 ]
+
+TEST_ROUTING_NUMBER = "110000000"
+TEST_USER_AGENT = "flask_finconn.testing"
 
 
 def create_app(database_uri: str = "sqlite://", **config: Any) -> Flask:
@@ -178,6 +184,102 @@ def reactivate(app: Flask, account: Account) -> int:
     """Make an inactive account active again and deliver the event."""
     sandbox_of(app).reactivate(account.stripe_id)
     return deliver_webhooks(app)
+
+
+def save_account_for_payments(app: Flask, holder: Holder, account: Account) -> PaymentMethod:
+    """Save a linked account for debits as ``POST /accounts/<id>/payment-method`` does,
+    with a mandate accepted from 127.0.0.1. The account needs the ``payment_method``
+    permission (``link_accounts(..., permissions=[..., "payment_method"])``)."""
+    with _context(app) as ctx:
+        state = get_state(app)
+        method = payment_methods.save_account(
+            state, holder, account.id, ip_address="127.0.0.1", user_agent=TEST_USER_AGENT
+        )
+        if ctx is not None:
+            state.db.session.refresh(method)
+            state.db.session.expunge(method)
+        return method
+
+
+def save_bank_account(
+    app: Flask,
+    holder: Holder,
+    account_number: str = "000123456789",
+    *,
+    routing_number: str = TEST_ROUTING_NUMBER,
+    verify: bool = True,
+) -> PaymentMethod:
+    """Save a bank account typed by hand, as the widget's payments flow does, and (unless
+    ``verify`` is False) verify its microdeposits. The sandbox's test account numbers
+    decide how its debits settle: ``000222222227`` insufficient funds, ``000111111113``
+    account closed, ``000555555559`` succeeds then is disputed, and so on."""
+    sandbox = sandbox_of(app)
+    with _context(app) as ctx:
+        state = get_state(app)
+        new = payment_methods.create_setup_intent(state, holder)
+        sandbox.payments.collect(
+            new.client_secret,
+            {
+                "type": "us_bank_account",
+                "us_bank_account": {
+                    "account_number": account_number,
+                    "routing_number": routing_number,
+                    "account_holder_type": "individual",
+                },
+                "billing_details": {"name": holder.name or holder.id, "email": holder.email},
+            },
+        )
+        sandbox.payments.confirm_setup_intent(
+            new.id,
+            {
+                "client_secret": new.client_secret,
+                "mandate_data": {
+                    "customer_acceptance": {
+                        "type": "online",
+                        "online": {"ip_address": "127.0.0.1", "user_agent": TEST_USER_AGENT},
+                    }
+                },
+            },
+        )
+        completed = payment_methods.complete_setup_intent(state, holder, new.id)
+        method = completed.payment_method
+        if method is None:
+            raise RuntimeError(f"The sandbox did not save account {account_number}.")
+        if verify and method.status == "requires_verification":
+            method = payment_methods.verify(
+                state, holder.id, method.id, {"descriptor_code": "SM11AA"}
+            )
+        if ctx is not None:
+            state.db.session.refresh(method)
+            state.db.session.expunge(method)
+        return method
+
+
+def settle_payments(app: Flask, *, outcome: str | None = None) -> int:
+    """Settle every ``processing`` debit of the app now and deliver the events.
+
+    ``outcome`` None settles each as its test account says; ``"succeeded"`` settles all
+    successfully; any other value is an ACH return code (``"insufficient_funds"``...).
+    Returns how many debits were settled.
+    """
+    sandbox = sandbox_of(app)
+    with _context(app):
+        state = get_state(app)
+        intent_ids = [
+            p.stripe_id
+            for p in state.db.session.query(Payment).filter(Payment.status == "processing")
+            if p.stripe_id
+        ]
+        state.db.session.rollback()
+    for intent_id in intent_ids:
+        if outcome is None:
+            sandbox.payments.process(intent_id)
+        elif outcome == "succeeded":
+            sandbox.payments.settle(intent_id)
+        else:
+            sandbox.payments.fail(intent_id, outcome)
+    deliver_webhooks(app)
+    return len(intent_ids)
 
 
 def _detach(state: Any, accounts: list[Account]) -> None:

@@ -32,6 +32,8 @@ from .services import accounts as accounts_service
 from .services import events as events_service
 from .services import linking, listing
 from .services import owners as owners_service
+from .services import payment_methods as payment_methods_service
+from .services import payments as payments_service
 from .services import refresh as refresh_service
 from .services import transactions as transactions_service
 from .state import FinConnState, get_state
@@ -215,6 +217,109 @@ def list_owners(account_id: str) -> ResponseReturnValue:
     holder = state.require_holder()
     found = owners_service.list_owners(state, holder.id, account_id)
     return jsonify(schemas.OwnerListSchema().dump({"data": found}))
+
+
+# payments
+
+
+@bp.post("/setup-intents")
+def create_setup_intent() -> ResponseReturnValue:
+    """A SetupIntent for the holder, with the mandate text to show before confirming."""
+    state = _state()
+    holder = state.require_holder()
+    schemas.load(schemas.SetupIntentCreateSchema(), json_body())
+    new = payment_methods_service.create_setup_intent(state, holder)
+    body = {
+        "id": new.id,
+        "client_secret": new.client_secret,
+        "publishable_key": state.publishable_key,
+        "stripe_js_url": state.stripe_js_url,
+        "sandbox": state.sandbox is not None,
+        "mandate_text": new.mandate_text,
+    }
+    return jsonify(schemas.SetupIntentSchema().dump(body)), 201
+
+
+@bp.post("/setup-intents/<intent_id>/complete")
+def complete_setup_intent(intent_id: str) -> ResponseReturnValue:
+    """Store the bank account a SetupIntent saved, re-read from Stripe."""
+    state = _state()
+    holder = state.require_holder()
+    schemas.load(schemas.SetupIntentCompleteSchema(), json_body())
+    completed = payment_methods_service.complete_setup_intent(state, holder, intent_id)
+    return jsonify(schemas.CompletedSetupSchema().dump(completed))
+
+
+@bp.post("/accounts/<account_id>/payment-method")
+def save_account_payment_method(account_id: str) -> ResponseReturnValue:
+    """Save a linked account for debits with the mandate the holder accepted just now."""
+    state = _state()
+    holder = state.require_holder()
+    schemas.load(schemas.AccountPaymentMethodSchema(), json_body())
+    method = payment_methods_service.save_account(
+        state,
+        holder,
+        account_id,
+        ip_address=request.remote_addr or "0.0.0.0",
+        user_agent=request.user_agent.string or "unknown",
+    )
+    return jsonify(schemas.PaymentMethodSchema().dump(method)), 201
+
+
+@bp.get("/payment-methods")
+def list_payment_methods() -> ResponseReturnValue:
+    """The holder's saved bank accounts for debits."""
+    state = _state()
+    holder = state.require_holder()
+    found = payment_methods_service.list_payment_methods(state, holder.id)
+    return jsonify(schemas.PaymentMethodListSchema().dump({"data": found}))
+
+
+@bp.get("/payment-methods/<method_id>")
+def get_payment_method(method_id: str) -> ResponseReturnValue:
+    """One of the holder's saved bank accounts."""
+    state = _state()
+    holder = state.require_holder()
+    method = payment_methods_service.get_payment_method(state, holder.id, method_id)
+    return jsonify(schemas.PaymentMethodSchema().dump(method))
+
+
+@bp.post("/payment-methods/<method_id>/verify")
+def verify_payment_method(method_id: str) -> ResponseReturnValue:
+    """Check the microdeposit amounts or descriptor code the holder read on their statement."""
+    state = _state()
+    holder = state.require_holder()
+    values = schemas.load(schemas.VerifySchema(), json_body())
+    method = payment_methods_service.verify(state, holder.id, method_id, values)
+    return jsonify(schemas.PaymentMethodSchema().dump(method))
+
+
+@bp.post("/payment-methods/<method_id>/detach")
+def detach_payment_method(method_id: str) -> ResponseReturnValue:
+    """Remove a saved bank account; its mandate is revoked."""
+    state = _state()
+    holder = state.require_holder()
+    schemas.load(schemas.DetachSchema(), json_body())
+    method = payment_methods_service.detach(state, holder.id, method_id)
+    return jsonify(schemas.PaymentMethodSchema().dump(method))
+
+
+@bp.get("/payments")
+def list_payments() -> ResponseReturnValue:
+    """The holder's debits, newest first."""
+    state = _state()
+    holder = state.require_holder()
+    found = payments_service.list_payments(state, holder.id)
+    return jsonify(schemas.PaymentListSchema().dump({"data": found}))
+
+
+@bp.get("/payments/<payment_id>")
+def get_payment(payment_id: str) -> ResponseReturnValue:
+    """One of the holder's debits."""
+    state = _state()
+    holder = state.require_holder()
+    payment = payments_service.get_payment(state, holder.id, payment_id)
+    return jsonify(schemas.PaymentSchema().dump(payment))
 
 
 def wrong_method(**_: Any) -> ResponseReturnValue:

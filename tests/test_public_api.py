@@ -20,6 +20,7 @@ EXPECTED = {
     "FinConnError",
     "FinConnState",
     "Holder",
+    "InsufficientBalance",
     "NotAuthenticated",
     "NotFound",
     "PayloadTooLarge",
@@ -38,6 +39,13 @@ EXPECTED = {
     "event_failed",
     "event_received",
     "get_state",
+    "mandate_inactive",
+    "payment_disputed",
+    "payment_failed",
+    "payment_method_saved",
+    "payment_method_verified",
+    "payment_processing",
+    "payment_succeeded",
     "ownership_refreshed",
     "transactions_synced",
 }
@@ -69,7 +77,7 @@ def test_errors_share_one_base() -> None:
     ]
     defined = [cls for name in names for cls in _exception_classes(importlib.import_module(name))]
     in_errors = _exception_classes(errors)
-    assert len(in_errors) == 11  # FinConnError and its ten kinds, all in errors.py
+    assert len(in_errors) == 12  # FinConnError and its eleven kinds, all in errors.py
     assert {cls.__name__ for cls in in_errors} <= set(flask_finconn.__all__)
     assert set(defined) == {*in_errors, EventProcessingFailed, EventIgnored}
     for cls in defined:
@@ -96,5 +104,8 @@ def test_testing_helpers_are_locked() -> None:
         "link_accounts",
         "reactivate",
         "sandbox_of",
+        "save_account_for_payments",
+        "save_bank_account",
+        "settle_payments",
         "throwaway_database",
     }

@@ -54,10 +54,11 @@ TEST = ("python", "def test_dashboard_shows_balance(")
 QUERY = ("python", 'Account.holder_id == "42"')
 SIGNAL = ("python", "@account_deactivated.connect_via(app)")
 CELERY = ("python", "init_celery(celery, create_app())")
+PAYMENTS = ("python", "def test_rent_is_debited_once(")
 
 
 def test_every_python_and_jinja_block_of_the_readme_is_run_here() -> None:
-    covered = [APP, TEMPLATE, TEST, QUERY, SIGNAL, CELERY]
+    covered = [APP, TEMPLATE, TEST, QUERY, SIGNAL, CELERY, PAYMENTS]
     for language in ("python", "jinja"):
         markers = [marker for lang, marker in covered if lang == language]
         for body in blocks(language):

@@ -22,6 +22,7 @@ from ..models import Account, Customer, WebhookEvent
 from ..signals import account_linked, account_updated
 from ..state import FinConnState
 from .accounts import loaded, upsert_account
+from .payment_events import PAYMENT_EVENT_TYPES, PAYMENT_HANDLERS
 from .sync import sync_account_from_stripe
 
 logger = logging.getLogger("flask_finconn.events")
@@ -49,7 +50,7 @@ AUTHORIZATION_EVENT_TYPES = (
     PREFIX + "authorization.upcoming_deactivation",
     PREFIX + "authorization.expected_deactivation_date_updated",
 )
-EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
+EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES + PAYMENT_EVENT_TYPES
 
 Handler = Callable[[FinConnState, WebhookEvent], None]
 
@@ -153,6 +154,8 @@ HANDLERS: dict[str, Handler] = {
     # An authorization is the login behind several accounts; Stripe sends the matching
     # account events too, and those carry everything stored about the accounts.
     **{name: ignore for name in AUTHORIZATION_EVENT_TYPES},
+    # Payment events re-read their intent, PaymentMethod or mandate (payment_events.py).
+    **PAYMENT_HANDLERS,
 }
 
 __all__ = [

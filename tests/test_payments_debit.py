@@ -1,0 +1,239 @@
+"""``finconn.debit``: once per idempotency key through retries, faults and races; balance
+checks; cancelling; comparing owners with the holder."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_finconn import Holder, get_state, signals
+from flask_finconn.errors import Conflict, InsufficientBalance, StripeUnavailable, ValidationError
+from flask_finconn.models import Account, Payment, PaymentMethod
+from flask_finconn.services.refresh import request_refresh
+from flask_finconn.testing import (
+    captured_signals,
+    finish_refreshes,
+    link_accounts,
+    sandbox_of,
+    save_account_for_payments,
+)
+
+PAYMENT_PERMISSIONS = ["balances", "ownership", "payment_method", "transactions"]
+ADA = Holder("ada", email="ada@example.com", name="Ada Lovelace")
+
+
+@pytest.fixture
+def app(make_finconn_app: Callable[..., Flask]) -> Flask:
+    return make_finconn_app(
+        FINCONN_PERMISSIONS=PAYMENT_PERMISSIONS, FINCONN_SANDBOX_REFRESH_DELAY=3600
+    )
+
+
+@pytest.fixture
+def method_id(app: Flask) -> str:
+    [checking] = link_accounts(app, ADA, accounts=["checking"], permissions=PAYMENT_PERMISSIONS)
+    return save_account_for_payments(app, ADA, checking).id
+
+
+def intents_created(app: Flask) -> int:
+    return len(sandbox_of(app).events("payment_intent.created"))
+
+
+def rows(app: Flask) -> list[tuple[str, str | None, str]]:
+    with app.app_context():
+        session = get_state(app).db.session
+        return [(p.id, p.stripe_id, p.status) for p in session.query(Payment).order_by(Payment.id)]
+
+
+def debit(app: Flask, method: str, key: str, amount: int = 1500, **kwargs: Any) -> Payment:
+    with app.app_context():
+        payment = get_state(app).extension.debit(
+            "ada", method, amount, description="March rent", idempotency_key=key, **kwargs
+        )
+        get_state(app).db.session.expunge(payment)
+        return payment
+
+
+def test_a_debit_starts_processing_and_a_retry_returns_it(app: Flask, method_id: str) -> None:
+    with captured_signals(signals.payment_processing, app) as started:
+        first = debit(app, method_id, "order-1", metadata={"order": "1"})
+    assert first.id.startswith("fcpay_")
+    assert first.status == "processing"
+    assert first.stripe_id is not None and first.stripe_id.startswith("pi_")
+    assert len(started) == 1
+    with captured_signals(signals.payment_processing, app) as again:
+        second = debit(app, method_id, "order-1", metadata={"order": "1"})
+    assert second.id == first.id and second.stripe_id == first.stripe_id
+    assert again == []
+    assert intents_created(app) == 1
+    intent = sandbox_of(app).payments.payment_intent(first.stripe_id)
+    assert intent["amount"] == 1500 and intent["status"] == "processing"
+    assert intent["metadata"] == {"order": "1", "finconn_payment_id": first.id}
+    with pytest.raises(Conflict) as reused:
+        debit(app, method_id, "order-1", amount=1600)
+    assert reused.value.code == "idempotency_key_reused"
+    assert intents_created(app) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"amount": 0}, "invalid_amount"),
+        ({"amount": 10.5}, "invalid_amount"),
+        ({"currency": "eur"}, "invalid_currency"),
+        ({"key": ""}, "invalid_idempotency_key"),
+    ],
+)
+def test_invalid_debits_are_refused_before_stripe(
+    app: Flask, method_id: str, kwargs: dict[str, Any], code: str
+) -> None:
+    kwargs = dict(kwargs)  # the parameter dict is shared by the sqlite and postgresql runs
+    key = kwargs.pop("key", "order-x")
+    with pytest.raises(ValidationError) as refused:
+        debit(app, method_id, key, **kwargs)
+    assert refused.value.code == code
+    assert intents_created(app) == 0 and rows(app) == []
+
+
+def test_an_answer_lost_after_stripe_committed_charges_once(app: Flask, method_id: str) -> None:
+    sb = sandbox_of(app)
+    # The SDK retries with the same Idempotency-Key and gets the committed PaymentIntent.
+    sb.faults.fail_after_commit()
+    payment = debit(app, method_id, "order-2")
+    assert payment.status == "processing"
+    assert intents_created(app) == 1
+    # Every answer lost: the call fails, the row waits, and the host's retry finishes it.
+    sb.faults.fail_after_commit(3)
+    with pytest.raises(StripeUnavailable):
+        debit(app, method_id, "order-3")
+    waiting = [r for r in rows(app) if r[0] != payment.id]
+    assert [(r[1], r[2]) for r in waiting] == [(None, "processing")]
+    assert intents_created(app) == 2
+    retried = debit(app, method_id, "order-3")
+    assert retried.id == waiting[0][0]
+    assert retried.stripe_id is not None
+    assert intents_created(app) == 2
+    assert len(rows(app)) == 2
+
+
+def test_stripe_down_before_the_request_ran_leaves_a_retryable_row(
+    app: Flask, method_id: str
+) -> None:
+    sandbox_of(app).faults.fail_next(500, 500, 500)
+    with pytest.raises(StripeUnavailable):
+        debit(app, method_id, "order-4")
+    assert intents_created(app) == 0
+    retried = debit(app, method_id, "order-4")
+    assert retried.status == "processing"
+    assert intents_created(app) == 1
+    assert len(rows(app)) == 1
+
+
+def test_eight_workers_racing_one_key_make_one_payment(app: Flask, method_id: str) -> None:
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            results.append(debit(app, method_id, "double-click").id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(results)) == 1 and len(results) == 8
+    assert intents_created(app) == 1
+    [(payment_id, stripe_id, status)] = rows(app)
+    assert payment_id == results[0] and stripe_id is not None and status == "processing"
+
+
+def test_unusable_payment_methods_are_refused(app: Flask, method_id: str) -> None:
+    client = app.test_client()
+    client.post(
+        f"/finconn/payment-methods/{method_id}/detach",
+        json={},
+        headers={"X-Finconn-Holder": "ada"},
+    )
+    with pytest.raises(Conflict) as refused:
+        debit(app, method_id, "order-5")
+    assert refused.value.code == "payment_method_detached"
+    with app.app_context(), pytest.raises(Exception) as missing:
+        get_state(app).extension.debit(
+            "bob", method_id, 100, description="x", idempotency_key="order-6"
+        )
+    assert getattr(missing.value, "code", None) == "payment_method_not_found"
+    assert intents_created(app) == 0
+
+
+def test_check_balance_refreshes_then_refuses_too_large_a_debit(app: Flask, method_id: str) -> None:
+    with pytest.raises(Conflict) as pending:
+        debit(app, method_id, "order-7", check_balance=True)
+    assert pending.value.code == "balance_refresh_pending"
+    assert rows(app) == []
+    finish_refreshes(app)
+    with app.app_context():
+        session = get_state(app).db.session
+        method = session.get(PaymentMethod, method_id)
+        assert method is not None and method.account_id is not None
+        account = session.get(Account, method.account_id)
+        assert account is not None
+        snapshot = account.latest_balance
+        assert snapshot is not None and snapshot.available is not None
+        available = snapshot.available
+    with pytest.raises(InsufficientBalance) as short:
+        debit(app, method_id, "order-8", amount=available + 1, check_balance=True)
+    assert short.value.code == "insufficient_balance"
+    assert short.value.extra == {"available": available, "amount": available + 1}
+    assert intents_created(app) == 0
+    ok = debit(app, method_id, "order-9", amount=available, check_balance=True)
+    assert ok.status == "processing"
+
+
+def test_cancelling_a_processing_debit(app: Flask, method_id: str) -> None:
+    payment = debit(app, method_id, "order-10")
+    with app.app_context():
+        finconn = get_state(app).extension
+        cancelled = finconn.cancel_payment("ada", payment.id)
+        assert cancelled.status == "canceled"
+        with pytest.raises(Conflict) as again:
+            finconn.cancel_payment("ada", payment.id)
+        assert again.value.code == "payment_not_cancelable"
+    assert sandbox_of(app).payments.payment_intent(payment.stripe_id)["status"] == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("holder", "expected"),
+    [
+        (Holder("ada", name="Jenny Rosen", email="jenny.rosen@example.com"), "match"),
+        (Holder("ada", name="rosen, JENNY", email="JENNY.ROSEN@example.com "), "match"),
+        (Holder("ada", name="Jenny Rosen", email="someone@example.com"), "partial"),
+        (Holder("ada", name="Ada Lovelace", email="ada@example.com"), "no_match"),
+        (Holder("ada"), "unavailable"),
+    ],
+)
+def test_owners_are_compared_with_the_holder(app: Flask, holder: Holder, expected: str) -> None:
+    [account] = link_accounts(
+        app,
+        ADA,
+        institution="ownership",
+        accounts=["single_owner"],
+        permissions=PAYMENT_PERMISSIONS,
+    )
+    with app.app_context():
+        finconn = get_state(app).extension
+        assert finconn.match_owners(holder, account.id) == "unavailable"
+    with app.app_context():
+        request_refresh(get_state(app), ADA, account.id, ["ownership"])
+    finish_refreshes(app)
+    with app.app_context():
+        assert get_state(app).extension.match_owners(holder, account.id) == expected
