@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
 
 from flask_finconn.testing import sandbox_of
 
@@ -76,7 +77,28 @@ def link_test_bank(page: Page) -> None:
     page.get_by_label("Password").fill("any password")
     page.get_by_role("button", name="Log in", exact=True).click()
     page.get_by_role("button", name="Link accounts").click()
-    page.get_by_role("button", name="Done").click()
+    finish_linking(page)
+
+
+def finish_linking(page: Page) -> None:
+    """Press Done in the modal and wait until the page fetched the list the linking changed.
+
+    Done sends the widget's completion, which stores the accounts (with the server's own calls
+    to Stripe); only once it is answered does the page fetch the list again and draw it. Under
+    load that chain outlasts one assertion's wait, so wait for the list fetched after the
+    completion was answered; what the page drew from it is then there to check.
+    """
+    completed: list[Response] = []
+
+    def list_after_completion(response: Response) -> bool:
+        if re.search(r"/finconn/sessions/[^/]+/complete$", response.url):
+            completed.append(response)
+            return False
+        return bool(completed) and urlsplit(response.url).path == "/accounts/list"
+
+    with page.expect_response(list_after_completion):
+        page.get_by_role("button", name="Done").click()
+    assert completed[0].ok
 
 
 def test_link_refresh_read_and_disconnect(
@@ -225,7 +247,7 @@ def test_an_account_the_bank_cut_off_is_reconnected_through_the_modal(
     page.get_by_label("Password").fill("pw")
     page.get_by_role("button", name="Log in", exact=True).click()
     page.get_by_role("button", name="Link accounts").click()
-    page.get_by_role("button", name="Done").click()
+    finish_linking(page)
     cards = page.locator(CARD)
     expect(cards).to_have_count(2)
     ids = [card.get_attribute("data-account") for card in cards.all()]
@@ -243,7 +265,7 @@ def test_an_account_the_bank_cut_off_is_reconnected_through_the_modal(
     page.get_by_label("Password").fill("pw")
     page.get_by_role("button", name="Log in", exact=True).click()
     page.get_by_role("button", name="Link accounts").click()
-    page.get_by_role("button", name="Done").click()
+    finish_linking(page)
 
     # The same rows come back to life (same ids, history kept), not two new accounts.
     expect(page.locator(CARD).locator("[data-field='status']")).to_have_text(["Active", "Active"])
