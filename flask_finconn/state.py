@@ -50,6 +50,10 @@ REAL_STRIPE_JS_URL = "https://js.stripe.com/v3/"
 SANDBOX_STRIPE_JS_ENDPOINT = "finconn_sandbox.stripe_js"
 
 
+# The width of the holder_id columns (finconn_customer and the tables that refer to it).
+HOLDER_ID_MAX = 255
+
+
 @dataclass(frozen=True)
 class Holder:
     """The person or business whose bank accounts are linked (one Stripe Customer each)."""
@@ -61,6 +65,11 @@ class Holder:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise TypeError("Holder.id must be a non-empty string, such as str(user.id).")
+        if len(self.id) > HOLDER_ID_MAX:
+            raise ValueError(
+                f"Holder.id is {len(self.id)} characters long; it is stored in a column of "
+                f"{HOLDER_ID_MAX}, so use a shorter stable id such as the user's primary key."
+            )
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from flask import current_app as _current_app
 from .extension import FinConn
 from .models import Account, Payment, PaymentMethod
 from .services import linking, payment_methods
-from .state import Holder, get_state
+from .state import HOLDER_ID_MAX, Holder, get_state
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -93,7 +93,9 @@ def create_app(database_uri: str = "sqlite://", **config: Any) -> Flask:
     @finconn.holder_loader
     def holder_from_header() -> Holder | None:
         holder_id = request.headers.get(HOLDER_HEADER)
-        return Holder(holder_id, email=f"{holder_id}@example.com") if holder_id else None
+        if not holder_id or len(holder_id) > HOLDER_ID_MAX:
+            return None  # no holder, or an id no real user could have: 401
+        return Holder(holder_id, email=f"{holder_id}@example.com")
 
     finconn.init_app(app)
     with app.app_context():

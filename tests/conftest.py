@@ -11,12 +11,17 @@ import pluggy
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import expect
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get("FINCONN_TEST_POSTGRES_URL")
+
+# A loaded CI box (2 cores, browser and databases together) can take seconds for a link
+# to round-trip; expectations wait as long as page actions do before they fail.
+expect.set_options(timeout=15_000)
 
 
 @pytest.hookimpl(hookwrapper=True)

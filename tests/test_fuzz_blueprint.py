@@ -33,6 +33,15 @@ PATHS = (
     "/finconn/accounts/{id}/disconnect",
     "/finconn/accounts/{id}/transactions",
     "/finconn/accounts/{id}/owners",
+    "/finconn/setup-intents",
+    "/finconn/setup-intents/{id}/complete",
+    "/finconn/accounts/{id}/payment-method",
+    "/finconn/payment-methods",
+    "/finconn/payment-methods/{id}",
+    "/finconn/payment-methods/{id}/verify",
+    "/finconn/payment-methods/{id}/detach",
+    "/finconn/payments",
+    "/finconn/payments/{id}",
 )
 METHODS = ("GET", "HEAD", "POST", "POST", "POST", "PUT", "PATCH", "DELETE", "TRACE")
 CONTENT_TYPES = (

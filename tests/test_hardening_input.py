@@ -32,6 +32,15 @@ ROUTES = {
     "/finconn/accounts/fcacct_x/disconnect": {"POST"},
     "/finconn/accounts/fcacct_x/transactions": {"GET", "HEAD"},
     "/finconn/accounts/fcacct_x/owners": {"GET", "HEAD"},
+    "/finconn/setup-intents": {"POST"},
+    "/finconn/setup-intents/seti_x/complete": {"POST"},
+    "/finconn/accounts/fcacct_x/payment-method": {"POST"},
+    "/finconn/payment-methods": {"GET", "HEAD"},
+    "/finconn/payment-methods/fcpm_x": {"GET", "HEAD"},
+    "/finconn/payment-methods/fcpm_x/verify": {"POST"},
+    "/finconn/payment-methods/fcpm_x/detach": {"POST"},
+    "/finconn/payments": {"GET", "HEAD"},
+    "/finconn/payments/fcpay_x": {"GET", "HEAD"},
 }
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
