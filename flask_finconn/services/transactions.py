@@ -374,12 +374,11 @@ def list_transactions(
         query = query.where(Transaction.transacted_at < until)
     if cursor is not None:
         when, txn_id = decode_cursor(cursor)
-        query = query.where(
-            sa.or_(
-                Transaction.transacted_at < when,
-                sa.and_(Transaction.transacted_at == when, Transaction.id < txn_id),
-            )
-        )
+        # One row-value comparison, not ``t < when OR (t = when AND id < txn_id)``: both
+        # databases turn it into a range on the (account_id, transacted_at, id) index and
+        # seek straight to the page, where the OR form walks every newer row first. A
+        # plain tuple on the right binds each value with its column's type (UTC handling).
+        query = query.where(sa.tuple_(Transaction.transacted_at, Transaction.id) < (when, txn_id))
     query = query.order_by(Transaction.transacted_at.desc(), Transaction.id.desc())
     rows = list(state.db.session.scalars(query.limit(limit + 1)))
     has_more = len(rows) > limit
