@@ -144,7 +144,12 @@ def hand_written_app(database_url: str) -> Any:
     app = Flask("bench_hand_written")
     engine = sa.create_engine(database_url, pool_size=THREADS)
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    store = insert(HAND_WRITTEN).on_conflict_do_nothing(index_elements=["id"])
+    # RETURNING says whether this delivery stored the event (a duplicate returns nothing).
+    store = (
+        insert(HAND_WRITTEN)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(HAND_WRITTEN.c.id)
+    )
 
     @app.post(PATH)
     def webhook() -> Any:
@@ -158,8 +163,8 @@ def hand_written_app(database_url: str) -> Any:
         with engine.begin() as conn:
             new = conn.execute(
                 store, {"id": event.id, "type": event.type, "payload": payload.decode()}
-            ).rowcount
-            if new and event.type == EVENT_TYPE:
+            ).first()
+            if new is not None and event.type == EVENT_TYPE:
                 conn.execute(sa.insert(EFFECTS).values(event_id=event.id))
         return jsonify({"received": True})
 
@@ -469,7 +474,7 @@ def audit(database_url: str, variant: str, ids: set[str], timeout: float) -> tup
             done = ids <= processed
             if done or time.monotonic() > deadline:
                 lost = len([i for i in ids if i not in processed or counts.get(i, 0) < 1])
-                twice = len([i for i, n in counts.items() if n > 1])
+                twice = len([i for i in ids if counts.get(i, 0) > 1])
                 return lost, twice, time.monotonic() - started
             time.sleep(0.05)
     finally:
