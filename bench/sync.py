@@ -42,7 +42,7 @@ from flask import Flask
 
 from flask_finconn import Holder, get_state
 from flask_finconn.models import Account, Transaction
-from flask_finconn.services import refresh
+from flask_finconn.services import refresh, sync
 from flask_finconn.services import transactions as transactions_service
 from flask_finconn.services.transactions import transaction_row
 from flask_finconn.testing import create_app, link_accounts, sandbox_of
@@ -114,9 +114,9 @@ def clear(app: Flask, account_id: str) -> None:
         session.commit()
 
 
-def full_sync(app: Flask, stripe_id: str) -> refresh.Applied:
+def full_sync(app: Flask, stripe_id: str) -> sync.Applied:
     with app.app_context():
-        applied = refresh.sync_account_from_stripe(get_state(app), stripe_id)
+        applied = sync.sync_account_from_stripe(get_state(app), stripe_id)
         assert applied is not None and applied.sync is not None
         return applied
 
@@ -183,7 +183,7 @@ def incremental(app: Flask, stripe_id: str, kind: str) -> None:
     sandbox.finish_refreshes(stripe_id)
     with counting_statements(app) as statements:
         seconds, applied = timed(lambda: full_sync(app, stripe_id))
-    done = applied.sync.result
+    done = applied.sync
     changed = done.added + done.updated
     # The sync's own statements start with its locked read of the sync progress; before
     # them come re-reading the account from Stripe and storing it.
@@ -254,7 +254,7 @@ def scale(kind: str, workdir: str, size: int) -> None:
                 sa.event.listen(session, "before_commit", before_commit)
                 sa.event.listen(session, "after_commit", after_commit)
                 started = time.perf_counter()
-                applied = refresh.sync_account_from_stripe(get_state(app), stripe_id)
+                applied = sync.sync_account_from_stripe(get_state(app), stripe_id)
                 total = time.perf_counter() - started
                 assert applied is not None and applied.sync is not None
                 assert applied.sync.added == size, applied.sync

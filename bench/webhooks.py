@@ -110,7 +110,7 @@ def build_app(variant: str, database_url: str) -> Any:
     if variant == "hand-written":
         return hand_written_app(database_url)
 
-    from flask_finconn.services import events
+    from flask_finconn.services import handlers
     from flask_finconn.testing import create_app
 
     app = create_app(
@@ -120,14 +120,14 @@ def build_app(variant: str, database_url: str) -> Any:
         FINCONN_STRIPE_SECRET_KEY="sk_test_bench",
         FINCONN_STRIPE_PUBLISHABLE_KEY="pk_test_bench",
         FINCONN_WEBHOOK_SECRET=SECRET,
+        FINCONN_MERCHANT_NAME="Bench",
         FINCONN_TASK_QUEUE="celery" if variant == "queue" else "inline",
     )
 
-    def record_effect(state: Any, event: Any) -> list[Any]:
+    def record_effect(state: Any, event: Any) -> None:
         state.db.session.execute(sa.insert(EFFECTS).values(event_id=event.id))
-        return []
 
-    events.HANDLERS[EVENT_TYPE] = record_effect
+    handlers.HANDLERS[EVENT_TYPE] = record_effect
     if variant == "queue":
         from flask_finconn.tasks import init_celery
 

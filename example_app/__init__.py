@@ -10,7 +10,8 @@ Configuration comes from the environment:
 - ``DATABASE_URL``: a PostgreSQL URL (``postgres://`` and ``postgresql://`` are read with
   the psycopg driver). Default: SQLite in the instance folder.
 - ``STRIPE_SECRET_KEY``, ``STRIPE_PUBLISHABLE_KEY``, ``STRIPE_WEBHOOK_SECRET``: real Stripe
-  (test or live). Without them the app runs on the built-in offline sandbox.
+  (test or live). Without them the app sets ``FINCONN_SANDBOX = True`` and runs on the
+  built-in offline sandbox.
 - ``SECRET_KEY`` (or any ``FLASK_*`` key, such as ``FLASK_SECRET_KEY``). Default: a random
   key kept in the instance folder.
 """
@@ -91,6 +92,11 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)
+    # A demo: without a Stripe key it runs on the sandbox, which the extension starts
+    # outside debug and testing mode only when asked explicitly.
+    has_key = app.config.get("FINCONN_STRIPE_SECRET_KEY") or os.environ.get("STRIPE_SECRET_KEY")
+    if not has_key and app.config.get("FINCONN_SANDBOX") is None:
+        app.config["FINCONN_SANDBOX"] = True
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
 

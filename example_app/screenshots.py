@@ -1,8 +1,9 @@
 """Take the README's screenshots of the example app (``docs/screenshots/app-*.png``).
 
-Serves Pocketbook on a fresh sandbox from a thread, walks it in Debian's Chromium as a new
-user (sign in, link two banks through the sandbox modal, refresh a few balances) and saves
-one PNG per page. Run it with ``scripts/screenshots [output-dir]``.
+Serves Pocketbook on a fresh sandbox from a thread, walks it in Chromium as a new user (sign
+in, link two banks through the sandbox modal, refresh a few balances), then saves one PNG
+per page at 1200 and 390 px wide, light and dark (``app-<page>-<width>-<scheme>.png``).
+Run it with ``scripts/screenshots [output-dir]``.
 """
 
 from __future__ import annotations
@@ -67,42 +68,25 @@ def main(out: str = OUT) -> None:
             sandbox_of(app).stop_background()
 
 
+# Every page in both colour schemes, on a desktop and on a phone.
+VARIANTS = [(1200, 800, "light"), (1200, 800, "dark"), (390, 780, "light"), (390, 780, "dark")]
+
+
 def shoot(base: str, out: str, app: object) -> None:
+    """Link banks and build a balance history as ada, then photograph every page per variant."""
     sandbox = sandbox_of(app)  # type: ignore[arg-type]
-
-    def snap(page: Page, name: str, full: bool = False) -> None:
-        path = os.path.join(out, f"app-{name}.png")
-        page.screenshot(path=path, full_page=full)
-        print("wrote", os.path.relpath(path), f"{os.path.getsize(path) // 1024} KB")
-
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=shutil.which("chromium"),
+            executable_path=os.environ.get("FINCONN_CHROMIUM") or shutil.which("chromium"),
             args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
         )
         context = browser.new_context(base_url=base, viewport=VIEWPORT, reduced_motion="reduce")
         page = context.new_page()
         page.set_default_timeout(15_000)
-
-        page.goto("/")
-        page.get_by_label("Email address").fill("ada@example.com")
-        snap(page, "signin")
-        page.get_by_role("button", name="Continue").click()
-        expect(page.get_by_text("No bank accounts yet")).to_be_visible()
-        page.wait_for_load_state("load")
-        snap(page, "dashboard-empty")
-
-        page.get_by_role("button", name="Link a bank account").click()
-        page.locator(".dialog[data-step='consent']").wait_for()
-        page.wait_for_timeout(300)
-        snap(page, "modal")
-        page.keyboard.press("Escape")
-        page.locator("[data-finconn-sandbox]").wait_for(state="detached")
-
+        sign_in(page, "ada@example.com")
         link_bank(page, "bank_nonoauth", 3)
         link_bank(page, "test_nonoauth", 5)
         settle(page)
-
         # A day of readings for the chart: the sandbox's clock moves three hours before each
         # refresh (which also clears its 10 s cooldown); each refresh adds a point.
         checking = page.locator(".account-card").first
@@ -110,35 +94,79 @@ def shoot(base: str, out: str, app: object) -> None:
             sandbox.advance_time(3 * 3600)
             checking.get_by_role("button", name="Refresh balance").click()
             expect(checking.get_by_text("Balance updated.")).to_be_visible()
-        page.reload()
-        settle(page)
-        snap(page, "dashboard")
-
-        checking.get_by_role("link").first.click()
-        expect(page.locator(".chart")).to_be_visible()
         deadline = time.monotonic() + 20
+        checking.get_by_role("link").first.click()
         while page.locator(".txn").count() == 0 and time.monotonic() < deadline:
             page.wait_for_timeout(500)
             page.reload()
-        snap(page, "account")
-        page.evaluate(
-            "document.getElementById('transactions-title').closest('section')"
-            ".scrollIntoView({block: 'start'}); window.scrollBy(0, -24)"
-        )
-        snap(page, "transactions")
-
-        page.get_by_role("link", name="Events").click()
-        expect(page.get_by_role("heading", name="Events")).to_be_visible()
-        page.wait_for_load_state("load")
-        snap(page, "events")
-
-        page.set_viewport_size({"width": 390, "height": 780})
-        page.get_by_role("link", name="Accounts").click()
-        expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
-        page.wait_for_load_state("load")
-        settle(page)
-        snap(page, "mobile")
+        context.close()
+        for width, height, scheme in VARIANTS:
+            context = browser.new_context(
+                base_url=base,
+                viewport={"width": width, "height": height},
+                color_scheme=scheme,  # type: ignore[arg-type]
+                reduced_motion="reduce",
+                timezone_id="America/New_York",
+            )
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            shoot_pages(page, out, f"{width}-{scheme}")
+            context.close()
         browser.close()
+
+
+def sign_in(page: Page, email: str) -> None:
+    page.goto("/")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
+
+
+def shoot_pages(page: Page, out: str, variant: str) -> None:
+    """One PNG per page, ``app-<page>-<width>-<scheme>.png``."""
+
+    def snap(name: str) -> None:
+        page.wait_for_timeout(200)
+        path = os.path.join(out, f"app-{name}-{variant}.png")
+        page.screenshot(path=path)
+        print("wrote", os.path.relpath(path), f"{os.path.getsize(path) // 1024} KB")
+
+    page.goto("/")
+    page.get_by_label("Email address").fill(f"new-{variant}@example.com")
+    snap("signin")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_text("No bank accounts yet")).to_be_visible()
+    snap("dashboard-empty")
+    page.get_by_role("button", name="Link a bank account").click()
+    page.locator(".dialog[data-step='consent']").wait_for()
+    page.wait_for_timeout(300)
+    snap("modal")
+    page.keyboard.press("Escape")
+    page.locator("[data-finconn-sandbox]").wait_for(state="detached")
+    page.context.clear_cookies()
+
+    sign_in(page, "ada@example.com")
+    settle(page)
+    snap("dashboard")
+    checking = page.locator(".account-card").first
+    checking.get_by_role("button", name="Disconnect").click()
+    confirm = page.get_by_role("dialog").get_by_role("button", name="Disconnect")
+    confirm.hover()
+    snap("disconnect")
+    page.get_by_role("dialog").get_by_role("button", name="Keep it").click()
+
+    checking.get_by_role("link").first.click()
+    expect(page.locator(".chart")).to_be_visible()
+    snap("account")
+    page.evaluate(
+        "document.getElementById('transactions-title').closest('section')"
+        ".scrollIntoView({block: 'start'}); window.scrollBy(0, -24)"
+    )
+    snap("transactions")
+    page.get_by_role("link", name="Events").click()
+    expect(page.get_by_role("heading", name="Events")).to_be_visible()
+    page.wait_for_load_state("load")
+    snap("events")
 
 
 if __name__ == "__main__":

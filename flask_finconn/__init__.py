@@ -20,7 +20,7 @@ from .errors import (
     ValidationError,
     WebhookSignatureError,
 )
-from .extension import FinConn, FinConnState, Holder, Settings, get_state
+from .extension import FinConn
 from .signals import (
     account_deactivated,
     account_disconnected,
@@ -33,8 +33,7 @@ from .signals import (
     ownership_refreshed,
     transactions_synced,
 )
-
-__version__ = "0.1.0"
+from .state import FinConnState, Holder, Settings, __version__, get_state
 
 __all__ = [
     "ConfigurationError",

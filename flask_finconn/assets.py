@@ -4,7 +4,7 @@
 ``static/finconn`` sources, minified and with a content hash in the file name:
 
 - ``finconn_js``: ``finconn-connect.js`` (the ``<finconn-connect>`` element and
-  ``FinConn.connect``), minified with rjsmin
+  ``FinConn.connect``), minified with rjsmin, with the package's version as ``FinConn.version``
 - ``finconn_css``: ``finconn-connect.css`` (the button's look, themeable with
   ``--finconn-*`` custom properties)
 - ``finconn_accounts_js`` and ``finconn_accounts_css``: the optional ``<finconn-accounts>``
@@ -18,7 +18,7 @@ own file name.
 
 Templates get a ``finconn`` global (a :class:`TemplateHelper`)::
 
-    {{ finconn.scripts(nonce=csp_nonce, accounts=True) }}
+    {{ finconn.scripts(nonce=csp_nonce(), accounts=True) }}   {# csp_nonce: the host's own #}
     {{ finconn.button("Link your bank", permissions=["balances"], class_="link") }}
     {{ finconn.accounts() }}
 """
@@ -30,7 +30,6 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import (
@@ -47,11 +46,28 @@ from webassets.bundle import Bundle
 from webassets.env import Environment
 from webassets.filter import Filter
 
+from .state import __version__
+
 if TYPE_CHECKING:
-    from .extension import FinConnState
+    from .state import FinConnState
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 ONE_YEAR = 365 * 24 * 3600
+# The placeholder finconn-connect.js carries where its bundle gets the package's version.
+VERSION_PLACEHOLDER = "__FINCONN_VERSION__"
+
+
+class Version(Filter):
+    """Writes the installed package's version over the script's placeholder.
+
+    The version comes from the package metadata, so the built file (and the content hash in
+    its name) changes with every release and no version string is kept by hand in the JS.
+    """
+
+    name = "finconn_version"  # type: ignore[assignment]
+
+    def input(self, _in: IO[str], out: IO[str], **kw: Any) -> None:
+        out.write(_in.read().replace(VERSION_PLACEHOLDER, __version__))
 
 
 class CSSMin(Filter):
@@ -72,7 +88,7 @@ def make_bundles() -> dict[str, Bundle]:
     return {
         "finconn_js": Bundle(  # type: ignore[no-untyped-call]
             "finconn/finconn-connect.js",
-            filters="rjsmin",
+            filters=(Version(), "rjsmin"),  # type: ignore[no-untyped-call]
             output="finconn-connect.%(version)s.js",
         ),
         "finconn_css": Bundle(  # type: ignore[no-untyped-call]
@@ -275,10 +291,3 @@ def init_assets(app: Flask, state: FinConnState) -> None:
     app.register_blueprint(make_blueprint(helper), url_prefix=f"{prefix}/assets")
     app.extensions["finconn_assets"] = helper
     app.jinja_env.globals["finconn"] = helper
-
-
-def bundle_sources() -> Iterable[str]:
-    """Absolute paths of every source file the bundles read (for benchmarks and tests)."""
-    for bundle in make_bundles().values():
-        for name in bundle.contents:
-            yield os.path.join(STATIC_DIR, name)

@@ -16,10 +16,12 @@ import click
 from flask.cli import AppGroup, with_appcontext
 
 from .errors import FinConnError, NotFound, WebhookSignatureError
-from .extension import get_state, optional_module
+from .sandbox import cli as sandbox_cli_module
 from .services import accounts as accounts_service
 from .services import events as events_service
 from .services import refresh as refresh_service
+from .services import sync as sync_service
+from .state import REFRESH_FEATURES, get_state
 from .webhooks import check_signature, parse_header
 
 finconn_cli = AppGroup("finconn", help="Flask-FinConn: Stripe Financial Connections.")
@@ -171,17 +173,14 @@ def sandbox_deliver(wait_for_retries: bool) -> None:
     click.echo(f"Made {attempts} delivery attempt(s); {left} delivery(ies) still pending.")
 
 
-FEATURE_CHOICES = ("balance", "ownership", "transactions")
-
-
 def _features(value: str | None) -> tuple[str, ...] | None:
     if not value:
         return None
     chosen = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    unknown = [f for f in chosen if f not in FEATURE_CHOICES]
+    unknown = [f for f in chosen if f not in REFRESH_FEATURES]
     if unknown or not chosen:
         raise click.BadParameter(
-            f"use a comma-separated list of {', '.join(FEATURE_CHOICES)}, not {value!r}.",
+            f"use a comma-separated list of {', '.join(REFRESH_FEATURES)}, not {value!r}.",
             param_hint="--features",
         )
     return chosen
@@ -311,7 +310,7 @@ def sync(account_id: str | None) -> None:
     (the same path as the webhook). Exit status 1 when an account could not be synced.
     """
     state = get_state()
-    found = refresh_service.accounts_to_sync(state, account_id)
+    found = sync_service.accounts_to_sync(state, account_id)
     if account_id is not None and not found:
         raise click.ClickException(f"There is no stored account {account_id}.")
     problems = []
@@ -319,7 +318,7 @@ def sync(account_id: str | None) -> None:
     with _progress(found, "Syncing transactions", item_show_func=_shown) as bar:
         for acct, stripe_id in bar:
             try:
-                applied = refresh_service.sync_account_from_stripe(
+                applied = sync_service.sync_account_from_stripe(
                     state, stripe_id, on_page=_rows_shown(bar, acct)
                 )
             except FinConnError as exc:
@@ -332,8 +331,7 @@ def sync(account_id: str | None) -> None:
                 lines.append(f"{acct}: up to date")
             else:
                 lines.append(
-                    f"{acct}: {done.added} added, {done.updated} updated "
-                    f"({done.result.pages} page(s))"
+                    f"{acct}: {done.added} added, {done.updated} updated ({done.pages} page(s))"
                 )
     for line in lines:
         click.echo(line)
@@ -345,14 +343,13 @@ def sync(account_id: str | None) -> None:
 
 
 def _mount_sandbox_cli() -> None:
-    module = optional_module("flask_finconn.sandbox.cli")
-    if module is not None:
-        # Our own group: `deliver` needs this app, the sandbox's standalone CLI has none.
-        group = AppGroup("sandbox", help=module.sandbox_cli.help)
-        for name, command in module.sandbox_cli.commands.items():
-            group.add_command(command, name)
-        group.add_command(sandbox_deliver)
-        finconn_cli.add_command(group, "sandbox")
+    # Our own group: `deliver` needs this app, the sandbox's standalone CLI has none.
+    standalone = sandbox_cli_module.sandbox_cli
+    group = AppGroup("sandbox", help=standalone.help)
+    for name, command in standalone.commands.items():
+        group.add_command(command, name)
+    group.add_command(sandbox_deliver)
+    finconn_cli.add_command(group, "sandbox")
 
 
 _mount_sandbox_cli()

@@ -18,7 +18,9 @@ FINCONN_WEBHOOK_SECRET: str | list[str] | None = None
 secret rotation. Default: env ``STRIPE_WEBHOOK_SECRET``. Required when not in sandbox mode."""
 
 FINCONN_SANDBOX: bool | None = None
-"""Use the offline emulator instead of Stripe. Default: True when no secret key is set."""
+"""Use the offline emulator instead of Stripe. Default: True when no secret key is set and
+the app is in debug or testing mode; otherwise set it (or a key) explicitly. Never with a
+live key."""
 
 FINCONN_SANDBOX_DATABASE: str | None = None
 """Where the emulator keeps its state: a file path, or ``":memory:"`` for tests.
@@ -65,4 +67,5 @@ FINCONN_ALLOWED_ORIGINS: list[str] = []
 """Origins, besides the request's own host, allowed to call the state-changing routes."""
 
 FINCONN_MERCHANT_NAME: str | None = None
-"""Name shown on the sandbox modal's consent step. Default: the app's import name."""
+"""Your business's name as users know it, shown where they consent to share bank data.
+Required with real Stripe; in the sandbox the default is ``"Sandbox merchant"``."""

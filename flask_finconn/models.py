@@ -13,6 +13,7 @@ Amounts are integers in minor units, signed as Stripe signs them.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,22 @@ def utcnow() -> datetime:
 def from_unix(value: int | None) -> datetime | None:
     """Stripe's Unix seconds as an aware UTC datetime (None stays None)."""
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """An aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (None stays None)."""
+    if value is None:
+        return None
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+def iso_unix(value: int | None) -> str | None:
+    """Stripe's Unix seconds as an ISO 8601 UTC string (None stays None)."""
+    if value is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
 
 
 def new_account_id() -> str:
@@ -224,7 +241,8 @@ class WebhookEvent(Base):
     payload: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(sa.String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)  # "Type: message"
+    last_traceback: Mapped[str | None] = mapped_column(sa.Text)  # of the last failure
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None]  # when a worker last took it: finds stuck ones
     processed_at: Mapped[datetime | None]

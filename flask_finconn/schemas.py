@@ -1,14 +1,14 @@
 """Marshmallow schemas: the JSON wire contract of the blueprint's routes.
 
 Input schemas refuse unknown fields, so a typo is a 400 with ``fields`` rather than a
-silently ignored option. Output schemas turn models into the JSON of DESIGN §5: amounts
-stay integers in minor units, times are ISO 8601 UTC strings (``2026-11-25T09:40:00Z``).
+silently ignored option. Output schemas turn models into the routes' JSON: amounts stay
+integers in minor units, times are ISO 8601 UTC strings (``2026-11-25T09:40:00Z``). The
+account list is also rendered in SQL (``services/listing.py``); a test holds the two equal.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,26 +16,10 @@ from marshmallow import RAISE, Schema, fields, validate
 from marshmallow import ValidationError as SchemaError
 
 from .errors import ValidationError
-from .extension import PERMISSIONS
+from .models import iso, iso_unix
+from .state import PERMISSIONS, REFRESH_FEATURES
 
-REFRESH_FEATURES = ("balance", "ownership", "transactions")
 TRANSACTION_STATUSES = ("pending", "posted", "void")
-
-
-def iso(value: datetime | None) -> str | None:
-    """An aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (None stays None)."""
-    if value is None:
-        return None
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
-
-
-def iso_unix(value: int | None) -> str | None:
-    """Stripe's Unix seconds as an ISO 8601 UTC string (None stays None)."""
-    if value is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
 
 
 class UTCTime(fields.Field[datetime]):
@@ -168,53 +152,6 @@ class AccountSchema(Schema):
     updated_at = UTCTime()
 
 
-class AccountListSchema(Schema):
-    """``GET /accounts``."""
-
-    data = fields.List(fields.Nested(AccountSchema))
-
-
-def dump_account_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
-    """``AccountSchema(many=True).dump`` for rows of ``services.accounts.list_account_rows``.
-
-    The listing route returns up to hundreds of accounts per request; marshmallow's
-    per-field cost there would dwarf the query, so this spells the same fields out by hand.
-    ``tests/test_http_accounts.py`` holds its output equal to :class:`AccountSchema`'s.
-    """
-    return [
-        {
-            "id": row.id,
-            "institution_name": row.institution_name,
-            "display_name": row.display_name,
-            "last4": row.last4,
-            "category": row.category,
-            "subcategory": row.subcategory,
-            "status": row.status,
-            "action": row.action,
-            "permissions": row.permissions,
-            "subscriptions": row.subscriptions,
-            "balance": None
-            if row.balance_current is None
-            else {
-                "current": row.balance_current,
-                "available": row.balance_current
-                if row.balance_available is None
-                else row.balance_available,
-                "currency": row.balance_currency,
-                "as_of": iso(row.balance_as_of),
-            },
-            "refresh": {
-                "balance": _refresh_state(row.balance_refresh),
-                "ownership": _refresh_state(row.ownership_refresh),
-                "transactions": _refresh_state(row.transaction_refresh),
-            },
-            "linked_at": iso(row.linked_at),
-            "updated_at": iso(row.updated_at),
-        }
-        for row in rows
-    ]
-
-
 class CompletedSessionSchema(Schema):
     """``POST /sessions/<id>/complete``: the accounts linked, or ``cancelled``."""
 
@@ -259,9 +196,3 @@ class OwnerListSchema(Schema):
     """``GET /accounts/<id>/owners``."""
 
     data = fields.List(fields.Nested(OwnerSchema))
-
-
-class ErrorSchema(Schema):
-    """The one error body: ``{"error": {"code", "message", "fields"?}}``."""
-
-    error = fields.Dict()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +50,16 @@ __all__ = [
 class StripeAPI:
     """The Stripe operations Flask-FinConn uses, with errors mapped to ``FinConnError``."""
 
-    def __init__(self, client: stripe.StripeClient, *, livemode: bool) -> None:
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        livemode: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.livemode = livemode
+        self._clock = clock
 
     @classmethod
     def for_key(cls, secret_key: str) -> StripeAPI:
@@ -71,7 +79,15 @@ class StripeAPI:
             http_client=sandbox.http_client(),
             max_network_retries=MAX_NETWORK_RETRIES,
         )
-        return cls(client, livemode=livemode)
+        return cls(client, livemode=livemode, clock=sandbox.now)
+
+    def now(self) -> int:
+        """Now in Unix seconds by the clock of the Stripe this client talks to.
+
+        Stripe's refresh timestamps (``last_attempted_at``, ``next_refresh_available_at``)
+        are on that clock; the sandbox's can be moved forward.
+        """
+        return int(self._clock())
 
     @property
     def _fc(self) -> Any:
@@ -148,21 +164,6 @@ class StripeAPI:
 
     # accounts
 
-    def customer_accounts(self, customer: str) -> Iterator[StripeAccount]:
-        """Every account linked for a customer, page by page."""
-        with _calling("list the customer's accounts"):
-            page = self._fc.accounts.list(
-                {"account_holder": {"customer": customer}, "limit": PAGE_SIZE}
-            )
-        iterator = page.auto_paging_iter()
-        while True:
-            with _calling("list the customer's accounts"):
-                try:
-                    account = next(iterator)
-                except StopIteration:
-                    return
-            yield account
-
     def retrieve_account(
         self, account_id: str, *, expand: list[str] | None = None
     ) -> StripeAccount:
@@ -212,22 +213,6 @@ class StripeAPI:
             )
             return list(page.auto_paging_iter())
 
-    def transactions(
-        self, account_id: str, *, after_refresh: str | None = None
-    ) -> Iterator[StripeTransaction]:
-        """An account's transactions, streamed page by page (only newer than a refresh id)."""
-        params: dict[str, Any] = {"account": account_id, "limit": PAGE_SIZE}
-        if after_refresh:
-            params["transaction_refresh"] = {"after": after_refresh}
-        with _calling("list the account's transactions", not_found="account_not_found"):
-            page = self._fc.transactions.list(params)
-        while True:
-            yield from page.data
-            if not page.has_more:
-                return
-            with _calling("list the account's transactions", not_found="account_not_found"):
-                page = page.next_page()
-
     def transaction_pages(
         self,
         account_id: str,
@@ -258,14 +243,6 @@ class StripeAPI:
             if not page.has_more or not data:
                 return
             params["starting_after"] = data[-1].id
-
-    def construct_event(self, payload: bytes, signature: str, secret: str, tolerance: int) -> Any:
-        """Verify a webhook's signature against the raw body and parse the event.
-
-        Raises ``stripe.SignatureVerificationError`` or ``ValueError`` untouched: the caller
-        turns both into a 400.
-        """
-        return stripe.Webhook.construct_event(payload, signature, secret, tolerance=tolerance)
 
 
 def _digest(value: str) -> str:

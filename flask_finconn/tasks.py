@@ -3,8 +3,9 @@
 A queue only has to carry event ids to a worker that calls
 :func:`flask_finconn.services.events.process_event` in an app context; the claim there
 makes sure one event is processed once however often its id is queued, and the sweep
-queues again whatever a queue lost. That is the whole interface (:class:`TaskQueue`), so
-another queue (RQ, Dramatiq) is a small class.
+queues again whatever a queue lost. ``init_app`` builds the queue ``FINCONN_TASK_QUEUE``
+names (a closed list: ``inline`` or ``celery``) and keeps it at ``state.queue``; the event
+ledger only ever uses it through :class:`~flask_finconn.state.TaskQueue`.
 
 Celery, with the app factory pattern of Flask's Celery guide::
 
@@ -36,12 +37,14 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, current_app
 
 from .errors import ConfigurationError
-from .extension import FinConnState
+from .models import WebhookEvent
+from .services import events
+from .state import FinConnState, TaskQueue, get_state
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -53,9 +56,8 @@ __all__ = [
     "SWEEP_TASK",
     "CeleryQueue",
     "InlineQueue",
-    "TaskQueue",
-    "get_queue",
     "init_celery",
+    "make_queue",
 ]
 
 logger = logging.getLogger("flask_finconn.tasks")
@@ -70,25 +72,20 @@ LINGER = 0.05
 PUBLISHER_KEY = "finconn.publisher"
 
 
-class TaskQueue(Protocol):
-    """Carries event ids to whatever processes them."""
-
-    #: True when :meth:`enqueue` processes before it returns (no worker involved).
-    inline: bool
-
-    def enqueue(self, app: Flask, event_ids: Sequence[str]) -> None:
-        """Arrange for each event to be processed (duplicates are harmless)."""
-
-
 class InlineQueue:
     """Processes events right away, in the calling request or command."""
 
-    inline = True
+    claims_on_receipt = True
+
+    def received(
+        self, state: FinConnState, event_id: str, *, new: bool, stored: WebhookEvent | None
+    ) -> str | None:
+        """Process the event now: a new one, or a retry of one still waiting or failed."""
+        if stored is not None:
+            return events.run_claimed(state, stored)
+        return events.process_event(state, event_id)
 
     def enqueue(self, app: Flask, event_ids: Sequence[str]) -> None:
-        from .extension import get_state
-        from .services import events
-
         with app.app_context():
             state = get_state(app)
             for event_id in event_ids:
@@ -98,7 +95,24 @@ class InlineQueue:
 class CeleryQueue:
     """Hands ids to the app's publisher, which sends them as ``process_events`` tasks."""
 
-    inline = False
+    claims_on_receipt = False
+
+    def received(
+        self, state: FinConnState, event_id: str, *, new: bool, stored: WebhookEvent | None
+    ) -> str | None:
+        """Queue a new event; a duplicate delivery is left to the sweep (None either way)."""
+        if new:
+            try:
+                self.enqueue(current_app._get_current_object(), [event_id])  # type: ignore[attr-defined]
+            except ConfigurationError:
+                raise
+            except Exception:
+                # The event is stored and acknowledged; the sweep queues it once the broker
+                # is back.
+                logger.exception(
+                    "Could not queue event %s; the sweep will queue it again.", event_id
+                )
+        return None
 
     def enqueue(self, app: Flask, event_ids: Sequence[str]) -> None:
         publisher: _Publisher | None = app.extensions.get(PUBLISHER_KEY)
@@ -110,12 +124,13 @@ class CeleryQueue:
         publisher.put(event_ids)
 
 
-QUEUES: dict[str, TaskQueue] = {"inline": InlineQueue(), "celery": CeleryQueue()}
-
-
-def get_queue(state: FinConnState) -> TaskQueue:
-    """The queue ``FINCONN_TASK_QUEUE`` names."""
-    return QUEUES[state.settings.task_queue]
+def make_queue(name: str) -> TaskQueue:
+    """The queue ``FINCONN_TASK_QUEUE`` names (one of ``state.TASK_QUEUES``)."""
+    queues: dict[str, type[InlineQueue | CeleryQueue]] = {
+        "inline": InlineQueue,
+        "celery": CeleryQueue,
+    }
+    return queues[name]()
 
 
 class _Publisher:
@@ -175,9 +190,6 @@ def init_celery(celery: Celery, app: Flask) -> None:
     ``FlaskTask`` base class of Flask's guide. ``app.extensions["celery"]`` is set when the
     app has none yet (the guide's place for it).
     """
-    from .extension import get_state
-    from .services import events
-
     get_state(app)  # fail here, not in a worker, when init_app was not called
     app.extensions.setdefault("celery", celery)
     app.extensions[PUBLISHER_KEY] = _Publisher(celery)

@@ -7,7 +7,8 @@
 
     def test_dashboard_shows_balance(app, client):
         accounts = link_accounts(app, Holder("42", email="ada@example.com"))
-        finish_refreshes(app)          # balances arrive through the app's webhook
+        finish_refreshes(app)          # with FINCONN_PREFETCH = ["balances"]: balances arrive
+                                       # through the app's webhook
         ...
 
 :func:`create_app` builds a small host app on the sandbox whose holder comes from the
@@ -24,9 +25,10 @@ from blinker import Signal
 from flask import Flask, has_app_context, request
 from flask import current_app as _current_app
 
-from .extension import FinConn, Holder, get_state
+from .extension import FinConn
 from .models import Account
 from .services import linking
+from .state import Holder, get_state
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox

@@ -26,13 +26,13 @@ from .errors import (
     ValidationError,
     register_handlers,
 )
-from .extension import FinConnState, get_state
 from .services import accounts as accounts_service
 from .services import events as events_service
-from .services import linking
+from .services import linking, listing
 from .services import owners as owners_service
 from .services import refresh as refresh_service
 from .services import transactions as transactions_service
+from .state import FinConnState, get_state
 from .webhooks import verify as verify_webhook
 
 bp = Blueprint("finconn", __name__)
@@ -137,10 +137,10 @@ def list_accounts() -> ResponseReturnValue:
     """The holder's linked accounts, with their latest balances."""
     state = _state()
     holder = state.require_holder()
-    rendered = accounts_service.list_account_json(state, holder.id)
+    rendered = listing.list_account_json(state, holder.id)
     if rendered is None:
-        rows = accounts_service.list_account_rows(state, holder.id)
-        return jsonify({"data": schemas.dump_account_rows(rows)})
+        found = accounts_service.list_accounts(state, holder.id)
+        return jsonify({"data": schemas.AccountSchema(many=True).dump(found)})
     return current_app.response_class(
         '{"data":[' + ",".join(rendered) + "]}", mimetype="application/json"
     )

@@ -1,6 +1,6 @@
 """Stripe webhook signatures: verify a delivery's raw bytes, then read the event out of it.
 
-The scheme is Stripe's (reference §4.3): ``Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]``,
+The scheme is Stripe's: ``Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]``,
 an HMAC-SHA256 of ``b"<t>." + body`` keyed with the whole ``whsec_...`` secret. A delivery
 verifies when any ``v1`` value matches the MAC under any configured secret (several during a
 rotation, on both sides), and its timestamp is no older than the tolerance. Future

@@ -33,5 +33,14 @@ start_redis() {
   local port; port=$(_free_port)
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null &
   _redis_pid=$!
+  # The suite starts only once Redis answers PING (polled for up to 20 s).
+  local reply="" tries=0
+  until [ "$reply" = "+PONG" ]; do
+    kill -0 "$_redis_pid" 2>/dev/null || { echo "error: redis-server exited at start; run 'redis-server --port $port' to see why." >&2; exit 1; }
+    if ((tries++ >= 200)); then echo "error: Redis on 127.0.0.1:$port did not answer PING within 20 s." >&2; exit 1; fi
+    reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'PING\r\n' >&3 && IFS= read -r -t 1 line <&3 && printf '%s' "${line%$'\r'}") 2>/dev/null || true)
+    [ "$reply" = "+PONG" ] || sleep 0.1
+  done
   export FINCONN_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+  echo "Redis on 127.0.0.1:$port" >&2
 }

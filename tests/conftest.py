@@ -104,9 +104,11 @@ def chromium() -> Iterator[Any]:
 
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium")
+    # scripts/test sets FINCONN_CHROMIUM to Playwright's Chromium where the system's cannot
+    # run headless (Ubuntu's snap shim).
+    executable = os.environ.get("FINCONN_CHROMIUM") or shutil.which("chromium")
     if executable is None:
-        pytest.skip("Debian's chromium is not installed; run the suite with scripts/test.")
+        pytest.skip("No chromium is installed; run the suite with scripts/test.")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
@@ -212,7 +214,8 @@ def widget_page(chromium: Any, live_server: str) -> Iterator[Any]:
 
 
 def stripe_event(type: str, obj: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """A snapshot event as Stripe POSTs it (reference §4.2), with a fresh ``evt_`` id."""
+    """A snapshot event as Stripe POSTs it (``data.object`` is the object then), with a fresh
+    ``evt_`` id."""
     import time
 
     event = {
@@ -342,7 +345,7 @@ DATA_PERMISSIONS = ["balances", "ownership", "transactions"]
 
 @pytest.fixture
 def data_app(make_finconn_app: Callable[..., Flask]) -> Flask:
-    """A sandbox host app asking for balances, ownership and transactions (issue #5 tests).
+    """A sandbox host app asking for balances, ownership and transactions (the data tests).
 
     Its refreshes stay pending until the test finishes them (or moves the clock an hour).
     """

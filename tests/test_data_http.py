@@ -11,7 +11,7 @@ from flask import Flask, has_app_context
 from flask.testing import FlaskClient
 
 from flask_finconn import Holder, get_state, signals
-from flask_finconn.services import refresh
+from flask_finconn.services import sync
 from flask_finconn.testing import HOLDER_HEADER, captured_signals, link_accounts, sandbox_of
 
 ADA = Holder("ada", email="ada@example.com")
@@ -27,10 +27,10 @@ def call(
     return client.post(url, headers=headers, json=body if body is not None else {})
 
 
-def nudge(app: Flask, stripe_id: str) -> refresh.Applied:
+def nudge(app: Flask, stripe_id: str) -> sync.Applied:
     """What a webhook about the account does: re-read it from Stripe and apply it."""
     with nullcontext() if has_app_context() else app.app_context():
-        applied = refresh.sync_account_from_stripe(get_state(app), stripe_id)
+        applied = sync.sync_account_from_stripe(get_state(app), stripe_id)
         assert applied is not None
         return applied
 

@@ -12,7 +12,7 @@ from flask import Flask
 from flask_finconn import Holder, get_state, signals
 from flask_finconn.errors import StripeUnavailable
 from flask_finconn.models import Account, Transaction
-from flask_finconn.services import refresh, transactions
+from flask_finconn.services import refresh, sync, transactions
 from flask_finconn.testing import captured_signals, link_accounts, sandbox_of
 
 ADA = Holder("ada", email="ada@example.com")
@@ -42,12 +42,12 @@ def stripe_id_of(app: Flask, account_id: str) -> str:
         return account.stripe_id
 
 
-def settle(app: Flask, account_id: str, status: str = "succeeded") -> refresh.Applied:
+def settle(app: Flask, account_id: str, status: str = "succeeded") -> sync.Applied:
     """Finish the account's pending refreshes at the sandbox and apply them (as a webhook)."""
     stripe_id = stripe_id_of(app, account_id)
     sandbox_of(app).finish_refreshes(stripe_id, status=status)
     with app.app_context():
-        applied = refresh.sync_account_from_stripe(get_state(app), stripe_id)
+        applied = sync.sync_account_from_stripe(get_state(app), stripe_id)
         assert applied is not None
         return applied
 
@@ -152,7 +152,7 @@ def test_a_sync_that_dies_on_page_3_resumes_without_gaps_or_repeats(
     with data_app.app_context(), captured_signals(signals.transactions_synced, data_app) as synced:
         state = get_state(data_app)
         with pytest.raises(StripeUnavailable):
-            refresh.sync_account_from_stripe(state, stripe_id, on_page=fail_page_3)
+            sync.sync_account_from_stripe(state, stripe_id, on_page=fail_page_3)
         state.db.session.rollback()
         assert synced == []
         kept = len(stored(data_app, account_id))  # what was committed before the failure
@@ -161,7 +161,7 @@ def test_a_sync_that_dies_on_page_3_resumes_without_gaps_or_repeats(
             assert kept == 200
 
         pages: list[int] = []
-        applied = refresh.sync_account_from_stripe(
+        applied = sync.sync_account_from_stripe(
             state, stripe_id, on_page=lambda rows, page: pages.append(rows)
         )
     assert applied is not None and applied.sync is not None
@@ -183,7 +183,7 @@ def test_a_pending_refresh_never_becomes_the_cursor(data_app: Flask) -> None:
     with data_app.app_context():
         state = get_state(data_app)
         # A nudge while the refresh is still running: nothing to sync yet.
-        applied = refresh.sync_account_from_stripe(state, stripe_id_of(data_app, account_id))
+        applied = sync.sync_account_from_stripe(state, stripe_id_of(data_app, account_id))
         assert applied is not None and applied.sync is None
     applied = settle(data_app, account_id)
     assert applied.sync is not None and applied.sync.updated > 0
@@ -195,7 +195,7 @@ def test_duplicate_and_late_nudges_do_not_count_twice(data_app: Flask) -> None:
     with data_app.app_context(), captured_signals(signals.transactions_synced, data_app) as synced:
         state = get_state(data_app)
         for _ in range(3):
-            applied = refresh.sync_account_from_stripe(state, stripe_id_of(data_app, account_id))
+            applied = sync.sync_account_from_stripe(state, stripe_id_of(data_app, account_id))
             assert applied is not None
             assert applied.finished == {} and applied.sync is None
     assert synced == []
@@ -210,7 +210,7 @@ def test_a_relinked_account_continues_its_history(data_app: Flask) -> None:
     settled = max(row["at"] for row in before.values() if row["status"] != "pending")
     sandbox.deactivate(old_stripe_id)
     with data_app.app_context():
-        refresh.sync_account_from_stripe(get_state(data_app), old_stripe_id)
+        sync.sync_account_from_stripe(get_state(data_app), old_stripe_id)
 
     sandbox.advance_time(3600)  # an hour of new activity at the bank before the relink
     relinked = link_accounts(data_app, ADA)[0]
@@ -260,7 +260,7 @@ def test_racing_nudges_store_and_count_each_row_once(
         barrier.wait()
         try:
             with data_app.app_context():
-                refresh.sync_account_from_stripe(get_state(data_app), stripe_id)
+                sync.sync_account_from_stripe(get_state(data_app), stripe_id)
         except BaseException as exc:  # shown by the assertion below, not lost in the thread
             failures.append(exc)
 

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from example_app import database_url
 from example_app.formatting import balance_chart
 from example_app.models import User, db
-from flask_finconn import Holder
+from flask_finconn import ConfigurationError, Holder
 from flask_finconn.testing import link_accounts, sandbox_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,13 +117,14 @@ def test_pages_show_the_users_accounts_and_nobody_elses(
 
     dashboard = ada.get("/").get_data(as_text=True)
     assert "Test Checking" in dashboard and "Test Savings" in dashboard
-    assert "••6789" in dashboard
+    assert "•••• 6789" in dashboard
     assert re.search(r'data-field="balance">\$[\d,]+\.\d\d<', dashboard)
     assert "Net balance of active accounts" in dashboard
 
     account = ada.get(f"/accounts/{checking}").get_data(as_text=True)
-    assert "Balance history of Test Checking" in account
-    assert 'class="chart__line"' in account
+    assert '<h2 id="history-title">Balance history</h2>' in account
+    # One reading is a sentence, not a near-empty chart.
+    assert "One reading so far:" in account and 'class="chart__line"' not in account
     assert re.search(r'<tr class="txn txn--pending">', account)
     assert re.search(r"1\u2013\d+ of \d+ transactions", account)
     assert 'class="owner__name"' in account
@@ -203,10 +204,11 @@ def test_transactions_are_searchable_filterable_and_paginated(
     rows = re.findall(r'<tr class="txn txn--(\w+)">', pending)
     assert rows and set(rows) == {"pending"}
 
-    description = re.search(r"<td>([^<]+)</td>\s*<td>", first).group(1)  # type: ignore[union-attr]
+    cell = r'<td data-label="Description">([^<]+)</td>'
+    description = re.search(cell, first).group(1)  # type: ignore[union-attr]
     word = description.split()[0]
     found = client.get(url, query_string={"q": word.lower()}).get_data(as_text=True)
-    descriptions = re.findall(r"<td>([^<]+)</td>\s*<td>", found)
+    descriptions = re.findall(cell, found)
     assert descriptions and all(word.lower() in d.lower() for d in descriptions)
     # LIKE wildcards are searched for literally.
     assert "No transactions match" in client.get(url, query_string={"q": "%"}).get_data(
@@ -318,3 +320,21 @@ def test_the_events_page_shows_a_failed_event_with_its_error(
     assert "flask finconn events replay evt_" in rows[0]
     everything = client.get("/events").get_data(as_text=True)
     assert everything.count("badge--processed") >= 6
+
+
+def test_without_a_stripe_key_the_example_asks_for_the_sandbox_explicitly(
+    make_pocketbook: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outside debug and testing mode the extension starts the sandbox only when
+    # FINCONN_SANDBOX is set explicitly: the example sets it when it has no key.
+    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
+    app = make_pocketbook(TESTING=False)
+    try:
+        assert not app.testing and not app.debug
+        assert app.config["FINCONN_SANDBOX"] is True
+        assert sandbox_of(app) is not None
+    finally:
+        sandbox_of(app).stop_background()
+    # An explicit choice is left alone: turning the sandbox off without a key is refused.
+    with pytest.raises(ConfigurationError):
+        make_pocketbook(FINCONN_SANDBOX=False)

@@ -24,8 +24,11 @@ def new_user(chromium: Any, pocketbook_server: tuple[Flask, str]) -> Iterator[An
     contexts: list[BrowserContext] = []
     errors: list[str] = []
 
-    def open_page() -> Page:
-        context = chromium.new_context(base_url=base, viewport={"width": 1200, "height": 800})
+    def open_page(width: int = 1200) -> Page:
+        # A viewer far from UTC: the app must show their local time, not the server's UTC.
+        context = chromium.new_context(
+            base_url=base, viewport={"width": width, "height": 800}, timezone_id="Asia/Tokyo"
+        )
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -85,12 +88,14 @@ def test_link_refresh_read_and_disconnect(
     expect(cards).to_have_count(2)
     checking = cards.filter(has_text="Test Checking")
     expect(checking).to_contain_text("Test (Non-OAuth)")
-    expect(checking).to_contain_text("••6789")
+    expect(checking).to_contain_text("•••• 6789")
     expect(checking.locator("[data-field='status']")).to_have_text("Active")
     # The balances were prefetched on link and arrive by webhook: no click, no reload.
     for card in (checking, cards.filter(has_text="Test Savings")):
         expect(card.locator("[data-field='balance']")).to_have_text(re.compile(r"^\$[\d,]+\.\d\d$"))
-        expect(card).to_contain_text(re.compile(r"as of \w{3} \d+, \d{4}"))
+        expect(card).to_contain_text(re.compile(r"as of \w{3} \d+, \d{4}, \d+:\d\d [AP]M GMT\+9"))
+        # Nobody clicked Refresh: the prefetched balance arrives without a message.
+        expect(card.locator("[data-field='message']")).to_have_text("")
     expect(page.locator(".total__amount")).to_have_text(re.compile(r"^\$[\d,]+\.\d\d$"))
 
     # Refresh: the new balance replaces the old one in place, without a page load.
@@ -109,14 +114,22 @@ def test_link_refresh_read_and_disconnect(
     )
     expect(checking.locator("[data-field='balance']")).to_have_text(shown)
     assert page.evaluate("window.__samePage") is True
-    # Refreshing again at once is refused with the reason, not silently ignored.
+    # Refreshing again at once is refused with the reason and how long to wait.
     checking.get_by_role("button", name="Refresh balance").click()
-    expect(checking.locator("[data-field='message']")).to_have_class(re.compile("field-error"))
+    expect(checking.locator("[data-field='message']")).to_have_text(
+        re.compile(r"^Balance was just refreshed; you can refresh again in \d+ seconds?\.$")
+    )
+    expect(checking.locator("[data-field='message']")).not_to_have_class(re.compile("field-error"))
 
     # The account page: chart, transactions (pending marked, searchable, paginated), owners.
     checking.get_by_role("link", name="Test Checking", exact=True).click()
     expect(page.get_by_role("heading", name="Test Checking", level=1)).to_be_visible()
     expect(page.get_by_role("img", name="Balance history of Test Checking")).to_be_visible()
+    # Its labels, point titles and caption are in the viewer's zone too.
+    expect(page.locator("figcaption")).to_contain_text("GMT+9")
+    labels = page.locator(".chart__svg--wide text[data-datetime], .chart__svg--wide title")
+    assert labels.count() >= 4
+    assert not [t for t in labels.all_text_contents() if "UTC" in t]
     rows = page.locator("tr.txn")
     expect(rows.first).to_be_visible()
     expect(page.locator("tr.txn--pending").first.get_by_text("Pending")).to_be_visible()
@@ -228,3 +241,40 @@ def test_an_account_the_bank_cut_off_is_reconnected_through_the_modal(new_user: 
     expect(page.get_by_text("Reconnect needed")).to_have_count(0)
     relinked = [card.get_attribute("data-account") for card in page.locator(CARD).all()]
     assert set(relinked) == set(ids)
+
+
+def test_on_a_phone_every_column_is_readable_and_buttons_keep_their_colours(
+    new_user: Any,
+) -> None:
+    page = new_user(width=390)
+    page.goto("/")
+    expect(page.locator(".brand__name")).to_be_visible()  # the sign-in header names the app
+    page.get_by_label("Email address").fill("barbara@example.com")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
+    link_test_bank(page)
+    checking = page.locator(CARD).filter(has_text="Test Checking")
+    expect(checking.locator("[data-field='balance']")).to_have_text(re.compile(r"^\$"))
+
+    # Hovering Disconnect in the dialog keeps light text on the danger colour.
+    checking.get_by_role("button", name="Disconnect").click()
+    confirm = page.get_by_role("dialog").get_by_role("button", name="Disconnect")
+    confirm.hover()
+    colours = confirm.evaluate(
+        "(b) => { const s = getComputedStyle(b); return [s.color, s.backgroundColor]; }"
+    )
+    assert colours[0] != colours[1], colours
+    page.get_by_role("dialog").get_by_role("button", name="Keep it").click()
+
+    # Transactions and events stack into one card per row: nothing is cut off at 390 px.
+    checking.get_by_role("link", name="Test Checking", exact=True).click()
+    amount = page.locator("tr.txn").first.locator("td[data-label='Amount']")
+    expect(amount).to_be_visible()
+    box = amount.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390, box
+    page.get_by_role("link", name="Events").click()
+    attempts = page.locator("td[data-label='Attempts']").first
+    expect(attempts).to_be_visible()
+    box = attempts.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ REAL_KEYS = {
     "FINCONN_STRIPE_SECRET_KEY": "sk_test_core123",
     "FINCONN_STRIPE_PUBLISHABLE_KEY": "pk_test_core123",
     "FINCONN_WEBHOOK_SECRET": "whsec_core123",
+    "FINCONN_MERCHANT_NAME": "Core Shop",
 }
 
 
@@ -29,6 +32,7 @@ def no_stripe_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def host_app(**config: Any) -> tuple[Flask, SQLAlchemy, FinConn]:
     app = Flask("host")
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    app.config["FINCONN_MERCHANT_NAME"] = "Host shop"
     app.config.update(config)
     db = SQLAlchemy()
     db.init_app(app)
@@ -95,6 +99,8 @@ def test_settings_are_read_once_at_init() -> None:
         ({**REAL_KEYS, "FINCONN_URL_PREFIX": "finconn/"}, "FINCONN_URL_PREFIX"),
         ({**REAL_KEYS, "FINCONN_TASK_QUEUE": "rq"}, "FINCONN_TASK_QUEUE"),
         ({**REAL_KEYS, "FINCONN_MAX_CONTENT_LENGTH": 0}, "FINCONN_MAX_CONTENT_LENGTH"),
+        ({**REAL_KEYS, "FINCONN_MERCHANT_NAME": None}, "FINCONN_MERCHANT_NAME"),
+        ({**REAL_KEYS, "FINCONN_MERCHANT_NAME": ""}, "FINCONN_MERCHANT_NAME"),
     ],
 )
 def test_misconfiguration_says_what_to_set(config: dict[str, Any], names: str) -> None:
@@ -139,8 +145,13 @@ def test_one_extension_serves_several_apps_without_holding_them() -> None:
         apps.append(app)
     assert [get_state(app).settings.url_prefix for app in apps] == ["/one", "/two"]
     assert get_state(apps[0]).stripe is not get_state(apps[1]).stripe
-    assert not any(isinstance(value, Flask) for value in vars(finconn).values())
     assert {r.rule for r in apps[1].url_map.iter_rules()} >= {"/two/accounts", "/two/sessions"}
+    # Nothing the extension keeps refers to an app: dropped apps are collected.
+    alive = [weakref.ref(each) for each in apps]
+    del apps, app
+    gc.collect()
+    assert [ref() for ref in alive] == [None, None]
+    assert finconn.db is db
 
 
 def test_app_passed_to_constructor_is_initialised() -> None:
@@ -195,7 +206,7 @@ def test_holder_must_be_a_holder() -> None:
 
 
 def test_routes_need_a_holder_loader() -> None:
-    app, _, finconn = host_app(FINCONN_SANDBOX_DATABASE=":memory:")
+    app, _, finconn = host_app(FINCONN_SANDBOX=True, FINCONN_SANDBOX_DATABASE=":memory:")
     finconn.init_app(app)
     response = app.test_client().get("/finconn/accounts")
     assert response.status_code == 500
@@ -222,3 +233,57 @@ def test_error_handlers_stay_on_the_blueprint() -> None:
     assert ours.mimetype == "application/json"
     # Routing errors happen before a blueprint is chosen, so they stay the host's.
     assert client.get("/finconn/nowhere").mimetype == "text/html"
+
+
+@pytest.mark.parametrize("key", ["sk_live_x", "rk_live_x"])
+def test_a_live_key_never_runs_on_the_sandbox(key: str) -> None:
+    app, _, finconn = host_app(
+        **{**REAL_KEYS, "FINCONN_STRIPE_SECRET_KEY": key}, FINCONN_SANDBOX=True
+    )
+    with pytest.raises(ConfigurationError) as info:
+        finconn.init_app(app)
+    message = str(info.value)
+    assert "live key" in message and "FINCONN_SANDBOX" in message and message.endswith(".")
+    assert key not in message
+    assert "finconn" not in app.extensions
+
+
+def test_without_a_key_a_production_app_does_not_fall_back_to_the_sandbox() -> None:
+    app, _, finconn = host_app(FINCONN_SANDBOX_DATABASE=":memory:")
+    assert not (app.debug or app.testing)
+    with pytest.raises(ConfigurationError) as info:
+        finconn.init_app(app)
+    message = str(info.value)
+    assert "FINCONN_STRIPE_SECRET_KEY" in message and "FINCONN_SANDBOX = True" in message
+    assert "finconn" not in app.extensions
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"DEBUG": True}, {"TESTING": True}, {"FINCONN_SANDBOX": True}],
+    ids=["debug", "testing", "explicit"],
+)
+def test_without_a_key_the_sandbox_runs_in_debug_testing_or_when_asked(
+    config: dict[str, Any],
+) -> None:
+    app, _, finconn = host_app(FINCONN_SANDBOX_DATABASE=":memory:", **config)
+    finconn.init_app(app)
+    sandbox = get_state(app).sandbox
+    assert sandbox is not None
+    sandbox.stop_background()
+
+
+def test_the_sandbox_names_a_merchant_a_person_would_write() -> None:
+    app = create_app(FINCONN_MERCHANT_NAME=None)
+    assert get_state(app).settings.merchant_name == "Sandbox merchant"
+    named = create_app(FINCONN_MERCHANT_NAME="Acme Budget")
+    assert get_state(named).settings.merchant_name == "Acme Budget"
+
+
+def test_the_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    import flask_finconn
+
+    assert flask_finconn.__version__ == version("flask-finconn")
+    assert "__version__" in flask_finconn.__all__

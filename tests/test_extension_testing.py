@@ -87,6 +87,7 @@ def test_sandbox_of_refuses_real_keys() -> None:
         FINCONN_STRIPE_SECRET_KEY="sk_test_real",
         FINCONN_STRIPE_PUBLISHABLE_KEY="pk_test_real",
         FINCONN_WEBHOOK_SECRET="whsec_real",
+        FINCONN_MERCHANT_NAME="Real shop",
     )
     db = SQLAlchemy(app)
     FinConn(app, db=db)

@@ -279,13 +279,48 @@ def test_unknown_session_is_404(finconn_client: FlaskClient) -> None:
     assert error_code(response) == "session_not_found"
 
 
-def test_account_ids_from_the_browser_are_refused(finconn_client: FlaskClient) -> None:
+def test_account_ids_from_the_browser_are_refused(
+    finconn_app: Flask, finconn_client: FlaskClient
+) -> None:
+    bobs = link(finconn_app, finconn_client, holder="bob", accounts=["checking"])
+    with finconn_app.app_context():
+        bob_account = get_state(finconn_app).db.session.get(Account, bobs.json["accounts"][0]["id"])  # type: ignore[index]
+        assert bob_account is not None
+        bob_stripe_id = bob_account.stripe_id
     session = open_session(finconn_client)
     response = post(
-        finconn_client, f"/finconn/sessions/{session['id']}/complete", {"accounts": ["fca_x"]}
+        finconn_client,
+        f"/finconn/sessions/{session['id']}/complete",
+        {"accounts": [bob_stripe_id]},
     )
     assert response.status_code == 400
     assert response.json["error"]["fields"] == {"accounts": ["Unknown field."]}  # type: ignore[index]
+    listed = finconn_client.get("/finconn/accounts", headers={HOLDER_HEADER: "ada"})
+    assert listed.json == {"data": []}
+
+
+def test_a_session_listing_another_customers_account_is_refused(
+    finconn_app: Flask, finconn_client: FlaskClient
+) -> None:
+    from flask_finconn.models import LinkSession
+    from flask_finconn.services.customers import find_customer
+
+    open_session(finconn_client, "ada")  # Ada's customer
+    bobs = open_session(finconn_client, "bob")
+    sandbox_of(finconn_app).complete_session(bobs["id"], "bank_nonoauth", ["checking"])
+    with finconn_app.app_context():
+        db = get_state(finconn_app).db
+        ada = find_customer(get_state(finconn_app), "ada")
+        stored = db.session.get(LinkSession, bobs["id"])
+        assert ada is not None and stored is not None
+        # Our row says Ada's; at Stripe the session is Bob's customer's.
+        stored.holder_id, stored.customer_id = "ada", ada.id
+        db.session.commit()
+    response = post(finconn_client, f"/finconn/sessions/{bobs['id']}/complete", holder="ada")
+    assert response.status_code == 404
+    assert error_code(response) == "session_not_found"
+    with finconn_app.app_context():
+        assert get_state(finconn_app).db.session.query(Account).count() == 0
 
 
 def test_complete_needs_a_holder(finconn_client: FlaskClient) -> None:

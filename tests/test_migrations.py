@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,23 @@ def make_host(database_url: str) -> tuple[Flask, SQLAlchemy]:
         FINCONN_STRIPE_SECRET_KEY="sk_test_migrations",
         FINCONN_STRIPE_PUBLISHABLE_KEY="pk_test_migrations",
         FINCONN_WEBHOOK_SECRET="whsec_migrations",
+        FINCONN_MERCHANT_NAME="Migrations",
     )
     db = SQLAlchemy()
     db.init_app(app)
     FinConn(db=db).init_app(app)
     Migrate(app, db)
     return app, db
+
+
+@pytest.fixture(autouse=True)
+def keep_loggers_enabled() -> Iterator[None]:
+    """Alembic's env.py applies alembic.ini's logging, which disables every logger it does
+    not name; enable ours again so later tests still see the extension's log records."""
+    yield
+    for name, each in logging.root.manager.loggerDict.items():
+        if isinstance(each, logging.Logger) and name.startswith("flask_finconn"):
+            each.disabled = False
 
 
 # Flask-Migrate's generated env.py still tries Flask-SQLAlchemy's deprecated get_engine() first.

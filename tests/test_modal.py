@@ -135,7 +135,6 @@ def test_closing_at_any_step_exits_with_no_accounts(
     expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
     # The page is usable again: scrolling, clicks, and focus back on the button that opened it.
     assert widget_page.evaluate("document.documentElement.style.overflow") == ""
-    assert widget_page.evaluate("[...document.body.children].some(el => el.inert)") is False
     expect(widget_page.get_by_role("button", name="Link your bank")).to_be_focused()
 
 
@@ -261,9 +260,14 @@ def test_search_covers_every_sandbox_bank(widget_page: Page, widget_app: Flask) 
 def test_focus_stays_inside_the_modal(widget_page: Page) -> None:
     reach(widget_page, "consent")
     assert widget_page.evaluate("document.documentElement.style.overflow") == "hidden"
-    assert widget_page.evaluate("document.querySelector('h1').closest('[inert]') !== null")
     dialog = widget_page.get_by_role("dialog")
-    expect(dialog).to_have_attribute("aria-modal", "true")
+    # A native modal dialog: the page behind it takes no clicks or focus.
+    assert dialog.evaluate("d => d.localName === 'dialog' && d.matches(':modal')")
+    heading = widget_page.get_by_role("heading", name="Acme Budget", exact=True)
+    assert heading.evaluate(
+        """h => { const r = h.getBoundingClientRect();
+          return document.elementFromPoint(r.x + 4, r.y + 4) !== h; }"""
+    )
     expect(dialog.locator(".badge")).to_have_text("Sandbox")
     for _ in range(6):
         widget_page.keyboard.press("Tab")
@@ -443,3 +447,55 @@ def test_stand_in_script_is_served_fresh(widget_app: Flask) -> None:
         assert response.mimetype == "text/javascript"
         assert "no-cache" in response.headers["Cache-Control"]  # revalidated on every load
         assert "collectFinancialConnectionsAccounts" in response.get_data(as_text=True)
+
+
+def test_empty_login_fields_get_the_modals_own_error(widget_page: Page) -> None:
+    reach(widget_page, "login")
+    form = widget_page.locator("form")
+    assert form.evaluate("f => f.noValidate")  # no browser tooltip: the modal says it itself
+    widget_page.get_by_label("Password").fill("pw")
+    widget_page.get_by_role("button", name="Log in", exact=True).click()
+    expect(widget_page.get_by_role("alert")).to_have_text("Enter your username and password.")
+    username = widget_page.get_by_label("Username")
+    expect(username).to_be_focused()
+    expect(username).to_have_attribute("aria-invalid", "true")
+    expect(username).to_have_accessible_description("Enter your username and password.")
+    expect(widget_page.get_by_label("Password")).not_to_have_attribute("aria-invalid", "true")
+    step(widget_page, "login")
+
+    username.fill("jenny")
+    widget_page.get_by_role("button", name="Log in", exact=True).click()
+    step(widget_page, "accounts")
+
+
+def test_success_lists_the_accounts_in_the_banks_order(widget_page: Page) -> None:
+    reach(widget_page, "accounts")
+    names = widget_page.locator(".account .name").all_text_contents()
+    metas = widget_page.locator(".account .meta").all_text_contents()
+    widget_page.get_by_role("button", name="Link accounts").click()
+    step(widget_page, "success")
+    linked = widget_page.locator(".linked li")
+    assert linked.locator(".name").all_text_contents() == names
+    # The last four digits read the same as on the accounts step: "•••• 6789".
+    assert [meta.rsplit(" · ", 1)[-1] for meta in metas] == linked.locator(
+        ".meta"
+    ).all_text_contents()
+    assert all(m.startswith("•••• ") for m in linked.locator(".meta").all_text_contents())
+
+
+@pytest.mark.parametrize("size", [(1200, 800), (390, 844)])
+def test_the_whole_consent_fits_on_a_laptop_and_a_phone(
+    widget_page: Page, size: tuple[int, int]
+) -> None:
+    widget_page.set_viewport_size({"width": size[0], "height": size[1]})
+    open_modal(widget_page, "?permissions=balances+ownership+payment_method+transactions")
+    note = widget_page.locator(".dialog .fine")
+    content = widget_page.locator(".content")
+    expect(note).to_be_in_viewport(ratio=1)
+    # Fully inside the content area without scrolling: not under the footer, not cut off.
+    inside = content.evaluate(
+        """c => { const n = c.querySelector('.fine').getBoundingClientRect();
+          const r = c.getBoundingClientRect();
+          return n.top >= r.top && n.bottom <= r.bottom; }"""
+    )
+    assert inside

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+from types import ModuleType
+
 import flask_finconn
-from flask_finconn import testing
+from flask_finconn import errors, testing
+from flask_finconn.services.events import EventProcessingFailed
 
 EXPECTED = {
     "ConfigurationError",
@@ -45,11 +51,31 @@ def test_every_public_name_exists() -> None:
     assert missing == []
 
 
+def _exception_classes(module: ModuleType) -> list[type[BaseException]]:
+    return [
+        value
+        for _, value in inspect.getmembers(module, inspect.isclass)
+        if issubclass(value, BaseException) and value.__module__ == module.__name__
+    ]
+
+
 def test_errors_share_one_base() -> None:
-    for name in flask_finconn.__all__:
-        value = getattr(flask_finconn, name)
-        if isinstance(value, type) and name.endswith(("Error", "Found", "Unavailable")):
-            assert issubclass(value, flask_finconn.FinConnError)
+    """Every exception the extension defines is a FinConnError with its own status and code."""
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(flask_finconn.__path__, "flask_finconn.")
+        if not info.name.startswith("flask_finconn.sandbox")  # the emulator speaks Stripe's
+    ]
+    defined = [cls for name in names for cls in _exception_classes(importlib.import_module(name))]
+    in_errors = _exception_classes(errors)
+    assert len(in_errors) == 11  # FinConnError and its ten kinds, all in errors.py
+    assert {cls.__name__ for cls in in_errors} <= set(flask_finconn.__all__)
+    assert set(defined) == {*in_errors, EventProcessingFailed}
+    for cls in defined:
+        assert issubclass(cls, flask_finconn.FinConnError), cls
+        assert isinstance(cls.status, int) and cls.code and cls.message.endswith("."), cls
+    kinds = [(cls.status, cls.code) for cls in defined if cls is not flask_finconn.FinConnError]
+    assert len(set(kinds)) == len(kinds)
 
 
 def test_testing_helpers_are_locked() -> None:

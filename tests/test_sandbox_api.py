@@ -334,6 +334,27 @@ def test_refresh_finishes_by_itself_after_the_delay(sb: Sandbox, client: Client)
     assert done.balance_refresh.status == "succeeded"
 
 
+def test_a_balance_reading_is_as_of_the_refresh_that_read_it(sb: Sandbox, client: Client) -> None:
+    account = one_account(sb, client)
+    fc = client.v1.financial_connections
+    fc.accounts.refresh(account.id, {"features": ["balance"]})
+    sb.advance_time(3600)
+    # The refresh completed on its own an hour ago (sandbox clock), at its due time.
+    first = fc.accounts.retrieve(account.id)
+    finished = first.balance_refresh.next_refresh_available_at - sb.refresh_cooldown
+    assert finished == first.balance_refresh.last_attempted_at + int(sb.refresh_delay)
+    assert first.balance.as_of == finished
+
+    fc.accounts.refresh(account.id, {"features": ["balance"]})
+    before = sb.now()
+    sb.finish_refreshes(account.id)
+    second = fc.accounts.retrieve(account.id)
+    assert before <= second.balance.as_of <= sb.now()
+    assert second.balance.as_of == (
+        second.balance_refresh.next_refresh_available_at - sb.refresh_cooldown
+    )
+
+
 def test_credit_balances_are_negative(sb: Sandbox, client: Client) -> None:
     card = one_account(sb, client, "credit_card")
     client.v1.financial_connections.accounts.refresh(card.id, {"features": ["balance"]})
@@ -514,6 +535,45 @@ def test_transactions_list_shape_order_and_pagination(sb: Sandbox, client: Clien
     assert any(t.amount < 0 for t in everything) and any(t.amount > 0 for t in everything)
     assert all(t.status_transitions.posted_at for t in everything if t.status == "posted")
     assert fc.transactions.retrieve(first.id).to_dict() == first.to_dict()
+
+
+def test_transactions_pagination_breaks_ties_by_id(sb: Sandbox, client: Client) -> None:
+    account = _synced(sb, client)
+    # Give most rows one of three times, so pages start and end inside runs of equal
+    # transacted_at and only the id orders them.
+    with sb.store.tx():
+        sb.store.execute(
+            "UPDATE transactions SET transacted_at = 1700000000 + (abs(random()) % 3) "
+            "WHERE account = ? AND id > 'fctxn_8'",
+            (account.id,),
+        )
+    expected = [
+        row[0]
+        for row in sb.store.all(
+            "SELECT id FROM transactions WHERE account = ? ORDER BY transacted_at DESC, id DESC",
+            (account.id,),
+        )
+    ]
+    fc = client.v1.financial_connections
+    forward, after = [], None
+    while True:
+        params: dict[str, Any] = {"account": account.id, "limit": 7}
+        if after:
+            params["starting_after"] = after
+        page = fc.transactions.list(params)
+        forward += [t.id for t in page.data]
+        if not page.has_more:
+            break
+        after = page.data[-1].id
+    assert forward == expected
+    backward, before = [], expected[-1]
+    while True:
+        page = fc.transactions.list({"account": account.id, "limit": 7, "ending_before": before})
+        backward = [t.id for t in page.data] + backward
+        if not page.has_more:
+            break
+        before = page.data[0].id
+    assert backward == expected[:-1]
 
 
 def test_transactions_filters(sb: Sandbox, client: Client) -> None:

@@ -24,7 +24,7 @@ from sandbox_support import sb_fixture  # noqa: F401
 from werkzeug.test import Client
 
 from flask_finconn.sandbox import Sandbox
-from flask_finconn.sandbox._api import ROUTES
+from flask_finconn.sandbox._routes import ROUTES
 
 AUTH = {"Authorization": "Bearer sk_test_sandbox"}
 FORM = "application/x-www-form-urlencoded"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -154,14 +153,13 @@ def test_generated_data_is_deterministic() -> None:
     )
 
 
-def test_a_very_large_history_is_quick(sb: Sandbox) -> None:
+def test_a_very_large_history_pages_both_ways(sb: Sandbox) -> None:
+    # How fast it is generated is measured by bench/sandbox_state.py, not asserted here.
     client = sb.stripe_client()
     account = link(sb, client, "test_oauth", accounts=["checking"])[0]
     sb.set_history_size(account.id, 100_000)
     client.v1.financial_connections.accounts.refresh(account.id, {"features": ["transactions"]})
-    started = time.perf_counter()
     sb.finish_refreshes()
-    assert time.perf_counter() - started < 10
     fc = client.v1.financial_connections
     page = fc.transactions.list({"account": account.id, "limit": 100})
     assert len(page.data) == 100 and page.has_more

@@ -13,7 +13,7 @@ from flask import Flask
 
 from flask_finconn import Holder, get_state
 from flask_finconn.errors import StripeUnavailable
-from flask_finconn.services import refresh, transactions
+from flask_finconn.services import sync, transactions
 from flask_finconn.testing import create_app, link_accounts, sandbox_of
 
 HOST_CACHE = -3000  # the host's own setting, in KiB
@@ -83,7 +83,7 @@ def test_the_sync_writes_with_64_mib_and_restores_the_hosts_setting(
     monkeypatch.setattr(transactions, "COMMIT_INTERVAL", 0)  # a batch, a commit, per page
     stripe_id = account_with_history(app, 450)
     with cache_at_each_write(app) as seen, app.app_context():
-        applied = refresh.sync_account_from_stripe(get_state(app), stripe_id)
+        applied = sync.sync_account_from_stripe(get_state(app), stripe_id)
     assert applied is not None and applied.sync is not None
     assert applied.sync.added == 450
     assert seen == [-64 * 1024] * 5
@@ -104,7 +104,7 @@ def test_a_sync_that_fails_mid_batch_restores_the_hosts_setting(
     with cache_at_each_write(app) as seen, app.app_context():
         state = get_state(app)
         with pytest.raises(StripeUnavailable):
-            refresh.sync_account_from_stripe(state, stripe_id, on_page=fail_page_3)
+            sync.sync_account_from_stripe(state, stripe_id, on_page=fail_page_3)
         state.db.session.rollback()
     assert seen == [-64 * 1024] * 2
     assert pooled_cache_sizes(app) == {HOST_CACHE}
@@ -124,6 +124,6 @@ def test_a_larger_host_setting_is_left_alone(tmp_path: Path) -> None:
     engine.dispose()
     stripe_id = account_with_history(app, 150)
     with cache_at_each_write(app) as seen, app.app_context():
-        refresh.sync_account_from_stripe(get_state(app), stripe_id)
+        sync.sync_account_from_stripe(get_state(app), stripe_id)
     assert seen == [100_000, 100_000]  # 100,000 pages of 4 KiB is more than 64 MiB
     engine.dispose()

@@ -6,11 +6,13 @@ Stripe would over HTTP; handlers re-read accounts through the real SDK.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from conftest import stripe_event
 from flask import Flask
@@ -28,13 +30,16 @@ from flask_finconn import (
     transactions_synced,
 )
 from flask_finconn.models import Account, Transaction, WebhookEvent, utcnow
-from flask_finconn.services import events
+from flask_finconn.sandbox import EVENT_TYPES as SANDBOX_EVENT_TYPES
+from flask_finconn.services import events, handlers
 from flask_finconn.testing import HOLDER_HEADER, captured_signals, link_accounts, sandbox_of
 
 DEACTIVATED = "financial_connections.account.deactivated"
 REFRESHED_BALANCE = "financial_connections.account.refreshed_balance"
 REFRESHED_OWNERSHIP = "financial_connections.account.refreshed_ownership"
 REFRESHED_TRANSACTIONS = "financial_connections.account.refreshed_transactions"
+ACCOUNT_PREFIX = "financial_connections.account."
+AUTHORIZATION_PREFIX = "financial_connections.authorization."
 
 
 def linked_checking(app: Flask) -> Account:
@@ -158,15 +163,67 @@ def test_unknown_types_and_foreign_accounts_are_stored_and_acknowledged(
 
 
 def test_every_fc_event_type_is_handled(webhook_app: Flask) -> None:
+    """Each type Stripe (here: the sandbox) sends reaches its handler and is processed."""
+    account_types = [t for t in SANDBOX_EVENT_TYPES if t.startswith(ACCOUNT_PREFIX)]
+    authorization_types = [t for t in SANDBOX_EVENT_TYPES if t.startswith(AUTHORIZATION_PREFIX)]
+    assert len(account_types) == 12 and len(authorization_types) == 2
+    assert len(SANDBOX_EVENT_TYPES) == 14
+    reached = {t: handlers.handler_for(t) for t in SANDBOX_EVENT_TYPES}
+    assert reached == {
+        **{t: handlers.account_event for t in account_types},
+        # authorization events come with account events that carry the accounts' data
+        **{t: handlers.ignore for t in authorization_types},
+    }
     account = linked_checking(webhook_app)
     sb = sandbox_of(webhook_app)
-    for event_type in events.EVENT_TYPES:
+    for event_type in SANDBOX_EVENT_TYPES:
         sb.fire_event(account.stripe_id, event_type)
     sb.deliver_events()
-    rows = [r for r in stored(webhook_app) if r.type in events.EVENT_TYPES]
-    assert sorted({r.type for r in rows}) == sorted(events.EVENT_TYPES)
+    rows = [r for r in stored(webhook_app) if r.type in SANDBOX_EVENT_TYPES]
+    assert sorted({r.type for r in rows}) == sorted(SANDBOX_EVENT_TYPES)
     assert {r.status for r in rows} == {"processed"}
-    assert set(events.HANDLERS) == set(events.EVENT_TYPES)
+
+
+def test_an_event_about_a_link_a_relink_replaced_leaves_the_account_alone(
+    webhook_app: Flask, post_webhook: Callable[..., Any]
+) -> None:
+    old = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
+    sb.deliver_events()
+    new = linked_checking(webhook_app)  # the same bank account again: a relink
+    assert new.id == old.id and new.stripe_id != old.stripe_id
+    sb.deliver_events()
+    raw = get_state(webhook_app).stripe.retrieve_account(old.stripe_id).to_dict()
+    event = stripe_event("financial_connections.account.created", raw)
+    assert post_webhook(webhook_app, event).status_code == 200
+    row = account_row(webhook_app, old.id)
+    assert (row.stripe_id, row.previous_stripe_ids) == (new.stripe_id, [old.stripe_id])
+    assert {r.status for r in stored(webhook_app)} == {"processed"}
+
+
+def test_an_account_is_linked_from_an_event_only_for_the_customer_stripe_names(
+    webhook_app: Flask, post_webhook: Callable[..., Any]
+) -> None:
+    ada = linked_checking(webhook_app)
+    sb = sandbox_of(webhook_app)
+    sb.deliver_events()
+    stripe = get_state(webhook_app).stripe
+    # Someone else's customer and account on the same Stripe account, unknown to this app.
+    other = stripe.create_customer("mallory", email=None, name=None)
+    session = stripe.create_session(
+        other.id, permissions=["balances"], prefetch=[], country="US", account_subcategories=None
+    )
+    sb.complete_session(session.id, "bank_nonoauth", ["checking"])
+    theirs = stripe.session_accounts(session.id)[0].to_dict()
+    ada_customer = stripe.retrieve_account(ada.stripe_id).to_dict()["account_holder"]["customer"]
+    # The payload claims Ada's customer; Stripe, asked again, says otherwise.
+    forged = {**theirs, "account_holder": {"type": "customer", "customer": ada_customer}}
+    event = stripe_event("financial_connections.account.created", forged)
+    assert post_webhook(webhook_app, event).status_code == 200
+    with webhook_app.app_context():
+        rows = get_state(webhook_app).db.session.scalars(sa.select(Account)).all()
+        assert [(r.id, r.stripe_id) for r in rows] == [(ada.id, ada.stripe_id)]
+        assert rows[0].previous_stripe_ids == []
 
 
 def test_account_created_before_the_browser_completes_links_once(webhook_app: Flask) -> None:
@@ -185,7 +242,9 @@ def test_account_created_before_the_browser_completes_links_once(webhook_app: Fl
     assert [s["account"].id for s in linked] == [completed["accounts"][0]["id"]]
 
 
-def test_a_failing_handler_is_recorded_then_replayed_once(webhook_app: Flask) -> None:
+def test_a_failing_handler_is_recorded_then_replayed_once(
+    webhook_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
     account = linked_checking(webhook_app)
     sb = sandbox_of(webhook_app)
     sb.deliver_events()
@@ -194,12 +253,20 @@ def test_a_failing_handler_is_recorded_then_replayed_once(webhook_app: Flask) ->
     with (
         captured_signals(event_failed, webhook_app) as failed,
         captured_signals(account_deactivated, webhook_app) as deactivated,
+        caplog.at_level(logging.ERROR, logger="flask_finconn.events"),
     ):
         sb.deliver_events()
         assert sb.webhook_attempts()[-1]["status"] == 500  # so Stripe retries
         row = next(r for r in stored(webhook_app) if r.type == DEACTIVATED)
         assert row.status == "failed" and row.attempts == 1
         assert row.last_error is not None and "StripeUnavailable" in row.last_error
+        # The whole traceback is kept with the event and logged, down to the failing call.
+        assert row.last_traceback is not None
+        assert row.last_traceback.startswith("Traceback (most recent call last):")
+        assert "retrieve_account" in row.last_traceback
+        assert "StripeUnavailable" in row.last_traceback.splitlines()[-1]
+        logged = [r for r in caplog.records if row.id in r.getMessage()]
+        assert logged and logged[0].exc_info is not None
         assert [f["event"].id for f in failed] == [row.id]
         assert type(failed[0]["error"]).__name__ == "StripeUnavailable"
         assert account_row(webhook_app, account.id).status == "active"  # rolled back
@@ -388,12 +455,12 @@ def test_a_retry_takes_over_an_event_whose_worker_died(
     event = sb.events(type=DEACTIVATED)[-1]
     with webhook_app.app_context():
         state = get_state(webhook_app)
-        events.store_event(state, event, claimed=True)  # then the process was killed
+        events.store_event(state, event)
         session = state.db.session
-        session.execute(
+        session.execute(  # claimed a minute ago, then the process was killed
             sa.update(WebhookEvent)
             .where(WebhookEvent.id == event["id"])
-            .values(claimed_at=utcnow() - timedelta(minutes=1))
+            .values(status="processing", attempts=1, claimed_at=utcnow() - timedelta(minutes=1))
         )
         session.commit()
     assert post_webhook(webhook_app, event).status_code == 200  # too soon: still its own
@@ -411,3 +478,27 @@ def test_a_retry_takes_over_an_event_whose_worker_died(
     assert len(deactivated) == 1
     rows = [r for r in stored(webhook_app) if r.id == event["id"]]
     assert [(r.status, r.attempts) for r in rows] == [("processed", 2)]
+
+
+def test_event_writes_go_through_sqlalchemy_where_the_hosts_listeners_see_them(
+    webhook_app: Flask, post_webhook: Callable[..., Any]
+) -> None:
+    with webhook_app.app_context():
+        engine = get_state(webhook_app).db.engine
+    seen: list[str] = []
+
+    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    sa.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        event = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
+        assert post_webhook(webhook_app, event).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listen)
+    assert [s.split(" (")[0] for s in seen if s.startswith("INSERT")] == [
+        "INSERT INTO finconn_webhook_event"
+    ]
+    # the processed mark (the inline queue has the event stored already claimed)
+    assert len([s for s in seen if s.startswith("UPDATE finconn_webhook_event")]) == 1
+    assert {r.status for r in stored(webhook_app)} == {"processed"}

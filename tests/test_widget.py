@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from pathlib import Path
 from typing import Any
@@ -200,10 +201,12 @@ def test_start_event_can_be_cancelled(widget_page: Page) -> None:
     widget_page.evaluate(
         "document.addEventListener('finconn-connect-start', (e) => e.preventDefault())"
     )
-    widget_page.locator(BUTTON).click()
-    widget_page.wait_for_timeout(300)
+    # start() is what a click runs: it settles only once the flow is over, or at once when
+    # cancelled, so awaiting it proves that nothing else was started.
+    widget_page.evaluate("document.querySelector('finconn-connect').start()")
     assert [e["type"] for e in events(widget_page)] == ["finconn-connect-start"]
     assert posts == []
+    expect(widget_page.locator("finconn-connect")).not_to_have_attribute("aria-busy", "true")
     expect(widget_page.locator("[data-finconn-sandbox]")).to_have_count(0)
 
 
@@ -528,17 +531,152 @@ def test_a_stand_in_tag_the_page_already_has_is_reused(widget_page: Page) -> Non
     held: list[Route] = []
     widget_page.route("**/sandbox/stripe.js", lambda route: held.append(route))
     widget_page.goto("/")
-    # The page's own tag is still loading when the widget wants Stripe.js: it must wait on it.
-    with widget_page.expect_response("**/finconn/sessions"):
-        widget_page.evaluate(
-            "(() => { const s = document.createElement('script');"
-            " s.src = '/finconn/sandbox/stripe.js'; document.head.append(s);"
-            " document.querySelector('finconn-connect button').click(); })()"
-        )
-    widget_page.wait_for_timeout(300)
+    # The page's own tag is still loading when the widget wants Stripe.js: it must wait on it,
+    # which it shows by listening for that tag's load event.
+    widget_page.evaluate(
+        """() => {
+          const s = document.createElement('script');
+          s.src = '/finconn/sandbox/stripe.js';
+          s.addEventListener = function (type, ...rest) {
+            if (type === 'load') window.__waitingOnOwnTag = true;
+            return HTMLScriptElement.prototype.addEventListener.call(this, type, ...rest);
+          };
+          document.head.append(s);
+          document.querySelector('finconn-connect button').click();
+        }"""
+    )
+    widget_page.wait_for_function("window.__waitingOnOwnTag === true")
     for route in held:
         route.continue_()
     close_modal(widget_page)
     assert outcome(widget_page)["type"] == "finconn-connect-exit"
     assert len(held) == 1
     assert widget_page.locator("script[src$='/sandbox/stripe.js']").count() == 1
+
+
+def test_a_stripe_js_load_that_times_out_is_retried_by_the_next_click(widget_page: Page) -> None:
+    held: list[Route] = []
+
+    def hang_the_first(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # never answered: the load hangs
+
+    widget_page.route("**/sandbox/stripe.js", hang_the_first)
+    widget_page.goto("/")
+    widget_page.evaluate("FinConn.stripeTimeout = 500")
+    widget_page.locator(BUTTON).click()
+    error = outcome(widget_page)["detail"]["error"]
+    assert error["code"] == "stripe_js_load_failed"
+    assert "did not load" in error["message"]
+    expect(widget_page.locator("script[src$='/sandbox/stripe.js']")).to_have_count(0)
+    # The browser gives the hung request up in the end; until then it would hold back a second
+    # request for the same URL.
+    held[0].abort()
+
+    widget_page.evaluate("window.__events = []")
+    widget_page.locator(BUTTON).click()
+    close_modal(widget_page)
+    assert outcome(widget_page)["type"] == "finconn-connect-exit"
+    assert len(held) == 1
+    expect(widget_page.locator("script[src$='/sandbox/stripe.js']")).to_have_count(1)
+
+
+STRIPE_FORMS = [
+    "https://js.stripe.com/v3",
+    "https://js.stripe.com/v3/",
+    "https://js.stripe.com/v3/stripe.js",
+    "https://js.stripe.com/basil/stripe.js",
+]
+
+
+@pytest.mark.parametrize(
+    ("own", "wanted"), list(zip(STRIPE_FORMS, STRIPE_FORMS[1:] + STRIPE_FORMS[:1], strict=True))
+)
+def test_every_documented_stripe_js_url_reuses_the_pages_tag(
+    widget_page: Page, own: str, wanted: str
+) -> None:
+    loads: list[str] = []
+
+    def stub(route: Route) -> None:
+        loads.append(route.request.url)
+        route.fulfill(content_type="text/javascript", body="window.Stripe = (pk) => ({pk});")
+
+    widget_page.route("https://js.stripe.com/**", stub)
+    widget_page.goto("/?button=0")
+    widget_page.wait_for_function("!!window.FinConn")
+    tags = widget_page.evaluate(
+        """async ([own, wanted]) => {
+          const tag = document.createElement('script');
+          tag.src = own;
+          document.head.append(tag);
+          await FinConn.loadStripe(wanted, false);
+          return document.querySelectorAll('script[src^="https://js.stripe.com"]').length;
+        }""",
+        [own, wanted],
+    )
+    assert tags == 1
+    assert loads == [own]
+
+
+def test_load_stripe_rejects_a_missing_url_with_what_it_expected(widget_page: Page) -> None:
+    widget_page.goto("/?button=0")
+    widget_page.wait_for_function("!!window.FinConn")
+    error = widget_page.evaluate(
+        "FinConn.loadStripe(undefined, false).catch((e) => ({code: e.code, message: e.message}))"
+    )
+    assert error == {
+        "code": "stripe_js_url_invalid",
+        "message": 'loadStripe: expected the URL of Stripe.js, such as "https://js.stripe.com/v3/",'
+        " got undefined.",
+    }
+
+
+def test_version_is_the_packages(widget_page: Page) -> None:
+    widget_page.goto("/")
+    assert widget_page.evaluate("FinConn.version") == importlib.metadata.version("flask-finconn")
+    source = (STATIC / "finconn-connect.js").read_text()
+    assert re.search(r"\d+\.\d+\.\d+", source) is None  # no version kept by hand
+
+
+def test_private_state_is_not_api(widget_page: Page) -> None:
+    widget_page.goto("/?accounts=1")
+    expect(widget_page.locator(".finconn-accounts__empty")).to_be_visible()
+    own = widget_page.evaluate(
+        """() => ['finconn-connect', 'finconn-accounts'].map((tag) => {
+          const el = document.querySelector(tag);
+          const proto = Object.getPrototypeOf(el);
+          return [...Object.keys(el), ...Object.getOwnPropertyNames(proto)].sort();
+        })"""
+    )
+    assert own == [
+        sorted(
+            [
+                "attributeChangedCallback",
+                "busy",
+                "button",
+                "connect",
+                "connectedCallback",
+                "constructor",
+                "disabled",
+                "endpoint",
+                "permissions",
+                "start",
+            ]
+        ),
+        sorted(
+            [
+                "accounts",
+                "connectedCallback",
+                "constructor",
+                "disconnect",
+                "disconnectedCallback",
+                "endpoint",
+                "features",
+                "load",
+                "refresh",
+                "relink",
+            ]
+        ),
+    ]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from flask import Flask, render_template_string
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from flask_finconn import Holder
 from flask_finconn.testing import link_accounts, sandbox_of
@@ -14,6 +14,39 @@ from flask_finconn.testing import link_accounts, sandbox_of
 pytestmark = pytest.mark.browser
 
 HOLDER = Holder("h1", email="h1@example.com")
+ACCOUNT_EVENTS = [
+    "loaded",
+    "load",
+    "refresh",
+    "refreshed",
+    "disconnect",
+    "disconnected",
+    "relink",
+    "relinked",
+    "changed",
+    "change",
+    "error",
+]
+
+
+def record(page: Page) -> None:
+    """Record the names of the ``finconn-accounts-*`` events from now on, in order."""
+    page.evaluate(
+        """(names) => {
+          window.__accountEvents = [];
+          for (const name of names) {
+            document.addEventListener('finconn-accounts-' + name, (e) => {
+              window.__accountEvents.push(name);
+              if (name === 'disconnected') window.__disconnected = e.detail.account;
+            });
+          }
+        }""",
+        ACCOUNT_EVENTS,
+    )
+
+
+def recorded(page: Page) -> list[str]:
+    return page.evaluate("window.__accountEvents")  # type: ignore[no-any-return]
 
 
 def test_helper_renders_the_element_and_its_scripts(widget_app: Flask) -> None:
@@ -49,9 +82,9 @@ def test_lists_accounts_and_reloads_after_linking(widget_page: Page) -> None:
     rows = widget_page.locator(".finconn-accounts__item")
     expect(rows).to_have_count(2)
     expect(widget_page.locator(".finconn-accounts__empty")).to_be_hidden()
-    expect(rows.first).to_contain_text("Test Checking ••6789")
+    expect(rows.first).to_contain_text("Test Checking •••• 6789")
     expect(rows.first).to_contain_text("Test (OAuth)")
-    expect(widget_page.get_by_role("button", name="Refresh Test Savings ••4321")).to_be_visible()
+    expect(widget_page.get_by_role("button", name="Refresh Test Savings •••• 4321")).to_be_visible()
 
 
 def test_refresh_shows_progress_then_the_new_balance(widget_page: Page, widget_app: Flask) -> None:
@@ -59,9 +92,12 @@ def test_refresh_shows_progress_then_the_new_balance(widget_page: Page, widget_a
     widget_page.goto("/?accounts=1")
     row = widget_page.locator(".finconn-accounts__item")
     expect(row).to_contain_text("No balance yet")
-    widget_page.get_by_role("button", name="Refresh Test Checking ••6789").click()
+    record(widget_page)
+    widget_page.get_by_role("button", name="Refresh Test Checking •••• 6789").click()
     expect(row).to_contain_text("Refreshing…")
-    expect(widget_page.get_by_role("button", name="Refresh Test Checking ••6789")).to_be_disabled()
+    expect(
+        widget_page.get_by_role("button", name="Refresh Test Checking •••• 6789")
+    ).to_be_disabled()
 
     sandbox = sandbox_of(widget_app)
     sandbox.finish_refreshes(status="succeeded")
@@ -71,26 +107,77 @@ def test_refresh_shows_progress_then_the_new_balance(widget_page: Page, widget_a
         re.compile(r"^-?\$[\d,]+\.\d\d$")
     )
     expect(widget_page.get_by_role("status").last).to_have_text("Test Checking is up to date.")
+    widget_page.wait_for_function("window.__accountEvents.includes('refreshed')")
+    assert recorded(widget_page) == [
+        "refresh",
+        "changed",
+        "change",
+        "changed",
+        "change",
+        "refreshed",
+    ]
+
+
+def test_one_poller_per_account(widget_page: Page, widget_app: Flask) -> None:
+    link_accounts(widget_app, HOLDER, institution="test_nonoauth", accounts=["checking", "savings"])
+    polls: dict[str, list[Route]] = {}
+
+    def hold(route: Route) -> None:
+        # Held unanswered: each poller then asks exactly once, and never again.
+        polls.setdefault(route.request.url.rsplit("/", 1)[-1], []).append(route)
+
+    widget_page.route(re.compile(r".*/finconn/accounts/fcacct_\w+$"), hold)
+    widget_page.goto("/?accounts=1&button=0")
+    rows = widget_page.locator(".finconn-accounts__item")
+    expect(rows).to_have_count(2)
+    checking, savings = (rows.nth(i).get_attribute("data-account") for i in range(2))
+    widget_page.get_by_role("button", name="Refresh Test Checking •••• 6789").click()
+    expect(rows.first).to_contain_text("Refreshing…")
+    # Reloading finds the refresh pending and would start pollers of its own.
+    widget_page.evaluate(
+        "(async (el) => { await el.load(); await el.load(); })"
+        "(document.querySelector('finconn-accounts'))"
+    )
+    # Pollers wait the same interval, so when the savings poller (started last) asks, every
+    # checking poller started before it has asked already.
+    with widget_page.expect_request(lambda request: request.url.endswith(f"/{savings}")):
+        widget_page.get_by_role("button", name="Refresh Test Savings •••• 4321").click()
+    assert len(polls[checking]) == 1
 
 
 def test_disconnect_asks_the_page_first(widget_page: Page, widget_app: Flask) -> None:
     link_accounts(widget_app, HOLDER, institution="test_nonoauth", accounts=["checking"])
     widget_page.goto("/?accounts=1&button=0")
+    record(widget_page)
     widget_page.evaluate(
         "document.addEventListener('finconn-accounts-disconnect', (e) => {"
         " if (!window.__allow) e.preventDefault(); })"
     )
-    disconnect = widget_page.get_by_role("button", name="Disconnect Test Checking ••6789")
-    disconnect.click()
-    widget_page.wait_for_timeout(300)
     row = widget_page.locator(".finconn-accounts__item")
+    expect(row).to_have_attribute("data-status", "active")
+    # disconnect() is what the button runs; it settles at once when the page says no, and only
+    # after the server answered otherwise.
+    widget_page.evaluate(
+        "(el => el.disconnect(el.accounts[0]))(document.querySelector('finconn-accounts'))"
+    )
+    assert recorded(widget_page) == ["disconnect"]
     expect(row).to_have_attribute("data-status", "active")
 
     widget_page.evaluate("window.__allow = true")
-    disconnect.click()
+    widget_page.get_by_role("button", name="Disconnect Test Checking •••• 6789").click()
     expect(row).to_have_attribute("data-status", "disconnected")
     expect(row).to_contain_text("Disconnected")
     expect(row.get_by_role("button")).to_have_count(0)
+    widget_page.wait_for_function("window.__accountEvents.includes('disconnected')")
+    assert recorded(widget_page) == [
+        "disconnect",
+        "disconnect",
+        "changed",
+        "change",
+        "disconnected",
+    ]
+    detail = widget_page.evaluate("window.__disconnected")
+    assert detail["status"] == "disconnected"
 
 
 def test_relink_needed_offers_a_relink_flow(widget_page: Page, widget_app: Flask) -> None:
@@ -102,9 +189,11 @@ def test_relink_needed_offers_a_relink_flow(widget_page: Page, widget_app: Flask
     row = widget_page.locator(".finconn-accounts__item")
     expect(row).to_have_attribute("data-action", "relink_required")
     expect(row).to_contain_text("Relink needed")
-    expect(widget_page.get_by_role("button", name="Refresh Test Checking ••6789")).to_have_count(0)
+    expect(widget_page.get_by_role("button", name="Refresh Test Checking •••• 6789")).to_have_count(
+        0
+    )
 
-    widget_page.get_by_role("button", name="Relink Test Checking ••6789").click()
+    widget_page.get_by_role("button", name="Relink Test Checking •••• 6789").click()
     widget_page.get_by_role("button", name="Agree and continue").click()
     widget_page.locator("[data-institution='test_oauth']").click()
     widget_page.get_by_role("button", name="Continue to Test (OAuth)").click()

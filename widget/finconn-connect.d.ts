@@ -24,7 +24,7 @@ interface FinConnRefreshState {
   next_refresh_available_at: string | null;
 }
 
-/** An account as the extension's routes return it (DESIGN.md §5). */
+/** An account as the extension's routes return it (`GET <endpoint>/accounts`). */
 interface FinConnAccount {
   id: string;
   institution_name: string;
@@ -52,7 +52,8 @@ interface FinConnErrorDetail {
    * The server's error code (e.g. `not_authenticated`, `stripe_unavailable`), Stripe's
    * launch error code (`session_expired`, `session_used`), or one of the widget's own:
    * `network_error`, `invalid_response`, `http_<status>`, `stripe_js_load_failed`,
-   * `stripe_js_unavailable`, `stripe_error`, `flow_in_progress`, `unexpected_error`.
+   * `stripe_js_unavailable`, `stripe_js_url_invalid`, `stripe_error`, `flow_in_progress`,
+   * `unexpected_error`.
    */
   code: string;
   /** A sentence fit to show the user. */
@@ -85,6 +86,10 @@ declare class FinConnError extends Error implements FinConnErrorDetail {
   readonly cause?: unknown;
 }
 
+/**
+ * Present-tense names are cancelable "about to" events; unless finconn-connect-start is
+ * cancelled, exactly one of success, exit or error follows it.
+ */
 interface FinConnConnectEventMap {
   /** About to start; cancelable (preventDefault() stops the flow). */
   "finconn-connect-start": CustomEvent<{ permissions: FinConnPermission[] }>;
@@ -108,8 +113,8 @@ declare class FinConnConnectElement extends HTMLElement {
   disabled: boolean;
   /** True while a flow runs (the element has aria-busy="true"). */
   readonly busy: boolean;
-  /** The rendered inner <button>. */
-  readonly button: HTMLButtonElement;
+  /** The rendered inner <button> (null until the element is first connected). */
+  readonly button: HTMLButtonElement | null;
   /** Start a flow as a click does; ignored while busy or disabled. */
   start(): Promise<void>;
   /** The network half of a flow; override in a subclass to customise requests. */
@@ -126,14 +131,27 @@ declare class FinConnConnectElement extends HTMLElement {
   ): void;
 }
 
+/** Each action: a cancelable present-tense event before it, a past-tense one when it is done. */
 interface FinConnAccountsEventMap {
   /** The list (re)loaded. */
-  "finconn-accounts-load": CustomEvent<{ accounts: FinConnAccount[] }>;
+  "finconn-accounts-loaded": CustomEvent<{ accounts: FinConnAccount[] }>;
   /** About to start a refresh; cancelable. */
   "finconn-accounts-refresh": CustomEvent<{ account: FinConnAccount; features: string[] }>;
+  /** The refresh settled (see account.refresh for how) and the row shows it. */
+  "finconn-accounts-refreshed": CustomEvent<{ account: FinConnAccount; features: string[] }>;
   /** About to disconnect; cancelable (e.g. to ask for confirmation first). */
   "finconn-accounts-disconnect": CustomEvent<{ account: FinConnAccount }>;
-  /** An account changed (refresh started or settled, disconnected). */
+  /** The account is disconnected; `account` is the server's answer. */
+  "finconn-accounts-disconnected": CustomEvent<{ account: FinConnAccount }>;
+  /** About to open a relink flow; cancelable. */
+  "finconn-accounts-relink": CustomEvent<{ account: FinConnAccount }>;
+  /** The holder linked accounts again; `account` is the reloaded row. */
+  "finconn-accounts-relinked": CustomEvent<{ account: FinConnAccount; accounts: FinConnAccount[] }>;
+  /** A row changed (refresh started or settled, disconnected). */
+  "finconn-accounts-changed": CustomEvent<{ account: FinConnAccount }>;
+  /** @deprecated The 0.1.0 name of finconn-accounts-loaded, fired right after it. */
+  "finconn-accounts-load": CustomEvent<{ accounts: FinConnAccount[] }>;
+  /** @deprecated The 0.1.0 name of finconn-accounts-changed, fired right after it. */
   "finconn-accounts-change": CustomEvent<{ account: FinConnAccount }>;
   "finconn-accounts-error": CustomEvent<{ error: FinConnErrorDetail }>;
 }
@@ -152,6 +170,16 @@ declare class FinConnAccountsElement extends HTMLElement {
   refresh(account: FinConnAccount): Promise<void>;
   disconnect(account: FinConnAccount): Promise<void>;
   relink(account: FinConnAccount): Promise<void>;
+  addEventListener<K extends keyof FinConnAccountsEventMap>(
+    type: K,
+    listener: (this: FinConnAccountsElement, event: FinConnAccountsEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
 }
 
 interface FinConnRequestOptions {
@@ -168,11 +196,18 @@ interface FinConnGlobal {
   FinConnAccountsElement?: typeof FinConnAccountsElement;
   /** Run one linking flow. Rejects with a FinConnError; only one flow runs at a time. */
   connect(options?: FinConnConnectOptions): Promise<FinConnConnectResult>;
-  /** Load Stripe.js (or the sandbox stand-in) at most once; resolves the Stripe constructor. */
+  /**
+   * Load Stripe.js (or the sandbox stand-in) at most once; resolves the Stripe constructor.
+   * Any form of Stripe's URL (v3, v3/, v3/stripe.js, <release>/stripe.js) reuses a Stripe.js
+   * tag the page already has.
+   */
   loadStripe(url: string, sandbox: boolean): Promise<(publishableKey: string) => unknown>;
+  /** Milliseconds Stripe.js may take to load before the flow fails (default 30000). */
+  stripeTimeout: number;
   FinConnError: typeof FinConnError;
   FinConnConnectElement: typeof FinConnConnectElement;
-  version: string;
+  /** The installed Flask-FinConn's version, from its package metadata. */
+  readonly version: string;
 }
 
 interface Window {

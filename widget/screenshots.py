@@ -38,7 +38,7 @@ def main(out: str = OUT) -> None:
         app = create_app(
             f"sqlite:///{tmp}/app.sqlite3",
             FINCONN_MERCHANT_NAME="Acme Budget",
-            FINCONN_PERMISSIONS=["balances", "payment_method", "transactions"],
+            FINCONN_PERMISSIONS=["balances", "ownership", "payment_method", "transactions"],
         )
         app.instance_path = tmp
         app.add_url_rule("/", "page", lambda: render_template_string(PAGE))
@@ -107,6 +107,9 @@ def shoot(base: str, out: str) -> None:
             p.get_by_role("searchbox").fill("")
             p.locator("[data-institution='bank_nonoauth']").click()
             step("login")
+            p.get_by_role("button", name="Log in", exact=True).click()
+            p.get_by_role("alert").wait_for()
+            snap("3f-login-empty")
             p.get_by_label("Username").fill("jenny")
             p.get_by_label("Password").fill("mfa")
             snap("3-login-credentials")
@@ -165,6 +168,31 @@ def shoot(base: str, out: str) -> None:
         step("consent")
         page.screenshot(path=os.path.join(out, "8-mobile-360px.png"))
         print("wrote 8-mobile-360px")
+
+        # Every permission on a laptop screen: the consent step must be whole.
+        page.set_viewport_size({"width": 1200, "height": 800})
+        page.keyboard.press("Escape")
+        page.locator("[data-finconn-sandbox]").wait_for(state="detached")
+        page.goto("/?p=balances+ownership+payment_method+transactions")
+        page.get_by_role("button", name="Link your bank").click()
+        step("consent")
+        page.screenshot(path=os.path.join(out, "9-consent-1200x800.png"))
+        print("wrote 9-consent-1200x800")
+
+        # The success step on a phone: the accounts in the bank's order.
+        page.keyboard.press("Escape")
+        page.locator("[data-finconn-sandbox]").wait_for(state="detached")
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto("/")
+        page.get_by_role("button", name="Link your bank").click()
+        step("consent")
+        to_bank("bank_nonoauth")
+        log_in("pw")
+        step("accounts")
+        page.get_by_role("button", name="Link accounts").click()
+        step("success")
+        page.screenshot(path=os.path.join(out, "10-success-390px.png"))
+        print("wrote 10-success-390px")
         browser.close()
 
 

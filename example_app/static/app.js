@@ -31,16 +31,54 @@
     return format.format(amount / 10 ** format.resolvedOptions().maximumFractionDigits);
   }
 
-  function when(iso) {
-    const text = new Intl.DateTimeFormat("en-US", {
-      timeZone: "UTC",
+  /** A time in the viewer's own time zone, as "Nov 25, 2026, 10:42 AM PST". */
+  function when(iso, seconds = false) {
+    return new Intl.DateTimeFormat("en-US", {
       month: "short",
       day: "numeric",
       year: "numeric",
       hour: "numeric",
       minute: "2-digit",
+      second: seconds ? "2-digit" : undefined,
+      timeZoneName: "short",
     }).format(new Date(iso));
-    return `${text} UTC`;
+  }
+
+  /**
+   * The server writes times in UTC (it does not know the viewer's zone); rewrite each
+   * <time> that carries a clock time into local time. Dates alone (transactions) stay as the
+   * bank dated them.
+   */
+  function localizeTimes(root = document) {
+    for (const element of root.querySelectorAll("time[datetime]")) {
+      if (!/UTC$/.test(element.textContent.trim())) continue;
+      element.title = element.textContent.trim();
+      element.textContent = when(element.dateTime, (element.textContent.match(/:/g) || []).length > 1);
+    }
+  }
+
+  /** The chart's axis labels and point titles (SVG has no <time>), in the viewer's zone. */
+  function localizeChart(root = document) {
+    const styles = {
+      date: { month: "short", day: "numeric", year: "numeric" },
+      "day-time": { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" },
+      time: { hour: "numeric", minute: "2-digit", timeZoneName: "short" },
+    };
+    for (const label of root.querySelectorAll("text[data-datetime][data-style]")) {
+      const style = styles[label.dataset.style];
+      if (style) label.textContent = new Intl.DateTimeFormat("en-US", style).format(new Date(label.dataset.datetime));
+    }
+    for (const title of root.querySelectorAll("title[data-datetime]")) {
+      title.textContent = title.textContent.replace(/ on .* UTC$/, ` on ${when(title.dataset.datetime)}`);
+    }
+  }
+
+  /** "8 seconds", "2 minutes": how long until `iso`, for cool-down messages. */
+  function until(iso) {
+    const seconds = Math.max(1, Math.ceil((new Date(iso).getTime() - Date.now()) / 1000));
+    if (seconds < 90) return `${seconds} second${seconds === 1 ? "" : "s"}`;
+    const minutes = Math.ceil(seconds / 60);
+    return `${minutes} minute${minutes === 1 ? "" : "s"}`;
   }
 
   async function api(method, path, body) {
@@ -64,6 +102,7 @@
     if (!response.ok) {
       const error = new Error((data && data.error && data.error.message) || `The server answered ${response.status}.`);
       error.code = data && data.error && data.error.code;
+      error.detail = (data && data.error) || {};
       throw error;
     }
     return data;
@@ -143,7 +182,12 @@
     return list ? reloadPart("#accounts", list.dataset.listUrl) : reloadPart("#account-page");
   };
 
-  async function finish(root, features, account, button) {
+  /**
+   * Wait for a refresh to settle and show its result. `asked` is false for refreshes the
+   * page found running when drawn (the prefetch after linking): those update the figures
+   * quietly, since nobody clicked anything.
+   */
+  async function finish(root, features, account, button, asked = true) {
     const id = root.dataset.account;
     const fresh = await settle(id, features, account);
     const failed = features.filter((f) => fresh.refresh && fresh.refresh[f] && fresh.refresh[f].status === "failed");
@@ -156,7 +200,7 @@
       paintCard(root, fresh);
       if (failed.length) {
         setMessage(root, `The bank could not refresh the ${failed.join(", ")} just now. Try again later.`, true);
-      } else {
+      } else if (asked) {
         setMessage(root, "Balance updated.");
         announce(`Balance of ${name} updated: ${fresh.balance ? money(fresh.balance.current, fresh.balance.currency) : "none"}.`);
       }
@@ -170,6 +214,10 @@
       }
     } else {
       await reloadPart("#account-page");
+      if (!asked) {
+        if (button) setBusy(button, false);
+        return;
+      }
       const labels = features.map((f) => LABELS[f] || f).join(" and ");
       const page = document.getElementById("account-page");
       setMessage(page, failed.length ? `The bank could not refresh the ${failed.join(", ")} just now.` : `${labels} updated.`, failed.length > 0);
@@ -188,10 +236,19 @@
       const account = await api("POST", `/accounts/${encodeURIComponent(root.dataset.account)}/refresh`, { features });
       await finish(root, features, account, button);
     } catch (error) {
-      setMessage(root, error.message, true);
-      announce(error.message);
+      const message = refreshError(error, features);
+      setMessage(root, message, error.code !== "refresh_too_early");
+      announce(message);
       setBusy(button, false);
     }
+  }
+
+  /** The sentence for a refused refresh; a cool-down says how long to wait, not an ISO time. */
+  function refreshError(error, features) {
+    const next = error.detail && error.detail.next_refresh_available_at;
+    if (error.code !== "refresh_too_early" || !next) return error.message;
+    const labels = features.map((f) => LABELS[f] || f).join(" and ");
+    return `${labels} ${features.length > 1 ? "were" : "was"} just refreshed; you can refresh again in ${until(next)}.`;
   }
 
   function disconnect(button) {
@@ -230,7 +287,7 @@
     for (const root of document.querySelectorAll("[data-account][data-pending]")) {
       const features = root.dataset.pending.split(" ");
       delete root.dataset.pending;
-      finish(root, features, null, root.querySelector("[data-action='refresh']")).catch((error) =>
+      finish(root, features, null, root.querySelector("[data-action='refresh']"), false).catch((error) =>
         setMessage(root, error.message, true),
       );
     }
@@ -238,8 +295,10 @@
       const root = button.closest("[data-account]");
       const features = button.dataset.pending.split(" ");
       delete button.dataset.pending;
-      finish(root, features, null, button).catch((error) => setMessage(root, error.message, true));
+      finish(root, features, null, button, false).catch((error) => setMessage(root, error.message, true));
     }
+    localizeTimes();
+    localizeChart();
   }
 
   document.addEventListener("click", (event) => {

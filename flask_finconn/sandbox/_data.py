@@ -70,11 +70,12 @@ def new_id(prefix: str, rng: random.Random | None = None) -> str:
 def balance(
     account_id: str, category: str, subcategory: str, refresh_count: int, now: int
 ) -> dict[str, Any]:
-    """The balance after the ``refresh_count``-th successful balance refresh."""
+    """The balance after the ``refresh_count``-th successful balance refresh, as of ``now``
+    (the refresh's completion)."""
     rng = random.Random(seed_of(account_id, "balance", str(refresh_count)))
     base = random.Random(seed_of(account_id, "balance")).randint(100_000, 2_500_000)
     drift = rng.randint(-base // 20, base // 20)
-    as_of = now - rng.randint(0, 6) * 600
+    as_of = now
     if category == "credit":
         scale = 40 if subcategory == "mortgage" else 1
         current = -((base // 5 + drift // 5) * scale)

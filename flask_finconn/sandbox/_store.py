@@ -85,7 +85,18 @@ class Store:
         if database != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(SCHEMA)
+        self.ensure(SCHEMA)
+
+    def ensure(self, schema: str) -> None:
+        """Create the tables and indexes of ``schema`` that do not exist yet.
+
+        A resource module calls this when the sandbox is built, outside any transaction, with
+        ``CREATE ... IF NOT EXISTS`` statements, so an older file database gains them.
+        """
+        with self._lock:
+            if self._depth:
+                raise RuntimeError("Create tables when the sandbox is built, not in a transaction.")
+            self._conn.executescript(schema)
 
     @contextlib.contextmanager
     def tx(self, write: bool = True) -> Iterator[None]:

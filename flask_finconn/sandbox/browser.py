@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from flask.sansio.app import App
 
 from ._params import ApiError
-from .core import SessionError
+from .linking import SessionError
 
 if TYPE_CHECKING:
     from .core import Sandbox

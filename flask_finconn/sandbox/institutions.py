@@ -1,6 +1,6 @@
 """The sandbox's test institutions and the accounts each one offers.
 
-They follow Stripe's test-mode institutions (reference §7): success banks with OAuth and
+They follow Stripe's test-mode institutions: success banks with OAuth and
 credentials logins, Ownership Accounts, Invalid Payment Accounts, three Down banks, and
 the deactivation banks. Every institution carries what the modal shows (name, featured
 flag, logo colour and initials, login style, status).

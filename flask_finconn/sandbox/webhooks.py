@@ -32,7 +32,8 @@ LEASE = 60.0
 
 
 def sign(body: str, secret: str, timestamp: int | None = None) -> str:
-    """The ``Stripe-Signature`` header for ``body`` (reference §4.3)."""
+    """The ``Stripe-Signature`` header for ``body``: ``t=<timestamp>,v1=<hex HMAC-SHA256 of
+    "<timestamp>.<body>" keyed with the endpoint secret>``, as Stripe signs webhooks."""
     t = int(time.time()) if timestamp is None else timestamp
     mac = hmac.new(secret.encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
     return f"t={t},v1={mac}"

@@ -9,7 +9,6 @@ schemas turn them into ISO strings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import joinedload, raiseload
 
 from ..errors import NotFound
-from ..extension import FinConnState
 from ..models import Account, BalanceSnapshot, Customer, from_unix, utcnow
+from ..state import FinConnState
 from ..stripe_api import StripeAccount
 
 Change = Literal["created", "relinked", "updated", "unchanged"]
@@ -47,7 +46,6 @@ class Upserted:
 
     account: Account
     change: Change
-    status_before: str | None
 
 
 def list_accounts(state: FinConnState, holder_id: str) -> list[Account]:
@@ -61,196 +59,15 @@ def list_accounts(state: FinConnState, holder_id: str) -> list[Account]:
     return list(state.db.session.scalars(query).unique())
 
 
-ACCOUNT_LIST_COLUMNS = (
-    Account.id,
-    Account.institution_name,
-    Account.display_name,
-    Account.last4,
-    Account.category,
-    Account.subcategory,
-    Account.status,
-    Account.action,
-    Account.permissions,
-    Account.subscriptions,
-    Account.balance_refresh,
-    Account.ownership_refresh,
-    Account.transaction_refresh,
-    Account.linked_at,
-    Account.updated_at,
-    BalanceSnapshot.current.label("balance_current"),
-    BalanceSnapshot.available.label("balance_available"),
-    BalanceSnapshot.currency.label("balance_currency"),
-    BalanceSnapshot.as_of.label("balance_as_of"),
-)
+def loaded(state: FinConnState, *objects: Any) -> None:
+    """Load again what a commit expired, before a signal hands the objects to receivers.
 
-_ACCOUNT_LIST_QUERY = (
-    sa.select(*ACCOUNT_LIST_COLUMNS)
-    .outerjoin(BalanceSnapshot, BalanceSnapshot.id == Account.latest_balance_id)
-    .where(Account.holder_id == sa.bindparam("holder_id"))
-    .order_by(Account.linked_at, Account.id)
-)
-
-
-def list_account_rows(state: FinConnState, holder_id: str) -> Sequence[sa.Row[Any]]:
-    """The columns the Account JSON shows for each of the holder's accounts, in one query.
-
-    Dumped with :func:`~flask_finconn.schemas.dump_account_rows`; used on databases for
-    which :func:`list_account_json` cannot render the JSON itself.
+    Receivers may keep them past the request, when they can no longer load themselves.
     """
-    return state.db.session.execute(_ACCOUNT_LIST_QUERY, {"holder_id": holder_id}).all()
-
-
-def list_account_json(state: FinConnState, holder_id: str) -> list[str] | None:
-    """The holder's accounts as Account JSON texts rendered by the database, in one query.
-
-    Listing is the hot read: rendering each row's JSON in SQL (SQLite's JSON1 functions,
-    PostgreSQL's ``json_build_object``) skips decoding the JSON columns and building Python
-    objects only to encode them again. None on other databases. The SQL spells out
-    :class:`~flask_finconn.schemas.AccountSchema`; the HTTP tests hold the two equal.
-    """
-    # A Core execute on the session's connection: no ORM entities, so no ORM overhead.
-    connection = state.db.session.connection()
-    query = _ACCOUNT_JSON_QUERIES.get(connection.dialect.name)
-    if query is None:
-        return None
-    return list(connection.execute(query, {"holder_id": holder_id}).scalars())
-
-
-_ISO = "%Y-%m-%dT%H:%M:%SZ"
-_PG_ISO = 'YYYY-MM-DD"T"HH24:MI:SS"Z"'
-
-
-def _lit(value: str) -> Any:
-    """A constant inlined in the SQL (keys, formats): dozens of bound parameters per row
-    would cost more than the query itself. Only ever our own constants, never input."""
-    return sa.literal_column("'" + value + "'")
-
-
-def _account_json_query(dialect: str) -> sa.Select[Any]:
-    f = sa.func
-
-    def build(*pairs: Any) -> Any:
-        keyed = [_lit(item) if i % 2 == 0 else item for i, item in enumerate(pairs)]
-        return (f.json_object if dialect == "sqlite" else f.json_build_object)(*keyed)
-
-    if dialect == "sqlite":
-
-        def iso(column: Any) -> Any:
-            return f.strftime(_lit(_ISO), column)
-
-        def refresh(column: Any) -> Any:
-            raw = sa.type_coerce(column, sa.Text)
-
-            def unix(key: str) -> Any:
-                return f.strftime(
-                    _lit(_ISO), f.json_extract(raw, _lit("$." + key)), _lit("unixepoch")
-                )
-
-            return sa.case(
-                (sa.or_(raw.is_(None), f.json_type(raw) == _lit("null")), sa.null()),
-                else_=build(
-                    "status",
-                    f.json_extract(raw, _lit("$.status")),
-                    "last_attempted_at",
-                    unix("last_attempted_at"),
-                    "next_refresh_available_at",
-                    unix("next_refresh_available_at"),
-                ),
-            )
-
-        def embedded(column: Any) -> Any:
-            return f.json(sa.type_coerce(column, sa.Text))
-
-    else:
-
-        def iso(column: Any) -> Any:
-            return f.to_char(column, _lit(_PG_ISO))
-
-        def refresh(column: Any) -> Any:
-            raw = sa.type_coerce(column, sa.Text)
-
-            def unix(key: str) -> Any:
-                seconds = sa.cast(raw.op("->>")(_lit(key)), sa.BigInteger)
-                return f.to_char(f.timezone(_lit("UTC"), f.to_timestamp(seconds)), _lit(_PG_ISO))
-
-            return sa.case(
-                (sa.or_(raw.is_(None), f.json_typeof(raw) == _lit("null")), sa.null()),
-                else_=build(
-                    "status",
-                    raw.op("->>")(_lit("status")),
-                    "last_attempted_at",
-                    unix("last_attempted_at"),
-                    "next_refresh_available_at",
-                    unix("next_refresh_available_at"),
-                ),
-            )
-
-        def embedded(column: Any) -> Any:
-            return sa.type_coerce(column, sa.Text)
-
-    balance = sa.case(
-        (BalanceSnapshot.id.is_(None), sa.null()),
-        else_=build(
-            "current",
-            BalanceSnapshot.current,
-            "available",
-            sa.func.coalesce(BalanceSnapshot.available, BalanceSnapshot.current),
-            "currency",
-            BalanceSnapshot.currency,
-            "as_of",
-            iso(BalanceSnapshot.as_of),
-        ),
-    )
-    document = build(
-        "id",
-        Account.id,
-        "institution_name",
-        Account.institution_name,
-        "display_name",
-        Account.display_name,
-        "last4",
-        Account.last4,
-        "category",
-        Account.category,
-        "subcategory",
-        Account.subcategory,
-        "status",
-        Account.status,
-        "action",
-        Account.action,
-        "permissions",
-        embedded(Account.permissions),
-        "subscriptions",
-        embedded(Account.subscriptions),
-        "balance",
-        balance,
-        "refresh",
-        build(
-            "balance",
-            refresh(Account.balance_refresh),
-            "ownership",
-            refresh(Account.ownership_refresh),
-            "transactions",
-            refresh(Account.transaction_refresh),
-        ),
-        "linked_at",
-        iso(Account.linked_at),
-        "updated_at",
-        iso(Account.updated_at),
-    )
-    return (
-        sa.select(
-            sa.type_coerce(document, sa.Text) if dialect == "sqlite" else sa.cast(document, sa.Text)
-        )
-        .select_from(Account)
-        .outerjoin(BalanceSnapshot, BalanceSnapshot.id == Account.latest_balance_id)
-        .where(Account.holder_id == sa.bindparam("holder_id"))
-        .order_by(Account.linked_at, Account.id)
-    )
-
-
-# Built once: SQLAlchemy then reuses their compiled forms on every request.
-_ACCOUNT_JSON_QUERIES = {name: _account_json_query(name) for name in ("sqlite", "postgresql")}
+    session = state.db.session
+    for obj in objects:
+        if obj is not None and obj in session and sa.inspect(obj).expired_attributes:
+            session.refresh(obj)
 
 
 def get_account(state: FinConnState, holder_id: str, account_id: str) -> Account:
@@ -346,7 +163,6 @@ def upsert_account(
     session = state.db.session
     account = find_by_stripe_id(state, stripe_id)
     change: Change
-    status_before: str | None = None
     if account is None:
         account = _relink_candidate(state, customer.holder_id, fields)
         # Two accounts of one session are never the same bank account.
@@ -356,11 +172,9 @@ def upsert_account(
             # A racing request (a webhook that beat the browser) stored this relink after
             # our first look: it is this row, not a relink of the id onto itself (which
             # would list the live id as replaced, and the relink would disconnect it).
-            status_before = account.status
             before = {name: getattr(account, name) for name in _TRACKED}
             change = "unchanged" if before == fields else "updated"
         elif account is not None:
-            status_before = account.status
             account.previous_stripe_ids = [*account.previous_stripe_ids, account.stripe_id]
             account.stripe_id = stripe_id
             account.linked_at = utcnow()
@@ -380,7 +194,6 @@ def upsert_account(
             session.add(account)
             change = "created"
     else:
-        status_before = account.status
         before = {name: getattr(account, name) for name in _TRACKED}
         change = "unchanged" if before == fields else "updated"
     if session_id is not None and (account.session_id is None or change == "relinked"):
@@ -396,7 +209,7 @@ def upsert_account(
             account.latest_balance = snapshot
             if change == "unchanged":
                 change = "updated"
-    return Upserted(account, change, status_before)
+    return Upserted(account, change)
 
 
 def record_balance(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from ..extension import FinConnState, Holder
 from ..models import Customer
+from ..state import FinConnState, Holder
 
 
 def find_customer(state: FinConnState, holder_id: str) -> Customer | None:

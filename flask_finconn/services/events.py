@@ -6,17 +6,22 @@ The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
                          │                             └────────▶ failed ──claim──▶ ...
                          └─ already stored: a duplicate, acknowledged and not stored again
 
-- :func:`receive` stores a verified event with ``INSERT ... ON CONFLICT DO NOTHING`` in
-  autocommit before anything else happens, so a 2xx always means "stored", and two
-  deliveries of one event racing in two workers store one row. ``event_received`` is sent
-  by the delivery that stored it. Then the event goes to ``FINCONN_TASK_QUEUE``.
+- :func:`receive` stores a verified event with ``INSERT ... ON CONFLICT DO NOTHING`` on an
+  autocommit connection before anything else happens, so a 2xx always means "stored", and
+  two deliveries of one event racing in two workers store one row. ``event_received`` is
+  sent by the delivery that stored it. Then the event goes to the app's task queue
+  (``state.queue``), which processes it at once (``inline``: the event is then stored
+  already claimed for it) or carries it to a worker.
 - :func:`process_event` first *claims* the event: one autocommit ``UPDATE ... RETURNING``
   that moves it from a claimable status to ``processing`` (on PostgreSQL only for the row
   a ``SELECT ... FOR UPDATE SKIP LOCKED`` got, so a second claimer moves on at once
   instead of queueing behind the first). Only the claimer runs the handler, so a worker
-  that lost the race does nothing. With ``inline`` a new event is stored already claimed.
-  The handler's work and the ``processed`` mark commit together; if it raises, its work
-  is rolled back, the event becomes ``failed`` with the error, and ``event_failed`` is sent.
+  that lost the race does nothing.
+- The handler (:mod:`.handlers`) commits its own work and sends its signals after its
+  commits; the ``processed`` mark is a commit of its own after that. If the handler raises,
+  what it had not committed is rolled back, the event becomes ``failed`` with the error
+  and its traceback (also logged), and ``event_failed`` is sent. Work committed before the
+  failure stays: processing again is safe because handlers re-read from Stripe.
 - Handlers treat events as nudges: the data service re-reads the account from Stripe
   with the stored row locked, so an old or duplicated event can only ever apply Stripe's
   current state, never roll it back.
@@ -28,24 +33,22 @@ The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import traceback
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
-from blinker import Signal
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from .. import tasks
-from ..errors import ConfigurationError, FinConnError, NotFound
-from ..extension import FinConnState
-from ..models import Account, Base, Customer, WebhookEvent, from_unix, utcnow
-from ..signals import account_linked, account_updated, event_failed, event_received
-from . import refresh
-from .accounts import Upserted, upsert_account
+from ..errors import FinConnError, NotFound
+from ..models import WebhookEvent, from_unix, utcnow
+from ..signals import event_failed, event_received
+from ..state import FinConnState
+from .handlers import handler_for
 
 logger = logging.getLogger("flask_finconn.events")
 
@@ -61,34 +64,7 @@ MAX_ATTEMPTS = 5
 RETRY_BASE = timedelta(minutes=1)
 SWEEP_BATCH = 500
 ERROR_LIMIT = 2000
-
-PREFIX = "financial_connections."
-ACCOUNT = PREFIX + "account."
-ACCOUNT_EVENT_TYPES = tuple(
-    ACCOUNT + name
-    for name in (
-        "created",
-        "deactivated",
-        "reactivated",
-        "disconnected",
-        "refreshed_balance",
-        "refreshed_ownership",
-        "refreshed_transactions",
-        "account_numbers_updated",
-        "upcoming_account_number_expiry",
-        "supported_payment_method_types_updated",
-        "upcoming_deactivation",
-        "expected_deactivation_date_updated",
-    )
-)
-AUTHORIZATION_EVENT_TYPES = (
-    PREFIX + "authorization.upcoming_deactivation",
-    PREFIX + "authorization.expected_deactivation_date_updated",
-)
-EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
-
-Notice = tuple[Signal, dict[str, Any]]
-Handler = Callable[[FinConnState, WebhookEvent], list[Notice]]
+TRACEBACK_LIMIT = 20_000
 
 
 class EventProcessingFailed(FinConnError):
@@ -119,15 +95,15 @@ COLUMNS = tuple(EVENTS.c)
 
 def _insert_statement(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # RETURNING gives a row only when inserted (rowcount is unreliable after DO NOTHING).
-    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
+    # Both report a row count of 0 for a conflict skipped by DO NOTHING, 1 for an insert.
+    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"])
 
 
-# Built once: the hot path then reuses their compiled forms.
+# Built once, compiled once per dialect (below).
 _INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
 
 
-def _row_values(event: dict[str, Any], *, claimed: bool) -> dict[str, Any]:
+def _row_values(event: dict[str, Any], *, claimed: bool = False) -> dict[str, Any]:
     obj = event["data"]["object"]
     is_account = obj.get("object") == "financial_connections.account"
     now = utcnow()
@@ -141,6 +117,7 @@ def _row_values(event: dict[str, Any], *, claimed: bool) -> dict[str, Any]:
         "status": "processing" if claimed else "pending",
         "attempts": 1 if claimed else 0,
         "last_error": None,
+        "last_traceback": None,
         "received_at": now,
         "claimed_at": now if claimed else None,
         "processed_at": None,
@@ -152,8 +129,9 @@ def _execute_alone(
 ) -> sa.Row[Any] | None:
     """Run one statement as its own transaction; the first row it returns.
 
-    In autocommit it is durable when it returns, without the BEGIN and COMMIT round trips
-    of a transaction: on the acknowledge path these are most of the time spent.
+    On an engine it runs on an autocommit connection: durable when it returns, without the
+    BEGIN and COMMIT round trips of a transaction (on the acknowledge path these are most
+    of the time spent). It goes through SQLAlchemy, so the host's event listeners see it.
     """
     session = state.db.session
     bind = session.get_bind()
@@ -165,76 +143,63 @@ def _execute_alone(
     return row
 
 
-_DriverInsert = tuple[str, "tuple[str, ...] | None", dict[str, Any]]
-_DRIVER_INSERTS: dict[tuple[str, str], _DriverInsert] = {}
+def store_event(state: FinConnState, event: dict[str, Any]) -> WebhookEvent | None:
+    """Store a verified event once (``pending``) and commit; None when its id was stored.
+
+    Returns the stored row as a detached object.
+    """
+    values = _store(state, event)
+    return None if values is None else WebhookEvent(**values)
 
 
-def _driver_insert(dialect: sa.Dialect) -> _DriverInsert:
-    """The insert compiled once for a dialect: SQL, parameter order, bind processors."""
+_Compiled = tuple[str, "tuple[str, ...] | None", dict[str, Any]]
+_COMPILED: dict[tuple[str, str], _Compiled] = {}
+
+
+def _compiled_insert(dialect: sa.Dialect) -> _Compiled:
+    """The insert compiled once per dialect: SQL, parameter order, the columns' converters."""
     key = (dialect.name, dialect.driver)
-    if key not in _DRIVER_INSERTS:
+    if key not in _COMPILED:
         compiled = _INSERTS[dialect.name].compile(dialect=dialect)
         processors = {
             column.key: column.type.dialect_impl(dialect).bind_processor(dialect)
             for column in COLUMNS
         }
         order = tuple(compiled.positiontup) if compiled.positiontup else None
-        _DRIVER_INSERTS[key] = (compiled.string, order, processors)
-    return _DRIVER_INSERTS[key]
+        _COMPILED[key] = (compiled.string, order, processors)
+    return _COMPILED[key]
 
 
-def _insert_on_driver(engine: sa.Engine, values: dict[str, Any]) -> bool:
-    """Store one event with the driver's cursor, in autocommit; False for a duplicate.
-
-    The acknowledge path's one statement: SQLAlchemy compiled it and its column types
-    convert the values, as in any execute, but running it on the driver's cursor skips
-    the per-call execution machinery, about half of the statement's CPU time (host
-    ``before_cursor_execute`` listeners do not see it).
-    """
-    sql, order, processors = _driver_insert(engine.dialect)
-    params = {
-        name: (process(values[name]) if process is not None else values[name])
-        for name, process in processors.items()
-    }
-    connection = engine.raw_connection()
-    try:
-        driver = connection.dbapi_connection
-        assert driver is not None, "a connection fresh from the pool is open"
-        engine.dialect.set_isolation_level(driver, "AUTOCOMMIT")
-        try:
-            cursor = connection.cursor()
-            cursor.execute(sql, params if order is None else tuple(params[k] for k in order))
-            inserted = cursor.fetchone() is not None
-            cursor.close()
-        finally:
-            engine.dialect.reset_isolation_level(driver)
-    finally:
-        connection.close()
-    return inserted
-
-
-def store_event(
+def _store(
     state: FinConnState, event: dict[str, Any], *, claimed: bool = False
-) -> WebhookEvent | None:
-    """Store a verified event once and commit; None when its id was already stored.
+) -> dict[str, Any] | None:
+    """Insert the event's row unless its id is stored; the values, or None for a duplicate.
 
-    Returns the stored row as a detached object. With ``claimed`` it is stored already
-    claimed by the caller (``processing``, first attempt), saving a round of claiming when
-    the caller processes it at once.
+    The acknowledge path's one statement. On an engine it runs on an autocommit connection
+    of the app's engine (durable when it returns, without the BEGIN and COMMIT round trips
+    of a transaction), as SQL compiled once with the values converted by the columns' own
+    types: ``exec_driver_sql`` skips only the per-call compile-cache machinery, and the
+    host's engine and connection event listeners see the statement like any other.
     """
-    values = _store(state, event, claimed=claimed)
-    return None if values is None else WebhookEvent(**values)
-
-
-def _store(state: FinConnState, event: dict[str, Any], *, claimed: bool) -> dict[str, Any] | None:
     session = state.db.session
     values = _row_values(event, claimed=claimed)
     bind = session.get_bind()
     if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
-        return values if _insert_on_driver(bind, values) else None
+        sql, order, processors = _compiled_insert(bind.dialect)
+        params = {
+            name: (process(values[name]) if process is not None else values[name])
+            for name, process in processors.items()
+        }
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            result = connection.exec_driver_sql(
+                sql, params if order is None else tuple(params[k] for k in order)
+            )
+        return values if result.rowcount == 1 else None
     statement = _INSERTS.get(bind.dialect.name)
-    if statement is not None:
-        return values if _execute_alone(state, statement, values) is not None else None
+    if statement is not None:  # a session bound to a connection (tests in a transaction)
+        inserted = session.execute(statement, values).rowcount == 1  # type: ignore[attr-defined]
+        session.commit()
+        return values if inserted else None
     try:
         session.execute(sa.insert(EVENTS), values)
         session.commit()
@@ -245,45 +210,42 @@ def _store(state: FinConnState, event: dict[str, Any], *, claimed: bool) -> dict
 
 
 def receive(state: FinConnState, event: dict[str, Any]) -> Received:
-    """Store a verified event, then hand it to ``FINCONN_TASK_QUEUE``.
+    """Store a verified event, then hand it to the app's task queue (``state.queue``).
 
-    A duplicate delivery is acknowledged without storing again. With the ``inline`` queue
-    the event is processed before this returns, and a duplicate of an event still waiting
-    or failed is a retry and processed (at most once, by whoever claims it); a failure
-    raises :class:`EventProcessingFailed` after it is recorded, so Stripe delivers again.
-    With a real queue only new events are queued; :func:`sweep` catches the rest.
-    ``event_received`` is sent once the event is stored, before it is processed.
+    A duplicate delivery is acknowledged without storing again; the queue still hears of it
+    (the ``inline`` queue processes a duplicate of an event still waiting or failed, as a
+    retry; a worker queue leaves it to :func:`sweep`). When the queue processed the event
+    and that failed, :class:`EventProcessingFailed` is raised after the failure is
+    recorded, so Stripe delivers again. ``event_received`` is sent once the event is
+    stored, before it is processed.
     """
     event_id = event["id"]
-    queue = tasks.get_queue(state)
-    values = _store(state, event, claimed=queue.inline)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    # The row object only when someone uses it: on the acknowledge path it is not free.
+    queue = state.queue
+    values = _store(state, event, claimed=queue.claims_on_receipt)
     stored = None
-    if values is not None and (queue.inline or event_received.has_receivers_for(app)):
-        stored = WebhookEvent(**values)
-        try:
-            event_received.send(app, event=stored)
-        except Exception:
-            # A receiver's bug must not strand an event that is stored and claimed.
-            logger.exception("An event_received receiver raised for event %s.", event_id)
-    if queue.inline:
-        if stored is not None:
-            outcome = run_claimed(state, stored)
-        else:
-            outcome = process_event(state, event_id)
-        if outcome == "failed":
-            raise EventProcessingFailed()
-        return Received(event_id, duplicate=values is None, outcome=outcome)
     if values is not None:
-        try:
-            queue.enqueue(app, [event_id])
-        except ConfigurationError:
-            raise
-        except Exception:
-            # The event is stored and acknowledged; the sweep queues it once the broker is back.
-            logger.exception("Could not queue event %s; the sweep will queue it again.", event_id)
-    return Received(event_id, duplicate=values is None, outcome=None)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        # The row object only when someone uses it: on the acknowledge path it is not free.
+        if queue.claims_on_receipt or event_received.has_receivers_for(app):
+            stored = WebhookEvent(**values)
+        if event_received.has_receivers_for(app):
+            try:
+                event_received.send(app, event=stored)
+            except Exception:
+                # A receiver's bug must not strand an event that is stored and claimed.
+                logger.exception("An event_received receiver raised for event %s.", event_id)
+    outcome = cast(
+        "Outcome | None",
+        queue.received(
+            state,
+            event_id,
+            new=values is not None,
+            stored=stored if queue.claims_on_receipt else None,
+        ),
+    )
+    if outcome == "failed":
+        raise EventProcessingFailed()
+    return Received(event_id, duplicate=values is None, outcome=outcome)
 
 
 # claiming and processing
@@ -333,34 +295,36 @@ def process_event(
 def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
     """Run the handler of an event this caller claimed, and record the outcome.
 
-    The handler's writes and the ``processed`` mark commit together. On an exception the
-    work is rolled back, the event is marked ``failed`` with the error and ``event_failed``
-    is sent; the exception does not propagate (the event row is the record).
+    The handler commits its own work and sends its signals; the ``processed`` mark is
+    committed after it returns. On an exception what the handler had not committed is
+    rolled back, the event is marked ``failed`` with the error and its traceback (also
+    logged) and ``event_failed`` is sent; the exception does not propagate (the event row
+    is the record).
     """
     session = state.db.session
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        notices = handler_for(event.type)(state, event)
+        handler_for(event.type)(state, event)
         session.execute(
             sa.update(EVENTS)
             .where(EVENTS.c.id == event.id)
-            .values(status="processed", processed_at=utcnow(), last_error=None)
+            .values(status="processed", processed_at=utcnow(), last_error=None, last_traceback=None)
         )
-        session.commit()
+        # The mark changes no loaded object: keep what the handler's signals handed out
+        # loaded, since receivers may read it after the request.
+        own = session()
+        expire, own.expire_on_commit = own.expire_on_commit, False
+        try:
+            session.commit()
+        finally:
+            own.expire_on_commit = expire
     except Exception as exc:
         session.rollback()
         _mark_failed(state, event.id, exc)
-        logger.warning("Processing event %s failed: %s", event.id, _describe(exc))
+        logger.exception("Processing event %s failed: %s", event.id, _describe(exc))
         failed = session.get(WebhookEvent, event.id, populate_existing=True)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
         event_failed.send(app, event=failed, error=exc)
         return "failed"
-    for signal, kwargs in notices:
-        for value in kwargs.values():
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, Base) and item in session:
-                    # Loaded again after the commit, so receivers may keep it past the request.
-                    session.refresh(item)
-        signal.send(app, **kwargs)
     return "processed"
 
 
@@ -371,99 +335,13 @@ def _describe(exc: BaseException) -> str:
 
 def _mark_failed(state: FinConnState, event_id: str, exc: BaseException) -> None:
     session = state.db.session
+    trace = "".join(traceback.format_exception(exc))
     session.execute(
         sa.update(EVENTS)
         .where(EVENTS.c.id == event_id, EVENTS.c.status == "processing")
-        .values(status="failed", last_error=_describe(exc))
+        .values(status="failed", last_error=_describe(exc), last_traceback=trace[-TRACEBACK_LIMIT:])
     )
     session.commit()
-
-
-# handlers
-
-
-def handler_for(event_type: str) -> Handler:
-    """The handler of an event type; unknown types are acknowledged and left alone."""
-    return HANDLERS.get(event_type, _ignore)
-
-
-def _ignore(state: FinConnState, event: WebhookEvent) -> list[Notice]:
-    logger.info("Stored event %s of type %s, which needs no action.", event.id, event.type)
-    return []
-
-
-def _account_event(state: FinConnState, event: WebhookEvent) -> list[Notice]:
-    """Re-read the account from Stripe and apply that, whatever the event's snapshot says.
-
-    The data service locks the stored row, re-reads, stores what finished (balance,
-    owners, status) and syncs transactions when a newer transaction refresh finished; it
-    commits itself (the sync per page, so a failure resumes where it stopped) and hands
-    back its signals for after the ``processed`` mark. An account we do not store yet but
-    whose customer is ours (the webhook beat the browser's completion) is linked here.
-    """
-    stripe_id = event.account_stripe_id
-    if stripe_id is None:
-        return _ignore(state, event)
-    applied = refresh.sync_account_from_stripe(state, stripe_id, send_signals=False)
-    if applied is not None:
-        return list(applied.notices)
-    return _link_new_account(state, event, stripe_id)
-
-
-def _link_new_account(state: FinConnState, event: WebhookEvent, stripe_id: str) -> list[Notice]:
-    session = state.db.session
-    holder = event.payload["data"]["object"].get("account_holder") or {}
-    customer = _customer(state, holder.get("customer"))
-    if customer is None:
-        logger.info("Event %s is about account %s, which is not ours.", event.id, stripe_id)
-        return []
-    if _superseded(state, customer, stripe_id):
-        logger.info("Event %s is about %s, replaced by a relink; ignored.", event.id, stripe_id)
-        return []
-    fresh = state.stripe.retrieve_account(stripe_id).to_dict()
-    if (fresh.get("account_holder") or {}).get("customer") != customer.stripe_id:
-        return []
-    for attempt in range(2):
-        try:
-            result = upsert_account(state, customer, fresh)
-            session.commit()
-        except IntegrityError:
-            # The browser's completion stored it meanwhile; the second pass updates that row.
-            session.rollback()
-            if attempt:
-                raise
-            continue
-        return _notices(result)
-    raise AssertionError("unreachable")
-
-
-def _customer(state: FinConnState, stripe_customer_id: Any) -> Customer | None:
-    if not isinstance(stripe_customer_id, str):
-        return None
-    query = sa.select(Customer).where(Customer.stripe_id == stripe_customer_id)
-    return state.db.session.scalars(query).first()
-
-
-def _superseded(state: FinConnState, customer: Customer, stripe_id: str) -> bool:
-    """Whether a relink replaced this ``fca_`` id on one of the customer's accounts."""
-    previous = state.db.session.scalars(
-        sa.select(Account.previous_stripe_ids).where(Account.customer_id == customer.id)
-    )
-    return any(stripe_id in ids for ids in previous)
-
-
-def _notices(result: Upserted) -> list[Notice]:
-    if result.change in ("created", "relinked"):
-        return [(account_linked, {"account": result.account})]
-    return [(account_updated, {"account": result.account})] if result.change == "updated" else []
-
-
-HANDLERS: dict[str, Handler] = {
-    **{name: _account_event for name in ACCOUNT_EVENT_TYPES},
-    # An authorization is the login behind several accounts; Stripe sends the matching
-    # account events too, and those carry everything stored about the accounts.
-    **{name: _ignore for name in AUTHORIZATION_EVENT_TYPES},
-}
 
 
 # sweeping, replaying, listing
@@ -526,10 +404,10 @@ def sweep(state: FinConnState, *, now: datetime | None = None) -> list[str]:
 
 
 def requeue(state: FinConnState) -> list[str]:
-    """Sweep and hand what it found to ``FINCONN_TASK_QUEUE``; returns the ids."""
+    """Sweep and hand what it found to the app's task queue; returns the ids."""
     ids = sweep(state)
     if ids:
-        tasks.get_queue(state).enqueue(current_app._get_current_object(), ids)  # type: ignore[attr-defined]
+        state.queue.enqueue(current_app._get_current_object(), ids)  # type: ignore[attr-defined]
     return ids
 
 
@@ -578,7 +456,6 @@ def list_events(
 
 
 __all__ = [
-    "EVENT_TYPES",
     "EventProcessingFailed",
     "Received",
     "claim",

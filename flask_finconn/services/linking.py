@@ -11,9 +11,9 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import FinConnError, NotFound, ValidationError
-from ..extension import FinConnState, Holder
 from ..models import Account, Customer, LinkSession, utcnow
 from ..signals import account_linked
+from ..state import FinConnState, Holder
 from .accounts import Upserted, upsert_account
 from .customers import get_or_create_customer
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ..extension import FinConnState
 from ..models import Account, Owner, from_unix
+from ..state import FinConnState
 from .accounts import get_account
 
 __all__ = ["list_owners", "store_ownership"]

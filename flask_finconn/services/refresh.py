@@ -1,321 +1,36 @@
-"""Refreshes, and applying what Stripe reports about an account: balances, owners, status.
+"""Starting refreshes of an account's data, planning them, waiting for them; disconnecting.
 
 Stripe's refreshes are asynchronous: ``POST .../refresh`` only marks them ``pending``; the
-result arrives later with a ``refreshed_*`` webhook (or is found by polling). Whatever the
-trigger, the result is applied by one function, :func:`apply_account`, from a fresh read
-of the account, so duplicate or out-of-order events cannot roll anything back:
-
-- a finished balance refresh stores a :class:`~..models.BalanceSnapshot` (history for
-  charts; the account points at the latest) and sends ``balance_refreshed``;
-- a finished ownership refresh stores that snapshot's owners and sends
-  ``ownership_refreshed``;
-- a finished transaction refresh runs the incremental sync
-  (:func:`~.transactions.sync_transactions`) and sends ``transactions_synced``;
-- status changes send ``account_deactivated``, ``account_reactivated`` or
-  ``account_disconnected``; other changed fields send ``account_updated``.
-
-Balances keep Stripe's signs: positive is money owed to the holder, negative is owed by
-the holder, so a credit card or a mortgage usually shows a negative ``current``. Credit
-accounts have no ``available`` (it is null, and the JSON shows ``current`` instead).
+result arrives later with a ``refreshed_*`` webhook (or is found by polling), and is
+applied by :func:`.sync.apply_account` from a fresh read of the account.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from blinker import Signal
-from flask import Flask, current_app
 
 from ..errors import Conflict, FinConnError, NotFound, ValidationError
-from ..extension import FinConnState, Holder
-from ..models import Account, BalanceSnapshot, Customer, Owner
-from ..schemas import iso_unix
-from ..signals import (
-    account_deactivated,
-    account_disconnected,
-    account_reactivated,
-    account_updated,
-    balance_refreshed,
-    ownership_refreshed,
-    transactions_synced,
-)
-from .accounts import get_account, upsert_account
-from .owners import store_ownership
-from .transactions import SyncResult, finished_refresh_id, sync_transactions
-
-logger = logging.getLogger("flask_finconn")
+from ..models import Account, iso_unix
+from ..state import FEATURE_PERMISSION, REFRESH_FEATURES, FinConnState, Holder
+from .accounts import get_account
+from .sync import STATE_FIELD, apply_account, sync_account_from_stripe
 
 __all__ = [
-    "FEATURES",
-    "FEATURE_PERMISSION",
-    "AccountSync",
-    "Applied",
-    "Notice",
     "RefreshOutcome",
-    "accounts_to_sync",
-    "apply_account",
     "disconnect_account",
     "plan_refreshes",
-    "refresh_accounts",
     "request_refresh",
     "run_refresh",
     "start_refresh",
-    "sync_account",
-    "sync_account_from_stripe",
     "wait_for_refreshes",
 ]
-
-FEATURES = ("balance", "ownership", "transactions")
-FEATURE_PERMISSION = {
-    "balance": "balances",
-    "ownership": "ownership",
-    "transactions": "transactions",
-}
-_STATE_FIELD = {
-    "balance": "balance_refresh",
-    "ownership": "ownership_refresh",
-    "transactions": "transaction_refresh",
-}
-_STATUS_SIGNALS = {
-    "deactivated": account_deactivated,
-    "reactivated": account_reactivated,
-    "disconnected": account_disconnected,
-}
-
-
-Notice = tuple[Signal, dict[str, Any]]
-"""A signal to send and its keyword arguments."""
-
-
-@dataclass(frozen=True)
-class AccountSync:
-    """A transaction sync run for an account, and the ``transactions_synced`` it warrants."""
-
-    result: SyncResult
-    notice: Notice | None
-
-    @property
-    def added(self) -> int:
-        return self.result.added
-
-    @property
-    def updated(self) -> int:
-        return self.result.updated
-
-
-@dataclass
-class Applied:
-    """What applying a fresh read of an account changed.
-
-    ``finished`` maps each refresh that ended since the last read to its status
-    (``succeeded``/``failed``). ``status_change`` is ``deactivated``, ``reactivated``,
-    ``disconnected`` or None. ``balance`` is the snapshot a successful balance refresh
-    stored, ``owners`` the owners a successful ownership refresh stored, ``sync`` the
-    transaction sync that ran, ``notices`` the signals (sent unless the caller said not to).
-    """
-
-    account: Account
-    finished: dict[str, str] = field(default_factory=dict)
-    status_change: str | None = None
-    balance: BalanceSnapshot | None = None
-    owners: list[Owner] | None = None
-    sync: AccountSync | None = None
-    notices: list[Notice] = field(default_factory=list)
-
-
-def _sender(app: Flask | None) -> Flask:
-    return app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-
-
-def _ended(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
-    """The status of a refresh that ended between two reads of its state, else None."""
-    if not after or after.get("status") not in ("succeeded", "failed"):
-        return None
-    if before is not None and all(
-        before.get(key) == after.get(key) for key in ("status", "last_attempted_at", "id")
-    ):
-        return None
-    return str(after["status"])
-
-
-def _status_change(before: str, after: str) -> str | None:
-    if before == after:
-        return None
-    if after == "disconnected":
-        return "disconnected"
-    if after == "inactive":
-        return "deactivated"
-    if after == "active" and before == "inactive":
-        return "reactivated"
-    return None
-
-
-def apply_account(
-    state: FinConnState,
-    account: Account,
-    raw: Mapping[str, Any],
-    *,
-    app: Flask | None = None,
-    send_signals: bool = True,
-    on_page: Callable[[int, int], None] | None = None,
-) -> Applied:
-    """Store a fresh read of the account from Stripe and act on what finished.
-
-    ``raw`` is Stripe's ``financial_connections.account`` for ``account.stripe_id``.
-    Balance snapshot, owners and status are committed together, then their signals sent;
-    then, when a transaction refresh newer than the stored cursor is over (or a sync was
-    interrupted), the transaction sync runs and ``transactions_synced`` follows. With
-    ``send_signals=False`` the signals are only listed in ``Applied.notices`` for the caller
-    to send (the event processor sends them once the event is marked processed).
-    ``on_page(rows, pages)`` follows the transaction sync (progress bars, tests).
-    """
-    if raw.get("id") != account.stripe_id:
-        raise ValueError(
-            f"apply_account got {raw.get('id')} for an account stored as {account.stripe_id}."
-        )
-    session = state.db.session
-    before_status = account.status
-    before_states = {f: getattr(account, _STATE_FIELD[f]) for f in FEATURES}
-    before_ownership = account.ownership_id
-    customer = session.get(Customer, account.customer_id)
-    assert customer is not None, "every stored account has its customer"
-    upserted = upsert_account(state, customer, dict(raw))
-    applied = Applied(account)
-    for feature in FEATURES:
-        status = _ended(before_states[feature], getattr(account, _STATE_FIELD[feature]))
-        if status is not None:
-            applied.finished[feature] = status
-    if applied.finished.get("balance") == "succeeded":
-        applied.balance = account.latest_balance
-    # Not only when this read saw the refresh end: a prefetch can finish before the session
-    # is completed, and the account then arrives already holding its new ownership id.
-    # store_ownership is a no-op for a snapshot already stored.
-    if account.ownership_id and (
-        account.ownership_id != before_ownership
-        or (account.ownership_refresh or {}).get("status") == "succeeded"
-    ):
-        applied.owners = store_ownership(state, account, account.ownership_id)
-    applied.status_change = _status_change(before_status, account.status)
-    session.commit()
-
-    notices = applied.notices
-    if applied.status_change is not None:
-        notices.append((_STATUS_SIGNALS[applied.status_change], {"account": account}))
-    elif upserted.change == "updated":
-        notices.append((account_updated, {"account": account}))
-    if "balance" in applied.finished:
-        notices.append(
-            (
-                balance_refreshed,
-                {
-                    "account": account,
-                    "snapshot": applied.balance,
-                    "status": applied.finished["balance"],
-                },
-            )
-        )
-    if "ownership" in applied.finished:
-        notices.append(
-            (
-                ownership_refreshed,
-                {
-                    "account": account,
-                    "owners": applied.owners or [],
-                    "status": applied.finished["ownership"],
-                },
-            )
-        )
-    applied.sync = sync_account(state, account, app=app, send_signals=False, on_page=on_page)
-    if applied.sync is not None and applied.sync.notice is not None:
-        notices.append(applied.sync.notice)
-    if send_signals:
-        _send(notices, app)
-    return applied
-
-
-def _send(notices: Iterable[Notice], app: Flask | None) -> None:
-    sender = _sender(app)
-    for signal, kwargs in notices:
-        signal.send(sender, **kwargs)
-
-
-def sync_account(
-    state: FinConnState,
-    account: Account,
-    *,
-    app: Flask | None = None,
-    on_page: Callable[[int, int], None] | None = None,
-    send_signals: bool = True,
-) -> AccountSync | None:
-    """Sync stored transactions up to the account's last finished refresh, if behind.
-
-    Runs when that refresh is not yet the stored cursor, or an earlier sync was cut short;
-    None when there was nothing to do. ``transactions_synced`` (its ``notice``) goes out
-    when the sync changed rows or caught up to a successful refresh.
-    """
-    target = finished_refresh_id(account.transaction_refresh)
-    behind = target is not None and target != account.transactions_cursor
-    if account.status == "disconnected" or not (behind or account.transactions_sync):
-        return None
-    succeeded = (account.transaction_refresh or {}).get("status") == "succeeded"
-    result = sync_transactions(state, account, on_page=on_page)
-    notice: Notice | None = None
-    # Rows this worker wrote are reported even when another worker finished the sync: each
-    # row is counted by the one that wrote it, so the signals add up to what was stored.
-    if result.added or result.updated or (result.complete and succeeded):
-        notice = (
-            transactions_synced,
-            {"account": account, "added": result.added, "updated": result.updated},
-        )
-        if send_signals:
-            _send([notice], app)
-    return AccountSync(result, notice)
-
-
-def sync_account_from_stripe(
-    state: FinConnState,
-    stripe_account_id: str,
-    *,
-    app: Flask | None = None,
-    send_signals: bool = True,
-    on_page: Callable[[int, int], None] | None = None,
-) -> Applied | None:
-    """Re-read an account from Stripe and apply it: the webhook handlers' one call.
-
-    The event payload is only a nudge: the account is read again, under a row lock on
-    PostgreSQL so that racing workers apply their reads in order, and applied with
-    :func:`apply_account`. None when no stored account has that ``fca_`` id (an account of
-    another app, or one replaced by a relink), or Stripe no longer knows it.
-    """
-    session = state.db.session
-    # populate_existing: a row read earlier in this transaction may be stale by the time
-    # the lock is ours, and "what finished" is judged against what is stored.
-    account = session.scalars(
-        sa.select(Account)
-        .where(Account.stripe_id == stripe_account_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
-    if account is None:
-        session.rollback()
-        return None
-    try:
-        raw = state.stripe.retrieve_account(stripe_account_id).to_dict()
-    except NotFound:
-        session.rollback()
-        logger.warning("Stripe no longer knows account %s; left as stored.", stripe_account_id)
-        return None
-    except BaseException:
-        session.rollback()
-        raise
-    return apply_account(state, account, raw, app=app, send_signals=send_signals, on_page=on_page)
 
 
 # starting refreshes
@@ -333,11 +48,6 @@ def _relink_error(account: Account) -> Conflict:
         code="account_inactive",
         extra={"action": "relink_required"},
     )
-
-
-def _stripe_now(state: FinConnState) -> int:
-    """Now by the clock of the Stripe we talk to (the sandbox's clock can be moved)."""
-    return state.sandbox.now() if state.sandbox is not None else int(time.time())
 
 
 def _check_permissions(account: Account, features: list[str]) -> None:
@@ -359,7 +69,7 @@ def _not_ready(account: Account, features: list[str], now: int) -> Conflict | No
     running = []
     early: list[tuple[str, int]] = []
     for feature in features:
-        refresh = getattr(account, _STATE_FIELD[feature])
+        refresh = getattr(account, STATE_FIELD[feature])
         if not refresh:
             continue
         available = refresh.get("next_refresh_available_at")
@@ -385,47 +95,45 @@ def _not_ready(account: Account, features: list[str], now: int) -> Conflict | No
     return None
 
 
-def start_refresh(
-    state: FinConnState, account: Account, features: Iterable[str], *, app: Flask | None = None
-) -> Account:
+def start_refresh(state: FinConnState, account: Account, features: Iterable[str]) -> Account:
     """Start refreshes of ``features`` for a stored account (no holder check).
 
     Refused with the same errors as :func:`request_refresh`. A stored state that still says
     ``pending`` is first checked against Stripe, since its webhook may not have arrived.
     """
     wanted = list(dict.fromkeys(features))
-    unknown = [f for f in wanted if f not in FEATURES]
+    unknown = [f for f in wanted if f not in REFRESH_FEATURES]
     if unknown or not wanted:
-        raise ValueError(f"Refresh features must be some of {', '.join(FEATURES)}.")
+        raise ValueError(f"Refresh features must be some of {', '.join(REFRESH_FEATURES)}.")
     if account.status != "active":
         raise _relink_error(account)
     _check_permissions(account, wanted)
-    if any((getattr(account, _STATE_FIELD[f]) or {}).get("status") == "pending" for f in wanted):
-        sync_account_from_stripe(state, account.stripe_id, app=app)
+    if any((getattr(account, STATE_FIELD[f]) or {}).get("status") == "pending" for f in wanted):
+        sync_account_from_stripe(state, account.stripe_id)
         if account.status != "active":
             raise _relink_error(account)
-    refused = _not_ready(account, wanted, _stripe_now(state))
+    refused = _not_ready(account, wanted, state.stripe.now())
     if refused is not None:
         raise refused
-    before = {f: getattr(account, _STATE_FIELD[f]) for f in wanted}
+    before = {f: getattr(account, STATE_FIELD[f]) for f in wanted}
     try:
         raw = state.stripe.refresh_account(account.stripe_id, wanted).to_dict()
     except Conflict as exc:
         if exc.code != "account_inactive":
             raise
         # Stripe knows the account went inactive before its webhook reached us.
-        sync_account_from_stripe(state, account.stripe_id, app=app)
+        sync_account_from_stripe(state, account.stripe_id)
         raise _relink_error(account) from None
-    apply_account(state, account, raw, app=app)
+    apply_account(state, account, raw)
     not_started = [
         f
         for f in wanted
-        if (getattr(account, _STATE_FIELD[f]) or {}).get("status") != "pending"
-        or _same_attempt(before[f], getattr(account, _STATE_FIELD[f]))
+        if (getattr(account, STATE_FIELD[f]) or {}).get("status") != "pending"
+        or _same_attempt(before[f], getattr(account, STATE_FIELD[f]))
     ]
     if not_started:
         # Stripe starts nothing when it is too early and says so only by the unchanged state.
-        refused = _not_ready(account, not_started, _stripe_now(state))
+        refused = _not_ready(account, not_started, state.stripe.now())
         raise refused or Conflict(
             "Stripe did not start the refresh; try again in a moment.", code="refresh_too_early"
         )
@@ -446,8 +154,6 @@ def request_refresh(
     holder: Holder,
     account_id: str,
     features: Iterable[str],
-    *,
-    app: Flask | None = None,
 ) -> Account:
     """Start refreshes of one of the holder's accounts (``POST /accounts/<id>/refresh``).
 
@@ -458,7 +164,7 @@ def request_refresh(
     Results arrive later by webhook or poll, through :func:`apply_account`.
     """
     account = get_account(state, holder.id, account_id)
-    return start_refresh(state, account, features, app=app)
+    return start_refresh(state, account, features)
 
 
 @dataclass(frozen=True)
@@ -483,7 +189,7 @@ def plan_refreshes(
     permission for. Otherwise every active account with a requested feature last attempted
     more than ``max_age`` ago (or never), by Stripe's clock. ``features`` defaults to all.
     """
-    wanted = tuple(features) if features else FEATURES
+    wanted = tuple(features) if features else REFRESH_FEATURES
     session = state.db.session
     if account_id is not None:
         account = session.scalars(
@@ -494,7 +200,7 @@ def plan_refreshes(
         if account is None:
             raise NotFound(f"There is no stored account {account_id}.", code="account_not_found")
         return [(account, tuple(f for f in wanted if FEATURE_PERMISSION[f] in account.permissions))]
-    stale_before = _stripe_now(state) - int(max_age.total_seconds())
+    stale_before = state.stripe.now() - int(max_age.total_seconds())
     plan = []
     query = sa.select(Account).where(Account.status == "active").order_by(Account.linked_at)
     for account in session.scalars(query):
@@ -502,7 +208,7 @@ def plan_refreshes(
         for feature in wanted:
             if FEATURE_PERMISSION[feature] not in account.permissions:
                 continue
-            refresh = getattr(account, _STATE_FIELD[feature]) or {}
+            refresh = getattr(account, STATE_FIELD[feature]) or {}
             if refresh.get("status") == "pending":
                 continue
             last = refresh.get("last_attempted_at")
@@ -513,9 +219,7 @@ def plan_refreshes(
     return plan
 
 
-def run_refresh(
-    state: FinConnState, account: Account, features: tuple[str, ...], *, app: Flask | None = None
-) -> RefreshOutcome:
+def run_refresh(state: FinConnState, account: Account, features: tuple[str, ...]) -> RefreshOutcome:
     """Start one planned refresh, turning a refusal into the outcome's ``error``."""
     if not features:
         return RefreshOutcome(
@@ -526,24 +230,11 @@ def run_refresh(
             ),
         )
     try:
-        start_refresh(state, account, features, app=app)
+        start_refresh(state, account, features)
     except FinConnError as exc:
         state.db.session.rollback()
         return RefreshOutcome(account, features, exc)
     return RefreshOutcome(account, features)
-
-
-def refresh_accounts(
-    state: FinConnState,
-    *,
-    account_id: str | None = None,
-    features: Iterable[str] | None = None,
-    max_age: timedelta = timedelta(hours=24),
-    app: Flask | None = None,
-) -> list[RefreshOutcome]:
-    """Start refreshes of stale accounts (or one account); one outcome per account."""
-    plan = plan_refreshes(state, account_id=account_id, features=features, max_age=max_age)
-    return [run_refresh(state, account, feats, app=app) for account, feats in plan]
 
 
 def wait_for_refreshes(
@@ -552,7 +243,6 @@ def wait_for_refreshes(
     *,
     timeout: float = 60.0,
     interval: float = 1.0,
-    app: Flask | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, dict[str, str]]:
     """Poll Stripe until the started refreshes leave ``pending``, for hosts without webhooks.
@@ -566,10 +256,10 @@ def wait_for_refreshes(
     deadline = time.monotonic() + timeout
     while True:
         for stripe_id, (account_id, feats) in list(waiting.items()):
-            applied = sync_account_from_stripe(state, stripe_id, app=app)
+            applied = sync_account_from_stripe(state, stripe_id)
             statuses = {
                 f: str(
-                    (getattr(applied.account, _STATE_FIELD[f]) or {}).get("status", "failed")
+                    (getattr(applied.account, STATE_FIELD[f]) or {}).get("status", "failed")
                     if applied is not None
                     else "failed"
                 )
@@ -583,22 +273,7 @@ def wait_for_refreshes(
         sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
-def accounts_to_sync(state: FinConnState, account_id: str | None = None) -> list[tuple[str, str]]:
-    """(our id, ``fca_`` id) of one stored account, or of every account not disconnected.
-
-    ``account_id`` may be our ``fcacct_`` id or the current ``fca_`` id; unknown gives [].
-    """
-    query = sa.select(Account.id, Account.stripe_id).order_by(Account.linked_at, Account.id)
-    if account_id is None:
-        query = query.where(Account.status != "disconnected")
-    else:
-        query = query.where(sa.or_(Account.id == account_id, Account.stripe_id == account_id))
-    return [(row[0], row[1]) for row in state.db.session.execute(query)]
-
-
-def disconnect_account(
-    state: FinConnState, holder: Holder, account_id: str, *, app: Flask | None = None
-) -> Account:
+def disconnect_account(state: FinConnState, holder: Holder, account_id: str) -> Account:
     """Disconnect one of the holder's accounts at Stripe (``POST /accounts/<id>/disconnect``).
 
     Unsubscribes from daily transaction refreshes first, then disconnects; disconnecting
@@ -613,5 +288,5 @@ def disconnect_account(
         with contextlib.suppress(Conflict):
             state.stripe.unsubscribe_transactions(account.stripe_id)
     raw = state.stripe.disconnect_account(account.stripe_id).to_dict()
-    apply_account(state, account, raw, app=app)
+    apply_account(state, account, raw)
     return account

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,8 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import ValidationError
-from ..extension import FinConnState
 from ..models import Account, Transaction, from_unix
+from ..state import FinConnState
 from ..stripe_api import StripeTransaction
 from .accounts import get_account
 
@@ -429,13 +429,3 @@ def list_transactions(
         has_more=has_more,
         next_cursor=encode_cursor(rows[-1]) if has_more and rows else None,
     )
-
-
-def count_transactions(state: FinConnState, account_ids: Iterable[str]) -> dict[str, int]:
-    """How many transactions are stored per account (for the CLI)."""
-    query = (
-        sa.select(Transaction.account_id, sa.func.count())
-        .where(Transaction.account_id.in_(list(account_ids)))
-        .group_by(Transaction.account_id)
-    )
-    return {row[0]: row[1] for row in state.db.session.execute(query)}

@@ -137,9 +137,17 @@
       this.backButton = h("button", { type: "button", class: "icon back", "aria-label": "Back", onclick: () => this.back() }, "←");
       this.body = h("div", { class: "body" });
       this.footer = h("div", { class: "footer" });
+      // A native modal <dialog>: the browser keeps focus and clicks inside it, makes the page
+      // behind it inert for assistive technology, and turns Escape into a cancel event.
       this.dialog = h(
-        "div",
-        { class: "dialog", role: "dialog", "aria-modal": "true", "aria-labelledby": "finconn-title" },
+        "dialog",
+        {
+          class: "dialog",
+          "aria-labelledby": "finconn-title",
+          oncancel: (event) => this.onCancel(event),
+          onclose: () => this.close(),
+          onkeydown: (event) => this.onTab(event),
+        },
         h(
           "div",
           { class: "top" },
@@ -152,45 +160,37 @@
         this.footer,
       );
       const sheet = h("link", { rel: "stylesheet", href: new URL("static/finconn-sandbox.css", base).href });
-      const backdrop = h("div", { class: "backdrop", hidden: true }, this.dialog);
+      // Shown once styled, so that it never flashes unstyled.
       const show = () => {
-        backdrop.hidden = false;
+        this.dialog.showModal();
         this.focusFirst();
       };
       sheet.addEventListener("load", show, { once: true });
       sheet.addEventListener("error", show, { once: true });
-      root.append(sheet, backdrop);
-      // On the document, so that Escape works even when focus was lost (a disabled button).
-      this.keys = (event) => this.onKey(event);
-      document.addEventListener("keydown", this.keys, true);
-      // The page behind the modal must not take focus or clicks while it is open.
-      this.inerted = [...document.body.children].filter((el) => !el.inert);
-      for (const el of this.inerted) el.inert = true;
+      root.append(sheet, this.dialog);
+      // A modal dialog does not stop the page behind it from scrolling.
       this.overflow = document.documentElement.style.overflow;
       document.documentElement.style.overflow = "hidden";
       document.body.append(this.host);
     }
 
-    onKey(event) {
-      if (event.key === "Escape") {
+    onCancel(event) {
+      // Escape means "close the linking window", which must tell the sandbox first.
+      event.preventDefault();
+      this.close();
+    }
+
+    onTab(event) {
+      // Chromium lets Tab leave a modal dialog for the browser's own controls: wrap instead,
+      // so that keyboard users stay in the linking window as they would in Stripe's.
+      if (event.key !== "Tab") return;
+      const items = [...this.dialog.querySelectorAll("button, input, [href], [tabindex='0']")].filter(
+        (el) => !el.disabled && el.checkVisibility(),
+      );
+      const edge = event.shiftKey ? items[0] : items[items.length - 1];
+      if (edge && this.root.activeElement === edge) {
         event.preventDefault();
-        event.stopPropagation();
-        this.close();
-      } else if (event.key === "Tab") {
-        const items = [...this.dialog.querySelectorAll("button, input, [href], [tabindex='0']")].filter(
-          (el) => !el.disabled && !el.hidden && el.offsetParent !== null,
-        );
-        if (!items.length) return;
-        const first = items[0];
-        const last = items[items.length - 1];
-        const current = this.root.activeElement;
-        if (event.shiftKey && (current === first || !this.dialog.contains(current))) {
-          event.preventDefault();
-          last.focus();
-        } else if (!event.shiftKey && (current === last || !this.dialog.contains(current))) {
-          event.preventDefault();
-          first.focus();
-        }
+        (event.shiftKey ? items[items.length - 1] : items[0]).focus();
       }
     }
 
@@ -201,8 +201,7 @@
     }
 
     finish(accounts) {
-      document.removeEventListener("keydown", this.keys, true);
-      for (const el of this.inerted) el.inert = false;
+      if (this.dialog.open) this.dialog.close();
       document.documentElement.style.overflow = this.overflow;
       this.host.remove();
       if (this.returnFocus && this.returnFocus.focus) this.returnFocus.focus();
@@ -236,7 +235,7 @@
       this.dialog.dataset.step = this.step;
       this.backButton.hidden = !this.history.length || this.step === "success" || this.step === "failed";
       this[`render_${this.step}`]();
-      if (!this.host.shadowRoot.querySelector(".backdrop").hidden) this.focusFirst();
+      if (this.dialog.open) this.focusFirst();
     }
 
     setTitle(text) {
@@ -255,10 +254,31 @@
 
     showError(message) {
       if (!this.error) {
-        this.error = h("p", { class: "error", role: "alert" });
+        this.error = h("p", { id: "fc-error", class: "error", role: "alert" });
         this.body.prepend(this.error);
       }
       this.error.textContent = message;
+    }
+
+    /**
+     * True when every required field has a value. Otherwise marks the empty ones invalid, shows
+     * `message` in the modal's alert (read out by screen readers) and focuses the first.
+     */
+    filled(inputs, message) {
+      const empty = inputs.filter((input) => !input.value.trim());
+      for (const input of inputs) {
+        if (empty.includes(input)) {
+          input.setAttribute("aria-invalid", "true");
+          input.setAttribute("aria-describedby", "fc-error");
+        } else {
+          input.removeAttribute("aria-invalid");
+          input.removeAttribute("aria-describedby");
+        }
+      }
+      if (!empty.length) return true;
+      this.showError(message);
+      empty[0].focus();
+      return false;
     }
 
     /** Run a sandbox call with the dialog marked busy; returns null after showing an error. */
@@ -403,8 +423,10 @@
         "form",
         {
           class: "form",
+          noValidate: true,
           onsubmit: async (event) => {
             event.preventDefault();
+            if (!this.filled([username, password], "Enter your username and password.")) return;
             const result = await this.call("login", {
               institution: this.institution.id,
               username: username.value,
@@ -457,8 +479,10 @@
         "form",
         {
           class: "form",
+          noValidate: true,
           onsubmit: async (event) => {
             event.preventDefault();
+            if (!this.filled([input], "Enter an answer to continue.")) return;
             const result = await this.call("login", { institution: this.institution.id, answer: input.value });
             if (result) this.afterLogin(result);
           },
@@ -576,7 +600,9 @@
         const chosen = boxes.filter((b) => b.checked).map((b) => b.value);
         const result = await this.call("complete", { institution: this.institution.id, accounts: chosen });
         if (!result) return;
-        this.linked = result.accounts || [];
+        // In the order the bank listed them (and the holder saw them), whatever the API's order.
+        const rank = (a) => this.accounts.findIndex((b) => b.display_name === a.display_name && b.last4 === a.last4);
+        this.linked = (result.accounts || []).slice().sort((a, b) => rank(a) - rank(b));
         this.go("success");
       });
       update();

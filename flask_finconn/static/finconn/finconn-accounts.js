@@ -3,8 +3,9 @@
  *
  * Lists GET <endpoint>/accounts with each account's balance and state, and offers Refresh
  * (POST .../refresh, then polls the account until the refresh settles), Disconnect (POST
- * .../disconnect, after a cancelable event) and, when the bank needs it, Relink (a new
- * linking flow). Reloads itself after any <finconn-connect> on the page links accounts.
+ * .../disconnect) and, when the bank needs it, Relink (a new linking flow). Each action fires
+ * a cancelable present-tense event before it starts (refresh, disconnect, relink) and a
+ * past-tense one when it is done (refreshed, disconnected, relinked). Reloads itself after any <finconn-connect> on the page links accounts.
  * Needs finconn-connect.js (window.FinConn), which finconn.scripts(accounts=True) loads first.
  */
 (() => {
@@ -31,6 +32,14 @@
   }
 
   class FinConnAccountsElement extends HTMLElement {
+    #list = null;
+    #empty = null;
+    #status = null;
+    #accounts = [];
+    // Ids of the accounts being polled: one poller per account, however often it is asked for.
+    #polling = new Set();
+    #onLinked = () => this.load();
+
     static define(tag = "finconn-accounts", registry = window.customElements) {
       if (!registry.get(tag)) registry.define(tag, this);
       return this;
@@ -53,42 +62,51 @@
       this.setAttribute("features", [].concat(value).join(" "));
     }
 
+    /** The accounts last loaded. */
+    get accounts() {
+      return this.#accounts;
+    }
+
     connectedCallback() {
-      if (!this.list) {
+      if (!this.#list) {
         // Whatever the host put inside is the empty state.
-        this.empty = document.createElement("div");
-        this.empty.className = "finconn-accounts__empty";
-        this.empty.append(...this.childNodes);
-        if (!this.empty.textContent.trim()) this.empty.textContent = "No bank accounts linked yet.";
-        this.list = el("ul", "list");
-        this.status = el("p", "status");
-        this.status.setAttribute("role", "status");
-        this.append(this.list, this.empty, this.status);
-        this.onLinked = () => this.load();
+        this.#empty = el("div", "empty");
+        this.#empty.append(...this.childNodes);
+        if (!this.#empty.textContent.trim()) this.#empty.textContent = "No bank accounts linked yet.";
+        this.#list = el("ul", "list");
+        this.#status = el("p", "status");
+        this.#status.setAttribute("role", "status");
+        this.append(this.#list, this.#empty, this.#status);
       }
-      document.addEventListener("finconn-connect-success", this.onLinked);
+      document.addEventListener("finconn-connect-success", this.#onLinked);
       this.load();
     }
 
     disconnectedCallback() {
-      document.removeEventListener("finconn-connect-success", this.onLinked);
+      document.removeEventListener("finconn-connect-success", this.#onLinked);
     }
 
-    emit(name, detail, cancelable = false) {
+    #emit(name, detail, cancelable = false) {
       return this.dispatchEvent(
         new CustomEvent(`finconn-accounts-${name}`, { bubbles: true, cancelable, detail }),
       );
     }
 
-    say(message, isError = false) {
-      this.status.textContent = message;
-      this.status.classList.toggle("finconn-accounts__status--error", isError);
+    /** A done event, and the older name the 0.1 README documented for it. */
+    #emitDone(name, legacy, detail) {
+      this.#emit(name, detail);
+      this.#emit(legacy, detail);
     }
 
-    fail(error) {
+    #say(message, isError = false) {
+      this.#status.textContent = message;
+      this.#status.classList.toggle("finconn-accounts__status--error", isError);
+    }
+
+    #fail(error) {
       const detail = { code: error.code || "unexpected_error", message: error.message || "Something went wrong." };
-      this.say(detail.message, true);
-      this.emit("error", { error: detail });
+      this.#say(detail.message, true);
+      this.#emit("error", { error: detail });
     }
 
     /** Fetch and render the holder's accounts; resolves with them. */
@@ -96,14 +114,14 @@
       this.setAttribute("aria-busy", "true");
       try {
         const { data } = await request(`${this.endpoint}/accounts`, { method: "GET" });
-        this.accounts = data;
-        this.list.replaceChildren(...data.map((account) => this.row(account)));
-        this.empty.hidden = data.length > 0;
-        this.emit("load", { accounts: data });
-        for (const account of data) if (this.pending(account)) this.poll(account.id);
+        this.#accounts = data;
+        this.#list.replaceChildren(...data.map((account) => this.#row(account)));
+        this.#empty.hidden = data.length > 0;
+        this.#emitDone("loaded", "load", { accounts: data });
+        for (const account of data) if (this.#pending(account)) this.#poll(account.id);
         return data;
       } catch (error) {
-        this.fail(error);
+        this.#fail(error);
         return [];
       } finally {
         this.setAttribute("aria-busy", "false");
@@ -111,18 +129,18 @@
     }
 
     /** True while a refresh of one of this element's features is running. */
-    pending(account) {
+    #pending(account) {
       const refresh = account.refresh || {};
       return this.features.some((f) => refresh[f] && refresh[f].status === "pending");
     }
 
-    row(account) {
+    #row(account) {
       const item = el("li", "item");
       item.dataset.account = account.id;
       item.dataset.status = account.status;
       item.dataset.action = account.action;
       // No nested template literals: rjsmin mangles the whitespace inside them.
-      const name = (account.display_name || "Account") + (account.last4 ? " ••" + account.last4 : "");
+      const name = (account.display_name || "Account") + (account.last4 ? " •••• " + account.last4 : "");
       const text = el("div", "text");
       text.append(el("span", "name", name), el("span", "institution", account.institution_name));
       const balance = account.balance;
@@ -140,7 +158,7 @@
       if (account.status === "disconnected") badge("Disconnected", "muted");
       else if (account.action === "relink_required") badge("Relink needed", "warning");
       else if (account.status === "inactive") badge("Inactive", "warning");
-      if (this.pending(account)) badge("Refreshing…", "info");
+      if (this.#pending(account)) badge("Refreshing…", "info");
       const actions = el("div", "actions");
       const button = (label, kind, onclick) => {
         const b = el("button", `button finconn-accounts__button--${kind}`, label);
@@ -152,69 +170,84 @@
       };
       if (account.action === "relink_required") button("Relink", "relink", () => this.relink(account));
       if (account.status === "active") {
-        button("Refresh", "refresh", () => this.refresh(account)).disabled = this.pending(account);
+        button("Refresh", "refresh", () => this.refresh(account)).disabled = this.#pending(account);
       }
       if (account.status !== "disconnected") button("Disconnect", "disconnect", () => this.disconnect(account));
       item.append(text, figure, badges, actions);
       return item;
     }
 
-    replace(account) {
-      const index = this.accounts.findIndex((a) => a.id === account.id);
-      if (index >= 0) this.accounts[index] = account;
-      const old = this.list.querySelector(`[data-account="${CSS.escape(account.id)}"]`);
+    #replace(account) {
+      const index = this.#accounts.findIndex((a) => a.id === account.id);
+      if (index >= 0) this.#accounts[index] = account;
+      const old = this.#list.querySelector(`[data-account="${CSS.escape(account.id)}"]`);
       if (old) {
         const hadFocus = old.contains(document.activeElement);
-        const fresh = this.row(account);
+        const fresh = this.#row(account);
         old.replaceWith(fresh);
         if (hadFocus) (fresh.querySelector("button:not(:disabled)") || fresh).focus();
       }
-      this.emit("change", { account });
+      this.#emitDone("changed", "change", { account });
     }
 
+    /** Ask the bank for fresh data; `refreshed` follows once the refresh has settled. */
     async refresh(account) {
-      if (!this.emit("refresh", { account, features: this.features }, true)) return;
+      if (!this.#emit("refresh", { account, features: this.features }, true)) return;
       try {
         const url = `${this.endpoint}/accounts/${encodeURIComponent(account.id)}/refresh`;
-        this.replace(await request(url, { body: { features: this.features } }));
-        this.say(`Refreshing ${account.display_name || "the account"}…`);
-        this.poll(account.id);
+        this.#replace(await request(url, { body: { features: this.features } }));
+        this.#say(`Refreshing ${account.display_name || "the account"}…`);
+        this.#poll(account.id);
       } catch (error) {
-        this.fail(error);
+        this.#fail(error);
       }
     }
 
     /** Re-read an account until no refresh is pending (results arrive by webhook). */
-    async poll(id, tries = 0) {
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-      if (!this.isConnected || tries >= POLL_LIMIT) return;
+    async #poll(id) {
+      if (this.#polling.has(id)) return;
+      this.#polling.add(id);
       try {
-        const account = await request(`${this.endpoint}/accounts/${encodeURIComponent(id)}`, { method: "GET" });
-        if (this.pending(account)) return this.poll(id, tries + 1);
-        this.replace(account);
-        this.say(`${account.display_name || "The account"} is up to date.`);
+        for (let tries = 0; tries < POLL_LIMIT; tries++) {
+          await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+          if (!this.isConnected) return;
+          const account = await request(`${this.endpoint}/accounts/${encodeURIComponent(id)}`, { method: "GET" });
+          if (this.#pending(account)) continue;
+          this.#replace(account);
+          this.#say(`${account.display_name || "The account"} is up to date.`);
+          this.#emit("refreshed", { account, features: this.features });
+          return;
+        }
       } catch (error) {
-        this.fail(error);
+        this.#fail(error);
+      } finally {
+        this.#polling.delete(id);
       }
     }
 
     async disconnect(account) {
-      if (!this.emit("disconnect", { account }, true)) return;
+      if (!this.#emit("disconnect", { account }, true)) return;
       try {
         const url = `${this.endpoint}/accounts/${encodeURIComponent(account.id)}/disconnect`;
-        this.replace(await request(url, {}));
-        this.say(`${account.display_name || "The account"} was disconnected.`);
+        const disconnected = await request(url, {});
+        this.#replace(disconnected);
+        this.#say(`${account.display_name || "The account"} was disconnected.`);
+        this.#emit("disconnected", { account: disconnected });
       } catch (error) {
-        this.fail(error);
+        this.#fail(error);
       }
     }
 
+    /** Run a linking flow for an account whose bank needs the holder to log in again. */
     async relink(account) {
+      if (!this.#emit("relink", { account }, true)) return;
       try {
         const { accounts } = await connect({ endpoint: this.endpoint });
-        if (accounts.length) await this.load();
+        if (!accounts.length) return;
+        await this.load();
+        this.#emit("relinked", { account: this.#accounts.find((a) => a.id === account.id) || account, accounts });
       } catch (error) {
-        this.fail(error);
+        this.#fail(error);
       }
     }
   }

@@ -1,13 +1,3 @@
-/*
- * Flask-FinConn widget: the <finconn-connect> element and FinConn.connect().
- *
- * Flow: POST <endpoint>/sessions -> load Stripe.js once (or the sandbox stand-in when the
- * session says sandbox) -> collectFinancialConnectionsAccounts({clientSecret}) ->
- * POST <endpoint>/sessions/<id>/complete. The server re-reads the session from Stripe, so
- * nothing the browser says about accounts is trusted.
- *
- * Plain modern JS with no build step; the extension serves it minified through webassets.
- */
 (() => {
   "use strict";
   // Included twice (two bundles, a template and a partial): the first copy wins.
@@ -18,12 +8,11 @@
   const defaultEndpoint = (script && script.dataset.endpoint) ?? "/finconn";
   // Scripts we inject need the page's CSP nonce; ours is readable only as a property.
   const nonce = (script && script.nonce) || "";
-  const STRIPE_SRC = /^https:\/\/js\.stripe\.com\/(v3\/?|[a-z]+\/stripe\.js)(\?.*)?$/;
-  const LOAD_TIMEOUT_MS = 30000;
+  // Every form Stripe documents: v3, v3/, v3/stripe.js and <release train>/stripe.js.
+  const STRIPE_SRC = /^https:\/\/js\.stripe\.com\/(v3\/?|(v3|[a-z]+)\/stripe\.js)(\?.*)?$/;
   const loads = new Map();
   const instances = new Map();
   let active = null;
-
   class FinConnError extends Error {
     constructor(code, message, cause) {
       super(message, cause ? { cause } : undefined);
@@ -34,18 +23,25 @@
 
   const fail = (code, message, cause) => new FinConnError(code, message, cause);
 
-  function findScript(url) {
-    const absolute = new URL(url, document.baseURI).href;
+  /** Stripe's own URLs are one script in any form; any other URL is itself, query aside. */
+  function scriptKey(url) {
+    const absolute = new URL(url, document.baseURI);
+    if (STRIPE_SRC.test(absolute.href)) return "js.stripe.com";
+    absolute.search = "";
+    absolute.hash = "";
+    return absolute.href;
+  }
+
+  function findScript(key) {
     for (const tag of document.querySelectorAll("script[src]")) {
-      if (tag.dataset.finconnFailed) continue;
-      if (tag.src === absolute || (STRIPE_SRC.test(absolute) && STRIPE_SRC.test(tag.src))) return tag;
+      if (!tag.dataset.finconnFailed && scriptKey(tag.src) === key) return tag;
     }
     return null;
   }
 
   function inject(url, getGlobal, retries) {
     return new Promise((resolve, reject) => {
-      let tag = findScript(url);
+      let tag = findScript(scriptKey(url));
       if (!tag) {
         tag = document.createElement("script");
         tag.src = url;
@@ -53,44 +49,57 @@
         if (nonce) tag.nonce = nonce;
         document.head.appendChild(tag);
       }
-      const timer = setTimeout(
-        () => reject(fail("stripe_js_load_failed", `Stripe.js did not load from ${url} in time.`)),
-        LOAD_TIMEOUT_MS,
-      );
-      tag.addEventListener("load", () => {
+      // A tag that failed or hung never fires again: drop it so the next attempt starts afresh.
+      const discard = () => {
+        tag.removeEventListener("load", onLoad);
+        tag.removeEventListener("error", onError);
+        tag.dataset.finconnFailed = "1";
+        tag.remove();
+      };
+      const onLoad = () => {
         clearTimeout(timer);
         const Stripe = getGlobal();
         if (Stripe) resolve(Stripe);
         else reject(fail("stripe_js_unavailable", `${url} loaded but did not define Stripe.`));
-      });
-      tag.addEventListener("error", (event) => {
+      };
+      const onError = (event) => {
         clearTimeout(timer);
-        // A failed tag never fires again: drop it so the next attempt injects a fresh one.
-        tag.dataset.finconnFailed = "1";
-        tag.remove();
+        discard();
         if (retries > 0) {
           inject(url, getGlobal, retries - 1).then(resolve, reject);
         } else {
           reject(fail("stripe_js_load_failed", `Stripe.js could not be loaded from ${url}.`, event));
         }
-      });
+      };
+      const timer = setTimeout(() => {
+        discard();
+        reject(fail("stripe_js_load_failed", `Stripe.js did not load from ${url} in time. Try again.`));
+      }, window.FinConn.stripeTimeout);
+      tag.addEventListener("load", onLoad);
+      tag.addEventListener("error", onError);
     });
   }
 
   /** The Stripe constructor from `url`, loading the script at most once per page. */
   function loadStripe(url, sandbox) {
+    if (typeof url !== "string" || !url) {
+      return Promise.reject(
+        fail("stripe_js_url_invalid", `loadStripe: expected the URL of Stripe.js, such as "https://js.stripe.com/v3/", got ${JSON.stringify(url)}.`),
+      );
+    }
     const getGlobal = sandbox
       ? () => window.FinConnSandbox && window.FinConnSandbox.Stripe
       : () => window.Stripe;
     const ready = getGlobal();
     if (ready) return Promise.resolve(ready);
-    if (!loads.has(url)) {
+    const key = scriptKey(url);
+    if (!loads.has(key)) {
       const loading = inject(url, getGlobal, 1);
       // Forget a failure so that the next click can retry the load.
-      loading.catch(() => loads.delete(url));
-      loads.set(url, loading);
+      loading.catch(() => loads.delete(key));
+      loads.set(key, loading);
     }
-    return loads.get(url);
+    return loads.get(key);
   }
 
   /** JSON request to the extension: CSRF token and JSON body on writes; FinConnError on failure. */
@@ -170,6 +179,9 @@
   }
 
   class FinConnConnectElement extends HTMLElement {
+    #button = null;
+    #status = null;
+
     static get observedAttributes() {
       return ["disabled"];
     }
@@ -208,21 +220,26 @@
       return this.getAttribute("aria-busy") === "true";
     }
 
+    /** The rendered inner <button> (null until the element is connected). */
+    get button() {
+      return this.#button;
+    }
+
     connectedCallback() {
       // Parsed before its children (script in <head> without defer): render once they exist.
-      if (!this.button && !this.firstChild && document.readyState === "loading") {
+      if (!this.#button && !this.firstChild && document.readyState === "loading") {
         document.addEventListener("DOMContentLoaded", () => this.connectedCallback(), { once: true });
         return;
       }
-      if (!this.button) this.render();
-      this.sync();
+      if (!this.#button) this.#render();
+      this.#sync();
     }
 
     attributeChangedCallback() {
-      this.sync();
+      this.#sync();
     }
 
-    render() {
+    #render() {
       const button = document.createElement("button");
       button.type = "button";
       button.className = "finconn-connect__button";
@@ -234,24 +251,24 @@
       status.setAttribute("aria-live", "polite");
       button.addEventListener("click", () => this.start());
       this.append(button, status);
-      this.button = button;
-      this.status = status;
+      this.#button = button;
+      this.#status = status;
     }
 
-    sync() {
-      if (!this.button) return;
-      this.button.disabled = this.disabled;
-      if (this.busy) this.button.setAttribute("aria-disabled", "true");
-      else this.button.removeAttribute("aria-disabled");
+    #sync() {
+      if (!this.#button) return;
+      this.#button.disabled = this.disabled;
+      if (this.busy) this.#button.setAttribute("aria-disabled", "true");
+      else this.#button.removeAttribute("aria-disabled");
     }
 
-    say(message, isError = false) {
-      if (!this.status) return;
-      this.status.textContent = message;
-      this.status.classList.toggle("finconn-connect__status--error", isError);
+    #say(message, isError = false) {
+      if (!this.#status) return;
+      this.#status.textContent = message;
+      this.#status.classList.toggle("finconn-connect__status--error", isError);
     }
 
-    emit(name, detail, cancelable = false) {
+    #emit(name, detail, cancelable = false) {
       return this.dispatchEvent(
         new CustomEvent(`finconn-connect-${name}`, { bubbles: true, cancelable, detail }),
       );
@@ -262,31 +279,34 @@
       return connect({ endpoint: this.endpoint, permissions: this.permissions });
     }
 
-    /** Start a linking flow, as a click does; ignored while one is running. */
+    /**
+     * Start a linking flow, as a click does; ignored while one is running. Unless the start
+     * event is cancelled, exactly one of success, exit or error follows it.
+     */
     async start() {
       if (this.busy || this.disabled) return;
-      if (!this.emit("start", { permissions: this.permissions }, true)) return;
+      if (!this.#emit("start", { permissions: this.permissions }, true)) return;
       this.setAttribute("aria-busy", "true");
-      this.sync();
-      this.say("");
+      this.#sync();
+      this.#say("");
       try {
         const { accounts, cancelled } = await this.connect();
         if (accounts.length) {
-          this.say(`${accounts.length} account${accounts.length === 1 ? "" : "s"} linked.`);
-          this.emit("success", { accounts });
+          this.#say(`${accounts.length} account${accounts.length === 1 ? "" : "s"} linked.`);
+          this.#emit("success", { accounts });
         } else {
-          this.emit("exit", { reason: cancelled ? "cancelled" : "no_accounts" });
+          this.#emit("exit", { reason: cancelled ? "cancelled" : "no_accounts" });
         }
       } catch (caught) {
         const error = {
           code: (caught && caught.code) || "unexpected_error",
           message: (caught && caught.message) || "Something went wrong. Try again.",
         };
-        this.say(error.message, true);
-        this.emit("error", { error });
+        this.#say(error.message, true);
+        this.#emit("error", { error });
       } finally {
         this.setAttribute("aria-busy", "false");
-        this.sync();
+        this.#sync();
       }
     }
   }
@@ -298,7 +318,10 @@
     defaultEndpoint,
     FinConnError,
     FinConnConnectElement,
-    version: "0.1.0",
+    // How long Stripe.js may take to load before a click gives up (and the next one retries).
+    stripeTimeout: 30000,
+    // Replaced with the package's version when the extension builds the bundle.
+    version: "__FINCONN_VERSION__",
   };
   FinConnConnectElement.define();
 })();

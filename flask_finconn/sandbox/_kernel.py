@@ -1,0 +1,126 @@
+"""What every resource module of the sandbox shares: storage, settings, the clock, the
+request being served, and the tasks that come due on the clock.
+
+A resource module registers the kinds of task it schedules with :meth:`Kernel.on_task`;
+:meth:`Kernel.run_due` runs each due task, oldest first, at its own due time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._context import RequestContext, Requests
+from ._data import dumps as _dumps
+from ._store import Store
+
+# (subject id, the task's extra data, its due time in whole sandbox seconds)
+TaskHandler = Callable[[str, dict[str, Any], int], None]
+
+
+@dataclass
+class Settings:
+    """The sandbox's tunables, read by the resource modules when they act (so a test may
+    change them on a running sandbox)."""
+
+    refresh_delay: float = 1.0
+    refresh_cooldown: int = 10
+    session_ttl: int = 3600
+    history_size: int | None = None
+
+
+class Kernel:
+    """The store, settings, clock, current request and task queue of one sandbox."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.requests = Requests()
+        self._tasks: dict[str, TaskHandler] = {}
+
+    # --- clock --------------------------------------------------------------------------
+
+    def _offset(self) -> float:
+        return float(self.store.get_meta("clock_offset", "0") or 0)
+
+    def now(self) -> int:
+        """The sandbox clock in whole Unix seconds."""
+        return int(self.now_float())
+
+    def now_float(self) -> float:
+        """The sandbox clock: wall time plus what :meth:`advance` added."""
+        return time.time() + self._offset()
+
+    def advance(self, seconds: float) -> int:
+        """Move the clock forward, run what became due, and return the new time."""
+        if seconds < 0:
+            raise ValueError("The sandbox clock only moves forward; pass a positive number.")
+        with self.store.tx():
+            self.store.set_meta("clock_offset", repr(self._offset() + seconds))
+            self.run_due()
+            return self.now()
+
+    # --- request context ----------------------------------------------------------------
+
+    def ctx(self) -> RequestContext:
+        """The request being served on this thread (an automatic one if none)."""
+        return self.requests.current()
+
+    # --- tasks --------------------------------------------------------------------------
+
+    def on_task(self, kind: str, handler: TaskHandler) -> None:
+        """Run ``handler`` for every due task of ``kind`` (one handler per kind)."""
+        if kind in self._tasks:
+            raise ValueError(f"The task kind '{kind}' already has a handler; pick another name.")
+        self._tasks[kind] = handler
+
+    def schedule(
+        self, due_at: float, kind: str, subject: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Run the ``kind`` task for ``subject`` (an object id) once the clock reaches
+        ``due_at``."""
+        if kind not in self._tasks:
+            raise ValueError(f"No handler runs tasks of kind '{kind}'; register it first.")
+        self.store.execute(
+            "INSERT INTO tasks (due_at, kind, account, data) VALUES (?, ?, ?, ?)",
+            (due_at, kind, subject, _dumps(extra or {})),
+        )
+
+    def cancel(self, subject: str, *kinds: str) -> None:
+        """Drop the waiting tasks of ``subject`` (of these kinds; all when none given)."""
+        if kinds:
+            marks = ", ".join("?" for _ in kinds)
+            self.store.execute(
+                f"DELETE FROM tasks WHERE account = ? AND kind IN ({marks})", (subject, *kinds)
+            )
+        else:
+            self.store.execute("DELETE FROM tasks WHERE account = ?", (subject,))
+
+    def run_due(self) -> int:
+        """Run every task whose time has come, oldest first, each at its own due time.
+
+        Returns how many ran. API requests call this first, so results do not depend on a
+        background thread.
+        """
+        now = self.now_float()
+        if self.store.one("SELECT 1 FROM tasks WHERE due_at <= ? LIMIT 1", (now,)) is None:
+            return 0
+        ran = 0
+        with self.store.tx():
+            while True:
+                row = self.store.one(
+                    "SELECT id, due_at, kind, account, data FROM tasks WHERE due_at <= ? "
+                    "ORDER BY due_at, id LIMIT 1",
+                    (now,),
+                )
+                if row is None:
+                    return ran
+                self.store.execute("DELETE FROM tasks WHERE id = ?", (row[0],))
+                handler = self._tasks.get(row[2])
+                if handler is not None:
+                    with self.requests.serving(RequestContext()):
+                        handler(row[3], json.loads(row[4]), int(row[1]))
+                ran += 1

@@ -1,0 +1,332 @@
+"""The sandbox's wire plumbing: a plain WSGI app that speaks Stripe's v1 wire format.
+
+It authenticates (test-mode keys only), injects the configured faults, parses form
+bodies, runs due tasks, serves each request in one transaction with its request context,
+replays idempotent POSTs, renders errors as Stripe's error body and lists as list objects.
+What each path does is in the handler modules; :mod:`._routes` lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import _data
+from ._context import RequestContext
+from ._data import dumps as _dumps
+from ._params import ApiError, invalid, parse_form
+from .events import API_VERSION
+
+if TYPE_CHECKING:
+    from .core import Sandbox
+
+log = logging.getLogger("flask_finconn.sandbox")
+
+MAX_BODY = 1 << 20
+_KEY_RE = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z_]+$")
+
+# A route handler: (the API, the parsed parameters, the path's captured ids) -> (status,
+# JSON body). One marked ``outside_transaction = True`` runs with no lock held.
+Handler = Callable[["Api", dict[str, Any], tuple[str, ...]], tuple[int, str]]
+
+
+class Api:
+    """Auth, faults, idempotency, lists and rendering around the routes of a sandbox."""
+
+    def __init__(self, sandbox: Sandbox, routes: list[tuple[str, str, Handler]]) -> None:
+        self.sb = sandbox
+        self.store = sandbox.store
+        self.requests = sandbox.kernel.requests
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        for method, pattern, handler in routes:
+            self.routes.append((method, re.compile(f"^{pattern}$"), handler))
+
+    # --- WSGI ---------------------------------------------------------------------------
+
+    def wsgi_app(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        request_id = _data.new_id("req_")[:18]
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Request-Id", request_id),
+            ("Stripe-Version", environ.get("HTTP_STRIPE_VERSION") or API_VERSION),
+            ("Cache-Control", "no-cache, no-store"),
+        ]
+        try:
+            status, body, extra = self._handle(environ, request_id)
+        except ApiError as exc:
+            status, body, extra = exc.status, _dumps(exc.body()), list(exc.headers.items())
+        except Exception:
+            log.exception("The sandbox failed to serve a request.")
+            error = ApiError(
+                500,
+                "An unexpected error occurred in the sandbox. It has been logged.",
+                type="api_error",
+            )
+            status, body, extra = 500, _dumps(error.body()), []
+        data = body.encode("utf-8")
+        headers.extend(extra)
+        headers.append(("Content-Length", str(len(data))))
+        start_response(f"{status} {_REASONS.get(status, 'Status')}", headers)
+        return [data]
+
+    def _handle(
+        self, environ: dict[str, Any], request_id: str
+    ) -> tuple[int, str, list[tuple[str, str]]]:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO") or "/"
+        handler, args = self._route(method, path)
+        api_key = self._authenticate(environ)
+        livemode = "_live_" in api_key
+        if livemode:
+            raise ApiError(
+                401,
+                "The sandbox only accepts test-mode keys (sk_test_... or rk_test_...).",
+            )
+        helper = path.startswith("/v1/test_helpers/")
+        if not helper:
+            self._inject_faults()
+        params = self._params(environ, method)
+        self.sb.run_due()
+        extra: list[tuple[str, str]] = []
+        if method == "GET":
+            with self.store.tx(write=False), self.requests.serving(RequestContext(id=request_id)):
+                status, body = handler(self, params, args)
+            return status, body, extra
+        key = environ.get("HTTP_IDEMPOTENCY_KEY")
+        # Test helpers act as the end user or the bank would: their events are automatic.
+        ctx = RequestContext() if helper else RequestContext(id=request_id, idempotency_key=key)
+        if getattr(handler, "outside_transaction", False):
+            # Delivering webhooks calls other apps, which may call back into the sandbox:
+            # never hold the lock across that.
+            with self.requests.serving(ctx):
+                status, body = handler(self, params, args)
+            return status, body, extra
+        with self.store.tx(), self.requests.serving(ctx):
+            if key:
+                extra.append(("Idempotency-Key", key))
+                replay = self._idempotent_replay(api_key, key, method, path, params)
+                if replay is not None:
+                    extra.append(("Idempotent-Replayed", "true"))
+                    return replay[0], replay[1], extra
+            status, body = handler(self, params, args)
+            if key and 200 <= status < 300:
+                self.store.execute(
+                    "INSERT INTO idempotency (api_key, key, method, path, params, status, body, "
+                    "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (api_key, key, method, path, _canonical(params), status, body, self.sb.now()),
+                )
+        return status, body, extra
+
+    def _route(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
+        for route_method, pattern, handler in self.routes:
+            match = pattern.match(path)
+            if match and route_method == method:
+                return handler, match.groups()
+        raise ApiError(
+            404,
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
+            "or we can help at https://support.stripe.com/.",
+        )
+
+    def _authenticate(self, environ: dict[str, Any]) -> str:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        key = ""
+        if header.lower().startswith("bearer "):
+            key = header[7:].strip()
+        elif header.lower().startswith("basic "):
+            import base64
+            import binascii
+
+            try:
+                key = base64.b64decode(header[6:].strip()).decode().split(":", 1)[0]
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                key = ""
+        if not key:
+            raise ApiError(
+                401,
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                "YOUR_SECRET_KEY').",
+            )
+        if not _KEY_RE.match(key):
+            shown = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else key[:3] + "****"
+            raise ApiError(401, f"Invalid API Key provided: {shown}")
+        return key
+
+    def _inject_faults(self) -> None:
+        faults = self.sb.faults
+        if faults.latency:
+            time.sleep(faults.latency)
+        status = faults.next_api_error()
+        if status is None:
+            return
+        if status == 429:
+            raise ApiError(
+                429,
+                "Too many requests hit the API too quickly. We recommend an exponential backoff "
+                "of your requests.",
+                code="rate_limit",
+            )
+        raise ApiError(
+            status,
+            "An error occurred with our connection to Stripe (injected by the sandbox's "
+            "faults). The request was not processed; retrying it is safe.",
+            type="api_error",
+        )
+
+    def _params(self, environ: dict[str, Any], method: str) -> dict[str, Any]:
+        query = environ.get("QUERY_STRING", "")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY:
+            raise invalid("The request body is too large (limit: 1 MB).")
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid("The request body is not valid UTF-8.") from None
+        content_type = environ.get("CONTENT_TYPE", "")
+        if text and "json" in content_type:
+            raise invalid(
+                "Invalid request: the body must be form-encoded "
+                "(application/x-www-form-urlencoded), not JSON."
+            )
+        try:
+            params = parse_form(query)
+            if text and method == "POST":
+                for key, value in parse_form(text).items():
+                    params[key] = value
+        except UnicodeDecodeError:
+            raise invalid("The request parameters are not valid UTF-8.") from None
+        return params
+
+    def _idempotent_replay(
+        self, api_key: str, key: str, method: str, path: str, params: dict[str, Any]
+    ) -> tuple[int, str] | None:
+        row = self.store.one(
+            "SELECT method, path, params, status, body FROM idempotency "
+            "WHERE api_key = ? AND key = ?",
+            (api_key, key),
+        )
+        if row is None:
+            return None
+        if row[0] != method or row[1] != path or row[2] != _canonical(params):
+            raise ApiError(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they "
+                f"were first used with. Try using a key other than '{key}' if you meant to "
+                "execute a different request.",
+                type="idempotency_error",
+            )
+        return int(row[3]), str(row[4])
+
+    # --- pagination and expansion -------------------------------------------------------
+
+    def page(
+        self,
+        params: dict[str, Any],
+        *,
+        table: str,
+        where: str,
+        args: tuple[Any, ...],
+        url: str,
+        key: tuple[str, ...] = ("seq",),
+        column: str = "data",
+        kind: str,
+        render: Callable[[list[str]], list[str]] | None = None,
+    ) -> tuple[int, str]:
+        """One page of a list object over ``table`` rows matching ``where``, newest first.
+
+        Rows are ordered by ``key`` descending (it must end in a unique column). The cursor
+        (``starting_after`` / ``ending_before``) is compared as a row value, ``(key) <
+        (cursor's key)``, which SQLite answers by seeking an index that starts with the
+        ``where`` columns followed by ``key``. ``render`` may rewrite the stored JSON bodies.
+        """
+        limit = params.get("limit", 10)
+        if not 1 <= limit <= 100:
+            raise invalid(
+                f"Invalid limit: must be between 1 and 100, got {limit}.",
+                param="limit",
+                code="parameter_invalid_integer",
+            )
+        after, before = params.get("starting_after"), params.get("ending_before")
+        if after and before:
+            raise invalid(
+                "You may only specify one of these parameters: ending_before, starting_after.",
+                param="ending_before",
+            )
+        cols = ", ".join(key)
+        marks = ", ".join("?" for _ in key)
+        desc = ", ".join(f"{k} DESC" for k in key)
+        asc = ", ".join(f"{k} ASC" for k in key)
+        base = f"SELECT {column} FROM {table} WHERE {where}"
+        cursor_id = after or before
+        if cursor_id:
+            cursor = self.store.one(
+                f"SELECT {cols} FROM {table} WHERE id = ? AND {where}",
+                (cursor_id, *args),
+            )
+            if cursor is None:
+                raise invalid(
+                    f"No such {kind}: '{cursor_id}'",
+                    param="starting_after" if after else "ending_before",
+                    code="resource_missing",
+                )
+            op = "<" if after else ">"
+            sql = f"{base} AND ({cols}) {op} ({marks}) ORDER BY {desc if after else asc} LIMIT ?"
+            rows = self.store.all(sql, (*args, *cursor, limit + 1))
+        else:
+            rows = self.store.all(f"{base} ORDER BY {desc} LIMIT ?", (*args, limit + 1))
+        has_more = len(rows) > limit
+        items = [r[0] for r in rows[:limit]]
+        if before:
+            items.reverse()
+        if render is not None:
+            items = render(items)
+        return 200, (
+            '{"object":"list","data":['
+            + ",".join(items)
+            + '],"has_more":'
+            + ("true" if has_more else "false")
+            + ',"url":'
+            + _dumps(url)
+            + "}"
+        )
+
+
+def _canonical(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+def expand_paths(params: dict[str, Any], allowed: tuple[str, ...], prefix: str = "") -> list[str]:
+    """The expansions asked for, validated against ``allowed`` (``prefix``: ``data.`` for lists)."""
+    paths = []
+    for i, path in enumerate(params.get("expand") or []):
+        if not path.startswith(prefix) or path[len(prefix) :] not in allowed:
+            raise invalid(f"This property cannot be expanded ({path}).", param=f"expand[{i}]")
+        paths.append(path[len(prefix) :])
+    return paths
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Request Failed",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}

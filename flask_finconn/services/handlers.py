@@ -1,0 +1,139 @@
+"""What each Stripe event means: the handler table of the event ledger (:mod:`.events`).
+
+Events are nudges: an account event re-reads the account from Stripe and applies that
+(:func:`.sync.sync_account_from_stripe`), whatever the event's snapshot says, so an old or
+duplicated event can only ever apply Stripe's current state. Handlers commit their own
+work and send their signals after their commits. Types without a handler are stored,
+acknowledged and left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from ..models import Account, Customer, WebhookEvent
+from ..signals import account_linked, account_updated
+from ..state import FinConnState
+from .accounts import loaded, upsert_account
+from .sync import sync_account_from_stripe
+
+logger = logging.getLogger("flask_finconn.events")
+
+PREFIX = "financial_connections."
+ACCOUNT = PREFIX + "account."
+ACCOUNT_EVENT_TYPES = tuple(
+    ACCOUNT + name
+    for name in (
+        "created",
+        "deactivated",
+        "reactivated",
+        "disconnected",
+        "refreshed_balance",
+        "refreshed_ownership",
+        "refreshed_transactions",
+        "account_numbers_updated",
+        "upcoming_account_number_expiry",
+        "supported_payment_method_types_updated",
+        "upcoming_deactivation",
+        "expected_deactivation_date_updated",
+    )
+)
+AUTHORIZATION_EVENT_TYPES = (
+    PREFIX + "authorization.upcoming_deactivation",
+    PREFIX + "authorization.expected_deactivation_date_updated",
+)
+EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
+
+Handler = Callable[[FinConnState, WebhookEvent], None]
+
+
+def handler_for(event_type: str) -> Handler:
+    """The handler of an event type; unknown types are acknowledged and left alone."""
+    return HANDLERS.get(event_type, ignore)
+
+
+def ignore(state: FinConnState, event: WebhookEvent) -> None:
+    """Store-only: the event needs no action."""
+    logger.info("Stored event %s of type %s, which needs no action.", event.id, event.type)
+
+
+def account_event(state: FinConnState, event: WebhookEvent) -> None:
+    """Re-read the account from Stripe and apply that, whatever the event's snapshot says.
+
+    The sync service locks the stored row, re-reads, stores what finished (balance,
+    owners, status) and syncs transactions when a newer transaction refresh finished; it
+    commits itself (the sync per page, so a failure resumes where it stopped) and sends
+    its signals after its commits. An account we do not store yet but whose customer is
+    ours (the webhook beat the browser's completion) is linked here.
+    """
+    stripe_id = event.account_stripe_id
+    if stripe_id is None:
+        ignore(state, event)
+        return
+    if sync_account_from_stripe(state, stripe_id) is None:
+        _link_new_account(state, event, stripe_id)
+
+
+def _link_new_account(state: FinConnState, event: WebhookEvent, stripe_id: str) -> None:
+    session = state.db.session
+    holder = event.payload["data"]["object"].get("account_holder") or {}
+    customer = _customer(state, holder.get("customer"))
+    if customer is None:
+        logger.info("Event %s is about account %s, which is not ours.", event.id, stripe_id)
+        return
+    if _superseded(state, customer, stripe_id):
+        logger.info("Event %s is about %s, replaced by a relink; ignored.", event.id, stripe_id)
+        return
+    fresh = state.stripe.retrieve_account(stripe_id).to_dict()
+    # The payload is only a nudge: link the account only if Stripe says it is this customer's.
+    if (fresh.get("account_holder") or {}).get("customer") != customer.stripe_id:
+        logger.info("Event %s names a customer Stripe does not confirm; ignored.", event.id)
+        return
+    for attempt in range(2):
+        try:
+            result = upsert_account(state, customer, fresh)
+            session.commit()
+        except IntegrityError:
+            # The browser's completion stored it meanwhile; the second pass updates that row.
+            session.rollback()
+            if attempt:
+                raise
+            continue
+        loaded(state, result.account)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if result.change in ("created", "relinked"):
+            account_linked.send(app, account=result.account)
+        elif result.change == "updated":
+            account_updated.send(app, account=result.account)
+        return
+
+
+def _customer(state: FinConnState, stripe_customer_id: Any) -> Customer | None:
+    if not isinstance(stripe_customer_id, str):
+        return None
+    query = sa.select(Customer).where(Customer.stripe_id == stripe_customer_id)
+    return state.db.session.scalars(query).first()
+
+
+def _superseded(state: FinConnState, customer: Customer, stripe_id: str) -> bool:
+    """Whether a relink replaced this ``fca_`` id on one of the customer's accounts."""
+    previous = state.db.session.scalars(
+        sa.select(Account.previous_stripe_ids).where(Account.customer_id == customer.id)
+    )
+    return any(stripe_id in ids for ids in previous)
+
+
+HANDLERS: dict[str, Handler] = {
+    **{name: account_event for name in ACCOUNT_EVENT_TYPES},
+    # An authorization is the login behind several accounts; Stripe sends the matching
+    # account events too, and those carry everything stored about the accounts.
+    **{name: ignore for name in AUTHORIZATION_EVENT_TYPES},
+}
+
+__all__ = ["EVENT_TYPES", "HANDLERS", "Handler", "account_event", "handler_for", "ignore"]
