@@ -9,6 +9,7 @@
     sb.faults.webhook_duplicate_rate = 1 # every webhook is delivered twice
     sb.faults.webhook_delay = 30         # new events wait 30 sandbox seconds
     sb.faults.webhook_reorder = True     # each batch is delivered newest first
+    sb.faults.rate_limit = 25            # a 429 for requests past 25 in any second
 
 Faults apply to ``/v1`` API requests, not to ``/v1/test_helpers``. A failed request is
 not executed and stores no idempotent result, so a retry with the same key runs it.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import deque
 
 
@@ -33,6 +35,10 @@ class Faults:
         with self._lock:
             self._random = random.Random(seed)
             self._schedule: deque[int] = deque()
+            self._served: deque[float] = deque()  # when each request of the last second ran
+        self.rate_limit = 0.0
+        self.peak_rate = 0  # the most requests served in any one second so far
+        self.rate_limited = 0  # requests answered 429 by ``rate_limit``
         self.api_error_rate = 0.0
         self.api_error_status = 500
         self.latency = 0.0
@@ -47,6 +53,24 @@ class Faults:
                 raise ValueError(f"Cannot inject status {status}; use 429 or a 5xx status.")
         with self._lock:
             self._schedule.extend(statuses)
+
+    def admit(self, now: float | None = None) -> bool:
+        """Count an API request against ``rate_limit``; False means answer it 429.
+
+        The window slides: at most ``rate_limit`` requests are served in any one second,
+        as Stripe's limiter does. Refused requests are not counted as served.
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            served = self._served
+            while served and served[0] <= now - 1.0:
+                served.popleft()
+            if self.rate_limit and len(served) >= self.rate_limit:
+                self.rate_limited += 1
+                return False
+            served.append(now)
+            self.peak_rate = max(self.peak_rate, len(served))
+            return True
 
     def next_api_error(self) -> int | None:
         """The status to fail the current request with, or None to serve it."""
