@@ -106,18 +106,17 @@ def _make_bucket(settings: Settings, api_key: str) -> Bucket | None:
     rate = settings.stripe_rate_limit
     if not rate:
         return None
-    if settings.rate_limit_redis_url is None:
+    if settings.redis_url is None:
         return LocalBucket(rate, burst=1)
     try:
         import redis
     except ImportError:
         raise ConfigurationError(
-            "FINCONN_RATE_LIMIT_REDIS_URL needs the redis package; "
-            "pip install 'flask-finconn[celery]'."
+            "FINCONN_REDIS_URL needs the redis package; pip install 'flask-finconn[celery]'."
         ) from None
     digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
     return RedisBucket(
-        redis.Redis.from_url(settings.rate_limit_redis_url),
+        redis.Redis.from_url(settings.redis_url),
         f"finconn:stripe-rate:{digest}",
         rate,
         burst=1,

@@ -81,7 +81,7 @@ class Settings:
     url_prefix: str
     task_queue: str
     stripe_rate_limit: float
-    rate_limit_redis_url: str | None
+    redis_url: str | None
     max_content_length: int
     webhook_max_content_length: int
     webhook_tolerance: int
@@ -200,7 +200,7 @@ def read_settings(app: Flask) -> Settings:
         url_prefix=_read_url_prefix(cfg),
         task_queue=_read_queue(cfg),
         stripe_rate_limit=_read_rate_limit(cfg, keys["sandbox"]),
-        rate_limit_redis_url=cfg["FINCONN_RATE_LIMIT_REDIS_URL"] or None,
+        redis_url=cfg["FINCONN_REDIS_URL"] or None,
         max_content_length=max_content_length,
         webhook_max_content_length=webhook_max_content_length,
         webhook_tolerance=webhook_tolerance,

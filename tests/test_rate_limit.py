@@ -146,7 +146,7 @@ def test_a_sync_on_the_shared_budget_never_meets_a_429(
         FINCONN_PERMISSIONS=["transactions"],
         FINCONN_SANDBOX_REFRESH_DELAY=3600,
         FINCONN_STRIPE_RATE_LIMIT=8,
-        FINCONN_RATE_LIMIT_REDIS_URL=redis_url(),
+        FINCONN_REDIS_URL=redis_url(),
     )
     stripe_id = linked_with_history(app, 1500)
     faults = sandbox_of(app).faults
