@@ -19,7 +19,9 @@ Celery, with the app factory pattern of Flask's Celery guide::
 ``init_celery`` registers the tasks ``flask_finconn.process_events`` and
 ``flask_finconn.sweep_events`` on the host's Celery app, and schedules the sweep on Celery
 beat every :data:`SWEEP_INTERVAL` seconds. Run ``celery -A yourmodule worker -B`` (or a
-separate ``beat``).
+separate ``beat``). It also registers the fleet sync: ``flask_finconn.sync_fleet`` (put
+it on beat, or run ``flask finconn sync --all`` from cron) queues one
+``flask_finconn.sync_account`` task per account (:mod:`~flask_finconn.services.fleet`).
 
 The web side never waits for the broker: a request hands the stored event's id to a
 publisher thread of its process and answers. The thread publishes whatever has gathered
