@@ -27,6 +27,7 @@ from stripe.financial_connections import Session as StripeSession
 from stripe.financial_connections import Transaction as StripeTransaction
 
 from .errors import Conflict, FinConnError, NotFound, StripeUnavailable
+from .ratelimit import Bucket, RateLimitedHTTPClient
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -62,21 +63,30 @@ class StripeAPI:
         self._clock = clock
 
     @classmethod
-    def for_key(cls, secret_key: str) -> StripeAPI:
-        """A client for real Stripe with the given secret key."""
+    def for_key(cls, secret_key: str, *, bucket: Bucket | None = None) -> StripeAPI:
+        """A client for real Stripe with the given secret key.
+
+        With a ``bucket`` every request first takes a token from it, and Stripe's 429s
+        pause the bucket and are retried (:mod:`~flask_finconn.ratelimit`).
+        """
         client = stripe.StripeClient(
-            secret_key, stripe_version=API_VERSION, max_network_retries=MAX_NETWORK_RETRIES
+            secret_key,
+            stripe_version=API_VERSION,
+            http_client=_limited(stripe.new_default_http_client(), bucket),
+            max_network_retries=MAX_NETWORK_RETRIES,
         )
         return cls(client, livemode=secret_key.startswith(("sk_live_", "rk_live_")))
 
     @classmethod
-    def for_sandbox(cls, sandbox: Sandbox, *, livemode: bool = False) -> StripeAPI:
+    def for_sandbox(
+        cls, sandbox: Sandbox, *, livemode: bool = False, bucket: Bucket | None = None
+    ) -> StripeAPI:
         """A client whose requests go to the in-process sandbox, without a socket."""
         client = stripe.StripeClient(
             sandbox.api_key,
             stripe_version=API_VERSION,
             base_addresses={"api": sandbox.api_base},
-            http_client=sandbox.http_client(),
+            http_client=_limited(sandbox.http_client(), bucket),
             max_network_retries=MAX_NETWORK_RETRIES,
         )
         return cls(client, livemode=livemode, clock=sandbox.now)
@@ -250,6 +260,10 @@ class StripeAPI:
             if not page.has_more or not data:
                 return
             params["starting_after"] = data[-1].id
+
+
+def _limited(http_client: stripe.HTTPClient, bucket: Bucket | None) -> stripe.HTTPClient:
+    return http_client if bucket is None else RateLimitedHTTPClient(http_client, bucket)
 
 
 def _digest(value: str) -> str:
