@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -75,7 +76,7 @@ def bulk_insert(app: Flask, account_id: str, count: int) -> None:
         try:
             cursor = raw.cursor()
             names = ", ".join(COLUMNS)
-            with cursor.copy(f"COPY finconn_transaction ({names}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            with cursor.copy(f"COPY finconn_transaction ({names}) FROM STDIN") as copy:
                 for row in rows(account_id, count):
                     copy.write_row(
                         [
@@ -208,7 +209,7 @@ def main() -> None:
             assert data and all(t["status"] == query.get("status", t["status"]) for t in data)
 
         results = interleaved(
-            {name: (lambda q=query: page(q)) for name, (query, _) in cases.items()},
+            {name: partial(page, query) for name, (query, _) in cases.items()},
             {name: reference for name, (_, reference) in cases.items()},
             args.requests,
         )

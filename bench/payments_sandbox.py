@@ -21,10 +21,11 @@ from typing import Any
 
 import stripe
 from requests.structures import CaseInsensitiveDict
+from stripe.params import PaymentIntentCreateParams, SetupIntentCreateParamsMandateData
 
 from flask_finconn.sandbox import Sandbox, SandboxHTTPClient
 
-ONLINE = {
+ONLINE: SetupIntentCreateParamsMandateData = {
     "customer_acceptance": {
         "type": "online",
         "online": {"ip_address": "203.0.113.7", "user_agent": "bench"},
@@ -113,7 +114,7 @@ def debit_many(
     gc.collect()  # start each run from the same heap, so one run does not pay for another
     started = time.perf_counter()
     for i in range(count):
-        params: dict[str, Any] = {
+        params: PaymentIntentCreateParams = {
             "amount": 1000 + i,
             "currency": "usd",
             "customer": customer,

@@ -130,13 +130,19 @@ def in_process(database: str, account: str, pages: dict[str | None, bytes], repe
     sb = Sandbox(database)
     sandbox_http = TimedHTTPClient(sb.wsgi_app)
     bare_http = TimedHTTPClient(bare_app(pages))
-    base = {"base_addresses": {"api": sb.api_base}}
     clients = {
         "sandbox": (
-            stripe.StripeClient(sb.api_key, http_client=sandbox_http, **base),
+            stripe.StripeClient(
+                sb.api_key, http_client=sandbox_http, base_addresses={"api": sb.api_base}
+            ),
             sandbox_http,
         ),
-        "bare": (stripe.StripeClient(sb.api_key, http_client=bare_http, **base), bare_http),
+        "bare": (
+            stripe.StripeClient(
+                sb.api_key, http_client=bare_http, base_addresses={"api": sb.api_base}
+            ),
+            bare_http,
+        ),
     }
     expected = sum(len(json.loads(body)["data"]) for body in pages.values())
     inside: dict[str, list[float]] = {name: [] for name in clients}

@@ -224,7 +224,7 @@ def scale(kind: str, workdir: str, size: int) -> None:
             if commit_began:
                 spent["write"] += time.perf_counter() - commit_began.pop()
 
-        transactions_service._write = timed_write  # type: ignore[assignment]
+        transactions_service._write = timed_write
         try:
             with app.app_context():
                 session = get_state(app).db.session()
@@ -236,7 +236,7 @@ def scale(kind: str, workdir: str, size: int) -> None:
                 assert applied is not None and applied.sync is not None
                 assert applied.sync.added == size, applied.sync
         finally:
-            transactions_service._write = write  # type: ignore[assignment]
+            transactions_service._write = write
         # Writes timed per window of rows: (rows at the end, seconds of writing so far).
         per_row = {}
         previous_rows, previous_spent = 0, 0.0

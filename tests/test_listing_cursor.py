@@ -83,7 +83,7 @@ def pages(
             query_string=params,
         )
         assert response.status_code == 200, response.json
-        page = response.json
+        page = response.get_json()
         assert page["has_more"] == (page["next_cursor"] is not None)
         assert len(page["data"]) <= limit
         yield [txn["id"] for txn in page["data"]]
@@ -116,7 +116,7 @@ def test_status_filter_pages_every_row_once(
 def test_window_pages_every_row_once(account: tuple[Flask, str, list[dict[str, Any]]]) -> None:
     app, account_id, rows = account
     since, until = NEWEST - timedelta(minutes=20), NEWEST - timedelta(minutes=5)
-    query = {"since": since.isoformat(), "until": until.isoformat()}
+    query: dict[str, Any] = {"since": since.isoformat(), "until": until.isoformat()}
     listed = [txn for page in pages(app, account_id, 8, **query) for txn in page]
     expected = newest_first([row for row in rows if since <= row["transacted_at"] < until])
     assert expected and listed == expected
@@ -174,7 +174,7 @@ def test_a_deep_page_is_one_index_range(
 ) -> None:
     """The cursor is part of the index range (a seek), not a filter over the newer rows."""
     app, account_id, _ = account
-    query = {"status": status} if status else {}
+    query: dict[str, Any] = {"status": status} if status else {}
     listing = pages(app, account_id, 10, **query)
     next(listing)
     with captured_listing(app) as seen:

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import stripe
@@ -53,7 +54,8 @@ def test_the_sandbox_answers_429_with_retry_after_above_its_rate() -> None:
         client.v1.customers.list()  # the same second: one request too many
     assert raised.value.http_status == 429
     assert raised.value.json_body is not None
-    assert raised.value.json_body["error"]["code"] == "rate_limit"
+    body = cast(dict[str, Any], raised.value.json_body)  # the SDK types the decoded JSON as object
+    assert body["error"]["code"] == "rate_limit"
     assert raised.value.headers is not None and raised.value.headers["Retry-After"] == "1"
     assert sb.faults.rate_limited == 1
 

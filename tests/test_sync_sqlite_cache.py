@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -61,10 +62,12 @@ def pooled_cache_sizes(app: Flask) -> set[int]:
     """cache_size of every connection the pool holds (checked out all at once)."""
     with app.app_context():
         engine = get_state(app).db.engine
-    pool = engine.pool
+    pool = cast(sa.pool.QueuePool, engine.pool)  # what create_engine builds for a SQLite file
     connections = [pool.connect() for _ in range(pool.checkedin())]
     try:
-        return {c.dbapi_connection.execute("PRAGMA cache_size").fetchone()[0] for c in connections}
+        # A checked-out connection always holds its sqlite3 connection.
+        dbapi = [cast(sqlite3.Connection, c.dbapi_connection) for c in connections]
+        return {d.execute("PRAGMA cache_size").fetchone()[0] for d in dbapi}
     finally:
         for connection in connections:
             connection.close()
