@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import stripe
 from sandbox_payments_support import ONLINE, debit, events_for, fc_account, manual_data
-from sandbox_support import client_fixture, sb_fixture  # noqa: F401
+from sandbox_support import client_fixture, present, sb_fixture  # noqa: F401
 
 from flask_finconn.sandbox import ApiError, Sandbox
 
@@ -185,9 +185,9 @@ def test_hosted_verification_base_is_configurable(sb: Sandbox, sdk: Client) -> N
 
 def test_collect_then_confirm_then_verify_by_intent_id(sb: Sandbox, sdk: Client) -> None:
     si = sdk.v1.setup_intents.create({"payment_method_types": ["us_bank_account"]})
-    found = sb.payments.intent_for_client_secret(si.client_secret)
+    found = sb.payments.intent_for_client_secret(present(si.client_secret))
     assert found["id"] == si.id and found["status"] == "requires_payment_method"
-    collected = sb.payments.collect(si.client_secret, manual_data())
+    collected = sb.payments.collect(present(si.client_secret), manual_data())
     assert collected["status"] == "requires_confirmation" and collected["payment_method"]
     confirmed = sb.payments.confirm_setup_intent(
         si.id, {"client_secret": si.client_secret, "mandate_data": ONLINE}
@@ -209,7 +209,7 @@ def test_collect_with_a_linked_account_for_a_payment(sb: Sandbox, sdk: Client) -
         "us_bank_account": {"financial_connections_account": account.id},
         "billing_details": {"name": "Jenny Rosen"},
     }
-    assert sb.payments.collect(pi.client_secret, data)["status"] == "requires_confirmation"
+    assert sb.payments.collect(present(pi.client_secret), data)["status"] == "requires_confirmation"
     confirmed = sb.payments.confirm_payment_intent(
         pi.id,
         {
