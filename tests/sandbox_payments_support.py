@@ -85,6 +85,13 @@ def debit(
     return client.v1.payment_intents.create(cast(PaymentIntentCreateParams, params))
 
 
+def ref(value: object) -> str:
+    """The id an unexpanded reference holds, failing the test when it is null or expanded
+    (the SDK types a reference as an id, the object, or null)."""
+    assert isinstance(value, str), f"Expected an unexpanded id, got {value!r}."
+    return value
+
+
 def event_types(sb: Sandbox, prefix: str = "") -> list[str]:
     return [e["type"] for e in sb.events() if e["type"].startswith(prefix)]
 
