@@ -92,6 +92,12 @@ def ref(value: object) -> str:
     return value
 
 
+def error_of(raised: stripe.StripeError) -> dict[str, Any]:
+    """The ``error`` object of an API error's JSON body (the SDK types the body as object)."""
+    error: dict[str, Any] = cast(dict[str, Any], raised.json_body)["error"]
+    return error
+
+
 def event_types(sb: Sandbox, prefix: str = "") -> list[str]:
     return [e["type"] for e in sb.events() if e["type"].startswith(prefix)]
 
