@@ -173,14 +173,14 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
     assert si.status == "requires_confirmation"
     si = client.v1.setup_intents.confirm(si.id, {"mandate_data": ONLINE})
     assert si.status == "succeeded" and ref(si.mandate).startswith("mandate_")
-    mandate = client.v1.mandates.retrieve(si.mandate)
+    mandate = client.v1.mandates.retrieve(ref(si.mandate))
     assert (mandate.status, mandate.type, mandate.payment_method) == (
         "active",
         "multi_use",
         si.payment_method,
     )
     assert present(mandate.customer_acceptance.online).ip_address == "203.0.113.7"
-    pm = client.v1.payment_methods.retrieve(si.payment_method)
+    pm = client.v1.payment_methods.retrieve(ref(si.payment_method))
     assert pm.customer == customer
     assert events_for(sb, si.id) == ["setup_intent.created", "setup_intent.succeeded"]
     assert "payment_method.attached" in event_types(sb)
@@ -222,7 +222,7 @@ def test_setup_intent_mandate_rules(sb: Sandbox, sdk: Client) -> None:
             "mandate_data": {"customer_acceptance": {"type": "offline"}},
         }
     )
-    assert sdk.v1.mandates.retrieve(offline.mandate).customer_acceptance.type == "offline"
+    assert sdk.v1.mandates.retrieve(ref(offline.mandate)).customer_acceptance.type == "offline"
 
 
 def test_setup_intent_option_rules(sb: Sandbox, sdk: Client) -> None:
@@ -262,7 +262,7 @@ def test_setup_intent_cancel_from_each_open_status(sb: Sandbox, sdk: Client) -> 
     for si in (first, second, third):
         canceled = sdk.v1.setup_intents.cancel(si.id, {"cancellation_reason": "abandoned"})
         assert canceled.status == "canceled" and canceled.cancellation_reason == "abandoned"
-    assert sdk.v1.mandates.retrieve(third.mandate).status == "inactive"
+    assert sdk.v1.mandates.retrieve(ref(third.mandate)).status == "inactive"
     with pytest.raises(stripe.InvalidRequestError) as info:
         sdk.v1.setup_intents.cancel(first.id)
     assert info.value.code == "setup_intent_unexpected_state"
@@ -289,7 +289,7 @@ def test_payment_intent_from_a_linked_account_settles(sb: Sandbox, client: Clien
     assert pi.status == "requires_confirmation"
     pi = client.v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE})
     assert pi.status == "processing" and ref(pi.latest_charge).startswith("py_")
-    charge = client.v1.charges.retrieve(pi.latest_charge)
+    charge = client.v1.charges.retrieve(ref(pi.latest_charge))
     assert charge.status == "pending" and charge.amount == 2500
     details = present(present(charge.payment_method_details).us_bank_account)
     assert details.payment_reference is None and ref(details.mandate).startswith("mandate_")
@@ -347,13 +347,13 @@ def test_a_saved_mandate_is_reused_and_a_missing_one_is_refused(sb: Sandbox, sdk
             "amount": 1000,
             "currency": "usd",
             "customer": customer,
-            "payment_method": si.payment_method,
+            "payment_method": ref(si.payment_method),
             "confirm": True,
             "off_session": True,
         }
     )
     assert pi.status == "processing"
-    charge = sdk.v1.charges.retrieve(pi.latest_charge)
+    charge = sdk.v1.charges.retrieve(ref(pi.latest_charge))
     assert present(present(charge.payment_method_details).us_bank_account).mandate == si.mandate
 
     fresh = sdk.v1.payment_methods.create(fc_data(account.id))
@@ -367,9 +367,9 @@ def test_a_saved_mandate_is_reused_and_a_missing_one_is_refused(sb: Sandbox, sdk
     assert sdk.v1.payment_intents.retrieve(pi.id).status == "requires_confirmation"
     explicit = sdk.v1.payment_intents.confirm(
         sdk.v1.payment_intents.create(
-            {"amount": 1000, "currency": "usd", "payment_method": si.payment_method}
+            {"amount": 1000, "currency": "usd", "payment_method": ref(si.payment_method)}
         ).id,
-        {"mandate": si.mandate},
+        {"mandate": ref(si.mandate)},
     )
     assert explicit.status == "processing"
 
@@ -471,7 +471,7 @@ def test_failing_test_accounts_return_while_processing(
         error = present(pi.last_payment_error)
         assert error.code == code
         assert present(present(error.payment_method).us_bank_account).last4 == number[-4:]
-        charge = sdk.v1.charges.retrieve(pi.latest_charge)
+        charge = sdk.v1.charges.retrieve(ref(pi.latest_charge))
         assert charge.status == "failed" and charge.failure_code == code
         assert charge.failure_message == error.message
         assert events_for(sb, pi.id)[-1] == "payment_intent.payment_failed"
@@ -499,14 +499,14 @@ def test_a_return_that_blocks_the_account(
         }
     )
     sdk.v1.setup_intents.verify_microdeposits(si.id, {"amounts": [32, 45]})
-    pi = debit(sdk, si.payment_method, customer=customer.id)
+    pi = debit(sdk, ref(si.payment_method), customer=customer.id)
     sb.advance_time(sb.payments.settlement_delay)
-    pm = sdk.v1.payment_methods.retrieve(si.payment_method)
+    pm = sdk.v1.payment_methods.retrieve(ref(si.payment_method))
     blocked = present(present(present(pm.us_bank_account).status_details).blocked)
     assert (blocked.network_code, blocked.reason) == (network_code, reason)
     assert "payment_method.automatically_updated" in events_for(sb, pm.id)
     with pytest.raises(stripe.CardError) as info:
-        debit(sdk, si.payment_method, customer=customer.id)
+        debit(sdk, ref(si.payment_method), customer=customer.id)
     assert info.value.http_status == 402 and info.value.code == "bank_account_unusable"
     failed = error_of(info.value)["payment_intent"]
     assert failed["status"] == "requires_payment_method"
@@ -541,7 +541,7 @@ def test_dispute_account_succeeds_then_is_disputed(sb: Sandbox, sdk: Client) -> 
         sb.advance_time(sb.payments.settlement_delay)
         pi = sdk.v1.payment_intents.retrieve(pi.id)
         assert pi.status == "succeeded"
-        charge = sdk.v1.charges.retrieve(pi.latest_charge)
+        charge = sdk.v1.charges.retrieve(ref(pi.latest_charge))
         assert charge.disputed
         bank = present(present(charge.payment_method_details).us_bank_account)
         mandate = sdk.v1.mandates.retrieve(ref(bank.mandate))
