@@ -54,6 +54,18 @@ FINCONN_URL_PREFIX: str = "/finconn"
 FINCONN_TASK_QUEUE: str = "inline"
 """Where webhook processing runs: ``inline`` (in the request) or ``celery``."""
 
+FINCONN_STRIPE_RATE_LIMIT: float | None = None
+"""Requests a second the app sends to Stripe at most, all its processes together when
+``FINCONN_REDIS_URL`` is set (each process on its own otherwise); ``0`` turns
+the limit off. Default: 20 with a Stripe key (Stripe allows 25 read requests a second in
+test mode and 100 in live mode), none on the sandbox. A 429 from Stripe pauses every
+process for its ``Retry-After`` and the request is sent again."""
+
+FINCONN_REDIS_URL: str | None = None
+"""Redis (``redis://host:6379/0``) shared by every process and worker of the app: the
+Stripe request budget, and the locks and progress of ``flask finconn sync --all`` on
+Celery. Needs the ``redis`` package (the ``celery`` extra installs it)."""
+
 FINCONN_MAX_CONTENT_LENGTH: int = 64 * 1024
 """Largest request body the blueprint's JSON routes accept, in bytes."""
 

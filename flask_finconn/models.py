@@ -215,8 +215,17 @@ class Transaction(Base):
     """A transaction, upserted by its Stripe id as it moves pending → posted or void."""
 
     __tablename__ = "finconn_transaction"
+    # The listing's keyset order, unfiltered and by status: each page is one index range,
+    # however deep, and a rare status (pending) never walks the rest of the history.
     __table_args__ = (
         sa.Index("ix_finconn_transaction_account_time", "account_id", "transacted_at", "id"),
+        sa.Index(
+            "ix_finconn_transaction_account_status_time",
+            "account_id",
+            "status",
+            "transacted_at",
+            "id",
+        ),
     )
 
     id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)  # fctxn_...

@@ -89,6 +89,8 @@ class Settings:
     subscribe_transactions: bool
     url_prefix: str
     task_queue: str
+    stripe_rate_limit: float
+    redis_url: str | None
     max_content_length: int
     webhook_max_content_length: int
     webhook_tolerance: int
@@ -210,6 +212,8 @@ def read_settings(app: Flask) -> Settings:
         subscribe_transactions=bool(cfg["FINCONN_SUBSCRIBE_TRANSACTIONS"]),
         url_prefix=_read_url_prefix(cfg),
         task_queue=_read_queue(cfg),
+        stripe_rate_limit=_read_rate_limit(cfg, keys["sandbox"]),
+        redis_url=cfg["FINCONN_REDIS_URL"] or None,
         max_content_length=max_content_length,
         webhook_max_content_length=webhook_max_content_length,
         webhook_tolerance=webhook_tolerance,
@@ -375,6 +379,25 @@ def _read_limits(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
             raise ConfigurationError(f"Set {key} to a positive whole number.")
         limits.append(value)
     return limits[0], limits[1], limits[2]
+
+
+DEFAULT_STRIPE_RATE_LIMIT = 20.0  # requests a second; under Stripe's test-mode read limit
+
+
+def _read_rate_limit(cfg: Mapping[str, Any], sandbox: bool) -> float:
+    value = cfg["FINCONN_STRIPE_RATE_LIMIT"]
+    if value is None:
+        return 0.0 if sandbox else DEFAULT_STRIPE_RATE_LIMIT
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if rate < 0:
+        raise ConfigurationError(
+            f"FINCONN_STRIPE_RATE_LIMIT must be a number of requests a second (0 for no "
+            f"limit), not {value!r}."
+        )
+    return rate
 
 
 def _read_queue(cfg: Mapping[str, Any]) -> str:

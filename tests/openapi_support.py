@@ -32,6 +32,8 @@ from urllib.parse import urlencode, urlsplit
 import jsonschema
 import stripe
 
+from flask_finconn.sandbox import SandboxHTTPClient
+
 DATA = Path(__file__).parent / "data" / "openapi"
 SPEC = DATA / "stripe_openapi_subset.json"
 
@@ -88,7 +90,7 @@ class OpenAPI:
             apply_endive(self.spec)
         self.schemas: dict[str, Any] = self.spec["components"]["schemas"]
         self.definitions = {name: _to_json_schema(s) for name, s in self.schemas.items()}
-        self._patterns = [
+        self._patterns: list[tuple[re.Pattern[str], str]] = [
             (re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", t) + "$"), t)
             for t in sorted(self.spec["paths"], key=lambda t: t.count("{"))
         ]
@@ -205,11 +207,11 @@ def form(params: Mapping[str, Any]) -> str:
 
 
 class Recorder(stripe.HTTPClient):
-    """Passes requests to another client and keeps ``(method, path, status, body)``."""
+    """Passes requests to a sandbox client and keeps ``(method, path, status, body)``."""
 
     name = "recorder"
 
-    def __init__(self, inner: stripe.HTTPClient) -> None:
+    def __init__(self, inner: SandboxHTTPClient) -> None:
         super().__init__()
         self.inner = inner
         self.seen: list[tuple[str, str, int, Any]] = []

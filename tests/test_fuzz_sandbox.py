@@ -12,12 +12,12 @@ import json
 import os
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import pytest
 from flask import Flask
-from sandbox_support import link, sb_fixture  # noqa: F401
+from sandbox_support import link, present, sb_fixture  # noqa: F401
 from werkzeug.test import Client
 
 from flask_finconn.sandbox import Sandbox, browser
@@ -118,7 +118,8 @@ def ids(sb: Sandbox) -> list[str]:
     fc.accounts.subscribe(accounts[0].id, {"features": ["transactions"]})
     sb.finish_refreshes()
     found = [a.id for a in accounts]
-    found.append(fc.accounts.retrieve(accounts[0].id).ownership or "fcaowns_x")
+    # Not expanded, so the ownership is its id.
+    found.append(cast(str, fc.accounts.retrieve(accounts[0].id).ownership or "fcaowns_x"))
     found += [t.id for t in fc.transactions.list({"account": accounts[0].id, "limit": 2}).data]
     customer = client.v1.customers.list({"limit": 1}).data[0].id
     found.append(customer)
@@ -129,7 +130,7 @@ def ids(sb: Sandbox) -> list[str]:
                 "permissions": ["balances"],
             }
         )
-        found += [session.id, session.client_secret]
+        found += [session.id, present(session.client_secret)]
     found.append(sb.events()[0]["id"])
     return [*found, "fca_x", "cus_x", "fcsess_x", "evt_x", "fctxn_x", "x", "0"]
 

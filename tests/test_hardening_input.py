@@ -106,7 +106,7 @@ def test_dates_at_the_edge_of_the_calendar_are_field_errors(
         f"/finconn/accounts/{account.id}/transactions", query_string=param, headers=HEADERS
     )
     assert response.status_code == 400
-    assert set(response.json["error"]["fields"]) == set(param)
+    assert set(response.get_json()["error"]["fields"]) == set(param)
 
 
 def test_dates_at_the_edge_without_an_offset_still_work(finconn_app: Flask) -> None:

@@ -34,8 +34,8 @@ def counts(app: Flask, holder_id: str) -> dict[str, int]:
         ids = sa.select(Account.id).where(Account.holder_id == holder_id)
 
         def count(model: Any, condition: Any) -> int:
-            return int(
-                session.scalar(sa.select(sa.func.count()).select_from(model).where(condition))
+            return (
+                session.scalar(sa.select(sa.func.count()).select_from(model).where(condition)) or 0
             )
 
         return {
@@ -134,7 +134,7 @@ def test_disconnect_deletes_transactions_and_owners_when_configured(
         response = app.test_client().post(
             f"/finconn/accounts/{account.id}/disconnect", json={}, headers={HOLDER_HEADER: holder}
         )
-        assert response.status_code == 200 and response.json["status"] == "disconnected"
+        assert response.status_code == 200 and response.get_json()["status"] == "disconnected"
     assert counts(kept, "ada")["transactions"] and counts(kept, "ada")["owners"]
     after = counts(erasing, "bob")
     assert (after["transactions"], after["owners"]) == (0, 0)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import stripe
 from openapi_support import OpenAPI, Recorder, form, sample
 from sandbox_support import sb_fixture  # noqa: F401
+from stripe.financial_connections import AccountOwnership
+from stripe.params import CustomerCreateParams
 from werkzeug.test import Client
 
 from flask_finconn.sandbox import Sandbox
@@ -100,7 +102,8 @@ def test_every_response_of_a_full_flow_matches_the_spec(
     sb.finish_refreshes()
     found = fc.accounts.retrieve(account, {"expand": ["ownership"]})
     fc.accounts.list({"account_holder": {"customer": customer.id}, "limit": 2})
-    fc.accounts.owners.list(account, {"ownership": found.ownership.id})
+    ownership = cast(AccountOwnership, found.ownership)  # expanded above
+    fc.accounts.owners.list(account, {"ownership": ownership.id})
     transactions = fc.transactions.list({"account": account, "limit": 5}).data
     fc.transactions.retrieve(transactions[0].id)
     fc.accounts.unsubscribe(account, {"features": ["transactions"]})
@@ -121,7 +124,9 @@ def test_every_response_of_a_full_flow_matches_the_spec(
     client.v1.events.list({"delivery_success": False, "types": ["customer.created"]})
     # Errors: unknown ids, unknown and malformed parameters, a refused refresh.
     _invalid(lambda: client.v1.customers.retrieve("cus_missing"))
-    _invalid(lambda: client.v1.customers.create({"nope": "1"}))  # type: ignore[typeddict-unknown-key]
+    _invalid(
+        lambda: client.v1.customers.create(cast(CustomerCreateParams, {"nope": "1"}))
+    )  # deliberately malformed
     _invalid(lambda: fc.accounts.list({"limit": 1000}))
     _invalid(lambda: fc.accounts.refresh(account, {"features": ["balance"]}))
     _invalid(lambda: client.v1.events.retrieve("evt_missing"))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sandbox_support import link, sb_fixture  # noqa: F401
+from sandbox_support import link, present, sb_fixture  # noqa: F401
 from werkzeug.test import Client, EnvironBuilder
 
 from flask_finconn.sandbox import Sandbox, browser
@@ -160,7 +160,7 @@ def test_a_huge_jump_runs_missed_daily_refreshes_once(sb: Sandbox) -> None:
     # And the subscription goes on from there, one refresh a day.
     sb.advance_time(86400 + 5)
     assert refreshed() - before <= 3
-    assert fc.accounts.retrieve(account.id).transaction_refresh.status == "succeeded"
+    assert present(fc.accounts.retrieve(account.id).transaction_refresh).status == "succeeded"
 
 
 def test_a_few_days_still_refresh_every_day(sb: Sandbox) -> None:
@@ -194,7 +194,7 @@ def modal(sb: Sandbox) -> Iterator[tuple[Any, str]]:
             "permissions": ["balances"],
         }
     )
-    yield app.test_client(), session.client_secret
+    yield app.test_client(), present(session.client_secret)
 
 
 def _modal_error(response: Any, status: int) -> dict[str, Any]:

@@ -163,6 +163,14 @@ class Api:
         faults = self.sb.faults
         if faults.latency:
             time.sleep(faults.latency)
+        if not faults.admit():
+            raise ApiError(
+                429,
+                "Too many requests hit the API too quickly. We recommend an exponential backoff "
+                "of your requests.",
+                code="rate_limit",
+                headers={"Retry-After": "1"},
+            )
         status = faults.next_api_error()
         if status is None:
             return
