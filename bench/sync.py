@@ -12,9 +12,15 @@ Then the peak Python memory of a first sync (tracemalloc) for ``--small`` vs
 ``--transactions`` rows (target: growth under 50 MB), and an incremental sync after about
 50 changed rows (new and settled), with its SQL statements per page.
 
+``--scale N`` instead runs one first sync of N rows (say 1,000,000) per database and
+prints the write side's cost per row (the page upserts and the commits, timed inside
+the sync) in windows along the way: the first 10k rows, then at each tenfold size, then
+the last 10k rows. Target: the last window within 1.3x of the first.
+
     source /tmp/finconn-dev-env   # for PostgreSQL (FINCONN_TEST_POSTGRES_URL)
     .venv/bin/python -m bench.sync [--transactions 100000] [--small 10000] [--only sqlite]
                                    [--repeat 3]
+    .venv/bin/python -m bench.sync --scale 1000000 [--only sqlite]
 """
 
 from __future__ import annotations
@@ -25,9 +31,8 @@ import os
 import tempfile
 import time
 import tracemalloc
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,30 +42,25 @@ from flask import Flask
 from flask_finconn import Holder, get_state
 from flask_finconn.models import Account, Transaction
 from flask_finconn.services import refresh, sync
+from flask_finconn.services import transactions as transactions_service
 from flask_finconn.services.transactions import transaction_row
-from flask_finconn.testing import create_app, link_accounts, sandbox_of
+from flask_finconn.testing import (
+    count_statements,
+    create_app,
+    link_accounts,
+    sandbox_of,
+    throwaway_database,
+)
 
 DAY = 86_400
 HISTORY_DAYS = 180
 
 
-@contextmanager
-def database(kind: str, workdir: str) -> Iterator[str]:
+def database(kind: str, workdir: str) -> AbstractContextManager[str]:
     """A fresh, empty database URL of that kind, dropped afterwards."""
     if kind == "sqlite":
-        yield f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:8]}.sqlite3"
-        return
-    admin_url = os.environ["FINCONN_TEST_POSTGRES_URL"]
-    name = "bench_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        return throwaway_database(f"sqlite:///{workdir}/bench.sqlite3")
+    return throwaway_database(os.environ["FINCONN_TEST_POSTGRES_URL"])
 
 
 def linked_account(url: str, size: int) -> tuple[Flask, str, str]:
@@ -114,22 +114,6 @@ def full_sync(app: Flask, stripe_id: str) -> sync.Applied:
         return applied
 
 
-@contextmanager
-def counting_statements(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-    with app.app_context():
-        engine = get_state(app).db.engine
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
-
-
 def throughput(kind: str, workdir: str, size: int, repeat: int) -> None:
     """(a), (b) and (c), each the best of ``repeat`` runs on an otherwise busy machine."""
     with database(kind, workdir) as url:
@@ -174,7 +158,7 @@ def incremental(app: Flask, stripe_id: str, kind: str) -> None:
         ).one()
         refresh.start_refresh(state, account, ["transactions"])
     sandbox.finish_refreshes(stripe_id)
-    with counting_statements(app) as statements:
+    with count_statements(app) as statements:
         seconds, applied = timed(lambda: full_sync(app, stripe_id))
     done = applied.sync
     changed = done.added + done.updated
@@ -209,12 +193,82 @@ def peak_memory(kind: str, workdir: str, size: int) -> float:
         return peak / 1e6
 
 
+def scale(kind: str, workdir: str, size: int) -> None:
+    """The write side's cost per row along one first sync of ``size`` rows."""
+    window = 10_000
+    with database(kind, workdir) as url:
+        started = time.perf_counter()
+        app, _, stripe_id = linked_account(url, size)
+        print(f"{kind:10} {size} rows generated in {time.perf_counter() - started:.0f} s")
+        spent = {"write": 0.0, "rows": 0}
+        marks: list[tuple[int, float]] = []
+        write = transactions_service._write
+
+        def timed_write(session: Any, dialect: str, rows: list[dict[str, Any]]) -> Any:
+            began = time.perf_counter()
+            try:
+                return write(session, dialect, rows)
+            finally:
+                spent["write"] += time.perf_counter() - began
+                before = spent["rows"]
+                spent["rows"] += len(rows)
+                if spent["rows"] // window != before // window:
+                    marks.append((int(spent["rows"]), spent["write"]))
+
+        commit_began: list[float] = []
+
+        def before_commit(session: Any) -> None:
+            commit_began.append(time.perf_counter())
+
+        def after_commit(session: Any) -> None:
+            if commit_began:
+                spent["write"] += time.perf_counter() - commit_began.pop()
+
+        transactions_service._write = timed_write
+        try:
+            with app.app_context():
+                session = get_state(app).db.session()
+                sa.event.listen(session, "before_commit", before_commit)
+                sa.event.listen(session, "after_commit", after_commit)
+                started = time.perf_counter()
+                applied = sync.sync_account_from_stripe(get_state(app), stripe_id)
+                total = time.perf_counter() - started
+                assert applied is not None and applied.sync is not None
+                assert applied.sync.added == size, applied.sync
+        finally:
+            transactions_service._write = write
+        # Writes timed per window of rows: (rows at the end, seconds of writing so far).
+        per_row = {}
+        previous_rows, previous_spent = 0, 0.0
+        for rows, seconds in marks:
+            per_row[rows] = (seconds - previous_spent) / (rows - previous_rows) * 1e6
+            previous_rows, previous_spent = rows, seconds
+        points = [min(per_row)]
+        n = window * 10
+        while n < size:
+            points.append(n)
+            n *= 10
+        points.append(max(per_row))
+        shown = "   ".join(f"{r // 1000}k: {per_row[r]:.1f}" for r in dict.fromkeys(points))
+        first, last = per_row[min(per_row)], per_row[max(per_row)]
+        print(
+            f"{kind:10} first sync of {size} rows in {total:.0f} s; write side, us per row in "
+            f"the 10k rows ending at   {shown}"
+        )
+        print(f"{kind:10} last / first window: {last / first:.2f} (target <= 1.3)")
+        with app.app_context():
+            get_state(app).db.engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--transactions", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs for a, b, c")
+    parser.add_argument(
+        "--scale", type=int, default=None, help="only the write cost along a sync of N rows"
+    )
     args = parser.parse_args()
     stripe.enable_telemetry = False
     kinds = [args.only] if args.only else ["sqlite", "postgresql"]
@@ -222,6 +276,10 @@ def main() -> None:
         print("postgresql: skipped (FINCONN_TEST_POSTGRES_URL is not set; source the dev env)")
         kinds.remove("postgresql")
     with tempfile.TemporaryDirectory() as workdir:
+        if args.scale:
+            for kind in kinds:
+                scale(kind, workdir, args.scale)
+            return
         for kind in kinds:
             throughput(kind, workdir, args.transactions, args.repeat)
         for kind in kinds:

@@ -28,7 +28,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class User(db.Model):  # type: ignore[name-defined,misc]
+class User(db.Model):  # type: ignore[name-defined]
     """A demo user: known by an email address alone (there is no password)."""
 
     __tablename__ = "example_user"
@@ -43,7 +43,7 @@ class User(db.Model):  # type: ignore[name-defined,misc]
         return self.email.split("@", 1)[0]
 
 
-class LoginSession(db.Model):  # type: ignore[name-defined,misc]
+class LoginSession(db.Model):  # type: ignore[name-defined]
     """A server-side session: the cookie holds a random token, the table its SHA-256.
 
     Anonymous visitors get one too when they open the sign-in form, so that the form's

@@ -15,14 +15,17 @@ from typing import IO, Any
 import click
 from flask.cli import AppGroup, with_appcontext
 
-from .errors import FinConnError, NotFound, WebhookSignatureError
+from .errors import ConfigurationError, FinConnError, NotFound, WebhookSignatureError
 from .sandbox import cli as sandbox_cli_module
 from .services import accounts as accounts_service
 from .services import events as events_service
+from .services import fleet as fleet_service
 from .services import payments as payments_service
+from .services import privacy
 from .services import refresh as refresh_service
 from .services import sync as sync_service
 from .state import REFRESH_FEATURES, get_state
+from .tasks import start_fleet_sync
 from .webhooks import check_signature, parse_header
 
 finconn_cli = AppGroup("finconn", help="Flask-FinConn: Stripe Financial Connections.")
@@ -62,7 +65,7 @@ def accounts(holder_id: str) -> None:
         )
 
 
-EVENT_STATUSES = ("pending", "processing", "processed", "failed")
+EVENT_STATUSES = ("pending", "processing", "processed", "failed", "ignored")
 
 
 @finconn_cli.group("events", invoke_without_command=True)
@@ -86,7 +89,8 @@ def events(ctx: click.Context, status: str | None, types: tuple[str, ...], limit
             f"received {received}  account {event.account_stripe_id or '-'}"
         )
         if event.last_error and event.status != "processed":
-            click.echo(f"    error: {event.last_error}")
+            label = "reason" if event.status == "ignored" else "error"
+            click.echo(f"    {label}: {event.last_error}")
 
 
 @events.command("replay")
@@ -118,6 +122,43 @@ def sweep_events() -> None:
 
 def _mask(secret: str) -> str:
     return f"whsec_...{secret[-4:]}" if len(secret) > 10 else "whsec_..."
+
+
+@finconn_cli.command("erase-holder")
+@click.argument("holder_id")
+@click.option("--yes", is_flag=True, help="Erase without asking (for scripts and cron).")
+@click.option(
+    "--scrub-customer", is_flag=True, help="Also blank the Stripe Customer's email and name."
+)
+@with_appcontext
+def erase_holder(holder_id: str, yes: bool, scrub_customer: bool) -> None:
+    """Erase everything stored about HOLDER_ID and disconnect their accounts at Stripe.
+
+    Exit status 0 when the holder is erased (or nothing was stored), 1 when Stripe could
+    not be reached (nothing was deleted; run it again), 2 without --yes and no terminal.
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("Pass --yes to erase a holder without a terminal to confirm.")
+        click.confirm(
+            f"Erase every account, balance, owner and transaction of holder {holder_id}?",
+            abort=True,
+        )
+    try:
+        erased = privacy.erase_holder(get_state(), holder_id, scrub_customer=scrub_customer)
+    except FinConnError as exc:
+        click.echo(f"Could not erase holder {holder_id}: {exc.message}", err=True)
+        sys.exit(1)
+    if not erased.found:
+        click.echo(f"Nothing is stored about holder {holder_id}.")
+        return
+    click.echo(
+        f"Erased holder {holder_id}: {erased.accounts} account(s) "
+        f"({len(erased.disconnected)} disconnected at Stripe), {erased.balances} balance(s), "
+        f"{erased.owners} owner(s), {erased.transactions} transaction(s), "
+        f"{erased.events_blanked} event payload(s) blanked"
+        + (", Stripe Customer scrubbed." if erased.customer_scrubbed else ".")
+    )
 
 
 @finconn_cli.command("webhook-secret")
@@ -304,12 +345,36 @@ def _rows_shown(bar: Any, account_id: str) -> Callable[[int, int], None]:
 
 @finconn_cli.command("sync")
 @click.argument("account_id", required=False)
-def sync(account_id: str | None) -> None:
+@click.option(
+    "--all",
+    "fleet_run",
+    is_flag=True,
+    help="Queue every account on Celery, one task each, and wait for the run "
+    "(needs init_celery and FINCONN_REDIS_URL).",
+)
+@click.option(
+    "--timeout",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="With --all: seconds to wait for the run (0: queue and return).",
+)
+def sync(account_id: str | None, fleet_run: bool, timeout: float) -> None:
     """Store new and changed transactions of ACCOUNT_ID, or of every linked account.
 
     Reads each account from Stripe and syncs up to its last finished transaction refresh
     (the same path as the webhook). Exit status 1 when an account could not be synced.
+
+    With --all the accounts are synced by Celery workers, two never on one account, and
+    a run cut short (a worker killed) resumes where it stopped when run again. Exit
+    status: 0 every account synced, 1 some failed (each listed with the reason), 2 the
+    run was still going after --timeout (its workers carry on).
     """
+    if fleet_run:
+        if account_id is not None:
+            raise click.UsageError("Give either ACCOUNT_ID or --all, not both.")
+        _fleet_sync(timeout)
+        return
     state = get_state()
     found = sync_service.accounts_to_sync(state, account_id)
     if account_id is not None and not found:
@@ -433,6 +498,38 @@ def show_payment(payment_id: str) -> None:
         click.echo(f"failure: {payment.failure_message}")
     if payment.metadata_:
         click.echo(f"metadata: {payment.metadata_}")
+
+
+def _fleet_sync(timeout: float) -> None:
+    from flask import current_app
+
+    try:
+        run_id, total = start_fleet_sync(current_app)
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"Run {run_id}: {total} account(s) queued.")
+    redis = fleet_service.redis_client(get_state())
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while True:
+        status = fleet_service.summary(redis, run_id)
+        if status.line() != shown:
+            shown = status.line()
+            click.echo(shown, err=True)
+        if status.finished or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    click.echo(status.line())
+    for failure in status.failures:
+        click.echo(f"  failed: {failure}")
+    if not status.finished:
+        click.echo(
+            f"The run is still going after {timeout:g} s; its workers carry on. Run the "
+            "command again later: it resumes, and adds nothing twice."
+        )
+        sys.exit(2)
+    if status.failed:
+        sys.exit(1)
 
 
 def _mount_sandbox_cli() -> None:

@@ -54,6 +54,18 @@ FINCONN_URL_PREFIX: str = "/finconn"
 FINCONN_TASK_QUEUE: str = "inline"
 """Where webhook processing runs: ``inline`` (in the request) or ``celery``."""
 
+FINCONN_STRIPE_RATE_LIMIT: float | None = None
+"""Requests a second the app sends to Stripe at most, all its processes together when
+``FINCONN_REDIS_URL`` is set (each process on its own otherwise); ``0`` turns
+the limit off. Default: 20 with a Stripe key (Stripe allows 25 read requests a second in
+test mode and 100 in live mode), none on the sandbox. A 429 from Stripe pauses every
+process for its ``Retry-After`` and the request is sent again."""
+
+FINCONN_REDIS_URL: str | None = None
+"""Redis (``redis://host:6379/0``) shared by every process and worker of the app: the
+Stripe request budget, and the locks and progress of ``flask finconn sync --all`` on
+Celery. Needs the ``redis`` package (the ``celery`` extra installs it)."""
+
 FINCONN_MAX_CONTENT_LENGTH: int = 64 * 1024
 """Largest request body the blueprint's JSON routes accept, in bytes."""
 
@@ -69,3 +81,16 @@ FINCONN_ALLOWED_ORIGINS: list[str] = []
 FINCONN_MERCHANT_NAME: str | None = None
 """Your business's name as users know it, shown where they consent to share bank data.
 Required with real Stripe; in the sandbox the default is ``"Sandbox merchant"``."""
+
+FINCONN_INSTALLATION_ID: str | None = None
+"""Names this deployment at Stripe: it goes into every Customer's metadata
+(``finconn_installation``) and every idempotency key, and only events about this
+installation's customers are acted on. Default: a random id generated on first use and
+stored in the ``finconn_installation`` table, so two deployments with their own databases
+(dev, staging, production on one Stripe account) never share anything. Set it only to keep
+the id across a database that is rebuilt from scratch; never give two databases one id."""
+
+FINCONN_DELETE_DATA_ON_DISCONNECT: bool = False
+"""When an account is disconnected (by the holder here, or at Stripe), delete its stored
+transactions and owners at once; the account row and its balances stay. Default False keeps
+them readable."""

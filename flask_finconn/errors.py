@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 _logger = logging.getLogger("flask_finconn")
 
@@ -167,7 +167,11 @@ def _render_http_error(error: HTTPException) -> ResponseReturnValue:
         )
     code = (error.name or "error").lower().replace(" ", "_").replace("'", "")
     message = error.description or "The request could not be handled."
-    return _json_error(FinConnError(message, code=code, status=status))
+    body = jsonify({"error": FinConnError(message, code=code, status=status).to_dict()})
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        # RFC 9110: a 405 names the methods the resource does support.
+        body.headers["Allow"] = ", ".join(error.valid_methods)
+    return body, status
 
 
 def _render_unexpected(error: Exception) -> ResponseReturnValue:

@@ -9,6 +9,7 @@ sandbox) and its task queue, and keeps them in a :class:`~.state.FinConnState` a
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -21,8 +22,10 @@ from flask import Flask
 from . import assets, cli, models, tasks, views
 from .errors import ConfigurationError
 from .models import Payment
+from .ratelimit import Bucket, LocalBucket, RedisBucket
 from .sandbox import Sandbox, browser
-from .services import owners, payment_methods, payments
+from .services import owners, payment_methods, payments, privacy
+from .services.privacy import Erased
 from .state import FinConnState, Holder, Settings, get_state, read_settings
 from .stripe_api import StripeAPI
 
@@ -57,6 +60,17 @@ class FinConn:
         """The function registered with :meth:`holder_loader` (None until one is)."""
         return self._holder_loader
 
+    def erase_holder(self, holder_id: str, *, scrub_customer: bool = False) -> Erased:
+        """Erase everything stored about a holder, in an app context of an app using this.
+
+        Disconnects their accounts at Stripe, deletes their accounts, balances, owners,
+        transactions, link sessions and customer mapping, and blanks the payloads of
+        events about them (ids and statuses stay, so redeliveries are still recognised).
+        ``scrub_customer`` also blanks the Stripe Customer's email and name. Raises a
+        ``FinConnError`` before deleting anything when Stripe cannot be reached.
+        """
+        return privacy.erase_holder(get_state(), holder_id, scrub_customer=scrub_customer)
+
     def init_app(self, app: Flask) -> None:
         """Read and check the configuration, build the Stripe client, register the blueprint."""
         if "finconn" in app.extensions:
@@ -78,10 +92,12 @@ class FinConn:
         sandbox = None
         if settings.sandbox:
             sandbox = _make_sandbox(app, settings)
-            client = StripeAPI.for_sandbox(sandbox, livemode=False)
+            bucket = _make_bucket(settings, sandbox.api_key)
+            client = StripeAPI.for_sandbox(sandbox, livemode=False, bucket=bucket)
         else:
             assert settings.secret_key is not None
-            client = StripeAPI.for_key(settings.secret_key)
+            bucket = _make_bucket(settings, settings.secret_key)
+            client = StripeAPI.for_key(settings.secret_key, bucket=bucket)
         queue = tasks.make_queue(settings.task_queue)
         state = FinConnState(self, self.db, settings, client, sandbox, queue)
         app.extensions["finconn"] = state
@@ -142,6 +158,33 @@ class FinConn:
         """Compare an account's owners with the holder: ``match``, ``partial``,
         ``no_match`` or ``unavailable`` (see :func:`.services.owners.match_owners`)."""
         return owners.match_owners(get_state(), holder, account_id)
+
+
+def _make_bucket(settings: Settings, api_key: str) -> Bucket | None:
+    """The app's Stripe request budget: in Redis when configured, else in this process.
+
+    The Redis key is derived from the API key, so every app and worker that uses one
+    Stripe account shares one budget. One token of burst: requests are spaced evenly, and
+    no second ever sees more than the configured rate plus one.
+    """
+    rate = settings.stripe_rate_limit
+    if not rate:
+        return None
+    if settings.redis_url is None:
+        return LocalBucket(rate, burst=1)
+    try:
+        import redis
+    except ImportError:
+        raise ConfigurationError(
+            "FINCONN_REDIS_URL needs the redis package; pip install 'flask-finconn[celery]'."
+        ) from None
+    digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    return RedisBucket(
+        redis.Redis.from_url(settings.redis_url),
+        f"finconn:stripe-rate:{digest}",
+        rate,
+        burst=1,
+    )
 
 
 def _make_sandbox(app: Flask, settings: Settings) -> Sandbox:

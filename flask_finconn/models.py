@@ -82,6 +82,21 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON, list[str]: sa.JSON}
 
 
+class Installation(Base):
+    """This installation's random id: scopes what it creates at a Stripe account it may share.
+
+    One row (``id`` 1), written once on first use. Two deployments with their own databases
+    (dev and staging on one test key) get different ids with no configuration, so their
+    Stripe Customers, idempotency keys and events never mix.
+    """
+
+    __tablename__ = "finconn_installation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    installation_id: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Customer(Base):
     """The Stripe Customer that stands for one holder."""
 
@@ -200,8 +215,17 @@ class Transaction(Base):
     """A transaction, upserted by its Stripe id as it moves pending → posted or void."""
 
     __tablename__ = "finconn_transaction"
+    # The listing's keyset order, unfiltered and by status: each page is one index range,
+    # however deep, and a rare status (pending) never walks the rest of the history.
     __table_args__ = (
         sa.Index("ix_finconn_transaction_account_time", "account_id", "transacted_at", "id"),
+        sa.Index(
+            "ix_finconn_transaction_account_status_time",
+            "account_id",
+            "status",
+            "transacted_at",
+            "id",
+        ),
     )
 
     id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)  # fctxn_...
@@ -332,6 +356,7 @@ __all__ = [
     "BalanceSnapshot",
     "Base",
     "Customer",
+    "Installation",
     "LinkSession",
     "Owner",
     "Payment",

@@ -29,6 +29,24 @@ class UTCTime(fields.Field[datetime]):
         return iso(value)
 
 
+class UTCDateTimeParam(fields.AwareDateTime):
+    """An ISO 8601 date or time (UTC unless it says), loaded as an aware UTC datetime.
+
+    A time whose offset moves it outside the calendar (``0001-01-01T00:00:00+05:00``) is a
+    field error, not an overflow.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_timezone=UTC, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise SchemaError("Not a time between 0001-01-01 and 9999-12-31 in UTC.") from None
+
+
 def load(schema: Schema, data: Any) -> dict[str, Any]:
     """Validate request data with ``schema``; a failure is a 400 listing each field's problem."""
     if not isinstance(data, Mapping):
@@ -85,8 +103,8 @@ class TransactionQuerySchema(_Input):
     cursor = fields.String(load_default=None)
     status = fields.String(load_default=None, validate=validate.OneOf(TRANSACTION_STATUSES))
     # transacted_at window: ISO 8601 dates or times (UTC unless they say); until is exclusive.
-    since = fields.AwareDateTime(load_default=None, default_timezone=UTC)
-    until = fields.AwareDateTime(load_default=None, default_timezone=UTC)
+    since = UTCDateTimeParam(load_default=None)
+    until = UTCDateTimeParam(load_default=None)
 
 
 class SetupIntentCreateSchema(_Input):

@@ -50,6 +50,10 @@ REAL_STRIPE_JS_URL = "https://js.stripe.com/v3/"
 SANDBOX_STRIPE_JS_ENDPOINT = "finconn_sandbox.stripe_js"
 
 
+# The width of the holder_id columns (finconn_customer and the tables that refer to it).
+HOLDER_ID_MAX = 255
+
+
 @dataclass(frozen=True)
 class Holder:
     """The person or business whose bank accounts are linked (one Stripe Customer each)."""
@@ -61,6 +65,11 @@ class Holder:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise TypeError("Holder.id must be a non-empty string, such as str(user.id).")
+        if len(self.id) > HOLDER_ID_MAX:
+            raise ValueError(
+                f"Holder.id is {len(self.id)} characters long; it is stored in a column of "
+                f"{HOLDER_ID_MAX}, so use a shorter stable id such as the user's primary key."
+            )
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,15 @@ class Settings:
     subscribe_transactions: bool
     url_prefix: str
     task_queue: str
+    stripe_rate_limit: float
+    redis_url: str | None
     max_content_length: int
     webhook_max_content_length: int
     webhook_tolerance: int
     allowed_origins: tuple[str, ...]
     merchant_name: str
+    installation_id: str | None = None
+    delete_data_on_disconnect: bool = False
 
     @property
     def livemode(self) -> bool:
@@ -122,6 +135,8 @@ class FinConnState:
     stripe: StripeAPI
     sandbox: Sandbox | None
     queue: TaskQueue
+    #: This installation's id once read (``services.installation``); None before first use.
+    installation: str | None = None
 
     def load_holder(self) -> Holder | None:
         """Call the host's holder loader for the current request (None when nobody)."""
@@ -197,6 +212,8 @@ def read_settings(app: Flask) -> Settings:
         subscribe_transactions=bool(cfg["FINCONN_SUBSCRIBE_TRANSACTIONS"]),
         url_prefix=_read_url_prefix(cfg),
         task_queue=_read_queue(cfg),
+        stripe_rate_limit=_read_rate_limit(cfg, keys["sandbox"]),
+        redis_url=cfg["FINCONN_REDIS_URL"] or None,
         max_content_length=max_content_length,
         webhook_max_content_length=webhook_max_content_length,
         webhook_tolerance=webhook_tolerance,
@@ -205,7 +222,21 @@ def read_settings(app: Flask) -> Settings:
             for o in _as_tuple(cfg["FINCONN_ALLOWED_ORIGINS"], "FINCONN_ALLOWED_ORIGINS")
         ),
         merchant_name=_read_merchant_name(cfg, keys["sandbox"]),
+        installation_id=_read_installation_id(cfg),
+        delete_data_on_disconnect=bool(cfg["FINCONN_DELETE_DATA_ON_DISCONNECT"]),
     )
+
+
+def _read_installation_id(cfg: Mapping[str, Any]) -> str | None:
+    value = cfg["FINCONN_INSTALLATION_ID"]
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+        raise ConfigurationError(
+            "FINCONN_INSTALLATION_ID must be a short printable string (1 to 64 characters); "
+            "leave it unset to use the id stored in the database."
+        )
+    return value
 
 
 def _as_tuple(value: Any, key: str) -> tuple[str, ...]:
@@ -348,6 +379,25 @@ def _read_limits(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
             raise ConfigurationError(f"Set {key} to a positive whole number.")
         limits.append(value)
     return limits[0], limits[1], limits[2]
+
+
+DEFAULT_STRIPE_RATE_LIMIT = 20.0  # requests a second; under Stripe's test-mode read limit
+
+
+def _read_rate_limit(cfg: Mapping[str, Any], sandbox: bool) -> float:
+    value = cfg["FINCONN_STRIPE_RATE_LIMIT"]
+    if value is None:
+        return 0.0 if sandbox else DEFAULT_STRIPE_RATE_LIMIT
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if rate < 0:
+        raise ConfigurationError(
+            f"FINCONN_STRIPE_RATE_LIMIT must be a number of requests a second (0 for no "
+            f"limit), not {value!r}."
+        )
+    return rate
 
 
 def _read_queue(cfg: Mapping[str, Any]) -> str:

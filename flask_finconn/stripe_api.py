@@ -28,6 +28,7 @@ from stripe.financial_connections import Session as StripeSession
 from stripe.financial_connections import Transaction as StripeTransaction
 
 from .errors import Conflict, FinConnError, NotFound, StripeUnavailable, ValidationError
+from .ratelimit import Bucket, RateLimitedHTTPClient
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -63,21 +64,30 @@ class StripeAPI:
         self._clock = clock
 
     @classmethod
-    def for_key(cls, secret_key: str) -> StripeAPI:
-        """A client for real Stripe with the given secret key."""
+    def for_key(cls, secret_key: str, *, bucket: Bucket | None = None) -> StripeAPI:
+        """A client for real Stripe with the given secret key.
+
+        With a ``bucket`` every request first takes a token from it, and Stripe's 429s
+        pause the bucket and are retried (:mod:`~flask_finconn.ratelimit`).
+        """
         client = stripe.StripeClient(
-            secret_key, stripe_version=API_VERSION, max_network_retries=MAX_NETWORK_RETRIES
+            secret_key,
+            stripe_version=API_VERSION,
+            http_client=_limited(stripe.new_default_http_client(), bucket),
+            max_network_retries=MAX_NETWORK_RETRIES,
         )
         return cls(client, livemode=secret_key.startswith(("sk_live_", "rk_live_")))
 
     @classmethod
-    def for_sandbox(cls, sandbox: Sandbox, *, livemode: bool = False) -> StripeAPI:
+    def for_sandbox(
+        cls, sandbox: Sandbox, *, livemode: bool = False, bucket: Bucket | None = None
+    ) -> StripeAPI:
         """A client whose requests go to the in-process sandbox, without a socket."""
         client = stripe.StripeClient(
             sandbox.api_key,
             stripe_version=API_VERSION,
             base_addresses={"api": sandbox.api_base},
-            http_client=sandbox.http_client(),
+            http_client=_limited(sandbox.http_client(), bucket),
             max_network_retries=MAX_NETWORK_RETRIES,
         )
         return cls(client, livemode=livemode, clock=sandbox.now)
@@ -97,15 +107,22 @@ class StripeAPI:
     # customers
 
     def create_customer(
-        self, holder_id: str, *, email: str | None, name: str | None
+        self, holder_id: str, *, installation: str, email: str | None, name: str | None
     ) -> stripe.Customer:
-        """Create the Customer for a holder; a retry for the same holder returns the same one."""
-        params: dict[str, Any] = {"metadata": {"finconn_holder_id": holder_id}}
+        """Create the Customer for a holder of one installation.
+
+        A retry for the same holder of the same installation returns the same Customer;
+        another installation on the same Stripe account (staging beside dev) gets its own,
+        because the idempotency key and the metadata name the installation.
+        """
+        params: dict[str, Any] = {
+            "metadata": {"finconn_holder_id": holder_id, "finconn_installation": installation}
+        }
         if email:
             params["email"] = email
         if name:
             params["name"] = name
-        key = "finconn-customer-" + _digest(holder_id)
+        key = "finconn-customer-" + _digest(installation + "\x00" + holder_id)
         with _calling("create a customer"):
             customer: stripe.Customer = self.client.v1.customers.create(
                 params,  # type: ignore[arg-type]
@@ -391,6 +408,10 @@ class StripeAPI:
                 intent_id, {"expand": ["latest_charge"]}, {"idempotency_key": key}
             )
         return intent
+
+
+def _limited(http_client: stripe.HTTPClient, bucket: Bucket | None) -> stripe.HTTPClient:
+    return http_client if bucket is None else RateLimitedHTTPClient(http_client, bucket)
 
 
 def _digest(value: str) -> str:

@@ -19,7 +19,9 @@ Celery, with the app factory pattern of Flask's Celery guide::
 ``init_celery`` registers the tasks ``flask_finconn.process_events`` and
 ``flask_finconn.sweep_events`` on the host's Celery app, and schedules the sweep on Celery
 beat every :data:`SWEEP_INTERVAL` seconds. Run ``celery -A yourmodule worker -B`` (or a
-separate ``beat``).
+separate ``beat``). It also registers the fleet sync: ``flask_finconn.sync_fleet`` (put
+it on beat, or run ``flask finconn sync --all`` from cron) queues one
+``flask_finconn.sync_account`` task per account (:mod:`~flask_finconn.services.fleet`).
 
 The web side never waits for the broker: a request hands the stored event's id to a
 publisher thread of its process and answers. The thread publishes whatever has gathered
@@ -43,27 +45,33 @@ from flask import Flask, current_app
 
 from .errors import ConfigurationError
 from .models import WebhookEvent
-from .services import events
+from .services import events, fleet
+from .services import sync as sync_service
 from .state import FinConnState, TaskQueue, get_state
 
 if TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
+    "FLEET_TASK",
     "MAX_BATCH",
     "PROCESS_TASK",
     "SWEEP_INTERVAL",
     "SWEEP_TASK",
+    "SYNC_TASK",
     "CeleryQueue",
     "InlineQueue",
     "init_celery",
     "make_queue",
+    "start_fleet_sync",
 ]
 
 logger = logging.getLogger("flask_finconn.tasks")
 
 PROCESS_TASK = "flask_finconn.process_events"
 SWEEP_TASK = "flask_finconn.sweep_events"
+SYNC_TASK = "flask_finconn.sync_account"
+FLEET_TASK = "flask_finconn.sync_fleet"
 SWEEP_INTERVAL = 60.0
 MAX_BATCH = 100  # ids per message: bounds how much one worker takes at once
 # How long the publisher lets ids gather after the first one: on a busy site one message
@@ -183,6 +191,26 @@ class _Publisher:
                 logger.exception("Could not queue %d event(s); the sweep will.", len(batch))
 
 
+def start_fleet_sync(app: Flask) -> tuple[str, int]:
+    """Queue one sync task per account not disconnected; (run id, accounts queued).
+
+    Needs ``init_celery`` and ``FINCONN_REDIS_URL``. Call in an app context.
+    """
+    celery = app.extensions.get("celery")
+    if celery is None or SYNC_TASK not in celery.tasks:
+        raise ConfigurationError(
+            "A fleet sync runs on Celery; call flask_finconn.tasks.init_celery(celery, app) "
+            "where you create the app."
+        )
+    state = get_state(app)
+    accounts = sync_service.accounts_to_sync(state)
+    state.db.session.commit()
+    run_id = fleet.start_run(fleet.redis_client(state), len(accounts))
+    for account_id, stripe_id in accounts:
+        celery.send_task(SYNC_TASK, args=[run_id, account_id, stripe_id])
+    return run_id, len(accounts)
+
+
 def init_celery(celery: Celery, app: Flask) -> None:
     """Register Flask-FinConn's tasks on ``celery`` for ``app`` and schedule the sweep.
 
@@ -211,6 +239,25 @@ def init_celery(celery: Celery, app: Flask) -> None:
     def sweep_events() -> int:
         with app.app_context():
             return len(events.requeue(get_state(app)))
+
+    # The fleet sync: one task per account, retried while another worker holds the
+    # account's lock; acks_late so a killed worker's account is delivered again.
+    @celery.task(
+        name=SYNC_TASK, bind=True, ignore_result=True, acks_late=True, shared=False,
+        max_retries=None,
+    )  # fmt: skip
+    def sync_account(task: Any, run_id: str, account_id: str, stripe_id: str) -> None:
+        with app.app_context():
+            state = get_state(app)
+            wait = fleet.sync_one(state, fleet.redis_client(state), run_id, account_id, stripe_id)
+        if wait:
+            raise task.retry(countdown=wait)
+
+    @celery.task(name=FLEET_TASK, ignore_result=True, shared=False)
+    def sync_fleet() -> str:
+        """Start a run over every account not disconnected (schedule it on Celery beat)."""
+        with app.app_context():
+            return start_fleet_sync(app)[0]
 
     schedule: dict[str, Any] = dict(celery.conf.beat_schedule or {})
     schedule.setdefault(SWEEP_TASK, {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL})

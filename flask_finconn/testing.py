@@ -13,14 +13,26 @@
 
 :func:`create_app` builds a small host app on the sandbox whose holder comes from the
 ``X-Finconn-Holder`` request header, handy for testing code that sits around the routes.
+
+:func:`throwaway_database` gives each test (or benchmark) a fresh, empty database and drops
+it afterwards; :func:`count_statements` collects the SQL an app sends inside a block::
+
+    with throwaway_database("postgresql://localhost/postgres") as url:
+        app = create_app(url)
+        with count_statements(app) as statements:
+            app.test_client().get("/finconn/accounts", headers={HOLDER_HEADER: "42"})
+        assert len(statements) == 1  # the whole list is one query
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from blinker import Signal
 from flask import Flask, has_app_context, request
 from flask import current_app as _current_app
@@ -28,7 +40,7 @@ from flask import current_app as _current_app
 from .extension import FinConn
 from .models import Account, Payment, PaymentMethod
 from .services import linking, payment_methods
-from .state import Holder, get_state
+from .state import HOLDER_ID_MAX, Holder, get_state
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -39,6 +51,7 @@ __all__ = [
     "HOLDER_HEADER",
     "cancel_link",
     "captured_signals",
+    "count_statements",
     "create_app",
     "deactivate",
     "deliver_webhooks",
@@ -49,6 +62,7 @@ __all__ = [
     "save_account_for_payments",
     "save_bank_account",
     "settle_payments",
+    "throwaway_database",
 ]
 
 TEST_ROUTING_NUMBER = "110000000"
@@ -79,7 +93,9 @@ def create_app(database_uri: str = "sqlite://", **config: Any) -> Flask:
     @finconn.holder_loader
     def holder_from_header() -> Holder | None:
         holder_id = request.headers.get(HOLDER_HEADER)
-        return Holder(holder_id, email=f"{holder_id}@example.com") if holder_id else None
+        if not holder_id or len(holder_id) > HOLDER_ID_MAX:
+            return None  # no holder, or an id no real user could have: 401
+        return Holder(holder_id, email=f"{holder_id}@example.com")
 
     finconn.init_app(app)
     with app.app_context():
@@ -289,3 +305,69 @@ def captured_signals(signal: Signal, app: Flask) -> Iterator[list[dict[str, Any]
         yield received
     finally:
         signal.disconnect(receiver, sender=app)
+
+
+@contextmanager
+def throwaway_database(url: str) -> Iterator[str]:
+    """Create a fresh, empty database beside the one ``url`` names; yield its URL; drop it.
+
+    PostgreSQL: ``url`` is any database on the server (``postgres`` will do) whose user may
+    create databases; a new database with a random ``finconn_tmp_`` name is created there and
+    dropped on exit, even with connections still open. SQLite: ``url`` names a file; the new
+    database is a file with a random name in the same directory, deleted on exit.
+    """
+    base = sa.make_url(url)
+    name = "finconn_tmp_" + uuid.uuid4().hex[:12]
+    if base.get_backend_name() == "sqlite":
+        if not base.database or base.database == ":memory:":
+            raise ValueError(
+                "throwaway_database needs a SQLite file URL (sqlite:///path/app.sqlite3) to "
+                "know where to put the new file; an in-memory database is fresh already."
+            )
+        path = Path(base.database).with_name(f"{name}.sqlite3")
+        try:
+            yield base.set(database=str(path)).render_as_string(hide_password=False)
+        finally:
+            for leftover in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+        return
+    if base.get_backend_name() != "postgresql":
+        raise ValueError(
+            f"throwaway_database supports PostgreSQL and SQLite, not {base.get_backend_name()}; "
+            "create and drop that database in your own fixture."
+        )
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield base.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def count_statements(target: Flask | sa.Engine) -> Iterator[list[str]]:
+    """Collect each SQL statement sent inside the block, in order (an executemany is one).
+
+    ``target`` is an app (its FinConn database engine is watched) or an engine. The yielded
+    list fills as statements run, so a block can look at it, or clear it, part way.
+    """
+    if isinstance(target, Flask):
+        with _context(target):
+            engine = get_state(target).db.engine
+    else:
+        engine = target
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import MethodNotAllowed
 
 from . import schemas
 from .errors import (
@@ -42,6 +44,10 @@ logger = logging.getLogger("flask_finconn")
 register_handlers(bp)
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Methods answered with the blueprint's JSON 405 where a route does not take them; any
+# other method is the host's (routing errors never reach a blueprint's handlers).
+ANSWERED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE")
+WRONG_METHOD_ENDPOINT = "finconn.wrong_method"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -54,6 +60,8 @@ def webhook_view(view: F) -> F:
 @bp.before_request
 def guard() -> None:
     """Refuse oversized bodies, and cross-site or non-JSON state-changing requests."""
+    if request.endpoint == WRONG_METHOD_ENDPOINT:
+        wrong_method()
     settings = get_state().settings
     view = current_app.view_functions.get(request.endpoint or "")
     webhook = getattr(view, "finconn_webhook", False)
@@ -99,7 +107,7 @@ def json_body() -> Any:
         return {}
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise ValidationError("The request body is not valid JSON.", code="invalid_json") from None
 
 
@@ -312,3 +320,46 @@ def get_payment(payment_id: str) -> ResponseReturnValue:
     holder = state.require_holder()
     payment = payments_service.get_payment(state, holder.id, payment_id)
     return jsonify(schemas.PaymentSchema().dump(payment))
+
+
+def wrong_method(**_: Any) -> ResponseReturnValue:
+    """Any route of ours asked with a method it does not take: a JSON 405 with ``Allow``.
+
+    Flask answers a wrong method while routing, before a blueprint is chosen, with the
+    host's HTML page; :func:`_add_wrong_method_rules` gives every rule a twin for the other
+    methods that leads here instead, so the blueprint's own handlers render the answer.
+    """
+    rule = request.url_rule
+    path = rule.rule if rule is not None else ""
+    allowed = sorted(
+        {
+            method
+            for each in current_app.url_map.iter_rules()
+            if each.rule == path and each.endpoint != WRONG_METHOD_ENDPOINT
+            for method in each.methods or ()
+        }
+    )
+    raise MethodNotAllowed(
+        valid_methods=allowed,
+        description=f"This URL does not take {request.method}; use {', '.join(allowed)}.",
+    )
+
+
+@bp.record
+def _add_wrong_method_rules(setup: BlueprintSetupState) -> None:
+    # Runs after the routes above were registered on the app (deferred in order).
+    own = f"{setup.name_prefix}.{setup.name}".lstrip(".") + "."
+    rules = [r for r in setup.app.url_map.iter_rules() if r.endpoint.startswith(own)]
+    taken: dict[str, set[str]] = {}
+    for rule in rules:
+        taken.setdefault(rule.rule, set()).update(rule.methods or ())
+    for path, methods in taken.items():
+        others = [m for m in ANSWERED_METHODS if m not in methods]
+        if others:
+            setup.app.add_url_rule(
+                path,
+                endpoint=own + "wrong_method",
+                view_func=wrong_method,
+                methods=others,
+                provide_automatic_options=False,
+            )

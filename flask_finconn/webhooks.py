@@ -136,15 +136,16 @@ def check_signature(
 def _event(payload: bytes) -> dict[str, Any]:
     try:
         event = json.loads(payload)
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; nesting past the limit
         raise _not_an_event("The webhook body is not valid JSON.") from None
     if not isinstance(event, dict) or event.get("object") != "event":
         raise _not_an_event("The webhook body is not a Stripe event object.")
     data = event.get("data")
     if (
         not isinstance(event.get("id"), str)
-        or not event["id"]
+        or not 0 < len(event["id"]) <= 255
         or not isinstance(event.get("type"), str)
+        or not 0 < len(event["type"]) <= 255
         or not isinstance(event.get("created"), int)
         or not isinstance(data, dict)
         or not isinstance(data.get("object"), dict)

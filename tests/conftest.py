@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
+import pluggy
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import expect
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get("FINCONN_TEST_POSTGRES_URL")
 
+# A loaded CI box (2 cores, browser and databases together) can take seconds for a link
+# to round-trip; expectations wait as long as page actions do before they fail.
+expect.set_options(timeout=15_000)
+
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     """Under CI=true a skipped test is a failure: CI must run everything."""
     outcome = yield
     report = outcome.get_result()
@@ -34,17 +44,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         return
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(POSTGRES_URL).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    from flask_finconn.testing import throwaway_database
+
+    with throwaway_database(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ WIDGET_PAGE = """<!doctype html>
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
+def chromium() -> Iterator[Browser]:
     """One headless Debian Chromium (Playwright) for the whole test session."""
     import shutil
 
@@ -187,7 +190,7 @@ def live_server(widget_app: Flask) -> Iterator[str]:
 
 
 @pytest.fixture
-def widget_page(chromium: Any, live_server: str) -> Iterator[Any]:
+def widget_page(chromium: Browser, live_server: str) -> Iterator[Page]:
     """A fresh browser page signed in as holder ``h1``; page errors fail the test."""
     context = chromium.new_context(
         base_url=live_server,

@@ -15,8 +15,8 @@ Generic over endpoints: everything is looked up by ``(template, method)``, e.g.
   ``(method, path, status, body)``, to validate what a flow through the SDK received.
 
 The spec is the 2026-07-29.dahlia cut; ``info.x-endive-overlay`` lists what changed for
-Financial Connections in 2026-10-28.endive (which the sandbox speaks). The overlay is not
-applied here yet: the payments endpoints are not affected by it.
+Financial Connections in 2026-10-28.endive (which the sandbox speaks). ``OpenAPI(endive=True)``
+applies it (:func:`apply_endive`); the payments endpoints are not affected by it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from urllib.parse import urlencode, urlsplit
 
 import jsonschema
 import stripe
+
+from flask_finconn.sandbox import SandboxHTTPClient
 
 DATA = Path(__file__).parent / "data" / "openapi"
 SPEC = DATA / "stripe_openapi_subset.json"
@@ -57,14 +59,38 @@ def _to_json_schema(node: Any) -> Any:
     return out
 
 
-class OpenAPI:
-    """One loaded spec: schemas by name, operations by template and method."""
+def apply_endive(spec: dict[str, Any]) -> None:
+    """Turn the dahlia spec's Financial Connections parts into 2026-10-28.endive's, in place.
 
-    def __init__(self, path: Path = SPEC) -> None:
+    The three changes ``info.x-endive-overlay`` lists: a session's ``filters`` (the object
+    and the create parameter) trade ``countries`` (an array) for ``country`` (a string),
+    and an account number's ``status`` may also be ``expired`` or ``pending``.
+    """
+    schemas = spec["components"]["schemas"]
+    filters = schemas["bank_connections_resource_link_account_session_filters"]["properties"]
+    filters.pop("countries")
+    filters["country"] = {"maxLength": 5000, "nullable": True, "type": "string"}
+    create = spec["paths"]["/v1/financial_connections/sessions"]["post"]["requestBody"]
+    params = create["content"]["application/x-www-form-urlencoded"]["schema"]["properties"]
+    params["filters"]["properties"].pop("countries")
+    params["filters"]["properties"]["country"] = {"maxLength": 5000, "type": "string"}
+    status = schemas["bank_connections_resource_account_number_details"]["properties"]["status"]
+    status["enum"] = sorted({*status["enum"], "expired", "pending"})
+
+
+class OpenAPI:
+    """One loaded spec: schemas by name, operations by template and method.
+
+    ``endive=True`` applies :func:`apply_endive` first (for Financial Connections).
+    """
+
+    def __init__(self, path: Path = SPEC, *, endive: bool = False) -> None:
         self.spec: dict[str, Any] = json.loads(path.read_text())
+        if endive:
+            apply_endive(self.spec)
         self.schemas: dict[str, Any] = self.spec["components"]["schemas"]
         self.definitions = {name: _to_json_schema(s) for name, s in self.schemas.items()}
-        self._patterns = [
+        self._patterns: list[tuple[re.Pattern[str], str]] = [
             (re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", t) + "$"), t)
             for t in sorted(self.spec["paths"], key=lambda t: t.count("{"))
         ]
@@ -96,12 +122,18 @@ class OpenAPI:
 
     def errors(self, template: str, method: str, body: Any, status: int = 200) -> list[str]:
         """Why ``body`` does not match the response schema (empty when it does)."""
-        schema = _to_json_schema(self.response_schema(template, method, status))
+        return self._report(_to_json_schema(self.response_schema(template, method, status)), body)
+
+    def _report(self, schema: Any, body: Any) -> list[str]:
         validator = _validator(id(self), json.dumps(schema, sort_keys=True), self)
         return [
             f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message[:300]}"
             for e in validator.iter_errors(body)
         ]
+
+    def schema_errors(self, name: str, body: Any) -> list[str]:
+        """Why ``body`` is not a valid ``components.schemas[name]`` (empty when it is)."""
+        return self._report({"$ref": f"#/definitions/{name}"}, body)
 
     def params(self, template: str, method: str) -> dict[str, dict[str, Any]]:
         """Every parameter the operation takes in its query string or form body."""
@@ -175,11 +207,11 @@ def form(params: Mapping[str, Any]) -> str:
 
 
 class Recorder(stripe.HTTPClient):
-    """Passes requests to another client and keeps ``(method, path, status, body)``."""
+    """Passes requests to a sandbox client and keeps ``(method, path, status, body)``."""
 
     name = "recorder"
 
-    def __init__(self, inner: stripe.HTTPClient) -> None:
+    def __init__(self, inner: SandboxHTTPClient) -> None:
         super().__init__()
         self.inner = inner
         self.seen: list[tuple[str, str, int, Any]] = []

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import stripe
 from sandbox_support import link
+from stripe.params import PaymentIntentCreateParams, SetupIntentCreateParamsMandateData
 
 from flask_finconn.sandbox import Sandbox
 
-ONLINE = {
+ONLINE: SetupIntentCreateParamsMandateData = {
     "customer_acceptance": {
         "type": "online",
         "online": {"ip_address": "203.0.113.7", "user_agent": "Mozilla/5.0 (test)"},
@@ -79,7 +80,22 @@ def debit(
         params["payment_method_data"] = data
     if customer:
         params["customer"] = customer
-    return client.v1.payment_intents.create(params)
+    # payment_method_types is an API parameter (the sandbox and Stripe take it) that this
+    # SDK's TypedDict leaves out, and ``extra`` is whatever a test adds.
+    return client.v1.payment_intents.create(cast(PaymentIntentCreateParams, params))
+
+
+def ref(value: object) -> str:
+    """The id an unexpanded reference holds, failing the test when it is null or expanded
+    (the SDK types a reference as an id, the object, or null)."""
+    assert isinstance(value, str), f"Expected an unexpanded id, got {value!r}."
+    return value
+
+
+def error_of(raised: stripe.StripeError) -> dict[str, Any]:
+    """The ``error`` object of an API error's JSON body (the SDK types the body as object)."""
+    error: dict[str, Any] = cast(dict[str, Any], raised.json_body)["error"]
+    return error
 
 
 def event_types(sb: Sandbox, prefix: str = "") -> list[str]:

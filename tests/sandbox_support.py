@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import stripe
+from stripe.params.financial_connections import SessionCreateParams, SessionCreateParamsFilters
 from werkzeug.serving import make_server
 
 from flask_finconn.sandbox import Sandbox
+
+T = TypeVar("T")
+
+
+def present(value: T | None) -> T:
+    """``value``, failing the test when the API left it null (the SDK types most fields as
+    optional)."""
+    assert value is not None, "The sandbox returned null where the test expects a value."
+    return value
 
 
 class Served:
@@ -65,17 +75,17 @@ def link(
     institution: str = "bank_nonoauth",
     accounts: list[str] | None = None,
     permissions: tuple[str, ...] = ("balances", "ownership", "transactions"),
-    **session_params: Any,
-) -> list[Any]:
+    filters: SessionCreateParamsFilters | None = None,
+) -> list[stripe.financial_connections.Account]:
     """Create a customer and a session, complete it, and return the linked accounts in order."""
     customer = client.v1.customers.create({"email": "jenny.rosen@example.com"})
-    session = client.v1.financial_connections.sessions.create(
-        {
-            "account_holder": {"type": "customer", "customer": customer.id},
-            "permissions": list(permissions),
-            **session_params,
-        }
-    )
+    params: SessionCreateParams = {
+        "account_holder": {"type": "customer", "customer": customer.id},
+        "permissions": list(permissions),
+    }
+    if filters is not None:
+        params["filters"] = filters
+    session = client.v1.financial_connections.sessions.create(params)
     sb.complete_session(session.id, institution=institution, accounts=accounts)
     listed = client.v1.financial_connections.accounts.list({"session": session.id, "limit": 100})
     return list(reversed(listed.data))
@@ -83,5 +93,5 @@ def link(
 
 def one_account(
     sb: Sandbox, client: stripe.StripeClient, key: str = "checking", **kwargs: Any
-) -> Any:
+) -> stripe.financial_connections.Account:
     return link(sb, client, accounts=[key], **kwargs)[0]

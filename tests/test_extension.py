@@ -173,6 +173,9 @@ def test_tables_are_added_to_the_hosts_metadata() -> None:
         "finconn_owner",
         "finconn_transaction",
         "finconn_webhook_event",
+        "finconn_installation",
+        "finconn_payment_method",
+        "finconn_payment",
     }
 
 
@@ -287,3 +290,9 @@ def test_the_version_comes_from_the_package_metadata() -> None:
 
     assert flask_finconn.__version__ == version("flask-finconn")
     assert "__version__" in flask_finconn.__all__
+
+
+def test_a_holder_id_longer_than_its_column_is_refused_with_a_sentence() -> None:
+    Holder("x" * 255)
+    with pytest.raises(ValueError, match="255"):
+        Holder("x" * 256)

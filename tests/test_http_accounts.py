@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,29 +13,13 @@ from flask.testing import FlaskClient
 
 from flask_finconn import Holder, get_state
 from flask_finconn.services.accounts import record_balance
-from flask_finconn.testing import HOLDER_HEADER, link_accounts
+from flask_finconn.testing import HOLDER_HEADER, count_statements, link_accounts
 
 ADA = Holder("ada", email="ada@example.com")
 
 
 def get(client: FlaskClient, url: str, holder: str | None = "ada") -> Any:
     return client.get(url, headers={HOLDER_HEADER: holder} if holder else {})
-
-
-@contextmanager
-def counting_queries(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-    with app.app_context():
-        engine = get_state(app).db.engine
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
 
 
 def give_balances(app: Flask, account_ids: list[str], amount: int = 12_345) -> None:
@@ -135,7 +117,7 @@ def test_listing_takes_a_fixed_number_of_queries(
     for _ in range(3):
         linked = link_accounts(finconn_app, ADA)
         give_balances(finconn_app, [a.id for a in linked])
-        with counting_queries(finconn_app) as statements:
+        with count_statements(finconn_app) as statements:
             data = get(finconn_client, "/finconn/accounts").json["data"]
         assert all(a["balance"] is not None for a in data)
         counts.append(len(statements))
@@ -150,7 +132,7 @@ def test_listing_many_accounts_stays_one_query(
     for size in (1, 12):
         with finconn_app.app_context():
             _add_accounts(finconn_app, "many", size)
-        with counting_queries(finconn_app) as statements:
+        with count_statements(finconn_app) as statements:
             data = get(finconn_client, "/finconn/accounts", "many").json["data"]
         assert len(data) == size
         counts[size] = len(statements)

@@ -398,7 +398,7 @@ def test_host_csrf_protection_is_honoured(make_finconn_app: Callable[..., Flask]
 
     @app.get("/token")
     def token() -> str:
-        return generate_csrf()
+        return str(generate_csrf())
 
     client = app.test_client()
     refused = post(client, "/finconn/sessions")

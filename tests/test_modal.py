@@ -424,7 +424,6 @@ def test_modal_routes_are_authorised_by_the_client_secret_only(widget_app: Flask
         "code": "session_unknown",
         "message": "This link session does not exist. Start a new one.",
         "doc_url": "https://stripe.com/docs/error-codes/session-unknown",
-        "request_log_url": None,
     }
     bad = client.post(
         "/finconn/sandbox/api/complete",

@@ -10,6 +10,7 @@ from types import ModuleType
 import flask_finconn
 from flask_finconn import errors, testing
 from flask_finconn.services.events import EventProcessingFailed
+from flask_finconn.services.handlers import EventIgnored
 
 EXPECTED = {
     "ConfigurationError",
@@ -78,11 +79,15 @@ def test_errors_share_one_base() -> None:
     in_errors = _exception_classes(errors)
     assert len(in_errors) == 12  # FinConnError and its eleven kinds, all in errors.py
     assert {cls.__name__ for cls in in_errors} <= set(flask_finconn.__all__)
-    assert set(defined) == {*in_errors, EventProcessingFailed}
+    assert set(defined) == {*in_errors, EventProcessingFailed, EventIgnored}
     for cls in defined:
         assert issubclass(cls, flask_finconn.FinConnError), cls
         assert isinstance(cls.status, int) and cls.code and cls.message.endswith("."), cls
-    kinds = [(cls.status, cls.code) for cls in defined if cls is not flask_finconn.FinConnError]
+    kinds = [
+        (cls.status, cls.code)
+        for cls in defined
+        if issubclass(cls, flask_finconn.FinConnError) and cls is not flask_finconn.FinConnError
+    ]
     assert len(set(kinds)) == len(kinds)
 
 
@@ -91,6 +96,7 @@ def test_testing_helpers_are_locked() -> None:
         "HOLDER_HEADER",
         "cancel_link",
         "captured_signals",
+        "count_statements",
         "create_app",
         "deactivate",
         "deliver_webhooks",
@@ -101,4 +107,5 @@ def test_testing_helpers_are_locked() -> None:
         "save_account_for_payments",
         "save_bank_account",
         "settle_payments",
+        "throwaway_database",
     }

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import stripe
-from sandbox_support import client_fixture, link, one_account, sb_fixture  # noqa: F401
+from sandbox_support import client_fixture, link, one_account, present, sb_fixture  # noqa: F401
+from stripe.params.financial_connections import (
+    AccountListParams,
+    AccountOwnerListParams,
+    AccountRefreshParams,
+    SessionCreateParams,
+    SessionCreateParamsAccountHolder,
+    TransactionListParams,
+)
 
 from flask_finconn.sandbox import ApiError, Sandbox
 
@@ -22,8 +31,8 @@ def test_customers_create_retrieve_update_and_list(client: Client) -> None:
     )
     assert isinstance(created, stripe.Customer)
     assert created.id.startswith("cus_") and len(created.id) == 28
-    assert created.metadata["user"] == "7"
-    assert created.last_response.request_id.startswith("req_")
+    assert present(created.metadata)["user"] == "7"
+    assert present(present(created.last_response).request_id).startswith("req_")
 
     updated = client.v1.customers.update(created.id, {"name": "Ada Lovelace"})
     assert updated.name == "Ada Lovelace" and updated.email == "ada@example.com"
@@ -32,7 +41,7 @@ def test_customers_create_retrieve_update_and_list(client: Client) -> None:
     for i in range(4):
         client.v1.customers.create({"email": f"c{i}@example.com"})
     page = client.v1.customers.list({"limit": 2})
-    assert page.object == "list" and page.url == "/v1/customers" and page.has_more
+    assert page["object"] == "list" and page.url == "/v1/customers" and page.has_more
     assert [c.email for c in page.data] == ["c3@example.com", "c2@example.com"]
     everything = [c.email for c in client.v1.customers.list({"limit": 2}).auto_paging_iter()]
     assert everything == [f"c{i}@example.com" for i in (3, 2, 1, 0)] + ["ada@example.com"]
@@ -66,22 +75,26 @@ def test_session_create_matches_the_reference_shape(client: Client) -> None:
     )
     assert isinstance(session, stripe.financial_connections.Session)
     assert session.id.startswith("fcsess_")
-    assert session.client_secret.startswith("fcsess_client_secret_")
-    assert len(session.client_secret) == len("fcsess_client_secret_") + 24
-    assert session.account_holder.to_dict() == {"type": "customer", "customer": customer.id}
+    assert present(session.client_secret).startswith("fcsess_client_secret_")
+    assert len(present(session.client_secret)) == len("fcsess_client_secret_") + 24
+    assert present(session.account_holder).to_dict() == {
+        "type": "customer",
+        "customer": customer.id,
+    }
     assert session.accounts.data == [] and session.accounts.url == (
         "/v1/financial_connections/accounts"
     )
-    assert session.filters.country == "US"
-    assert session.filters.account_subcategories == ["checking", "savings"]
+    assert present(session.filters).country == "US"
+    assert present(session.filters).account_subcategories == ["checking", "savings"]
     assert session.permissions == ["balances", "payment_method"]
     assert session.prefetch == ["balances"]
-    assert session.limits.accounts == 2
+    assert present(session.limits).accounts == 2
     assert session.livemode is False
     again = client.v1.financial_connections.sessions.retrieve(
         session.id, {"expand": ["account_holder.customer"]}
     )
-    assert again.account_holder.customer.id == customer.id
+    expanded = present(again.account_holder).customer
+    assert isinstance(expanded, stripe.Customer) and expanded.id == customer.id
 
 
 @pytest.mark.parametrize(
@@ -158,7 +171,9 @@ def test_session_create_rejects_bad_params(
     client: Client, params: dict[str, Any], code: str, param: str
 ) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
-        client.v1.financial_connections.sessions.create(params)
+        client.v1.financial_connections.sessions.create(
+            cast("SessionCreateParams", params)
+        )  # deliberately malformed
     assert info.value.http_status == 400
     assert (info.value.code, info.value.param) == (code, param)
 
@@ -232,7 +247,8 @@ def test_accounts_list_filters_and_pagination(sb: Sandbox, client: Client) -> No
     everything = [a.id for a in fc.accounts.list({"limit": 2}).auto_paging_iter()]
     assert everything == [a.id for a in reversed(first + second)]
 
-    holder = first[0].account_holder.customer
+    holder = present(first[0].account_holder).customer
+    assert isinstance(holder, str)
     by_holder = fc.accounts.list({"account_holder": {"customer": holder}})
     assert [a.id for a in by_holder.data] == [a.id for a in reversed(first)]
 
@@ -266,7 +282,9 @@ def test_accounts_list_rejects_bad_params(
     client: Client, params: dict[str, Any], code: str | None, param: str | None
 ) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
-        client.v1.financial_connections.accounts.list(params)
+        client.v1.financial_connections.accounts.list(
+            cast("AccountListParams", params)
+        )  # deliberately malformed
     assert info.value.http_status == 400
     assert info.value.code == code
     if param:
@@ -288,21 +306,22 @@ def test_refresh_state_machine(sb: Sandbox, client: Client) -> None:
     account = one_account(sb, client)
     fc = client.v1.financial_connections
     pending = fc.accounts.refresh(account.id, {"features": ["balance", "ownership"]})
-    assert pending.balance_refresh.status == "pending"
-    assert pending.balance_refresh.next_refresh_available_at is None
-    assert pending.ownership_refresh.status == "pending"
+    assert present(pending.balance_refresh).status == "pending"
+    assert present(pending.balance_refresh).next_refresh_available_at is None
+    assert present(pending.ownership_refresh).status == "pending"
     assert pending.balance is None and pending.ownership is None
 
     # While pending, a second refresh starts nothing and returns the account unchanged.
     again = fc.accounts.refresh(account.id, {"features": ["balance"]})
-    assert again.balance_refresh.to_dict() == pending.balance_refresh.to_dict()
+    assert present(again.balance_refresh).to_dict() == present(pending.balance_refresh).to_dict()
 
     assert sb.finish_refreshes(account.id) == 2
     done = fc.accounts.retrieve(account.id)
-    assert done.balance_refresh.status == "succeeded"
-    assert done.balance_refresh.next_refresh_available_at >= done.balance_refresh.last_attempted_at
-    assert done.balance.type == "cash" and done.balance.current["usd"] > 0
-    assert done.ownership.startswith("fcaowns_")
+    assert present(done.balance_refresh).status == "succeeded"
+    done_refresh = present(done.balance_refresh)
+    assert present(done_refresh.next_refresh_available_at) >= done_refresh.last_attempted_at
+    assert present(done.balance).type == "cash" and present(done.balance).current["usd"] > 0
+    assert isinstance(done.ownership, str) and done.ownership.startswith("fcaowns_")
     types = [e["type"] for e in sb.events(account=account.id)]
     assert types[-2:] == [
         "financial_connections.account.refreshed_balance",
@@ -310,16 +329,16 @@ def test_refresh_state_machine(sb: Sandbox, client: Client) -> None:
     ]
 
     # Before next_refresh_available_at nothing starts; after it, a new refresh does.
-    assert fc.accounts.refresh(account.id, {"features": ["balance"]}).balance_refresh.status == (
-        "succeeded"
-    )
+    assert present(
+        fc.accounts.refresh(account.id, {"features": ["balance"]}).balance_refresh
+    ).status == ("succeeded")
     sb.advance_time(sb.refresh_cooldown)
-    assert fc.accounts.refresh(account.id, {"features": ["balance"]}).balance_refresh.status == (
-        "pending"
-    )
+    assert present(
+        fc.accounts.refresh(account.id, {"features": ["balance"]}).balance_refresh
+    ).status == ("pending")
     sb.finish_refreshes(account.id, status="failed")
     failed = fc.accounts.retrieve(account.id)
-    assert failed.balance_refresh.status == "failed"
+    assert present(failed.balance_refresh).status == "failed"
     assert failed.balance == done.balance
     event = sb.events(type="financial_connections.account.refreshed_balance")[-1]
     assert event["data"]["object"]["balance_refresh"]["status"] == "failed"
@@ -331,7 +350,7 @@ def test_refresh_finishes_by_itself_after_the_delay(sb: Sandbox, client: Client)
     sb.advance_time(sb.refresh_delay)
     # No helper call: the next API request runs what became due first.
     done = client.v1.financial_connections.accounts.retrieve(account.id)
-    assert done.balance_refresh.status == "succeeded"
+    assert present(done.balance_refresh).status == "succeeded"
 
 
 def test_a_balance_reading_is_as_of_the_refresh_that_read_it(sb: Sandbox, client: Client) -> None:
@@ -341,17 +360,18 @@ def test_a_balance_reading_is_as_of_the_refresh_that_read_it(sb: Sandbox, client
     sb.advance_time(3600)
     # The refresh completed on its own an hour ago (sandbox clock), at its due time.
     first = fc.accounts.retrieve(account.id)
-    finished = first.balance_refresh.next_refresh_available_at - sb.refresh_cooldown
-    assert finished == first.balance_refresh.last_attempted_at + int(sb.refresh_delay)
-    assert first.balance.as_of == finished
+    first_refresh = present(first.balance_refresh)
+    finished = present(first_refresh.next_refresh_available_at) - sb.refresh_cooldown
+    assert finished == present(first_refresh.last_attempted_at) + int(sb.refresh_delay)
+    assert present(first.balance).as_of == finished
 
     fc.accounts.refresh(account.id, {"features": ["balance"]})
     before = sb.now()
     sb.finish_refreshes(account.id)
     second = fc.accounts.retrieve(account.id)
-    assert before <= second.balance.as_of <= sb.now()
-    assert second.balance.as_of == (
-        second.balance_refresh.next_refresh_available_at - sb.refresh_cooldown
+    assert before <= present(second.balance).as_of <= sb.now()
+    assert present(second.balance).as_of == (
+        present(present(second.balance_refresh).next_refresh_available_at) - sb.refresh_cooldown
     )
 
 
@@ -360,9 +380,10 @@ def test_credit_balances_are_negative(sb: Sandbox, client: Client) -> None:
     client.v1.financial_connections.accounts.refresh(card.id, {"features": ["balance"]})
     sb.finish_refreshes()
     balance = client.v1.financial_connections.accounts.retrieve(card.id).balance
+    assert balance is not None
     assert balance.type == "credit"
     assert balance.current["usd"] < 0
-    assert balance.credit.used["usd"] == balance.current["usd"]
+    assert present(present(balance.credit).used)["usd"] == balance.current["usd"]
     assert "cash" not in balance
 
 
@@ -380,7 +401,9 @@ def test_refresh_rejects_bad_features(
 ) -> None:
     account = one_account(sb, client)
     with pytest.raises(stripe.InvalidRequestError) as info:
-        client.v1.financial_connections.accounts.refresh(account.id, params)
+        client.v1.financial_connections.accounts.refresh(
+            account.id, cast("AccountRefreshParams", params)
+        )  # deliberately malformed
     assert (info.value.code, info.value.param) == (code, param)
 
 
@@ -404,20 +427,21 @@ def test_inactive_and_disconnected_accounts_refuse_refresh(sb: Sandbox, client: 
     assert inactive["balance_refresh"]["status"] == "failed"
     assert inactive["balance_refresh"]["next_refresh_available_at"] is None
     assert inactive["status_details"]["inactive"]["action"] == "relink_required"
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: fc.accounts.refresh(account.id, {"features": ["balance"]}),
         lambda: fc.accounts.subscribe(account.id, {"features": ["transactions"]}),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(stripe.InvalidRequestError) as info:
             call()
         assert info.value.http_status == 400
         assert info.value.code == "financial_connections_account_inactive"
 
     active = sb.reactivate(account.id)
-    assert active["status"] == "active" and active["status_details"] is None
-    assert fc.accounts.refresh(account.id, {"features": ["balance"]}).balance_refresh.status == (
-        "pending"
-    )
+    assert active["status"] == "active" and "status_details" not in active
+    assert present(
+        fc.accounts.refresh(account.id, {"features": ["balance"]}).balance_refresh
+    ).status == ("pending")
     disconnected = fc.accounts.disconnect(account.id)
     assert disconnected.status == "disconnected" and disconnected.balance is None
     assert fc.accounts.disconnect(account.id).status == "disconnected"
@@ -435,14 +459,14 @@ def test_subscribe_starts_a_refresh_and_days_bring_more(sb: Sandbox, client: Cli
     account = one_account(sb, client)
     subscribed = fc.accounts.subscribe(account.id, {"features": ["transactions"]})
     assert subscribed.subscriptions == ["transactions"]
-    assert subscribed.transaction_refresh.status == "pending"
-    assert subscribed.transaction_refresh.id.startswith("fctxnref_")
+    assert present(subscribed.transaction_refresh).status == "pending"
+    assert present(subscribed.transaction_refresh).id.startswith("fctxnref_")
     sb.finish_refreshes()
-    first = fc.accounts.retrieve(account.id).transaction_refresh
+    first = present(fc.accounts.retrieve(account.id).transaction_refresh)
     assert first.status == "succeeded"
 
     sb.advance_time(86400 + 5)
-    second = fc.accounts.retrieve(account.id).transaction_refresh
+    second = present(fc.accounts.retrieve(account.id).transaction_refresh)
     assert second.id != first.id and second.status == "succeeded"
     refreshed = sb.events(type="financial_connections.account.refreshed_transactions")
     assert [e["data"]["object"]["transaction_refresh"]["id"] for e in refreshed] == [
@@ -452,9 +476,12 @@ def test_subscribe_starts_a_refresh_and_days_bring_more(sb: Sandbox, client: Cli
     assert refreshed[-1]["request"] == {"id": None, "idempotency_key": None}
 
     unsubscribed = fc.accounts.unsubscribe(account.id, {"features": ["transactions"]})
-    assert unsubscribed.subscriptions == [] and unsubscribed.transaction_refresh.id == second.id
+    assert (
+        unsubscribed.subscriptions == []
+        and present(unsubscribed.transaction_refresh).id == second.id
+    )
     sb.advance_time(86400 + 5)
-    assert fc.accounts.retrieve(account.id).transaction_refresh.id == second.id
+    assert present(fc.accounts.retrieve(account.id).transaction_refresh).id == second.id
 
 
 # --- owners -----------------------------------------------------------------------------
@@ -495,7 +522,9 @@ def test_ownership_accounts_have_owner_variants(
 def test_owners_list_needs_an_ownership(sb: Sandbox, client: Client) -> None:
     account = one_account(sb, client)
     with pytest.raises(stripe.InvalidRequestError) as info:
-        client.v1.financial_connections.accounts.owners.list(account.id, {})
+        client.v1.financial_connections.accounts.owners.list(
+            account.id, cast("AccountOwnerListParams", {})
+        )  # deliberately malformed
     assert (info.value.code, info.value.param) == ("parameter_missing", "ownership")
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.financial_connections.accounts.owners.list(
@@ -557,7 +586,7 @@ def test_transactions_pagination_breaks_ties_by_id(sb: Sandbox, client: Client) 
     fc = client.v1.financial_connections
     forward, after = [], None
     while True:
-        params: dict[str, Any] = {"account": account.id, "limit": 7}
+        params: TransactionListParams = {"account": account.id, "limit": 7}
         if after:
             params["starting_after"] = after
         page = fc.transactions.list(params)
@@ -566,7 +595,8 @@ def test_transactions_pagination_breaks_ties_by_id(sb: Sandbox, client: Client) 
             break
         after = page.data[-1].id
     assert forward == expected
-    backward, before = [], expected[-1]
+    backward: list[str] = []
+    before = expected[-1]
     while True:
         page = fc.transactions.list({"account": account.id, "limit": 7, "ending_before": before})
         backward = [t.id for t in page.data] + backward
@@ -615,7 +645,7 @@ def test_transaction_refresh_after_returns_only_later_changes(sb: Sandbox, clien
     sb.advance_time(3 * 86400)
     fc.accounts.refresh(account.id, {"features": ["transactions"]})
     sb.finish_refreshes()
-    latest = fc.accounts.retrieve(account.id).transaction_refresh.id
+    latest = present(fc.accounts.retrieve(account.id).transaction_refresh).id
     changed = list(
         fc.transactions.list(
             {"account": account.id, "transaction_refresh": {"after": cursor}, "limit": 100}
@@ -664,7 +694,9 @@ def test_transactions_list_rejects_bad_params(
     client: Client, params: dict[str, Any], code: str, param: str | None, status: int
 ) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
-        client.v1.financial_connections.transactions.list(params)
+        client.v1.financial_connections.transactions.list(
+            cast("TransactionListParams", params)
+        )  # deliberately malformed
     assert (info.value.http_status, info.value.code) == (status, code)
     if param:
         assert info.value.param == param
@@ -691,8 +723,9 @@ def test_expand(sb: Sandbox, client: Client) -> None:
     listed = fc.accounts.list(
         {"expand": ["data.ownership", "data.account_holder.customer"], "limit": 1}
     ).data[0]
+    assert isinstance(listed.ownership, stripe.financial_connections.AccountOwnership)
     assert listed.ownership.owners.data[0].name == "Jenny Rosen"
-    assert isinstance(listed.account_holder.customer, stripe.Customer)
+    assert isinstance(present(listed.account_holder).customer, stripe.Customer)
     with pytest.raises(stripe.InvalidRequestError, match=r"cannot be expanded \(balance\)"):
         fc.accounts.retrieve(account.id, {"expand": ["balance"]})
     with pytest.raises(stripe.InvalidRequestError, match="cannot be expanded"):
@@ -704,7 +737,7 @@ def test_idempotent_replay_and_mismatch(client: Client) -> None:
     first = client.v1.customers.create({"email": "ada@example.com"}, options)
     again = client.v1.customers.create({"email": "ada@example.com"}, options)
     assert again.id == first.id
-    assert again.last_response.headers["Idempotent-Replayed"] == "true"
+    assert present(again.last_response).headers["Idempotent-Replayed"] == "true"
     assert len(client.v1.customers.list().data) == 1
     with pytest.raises(stripe.IdempotencyError) as info:
         client.v1.customers.create({"email": "bob@example.com"}, options)
@@ -712,7 +745,7 @@ def test_idempotent_replay_and_mismatch(client: Client) -> None:
 
 
 def test_authentication_errors(sb: Sandbox, client: Client) -> None:
-    base = client._requestor.base_addresses["api"]  # type: ignore[attr-defined]
+    base = client._requestor.base_addresses["api"]
     transport: dict[str, Any] = {"base_addresses": {"api": base}}
     if base == sb.api_base:
         transport["http_client"] = sb.http_client()
@@ -778,7 +811,8 @@ def test_events_list_and_retrieve(sb: Sandbox, client: Client) -> None:
     assert disconnected.status == "disconnected"
     last = client.v1.events.list({"limit": 1}).data[0]
     assert last.type == "financial_connections.account.disconnected"
-    assert last.request.id.startswith("req_") and last.request.idempotency_key == "bye"
+    request = present(last.request)
+    assert present(request.id).startswith("req_") and request.idempotency_key == "bye"
     wildcard = client.v1.events.list({"type": "financial_connections.account.*", "limit": 100})
     assert len(wildcard.data) == 3
     some = client.v1.events.list(
@@ -815,10 +849,10 @@ def test_test_helpers_over_http(sb: Sandbox, client: Client) -> None:
     account = completed.accounts.data[0].id
     fc.accounts.refresh(account, {"features": ["balance"]})
     assert post("/finish_refreshes", account=account, status="failed").finished == 1
-    assert fc.accounts.retrieve(account).balance_refresh.status == "failed"
+    assert present(fc.accounts.retrieve(account).balance_refresh).status == "failed"
     assert post(f"/accounts/{account}/deactivate").status == "inactive"
     deactivated = client.v1.events.list({"type": "financial_connections.account.deactivated"})
-    assert deactivated.data[0].request.id is None, "test helpers act as the bank would"
+    assert present(deactivated.data[0].request).id is None, "test helpers act as the bank would"
     assert post(f"/accounts/{account}/reactivate").status == "active"
     event = post(
         f"/accounts/{account}/fire_event",
@@ -847,9 +881,9 @@ def test_test_helpers_over_http(sb: Sandbox, client: Client) -> None:
     institutions = client.deserialize(
         client.raw_request("get", helpers + "/institutions", query="oauth"), api_mode="V1"
     )
-    ids = [i["id"] for i in institutions.data]
+    ids = [i["id"] for i in institutions["data"]]
     assert ids == ["bank_oauth", "bank_nonoauth", "test_oauth", "test_nonoauth"]
-    assert all(i["featured"] for i in institutions.data)
+    assert all(i["featured"] for i in institutions["data"])
 
 
 def test_async_methods_work_in_process(sb: Sandbox) -> None:
@@ -871,14 +905,15 @@ def test_async_methods_work_in_process(sb: Sandbox) -> None:
 
 def test_accounts_of_a_connected_account_or_customer_account(sb: Sandbox, client: Client) -> None:
     fc = client.v1.financial_connections
-    for holder in (
+    holders: list[SessionCreateParamsAccountHolder] = [
         {"type": "account", "account": "acct_1"},
         {"type": "customer", "customer_account": "acct_2"},
-    ):
+    ]
+    for holder in holders:
         session = fc.sessions.create({"account_holder": holder, "permissions": ["balances"]})
-        assert session.account_holder.to_dict() == holder
+        assert present(session.account_holder).to_dict() == holder
         sb.complete_session(session.id, "test_oauth", ["checking"])
     by_account = fc.accounts.list({"account_holder": {"account": "acct_1"}}).data
     by_customer_account = fc.accounts.list({"account_holder": {"customer_account": "acct_2"}}).data
     assert len(by_account) == len(by_customer_account) == 1
-    assert by_account[0].account_holder.account == "acct_1"
+    assert present(by_account[0].account_holder).account == "acct_1"

@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import stripe
 from click.testing import CliRunner
-from sandbox_support import sb_fixture  # noqa: F401
+from sandbox_support import present, sb_fixture  # noqa: F401
+from stripe.params.financial_connections import TransactionListParams
 from werkzeug.test import Client
 
 from flask_finconn.sandbox import Sandbox
@@ -298,22 +299,22 @@ def test_standalone_server_speaks_to_the_sdk_and_keeps_state(
     accounts = list(fc.accounts.list({"session": session.id, "limit": 1}).auto_paging_iter())
     assert len(accounts) == 3
     checking = next(a for a in accounts if a.subcategory == "checking")
-    assert fc.accounts.refresh(checking.id, {"features": ["balance"]}).balance_refresh.status == (
-        "pending"
-    )
+    assert present(
+        fc.accounts.refresh(checking.id, {"features": ["balance"]}).balance_refresh
+    ).status == ("pending")
     deadline = time.monotonic() + 10
-    while fc.accounts.retrieve(checking.id).balance_refresh.status == "pending":
+    while present(fc.accounts.retrieve(checking.id).balance_refresh).status == "pending":
         assert time.monotonic() < deadline, "the refresh should finish after its delay"
         time.sleep(0.1)
     with pytest.raises(stripe.InvalidRequestError) as info:
-        fc.transactions.list({})
+        fc.transactions.list(cast("TransactionListParams", {}))  # deliberately malformed
     assert info.value.code == "parameter_missing"
 
     server_factory.stop()
     url = server_factory(database, port)
     client = stripe.StripeClient("sk_test_anything", base_addresses={"api": url})
     again = client.v1.financial_connections.accounts.retrieve(checking.id)
-    assert again.balance_refresh.status == "succeeded"
+    assert present(again.balance_refresh).status == "succeeded"
     assert client.v1.customers.retrieve(customer.id).email == "jenny.rosen@example.com"
 
 

@@ -3,7 +3,7 @@ SetupIntents, PaymentIntents, mandates, charges, Stripe's test accounts and toke
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import stripe
@@ -13,13 +13,15 @@ from sandbox_payments_support import (
     SUCCESS,
     customer_of,
     debit,
+    error_of,
     event_types,
     events_for,
     fc_account,
     fc_data,
     manual_data,
+    ref,
 )
-from sandbox_support import client_fixture, sb_fixture  # noqa: F401
+from sandbox_support import client_fixture, present, sb_fixture  # noqa: F401
 
 from flask_finconn.sandbox import Sandbox
 
@@ -46,12 +48,12 @@ def test_payment_method_from_a_linked_account(sb: Sandbox, client: Client) -> No
     )
     assert isinstance(pm, stripe.PaymentMethod)
     assert pm.id.startswith("pm_") and pm.type == "us_bank_account"
-    bank = pm.us_bank_account
+    bank = present(pm.us_bank_account)
     assert bank.financial_connections_account == account.id
     assert (bank.last4, bank.account_type, bank.routing_number) == ("6789", "checking", ROUTING)
-    assert bank.networks.supported == ["ach"] and bank.fingerprint
-    assert pm.billing_details.name == "Jenny Rosen" and pm.metadata["order"] == "7"
-    assert client.v1.payment_methods.retrieve(pm.id).us_bank_account.last4 == "6789"
+    assert present(bank.networks).supported == ["ach"] and bank.fingerprint
+    assert pm.billing_details.name == "Jenny Rosen" and present(pm.metadata)["order"] == "7"
+    assert present(client.v1.payment_methods.retrieve(pm.id).us_bank_account).last4 == "6789"
 
     again = client.v1.payment_methods.create(
         {
@@ -60,7 +62,7 @@ def test_payment_method_from_a_linked_account(sb: Sandbox, client: Client) -> No
             "billing_details": {"name": "Jenny Rosen"},
         }
     )
-    assert again.id != pm.id and again.us_bank_account.fingerprint == bank.fingerprint
+    assert again.id != pm.id and present(again.us_bank_account).fingerprint == bank.fingerprint
 
 
 @pytest.mark.parametrize(
@@ -101,12 +103,13 @@ def test_payment_method_refuses_an_inactive_or_unknown_account(sb: Sandbox, sdk:
 
 def test_manual_entry_payment_method_and_its_checks(sdk: Client) -> None:
     pm = sdk.v1.payment_methods.create(manual_data())
-    assert pm.us_bank_account.financial_connections_account is None
-    assert pm.us_bank_account.last4 == "6789" and pm.us_bank_account.bank_name
+    bank = present(pm.us_bank_account)
+    assert bank.financial_connections_account is None
+    assert bank.last4 == "6789" and bank.bank_name
     same = sdk.v1.payment_methods.create(manual_data())
     other = sdk.v1.payment_methods.create(manual_data("000222222227"))
-    assert same.us_bank_account.fingerprint == pm.us_bank_account.fingerprint
-    assert other.us_bank_account.fingerprint != pm.us_bank_account.fingerprint
+    assert present(same.us_bank_account).fingerprint == bank.fingerprint
+    assert present(other.us_bank_account).fingerprint != bank.fingerprint
     for data, param in (
         ({**manual_data(), "billing_details": {}}, "billing_details[name]"),
         (manual_data(routing="12"), "us_bank_account[routing_number]"),
@@ -160,24 +163,24 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
             },
         }
     )
-    assert si.status == "requires_payment_method" and si.client_secret.startswith(
+    assert si.status == "requires_payment_method" and present(si.client_secret).startswith(
         si.id + "_secret_"
     )
-    options = si.payment_method_options.us_bank_account
-    assert options.financial_connections.permissions == ["payment_method", "balances"]
+    options = present(present(si.payment_method_options).us_bank_account)
+    assert present(options.financial_connections).permissions == ["payment_method", "balances"]
     assert options.verification_method == "automatic"
     si = client.v1.setup_intents.update(si.id, {"payment_method_data": fc_data(account.id)})
     assert si.status == "requires_confirmation"
     si = client.v1.setup_intents.confirm(si.id, {"mandate_data": ONLINE})
-    assert si.status == "succeeded" and si.mandate.startswith("mandate_")
-    mandate = client.v1.mandates.retrieve(si.mandate)
+    assert si.status == "succeeded" and ref(si.mandate).startswith("mandate_")
+    mandate = client.v1.mandates.retrieve(ref(si.mandate))
     assert (mandate.status, mandate.type, mandate.payment_method) == (
         "active",
         "multi_use",
         si.payment_method,
     )
-    assert mandate.customer_acceptance.online.ip_address == "203.0.113.7"
-    pm = client.v1.payment_methods.retrieve(si.payment_method)
+    assert present(mandate.customer_acceptance.online).ip_address == "203.0.113.7"
+    pm = client.v1.payment_methods.retrieve(ref(si.payment_method))
     assert pm.customer == customer
     assert events_for(sb, si.id) == ["setup_intent.created", "setup_intent.succeeded"]
     assert "payment_method.attached" in event_types(sb)
@@ -219,7 +222,7 @@ def test_setup_intent_mandate_rules(sb: Sandbox, sdk: Client) -> None:
             "mandate_data": {"customer_acceptance": {"type": "offline"}},
         }
     )
-    assert sdk.v1.mandates.retrieve(offline.mandate).customer_acceptance.type == "offline"
+    assert sdk.v1.mandates.retrieve(ref(offline.mandate)).customer_acceptance.type == "offline"
 
 
 def test_setup_intent_option_rules(sb: Sandbox, sdk: Client) -> None:
@@ -259,11 +262,11 @@ def test_setup_intent_cancel_from_each_open_status(sb: Sandbox, sdk: Client) -> 
     for si in (first, second, third):
         canceled = sdk.v1.setup_intents.cancel(si.id, {"cancellation_reason": "abandoned"})
         assert canceled.status == "canceled" and canceled.cancellation_reason == "abandoned"
-    assert sdk.v1.mandates.retrieve(third.mandate).status == "inactive"
+    assert sdk.v1.mandates.retrieve(ref(third.mandate)).status == "inactive"
     with pytest.raises(stripe.InvalidRequestError) as info:
         sdk.v1.setup_intents.cancel(first.id)
     assert info.value.code == "setup_intent_unexpected_state"
-    assert info.value.json_body["error"]["setup_intent"]["id"] == first.id
+    assert error_of(info.value)["setup_intent"]["id"] == first.id
     assert event_types(sb, "setup_intent.canceled") == ["setup_intent.canceled"] * 3
 
 
@@ -285,19 +288,20 @@ def test_payment_intent_from_a_linked_account_settles(sb: Sandbox, client: Clien
     pi = client.v1.payment_intents.update(pi.id, {"payment_method_data": fc_data(account.id)})
     assert pi.status == "requires_confirmation"
     pi = client.v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE})
-    assert pi.status == "processing" and pi.latest_charge.startswith("py_")
-    charge = client.v1.charges.retrieve(pi.latest_charge)
+    assert pi.status == "processing" and ref(pi.latest_charge).startswith("py_")
+    charge = client.v1.charges.retrieve(ref(pi.latest_charge))
     assert charge.status == "pending" and charge.amount == 2500
-    details = charge.payment_method_details.us_bank_account
-    assert details.payment_reference is None and details.mandate.startswith("mandate_")
-    mandate = client.v1.mandates.retrieve(details.mandate)
-    assert mandate.type == "single_use" and mandate.single_use.amount == 2500
+    details = present(present(charge.payment_method_details).us_bank_account)
+    assert details.payment_reference is None and ref(details.mandate).startswith("mandate_")
+    mandate = client.v1.mandates.retrieve(ref(details.mandate))
+    assert mandate.type == "single_use" and present(mandate.single_use).amount == 2500
 
     sb.advance_time(sb.payments.settlement_delay)
     pi = client.v1.payment_intents.retrieve(pi.id, {"expand": ["latest_charge"]})
     assert pi.status == "succeeded" and pi.amount_received == 2500
-    assert pi.latest_charge.status == "succeeded" and pi.latest_charge.paid
-    assert pi.latest_charge.payment_method_details.us_bank_account.payment_reference
+    latest = cast(stripe.Charge, pi.latest_charge)  # expanded
+    assert latest.status == "succeeded" and latest.paid
+    assert present(present(latest.payment_method_details).us_bank_account).payment_reference
     assert events_for(sb, pi.id) == [
         "payment_intent.created",
         "payment_intent.processing",
@@ -343,14 +347,14 @@ def test_a_saved_mandate_is_reused_and_a_missing_one_is_refused(sb: Sandbox, sdk
             "amount": 1000,
             "currency": "usd",
             "customer": customer,
-            "payment_method": si.payment_method,
+            "payment_method": ref(si.payment_method),
             "confirm": True,
             "off_session": True,
         }
     )
     assert pi.status == "processing"
-    charge = sdk.v1.charges.retrieve(pi.latest_charge)
-    assert charge.payment_method_details.us_bank_account.mandate == si.mandate
+    charge = sdk.v1.charges.retrieve(ref(pi.latest_charge))
+    assert present(present(charge.payment_method_details).us_bank_account).mandate == si.mandate
 
     fresh = sdk.v1.payment_methods.create(fc_data(account.id))
     pi = sdk.v1.payment_intents.create(
@@ -363,9 +367,9 @@ def test_a_saved_mandate_is_reused_and_a_missing_one_is_refused(sb: Sandbox, sdk
     assert sdk.v1.payment_intents.retrieve(pi.id).status == "requires_confirmation"
     explicit = sdk.v1.payment_intents.confirm(
         sdk.v1.payment_intents.create(
-            {"amount": 1000, "currency": "usd", "payment_method": si.payment_method}
+            {"amount": 1000, "currency": "usd", "payment_method": ref(si.payment_method)}
         ).id,
-        {"mandate": si.mandate},
+        {"mandate": ref(si.mandate)},
     )
     assert explicit.status == "processing"
 
@@ -380,8 +384,9 @@ def test_setup_future_usage_saves_the_payment_method(sb: Sandbox, sdk: Client) -
     )
     pm = sdk.v1.payment_methods.retrieve(pi.payment_method)
     assert pm.customer == customer_of(account)
-    mandate = sdk.v1.charges.retrieve(pi.latest_charge).payment_method_details.us_bank_account
-    assert sdk.v1.mandates.retrieve(mandate.mandate).type == "multi_use"
+    charge = sdk.v1.charges.retrieve(ref(pi.latest_charge))
+    mandate = present(present(charge.payment_method_details).us_bank_account)
+    assert sdk.v1.mandates.retrieve(ref(mandate.mandate)).type == "multi_use"
 
 
 def test_payment_intent_validation(sdk: Client) -> None:
@@ -426,7 +431,7 @@ def test_payment_intent_cancel_rules(sb: Sandbox, sdk: Client) -> None:
         sdk.v1.payment_intents.cancel(settled.id)
     assert info.value.code == "payment_intent_unexpected_state"
     assert "status of succeeded" in str(info.value)
-    assert info.value.json_body["error"]["payment_intent"]["status"] == "succeeded"
+    assert error_of(info.value)["payment_intent"]["status"] == "succeeded"
     assert "payment_intent.canceled" in events_for(sb, processing.id)
 
 
@@ -463,11 +468,12 @@ def test_failing_test_accounts_return_while_processing(
         sb.advance_time(sb.payments.settlement_delay)
         pi = sdk.v1.payment_intents.retrieve(pi.id)
         assert pi.status == "requires_payment_method" and pi.payment_method is None
-        assert pi.last_payment_error.code == code
-        assert pi.last_payment_error.payment_method.us_bank_account.last4 == number[-4:]
-        charge = sdk.v1.charges.retrieve(pi.latest_charge)
+        error = present(pi.last_payment_error)
+        assert error.code == code
+        assert present(present(error.payment_method).us_bank_account).last4 == number[-4:]
+        charge = sdk.v1.charges.retrieve(ref(pi.latest_charge))
         assert charge.status == "failed" and charge.failure_code == code
-        assert charge.failure_message == pi.last_payment_error.message
+        assert charge.failure_message == error.message
         assert events_for(sb, pi.id)[-1] == "payment_intent.payment_failed"
         assert events_for(sb, charge.id) == ["charge.pending", "charge.failed"]
 
@@ -493,18 +499,18 @@ def test_a_return_that_blocks_the_account(
         }
     )
     sdk.v1.setup_intents.verify_microdeposits(si.id, {"amounts": [32, 45]})
-    pi = debit(sdk, si.payment_method, customer=customer.id)
+    pi = debit(sdk, ref(si.payment_method), customer=customer.id)
     sb.advance_time(sb.payments.settlement_delay)
-    pm = sdk.v1.payment_methods.retrieve(si.payment_method)
-    blocked = pm.us_bank_account.status_details.blocked
+    pm = sdk.v1.payment_methods.retrieve(ref(si.payment_method))
+    blocked = present(present(present(pm.us_bank_account).status_details).blocked)
     assert (blocked.network_code, blocked.reason) == (network_code, reason)
     assert "payment_method.automatically_updated" in events_for(sb, pm.id)
     with pytest.raises(stripe.CardError) as info:
-        debit(sdk, si.payment_method, customer=customer.id)
+        debit(sdk, ref(si.payment_method), customer=customer.id)
     assert info.value.http_status == 402 and info.value.code == "bank_account_unusable"
-    failed = info.value.json_body["error"]["payment_intent"]
+    failed = error_of(info.value)["payment_intent"]
     assert failed["status"] == "requires_payment_method"
-    assert sdk.v1.payment_intents.retrieve(failed["id"]).last_payment_error.code == (
+    assert present(sdk.v1.payment_intents.retrieve(failed["id"]).last_payment_error).code == (
         "bank_account_unusable"
     )
     assert sdk.v1.payment_intents.retrieve(pi.id).status == "requires_payment_method"
@@ -513,8 +519,8 @@ def test_a_return_that_blocks_the_account(
 def test_insufficient_funds_never_blocks(sb: Sandbox, sdk: Client) -> None:
     pi = debit(sdk, "pm_usBankAccount_insufficientFunds")
     sb.advance_time(sb.payments.settlement_delay)
-    pm = sdk.v1.payment_intents.retrieve(pi.id).last_payment_error.payment_method
-    assert pm.us_bank_account.status_details is None
+    pm = present(present(sdk.v1.payment_intents.retrieve(pi.id).last_payment_error).payment_method)
+    assert present(pm.us_bank_account).status_details is None
     again = debit(sdk, pm.id)
     assert again.status == "processing"
 
@@ -535,9 +541,10 @@ def test_dispute_account_succeeds_then_is_disputed(sb: Sandbox, sdk: Client) -> 
         sb.advance_time(sb.payments.settlement_delay)
         pi = sdk.v1.payment_intents.retrieve(pi.id)
         assert pi.status == "succeeded"
-        charge = sdk.v1.charges.retrieve(pi.latest_charge)
+        charge = sdk.v1.charges.retrieve(ref(pi.latest_charge))
         assert charge.disputed
-        mandate = sdk.v1.mandates.retrieve(charge.payment_method_details.us_bank_account.mandate)
+        bank = present(present(charge.payment_method_details).us_bank_account)
+        mandate = sdk.v1.mandates.retrieve(ref(bank.mandate))
         assert mandate.status == "inactive"
         assert events_for(sb, mandate.id)[-1] == "mandate.updated"
         disputes = [
@@ -565,7 +572,7 @@ def test_fail_microdeposits_account(sb: Sandbox, sdk: Client) -> None:
         }
     )
     assert si.status == "requires_payment_method"
-    assert si.last_setup_error.code == "payment_method_microdeposit_failed"
+    assert present(si.last_setup_error).code == "payment_method_microdeposit_failed"
     assert events_for(sb, si.id) == ["setup_intent.created", "setup_intent.setup_failed"]
     for pi in (
         debit(sdk, data=manual_data("000666666661")),

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import stripe
 from sandbox_payments_support import ONLINE, debit, events_for, fc_account, manual_data
-from sandbox_support import client_fixture, sb_fixture  # noqa: F401
+from sandbox_support import client_fixture, present, sb_fixture  # noqa: F401
+from stripe.params import (
+    PaymentIntentVerifyMicrodepositsParams,
+    SetupIntentCreateParams,
+    SetupIntentVerifyMicrodepositsParams,
+)
 
 from flask_finconn.sandbox import ApiError, Sandbox
 
@@ -123,7 +128,11 @@ def test_ten_days_without_verification_time_out(sb: Sandbox, sdk: Client, kind: 
     ],
 )
 def test_attempt_limits(
-    sb: Sandbox, sdk: Client, values: dict[str, Any], limit: int, code: str
+    sb: Sandbox,
+    sdk: Client,
+    values: SetupIntentVerifyMicrodepositsParams,
+    limit: int,
+    code: str,
 ) -> None:
     intent = _pending(sdk, "setup")
     for attempt in range(1, limit):
@@ -148,7 +157,9 @@ def test_malformed_values_cost_no_attempt(sdk: Client) -> None:
         ({"descriptor_code": "XX11AA"}, None),
     ):
         with pytest.raises(stripe.InvalidRequestError) as info:
-            sdk.v1.payment_intents.verify_microdeposits(intent.id, values)
+            sdk.v1.payment_intents.verify_microdeposits(
+                intent.id, cast(PaymentIntentVerifyMicrodepositsParams, values)
+            )  # deliberately malformed
         if code:
             assert info.value.code == code
     assert (
@@ -184,10 +195,14 @@ def test_hosted_verification_base_is_configurable(sb: Sandbox, sdk: Client) -> N
 
 
 def test_collect_then_confirm_then_verify_by_intent_id(sb: Sandbox, sdk: Client) -> None:
-    si = sdk.v1.setup_intents.create({"payment_method_types": ["us_bank_account"]})
-    found = sb.payments.intent_for_client_secret(si.client_secret)
+    # payment_method_types is an API parameter (the sandbox and Stripe take it) that this
+    # SDK's TypedDict leaves out.
+    si = sdk.v1.setup_intents.create(
+        cast(SetupIntentCreateParams, {"payment_method_types": ["us_bank_account"]})
+    )
+    found = sb.payments.intent_for_client_secret(present(si.client_secret))
     assert found["id"] == si.id and found["status"] == "requires_payment_method"
-    collected = sb.payments.collect(si.client_secret, manual_data())
+    collected = sb.payments.collect(present(si.client_secret), manual_data())
     assert collected["status"] == "requires_confirmation" and collected["payment_method"]
     confirmed = sb.payments.confirm_setup_intent(
         si.id, {"client_secret": si.client_secret, "mandate_data": ONLINE}
@@ -209,7 +224,7 @@ def test_collect_with_a_linked_account_for_a_payment(sb: Sandbox, sdk: Client) -
         "us_bank_account": {"financial_connections_account": account.id},
         "billing_details": {"name": "Jenny Rosen"},
     }
-    assert sb.payments.collect(pi.client_secret, data)["status"] == "requires_confirmation"
+    assert sb.payments.collect(present(pi.client_secret), data)["status"] == "requires_confirmation"
     confirmed = sb.payments.confirm_payment_intent(
         pi.id,
         {

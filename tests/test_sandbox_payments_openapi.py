@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import stripe
 from openapi_support import DATA, OpenAPI, Recorder, form, sample
-from sandbox_payments_support import ONLINE, debit, fc_account, fc_data, manual_data
-from sandbox_support import sb_fixture  # noqa: F401
+from sandbox_payments_support import ONLINE, debit, fc_account, fc_data, manual_data, ref
+from sandbox_support import present, sb_fixture  # noqa: F401
+from stripe import Mandate
 
 from flask_finconn.sandbox import EVENT_TYPES as SANDBOX_FC_EVENTS
 from flask_finconn.sandbox import Sandbox
@@ -75,11 +76,11 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
     si = v1.setup_intents.create(
         {"customer": customer, "payment_method_types": ["us_bank_account"]}
     )
-    v1.setup_intents.retrieve(si.id, {"client_secret": si.client_secret})
+    v1.setup_intents.retrieve(si.id, {"client_secret": present(si.client_secret)})
     v1.setup_intents.update(si.id, {"payment_method": pm.id, "metadata": {"a": "b"}})
     done = v1.setup_intents.confirm(si.id, {"mandate_data": ONLINE, "expand": ["mandate"]})
     v1.setup_intents.retrieve(si.id, {"expand": ["payment_method", "customer"]})
-    v1.mandates.retrieve(done.mandate.id)
+    v1.mandates.retrieve(cast(Mandate, done.mandate).id)  # expanded
 
     pending = v1.setup_intents.create(
         {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
@@ -98,20 +99,20 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
     pi = v1.payment_intents.create({"amount": 1000, "currency": "usd", "customer": customer})
     v1.payment_intents.update(pi.id, {"payment_method": pm.id, "description": "x"})
     pi = v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE})
-    v1.charges.retrieve(pi.latest_charge)
+    v1.charges.retrieve(ref(pi.latest_charge))
     sb.advance_time(sb.payments.settlement_delay)
     v1.payment_intents.retrieve(pi.id, {"expand": ["latest_charge", "payment_method"]})
-    v1.charges.retrieve(pi.latest_charge, {"expand": ["payment_intent"]})
+    v1.charges.retrieve(ref(pi.latest_charge), {"expand": ["payment_intent"]})
     sb.payments.dispute(pi.id)
-    v1.charges.retrieve(pi.latest_charge)
+    v1.charges.retrieve(ref(pi.latest_charge))
 
     micro = debit(client, data=manual_data("000111111113"))
     v1.payment_intents.verify_microdeposits(micro.id, {"amounts": [32, 45]})
     sb.advance_time(sb.payments.settlement_delay)
     failed = v1.payment_intents.retrieve(micro.id)
-    v1.charges.retrieve(failed.latest_charge)
+    v1.charges.retrieve(ref(failed.latest_charge))
     with pytest.raises(stripe.CardError):
-        debit(client, failed.last_payment_error.payment_method.id)
+        debit(client, present(present(failed.last_payment_error).payment_method).id)
     canceled = debit(client, "pm_usBankAccount_processing")
     v1.payment_intents.cancel(canceled.id, {"cancellation_reason": "requested_by_customer"})
     with pytest.raises(stripe.InvalidRequestError):
@@ -140,7 +141,7 @@ def test_every_response_matches_the_spec(sb: Sandbox) -> None:
 def test_every_payments_event_object_matches_its_schema(sb: Sandbox) -> None:
     _flows(sb, sb.stripe_client())
     seen = set()
-    problems = []
+    problems: list[str] = []
     for event in sb.events():
         obj = event["data"]["object"]
         name = obj["object"]
@@ -199,6 +200,7 @@ def _target(sb: Sandbox, template: str) -> str:
     """A concrete path for a template, on fresh objects."""
     client = sb.stripe_client()
     if "{intent}" in template:
+        intent: stripe.SetupIntent | stripe.PaymentIntent
         if template.startswith("/v1/setup_intents"):
             intent = client.v1.setup_intents.create(
                 {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
@@ -220,9 +222,9 @@ def _target(sb: Sandbox, template: str) -> str:
         return template.replace("{customer}", client.v1.customers.create().id)
     if "{mandate}" in template or "{charge}" in template:
         pi = debit(client, "pm_usBankAccount_success")
-        charge = client.v1.charges.retrieve(pi.latest_charge)
-        mandate = charge.payment_method_details.us_bank_account.mandate
-        return template.replace("{mandate}", mandate).replace("{charge}", charge.id)
+        charge = client.v1.charges.retrieve(ref(pi.latest_charge))
+        details = present(present(charge.payment_method_details).us_bank_account)
+        return template.replace("{mandate}", ref(details.mandate)).replace("{charge}", charge.id)
     return template
 
 
@@ -245,7 +247,7 @@ def test_every_listed_parameter_is_accepted(sb: Sandbox, template: str, method: 
         assert error.get("code") != "parameter_unknown", (name, value, error)
 
 
-NESTED = {
+NESTED: dict[str, list[dict[str, Any]]] = {
     "post": [
         {"bogus": "1"},
         {"payment_method_options": {"us_bank_account": {"bogus": "1"}}},

@@ -16,7 +16,7 @@ import pytest
 import stripe
 from flask import Flask, request
 from sandbox_payments_support import ONLINE, debit, events_for, manual_data
-from sandbox_support import Served, sb_fixture  # noqa: F401
+from sandbox_support import Served, present, sb_fixture  # noqa: F401
 
 from flask_finconn.sandbox import Sandbox
 
@@ -56,7 +56,7 @@ def test_a_lost_answer_is_replayed_by_the_sdks_retry(sb: Sandbox, retrying: Clie
     sb.faults.fail_after_commit()
     pi = retrying.v1.payment_intents.create(PI, {"idempotency_key": "order-17"})
     assert pi.status == "processing"
-    assert pi.last_response.headers["Idempotent-Replayed"] == "true"
+    assert present(pi.last_response).headers["Idempotent-Replayed"] == "true"
     assert _created(sb) == [pi.id], "the retry replayed; no second PaymentIntent"
     assert len(sb.events(type="charge.pending")) == 1
 
@@ -179,7 +179,8 @@ def test_payments_survive_a_restart(tmp_path: Any) -> None:
         with pytest.raises(stripe.InvalidRequestError) as info:
             client.v1.setup_intents.verify_microdeposits(si.id, {"descriptor_code": "SM00AA"})
         assert "8 verification attempts remaining" in str(info.value)
-        token = si.next_action.verify_with_microdeposits.hosted_verification_url.rsplit("/", 1)[1]
+        verify = present(present(si.next_action).verify_with_microdeposits)
+        token = verify.hosted_verification_url.rsplit("/", 1)[1]
         assert second.payments.intent_for_verification(token)["id"] == si.id
     finally:
         second.close()
@@ -267,13 +268,13 @@ def test_helper_routes_settle_fail_process_and_dispute(sb: Sandbox) -> None:
     client.raw_request("post", f"{helpers}/{failing.id}/fail", failure_code="account_closed")
     failed = client.v1.payment_intents.retrieve(failing.id)
     assert failed.status == "requires_payment_method"
-    assert failed.last_payment_error.code == "account_closed"
+    assert present(failed.last_payment_error).code == "account_closed"
     assert client.v1.charges.retrieve(failing.latest_charge).failure_code == "account_closed"
 
     natural = debit(client, "pm_usBankAccount_insufficientFunds")
     client.raw_request("post", f"{helpers}/{natural.id}/process")
     again = client.v1.payment_intents.retrieve(natural.id)
-    assert again.last_payment_error.code == "insufficient_funds"
+    assert present(again.last_payment_error).code == "insufficient_funds"
 
     client.raw_request("post", f"{helpers}/{stuck.id}/dispute", reason="insufficient_funds")
     charge = client.v1.charges.retrieve(stuck.latest_charge)
@@ -333,7 +334,7 @@ def test_payment_events_are_signed_and_delivered(sb: Sandbox) -> None:
         assert expected in types
     created = next(e for e in received if e.type == "payment_intent.created")
     assert created.data.object.id == pi.id
-    assert created.request.idempotency_key, "the SDK's own key is stamped on the event"
+    assert present(created.request).idempotency_key, "the SDK's own key is stamped on the event"
 
 
 def test_a_dispute_fired_early_by_a_helper_is_not_repeated(sb: Sandbox) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stripe
+from sandbox_support import present
 
 from flask_finconn.sandbox import Sandbox
 
@@ -23,7 +24,7 @@ def test_link_refresh_and_list_through_the_sdk() -> None:
             "filters": {"country": "US"},
         }
     )
-    assert session.client_secret.startswith("fcsess_client_secret_")
+    assert present(session.client_secret).startswith("fcsess_client_secret_")
     assert session.accounts.data == []
 
     sb.complete_session(session.id, institution="bank_nonoauth")
@@ -38,15 +39,16 @@ def test_link_refresh_and_list_through_the_sdk() -> None:
 
     checking = next(a for a in linked if a.subcategory == "checking")
     pending = fc.accounts.refresh(checking.id, {"features": ["balance"]})
-    assert pending.balance_refresh.status == "pending"
-    assert pending.balance_refresh.next_refresh_available_at is None
+    assert present(pending.balance_refresh).status == "pending"
+    assert present(pending.balance_refresh).next_refresh_available_at is None
     assert pending.balance is None
 
     assert sb.finish_refreshes() == 1
     account = fc.accounts.retrieve(checking.id)
-    assert account.balance_refresh.status == "succeeded"
-    assert account.balance.current["usd"] > 0
-    assert account.balance.cash.available["usd"] <= account.balance.current["usd"]
+    assert present(account.balance_refresh).status == "succeeded"
+    balance = present(account.balance)
+    assert balance.current["usd"] > 0
+    assert present(present(balance.cash).available)["usd"] <= balance.current["usd"]
 
     assert fc.accounts.disconnect(checking.id).status == "disconnected"
     try:

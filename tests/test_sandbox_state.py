@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import stripe
-from sandbox_support import Served, link, sb_fixture  # noqa: F401
+from sandbox_support import Served, link, present, sb_fixture  # noqa: F401
+from stripe.params.financial_connections import SessionCreateParams, SessionCreateParamsLimits
 
 from flask_finconn.sandbox import Sandbox, SessionError, _data
 
 
-def _session(sb: Sandbox, client: stripe.StripeClient, **params: Any) -> Any:
+def _session(
+    sb: Sandbox,
+    client: stripe.StripeClient,
+    permissions: Sequence[str] = ("balances", "transactions"),
+    limits: SessionCreateParamsLimits | None = None,
+) -> stripe.financial_connections.Session:
     customer = client.v1.customers.create()
-    return client.v1.financial_connections.sessions.create(
-        {
-            "account_holder": {"type": "customer", "customer": customer.id},
-            "permissions": params.pop("permissions", ["balances", "transactions"]),
-            **params,
-        }
-    )
+    params: SessionCreateParams = {
+        "account_holder": {"type": "customer", "customer": customer.id},
+        "permissions": list(permissions),
+    }
+    if limits is not None:
+        params["limits"] = limits
+    return client.v1.financial_connections.sessions.create(params)
 
 
 # --- persistence and concurrency ----------------------------------------------------------
@@ -40,8 +47,8 @@ def test_a_file_database_survives_a_restart(tmp_path: Any) -> None:
     client = second.stripe_client()
     assert second.now() >= clock, "the clock offset is part of the state"
     again = client.v1.financial_connections.accounts.retrieve(account.id)
-    assert again.balance_refresh.status == "succeeded", "the pending refresh finished"
-    assert again.balance.current["usd"] > 0
+    assert present(again.balance_refresh).status == "succeeded", "the pending refresh finished"
+    assert present(again.balance).current["usd"] > 0
     assert [e["type"] for e in second.events(account=account.id)] == [
         "financial_connections.account.created",
         "financial_connections.account.refreshed_balance",
@@ -189,8 +196,8 @@ def test_inactive_accounts_go_inactive_on_their_first_refresh(sb: Sandbox) -> No
     sb.finish_refreshes()
     after = client.v1.financial_connections.accounts.retrieve(account.id)
     assert after.status == "inactive"
-    assert after.balance_refresh.status == "failed"
-    assert after.status_details["inactive"]["action"] == "relink_required"
+    assert present(after.balance_refresh).status == "failed"
+    assert present(after.status_details)["inactive"]["action"] == "relink_required"
     assert [e["type"] for e in sb.events(account=account.id)][-2:] == [
         "financial_connections.account.refreshed_balance",
         "financial_connections.account.deactivated",
@@ -212,7 +219,7 @@ def test_inactive_accounts_also_go_inactive_after_a_minute(sb: Sandbox) -> None:
 def test_eventually_requires_reauthentication(sb: Sandbox) -> None:
     client = sb.stripe_client()
     account = link(sb, client, "reauth_eventual", accounts=["checking"])[0]
-    details = account.status_details.active
+    details = present(present(account.status_details).active)
     assert details.action == "relink_required"
     assert details.expected_deactivation_date == account.created + 30 * 86400
     types = [e["type"] for e in sb.events()]
@@ -271,22 +278,22 @@ def test_client_secrets_work_once_and_expire(sb: Sandbox) -> None:
     assert info.value.code == "session_unknown"
 
     session = _session(sb, client)
-    assert sb.session_for_client_secret(session.client_secret)["id"] == session.id
-    done = sb.complete_session_with(session.client_secret, "bank_oauth", ["checking"])
+    assert sb.session_for_client_secret(present(session.client_secret))["id"] == session.id
+    done = sb.complete_session_with(present(session.client_secret), "bank_oauth", ["checking"])
     assert [a["subcategory"] for a in done["accounts"]["data"]] == ["checking"]
     with pytest.raises(SessionError) as info:
-        sb.session_for_client_secret(session.client_secret)
+        sb.session_for_client_secret(present(session.client_secret))
     assert info.value.code == "session_used"
 
     expiring = _session(sb, client)
     sb.advance_time(sb.session_ttl)
     with pytest.raises(SessionError) as info:
-        sb.login(expiring.client_secret, "bank_nonoauth", "u", "p")
+        sb.login(present(expiring.client_secret), "bank_nonoauth", "u", "p")
     assert info.value.code == "session_expired"
     manual = _session(sb, client)
     sb.expire_session(manual.id)
     with pytest.raises(SessionError):
-        sb.institution_accounts(manual.client_secret, "bank_oauth")
+        sb.institution_accounts(present(manual.client_secret), "bank_oauth")
 
 
 @pytest.mark.parametrize(
@@ -313,7 +320,7 @@ def test_login_magic_words(
     sb: Sandbox, institution: str, password: str, answer: str | None, expected: dict[str, Any]
 ) -> None:
     session = _session(sb, sb.stripe_client())
-    result = sb.login(session.client_secret, institution, "jenny", password, answer)
+    result = sb.login(present(session.client_secret), institution, "jenny", password, answer)
     assert {k: result.get(k) for k in expected} == expected
     if result["status"] == "ok":
         assert result["accounts"] and all("selectable" in a for a in result["accounts"])
@@ -325,9 +332,11 @@ def test_login_magic_words(
 
 def test_offered_accounts_follow_the_session(sb: Sandbox) -> None:
     session = _session(sb, sb.stripe_client(), permissions=["payment_method"])
-    offered = {a["key"]: a for a in sb.institution_accounts(session.client_secret, "bank_oauth")}
+    offered = {
+        a["key"]: a for a in sb.institution_accounts(present(session.client_secret), "bank_oauth")
+    }
     assert offered["checking"]["selectable"] is True
     assert offered["credit_card"]["selectable"] is False
     assert "ACH" in offered["credit_card"]["disabled_reason"]
-    invalid = sb.institution_accounts(session.client_secret, "invalid_payment")
+    invalid = sb.institution_accounts(present(session.client_secret), "invalid_payment")
     assert invalid and not any(a["selectable"] for a in invalid)

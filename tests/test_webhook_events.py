@@ -32,7 +32,13 @@ from flask_finconn import (
 from flask_finconn.models import Account, Transaction, WebhookEvent, utcnow
 from flask_finconn.sandbox import EVENT_TYPES as SANDBOX_EVENT_TYPES
 from flask_finconn.services import events, handlers
-from flask_finconn.testing import HOLDER_HEADER, captured_signals, link_accounts, sandbox_of
+from flask_finconn.testing import (
+    HOLDER_HEADER,
+    captured_signals,
+    count_statements,
+    link_accounts,
+    sandbox_of,
+)
 
 DEACTIVATED = "financial_connections.account.deactivated"
 REFRESHED_BALANCE = "financial_connections.account.refreshed_balance"
@@ -155,7 +161,9 @@ def test_unknown_types_and_foreign_accounts_are_stored_and_acknowledged(
         assert post_webhook(webhook_app, event).status_code == 200
     rows = {r.id: r for r in stored(webhook_app)}
     assert rows[unknown["id"]].status == "processed"
-    assert rows[foreign["id"]].status == "processed"
+    # Acknowledged, and recorded as ignored with the reason: never retried.
+    assert rows[foreign["id"]].status == "ignored"
+    assert "did not create" in (rows[foreign["id"]].last_error or "")
     assert rows[foreign["id"]].account_stripe_id == "fca_notours"
     with webhook_app.app_context():
         count = get_state(webhook_app).db.session.scalar(sa.select(sa.func.count(Account.id)))
@@ -209,7 +217,7 @@ def test_an_account_is_linked_from_an_event_only_for_the_customer_stripe_names(
     sb.deliver_events()
     stripe = get_state(webhook_app).stripe
     # Someone else's customer and account on the same Stripe account, unknown to this app.
-    other = stripe.create_customer("mallory", email=None, name=None)
+    other = stripe.create_customer("mallory", installation="fcinst_test", email=None, name=None)
     session = stripe.create_session(
         other.id, permissions=["balances"], prefetch=[], country="US", account_subcategories=None
     )
@@ -417,9 +425,9 @@ def test_refresh_events_store_data_once_despite_duplicates_and_disorder(data_app
     assert len(ownerships[0]["owners"]) >= 1
     with data_app.app_context():
         session = get_state(data_app).db.session
-        count = session.scalar(
+        count = session.scalars(
             sa.select(sa.func.count(Transaction.id)).where(Transaction.account_id == account.id)
-        )
+        ).one()
     assert [s["added"] for s in synced] == [count]
     assert count > 0
     assert account_row(data_app, account.id).latest_balance is not None
@@ -483,19 +491,10 @@ def test_a_retry_takes_over_an_event_whose_worker_died(
 def test_event_writes_go_through_sqlalchemy_where_the_hosts_listeners_see_them(
     webhook_app: Flask, post_webhook: Callable[..., Any]
 ) -> None:
-    with webhook_app.app_context():
-        engine = get_state(webhook_app).db.engine
-    seen: list[str] = []
-
-    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    sa.event.listen(engine, "before_cursor_execute", listen)
-    try:
+    with count_statements(webhook_app) as statements:
         event = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
         assert post_webhook(webhook_app, event).status_code == 200
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", listen)
+    seen = [" ".join(statement.split()) for statement in statements]
     assert [s.split(" (")[0] for s in seen if s.startswith("INSERT")] == [
         "INSERT INTO finconn_webhook_event"
     ]

@@ -7,6 +7,7 @@ import re
 import pytest
 from flask import Flask, render_template_string
 from playwright.sync_api import Page, Route, expect
+from sandbox_support import present
 
 from flask_finconn import Holder
 from flask_finconn.testing import link_accounts, sandbox_of
@@ -131,7 +132,7 @@ def test_one_poller_per_account(widget_page: Page, widget_app: Flask) -> None:
     widget_page.goto("/?accounts=1&button=0")
     rows = widget_page.locator(".finconn-accounts__item")
     expect(rows).to_have_count(2)
-    checking, savings = (rows.nth(i).get_attribute("data-account") for i in range(2))
+    checking, savings = (present(rows.nth(i).get_attribute("data-account")) for i in range(2))
     widget_page.get_by_role("button", name="Refresh Test Checking •••• 6789").click()
     expect(rows.first).to_contain_text("Refreshing…")
     # Reloading finds the refresh pending and would start pollers of its own.
@@ -150,7 +151,9 @@ def test_disconnect_asks_the_page_first(widget_page: Page, widget_app: Flask) ->
     link_accounts(widget_app, HOLDER, institution="test_nonoauth", accounts=["checking"])
     widget_page.goto("/?accounts=1&button=0")
     row = widget_page.locator(".finconn-accounts__item")
-    # Rendered rows mean the load is over: only what follows is recorded.
+    # goto returns at the page's load event, which may come before the element's first list
+    # arrives. The element draws its rows and sends loaded/load in one task: once the row is
+    # drawn, that first load is over, and from then on only this test's own events are recorded.
     expect(row).to_have_attribute("data-status", "active")
     record(widget_page)
     widget_page.evaluate(

@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from ._params import EXPAND, PAGINATION, L, S, Spec, invalid, not_found, validate
-from ._wire import Api, expand_paths
+from ._wire import Api, created_filter, expand_paths
 
 
 def list_events(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(
         params,
-        {**PAGINATION, "type": S(), "types": L(S()), "created": Spec("int_or_range")},
+        {
+            **PAGINATION,
+            "type": S(),
+            "types": L(S()),
+            "created": Spec("int_or_range"),
+            "delivery_success": Spec("bool"),
+        },
     )
     expand_paths(p, (), "data.")
     if p.get("type") and p.get("types"):
@@ -27,15 +33,14 @@ def list_events(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tupl
     if p.get("types"):
         where += f" AND type IN ({', '.join('?' for _ in p['types'])})"
         qargs.extend(p["types"])
-    created = p.get("created")
-    if isinstance(created, int):
-        where += " AND created = ?"
-        qargs.append(created)
-    elif created:
-        ops = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-        for name, value in created.items():
-            where += f" AND created {ops[name]} ?"
-            qargs.append(value)
+    where, qargs = created_filter(p.get("created"), where, qargs)
+    if "delivery_success" in p:
+        # false: some webhook endpoint still waits for the event or gave up on it.
+        undelivered = (
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.event = events.id "
+            "AND d.state IN ('pending', 'failed'))"
+        )
+        where += f" AND {'NOT ' if p['delivery_success'] else ''}{undelivered}"
     return api.page(
         p,
         table="events",

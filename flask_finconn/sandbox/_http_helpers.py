@@ -71,12 +71,9 @@ def set_history(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tupl
 
 def advance_time(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(params, {"seconds": I(required=True)})
-    if p["seconds"] < 0:
-        raise invalid(
-            "seconds must be zero or more: the sandbox clock only moves forward.",
-            param="seconds",
-            code="parameter_invalid_integer",
-        )
+    refusal = api.sb.kernel.refuse_advance(p["seconds"])
+    if refusal is not None:
+        raise invalid(refusal, param="seconds", code="parameter_invalid_integer")
     now = api.sb.advance_time(p["seconds"])
     return 200, _dumps({"object": "test_helpers.clock", "now": now})
 

@@ -8,6 +8,7 @@ A resource module registers the kinds of task it schedules with :meth:`Kernel.on
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ from typing import Any
 from ._context import RequestContext, Requests
 from ._data import dumps as _dumps
 from ._store import Store
+
+# 9999-12-31T23:59:59Z: the last second Python's ``datetime`` (and so the extension and
+# most hosts) can represent; the clock never moves past it.
+MAX_CLOCK = 253_402_300_799
 
 # (subject id, the task's extra data, its due time in whole sandbox seconds)
 TaskHandler = Callable[[str, dict[str, Any], int], None]
@@ -55,13 +60,37 @@ class Kernel:
         return time.time() + self._offset()
 
     def advance(self, seconds: float) -> int:
-        """Move the clock forward, run what became due, and return the new time."""
-        if seconds < 0:
-            raise ValueError("The sandbox clock only moves forward; pass a positive number.")
+        """Move the clock forward, run what became due, and return the new time.
+
+        Refuses (``ValueError``) a negative or non-finite amount, and one that would move
+        the clock past 9999-12-31. The work done is bounded by the tasks waiting, never by
+        the time skipped: recurring tasks collapse the runs they missed (see
+        :meth:`catch_up`).
+        """
+        refusal = self.refuse_advance(seconds)
+        if refusal is not None:
+            raise ValueError(refusal)
         with self.store.tx():
             self.store.set_meta("clock_offset", repr(self._offset() + seconds))
             self.run_due()
             return self.now()
+
+    def refuse_advance(self, seconds: object) -> str | None:
+        """Why the clock cannot move forward by ``seconds``, as a sentence; None if it can."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return f"seconds must be a number of seconds, not {type(seconds).__name__}."
+        if not math.isfinite(seconds) or seconds < 0:
+            return (
+                f"seconds must be a finite number, zero or more (got {seconds!r}): the "
+                "sandbox clock only moves forward."
+            )
+        headroom = MAX_CLOCK - self.now_float()
+        if seconds > headroom:
+            return (
+                f"seconds must be at most {max(int(headroom), 0)}: the sandbox clock cannot "
+                "move past 9999-12-31T23:59:59Z."
+            )
+        return None
 
     # --- request context ----------------------------------------------------------------
 
@@ -88,6 +117,19 @@ class Kernel:
             "INSERT INTO tasks (due_at, kind, account, data) VALUES (?, ?, ?, ?)",
             (due_at, kind, subject, _dumps(extra or {})),
         )
+
+    def catch_up(self, due_at: int, every: int) -> int:
+        """When a task repeating ``every`` seconds, due at ``due_at``, should next run.
+
+        Normally ``due_at + every``; after a jump of the clock, the last occurrence not
+        after now instead, so the runs the jump skipped collapse into one (advancing by a
+        century costs two runs, not 36,500).
+        """
+        following = due_at + every
+        now = self.now()
+        if following < now:
+            following += (now - following) // every * every
+        return following
 
     def cancel(self, subject: str, *kinds: str) -> None:
         """Drop the waiting tasks of ``subject`` (of these kinds; all when none given)."""

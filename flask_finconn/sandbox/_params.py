@@ -16,6 +16,15 @@ from urllib.parse import parse_qsl
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
+# Deeper than any parameter Stripe defines (the deepest are five levels); it also keeps
+# the recursive steps after parsing (conversion, validation, JSON) far from Python's limit.
+MAX_DEPTH = 16
+# Control characters (NUL included) never appear in a parameter name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# List indices and integers are ASCII digits only: ``str.isdigit`` and ``\d`` would also
+# take Arabic-Indic, fullwidth or superscript digits.
+_INDEX = re.compile(r"[0-9]{1,9}", re.ASCII)
+_INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
 
 
 class ApiError(Exception):
@@ -46,7 +55,6 @@ class ApiError(Exception):
             error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
         if self.param:
             error["param"] = self.param
-        error["request_log_url"] = None
         return {"error": error}
 
 
@@ -72,7 +80,18 @@ def parse_form(text: str) -> dict[str, Any]:
         match = _KEY.match(raw_key)
         if not match:
             raise invalid(f"Invalid parameter name: {raw_key}", param=raw_key)
+        if _CONTROL.search(raw_key):
+            raise invalid(
+                "Invalid parameter name: it contains a control character; remove it.",
+                param=_CONTROL.sub("?", raw_key),
+            )
         parts = [match.group(1), *_PART.findall(match.group(2))]
+        if len(parts) > MAX_DEPTH:
+            raise invalid(
+                f"Invalid parameter name: {raw_key[:100]} is nested {len(parts)} levels deep; "
+                f"parameters nest at most {MAX_DEPTH} levels.",
+                param=match.group(1),
+            )
         _assign(root, parts, value, raw_key)
     return _listify(root)
 
@@ -81,7 +100,8 @@ def _assign(node: dict[str, Any], parts: list[str], value: str, raw_key: str) ->
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if part == "":
-            # `a[]=` appends: give each element its own slot after the existing ones.
+            # `a[]=` appends: give each element its own slot after the existing ones (NUL
+            # never occurs in a name the client sent, so the slots cannot collide).
             part = f"\0{len(node)}"
         if last:
             if isinstance(node.get(part), dict):
@@ -109,7 +129,7 @@ def _convert(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     keys = list(value)
-    if keys and all(k.isdigit() or k.startswith("\0") for k in keys):
+    if keys and all(_INDEX.fullmatch(k.lstrip("\0")) for k in keys):
         ordered = sorted(keys, key=lambda k: int(k.lstrip("\0")))
         return [_convert(value[k]) for k in ordered]
     return {k: _convert(v) for k, v in value.items()}
@@ -231,7 +251,7 @@ def _validate_value(value: Any, spec: Spec, name: str) -> Any:
             return None
         return _validate_value(value, I(), name)
     if kind == "int":
-        if not re.fullmatch(r"-?\d{1,18}", value):
+        if not _INTEGER.fullmatch(value):
             raise invalid(f"Invalid integer: {value}", param=name, code="parameter_invalid_integer")
         return int(value)
     if kind == "bool":

@@ -163,6 +163,14 @@ class Api:
         faults = self.sb.faults
         if faults.latency:
             time.sleep(faults.latency)
+        if not faults.admit():
+            raise ApiError(
+                429,
+                "Too many requests hit the API too quickly. We recommend an exponential backoff "
+                "of your requests.",
+                code="rate_limit",
+                headers={"Retry-After": "1"},
+            )
         status = faults.next_api_error()
         if status is None:
             return
@@ -316,6 +324,19 @@ def expand_paths(params: dict[str, Any], allowed: tuple[str, ...], prefix: str =
     return paths
 
 
+def created_filter(
+    created: int | dict[str, int] | None, where: str, args: list[Any]
+) -> tuple[str, list[Any]]:
+    """``where`` and ``args`` narrowed by a validated ``created`` (an int or a range)."""
+    if isinstance(created, int):
+        return f"{where} AND created = ?", [*args, created]
+    ops = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+    for name, value in (created or {}).items():
+        where += f" AND created {ops[name]} ?"
+        args = [*args, value]
+    return where, args
+
+
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -324,6 +345,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
+    413: "Payload Too Large",
     429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",

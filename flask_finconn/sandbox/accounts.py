@@ -212,7 +212,7 @@ class Accounts:
                 )
             now = self.kernel.now()
             data["status"] = "active"
-            data["status_details"] = None
+            data.pop("status_details", None)
             internal["relinked"] = True
             for key in FEATURE_STATE.values():
                 state = data.get(key)
@@ -246,7 +246,7 @@ class Accounts:
 
     def _disconnect(self, data: dict[str, Any], internal: dict[str, Any], now: int) -> None:
         data["status"] = "disconnected"
-        data["status_details"] = None
+        data.pop("status_details", None)
         data["balance"] = None
         data["subscriptions"] = []
         for key in FEATURE_STATE.values():

@@ -15,16 +15,20 @@
 Like Stripe's own modal, the JSON routes are authorised by the session's client secret and
 nothing else: no cookie, no holder. Errors use Stripe's body,
 ``{"error": {"type", "code", "message"}}``, which the stand-in hands back to the page
-unchanged for launch failures (an expired or already used session).
+unchanged for launch failures (an expired or already used session). A body over
+:data:`MAX_BODY` (or the extension's ``FINCONN_MAX_CONTENT_LENGTH`` when smaller) is a 413
+and a body that is not a JSON object (nested too deep included) a 400, in that shape too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 from flask.sansio.app import App
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ._params import ApiError
 from .browser_payments import add_payment_routes
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
     from .core import Sandbox
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+# The modal's largest body is a login or a list of account ids: a few hundred bytes.
+MAX_BODY = 64 * 1024
 
 
 def _merchant_name() -> str:
@@ -44,8 +50,33 @@ def _merchant_name() -> str:
     return str(name or current_app.import_name)
 
 
+def _limit() -> int:
+    """The body limit: :data:`MAX_BODY`, or the extension's own limit when smaller."""
+    state = current_app.extensions.get("finconn")
+    configured = getattr(getattr(state, "settings", None), "max_content_length", None)
+    return min(MAX_BODY, configured) if isinstance(configured, int) else MAX_BODY
+
+
+def _too_large() -> ApiError:
+    return ApiError(
+        413,
+        f"The request body is too large (limit: {request.max_content_length} bytes); the "
+        "modal's steps send a few hundred.",
+        code="payload_too_large",
+    )
+
+
 def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A body without Content-Length (chunked) is cut at the limit rather than refused.
+        raise _too_large()
+    try:
+        data = json.loads(raw) if request.is_json and raw.strip() else None
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes (about 1,000 levels).
+        data = None
     if not isinstance(data, dict):
         raise ApiError(400, "Send a JSON object with the session's client_secret.")
     return data
@@ -127,6 +158,20 @@ def make_blueprint(sandbox: Sandbox) -> Blueprint:
     @bp.errorhandler(ApiError)
     def api_error(error: ApiError) -> tuple[Response, int]:
         return jsonify(error.body()), error.status
+
+    @bp.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        if isinstance(error, RequestEntityTooLarge):
+            return api_error(_too_large())
+        status = error.code or 400
+        return api_error(ApiError(status, error.description or str(error)))
+
+    @bp.before_request
+    def limit_body() -> None:
+        # Also bounds chunked bodies that announce no length: reading past it is a 413.
+        request.max_content_length = _limit()
+        if request.content_length is not None and request.content_length > _limit():
+            raise _too_large()
 
     @bp.after_request
     def no_store(response: Response) -> Response:

@@ -35,7 +35,7 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._context import RequestContext
 from ._kernel import Kernel, Settings
@@ -51,6 +51,9 @@ from .linking import Linking, SessionError
 from .payments import SETTLEMENT_DELAY, TASK_KINDS, Host, Payments
 from .refreshes import Refreshes
 from .webhooks import Webhooks, WSGIApp
+
+if TYPE_CHECKING:
+    import stripe
 
 log = logging.getLogger("flask_finconn.sandbox")
 
@@ -172,7 +175,12 @@ class Sandbox:
         return self.kernel.now_float()
 
     def advance_time(self, seconds: float) -> int:
-        """Move the sandbox clock forward and run what became due. Returns the new time."""
+        """Move the sandbox clock forward and run what became due. Returns the new time.
+
+        Raises ``ValueError`` for a negative, infinite or NaN amount, a non-number, or one
+        that would move the clock past 9999-12-31. Daily refreshes a jump skipped collapse
+        into one, so any accepted amount returns promptly.
+        """
         return self.kernel.advance(seconds)
 
     def run_due(self) -> int:
@@ -191,7 +199,7 @@ class Sandbox:
 
         return SandboxHTTPClient(self.wsgi_app)
 
-    def stripe_client(self, **kwargs: Any) -> Any:
+    def stripe_client(self, **kwargs: Any) -> stripe.StripeClient:
         """A ``stripe.StripeClient`` wired to this sandbox in-process."""
         import stripe
 

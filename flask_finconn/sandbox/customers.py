@@ -31,9 +31,9 @@ class Customers:
             "currency": None,
             "default_source": None,
             "delinquent": False,
-            "description": params.get("description"),
+            "description": None,
             "discount": None,
-            "email": params.get("email"),
+            "email": None,
             "invoice_prefix": cus_id[4:12].upper(),
             "invoice_settings": {
                 "custom_fields": None,
@@ -42,15 +42,16 @@ class Customers:
                 "rendering_options": None,
             },
             "livemode": self.kernel.ctx().livemode,
-            "metadata": params.get("metadata") or {},
-            "name": params.get("name"),
+            "metadata": {},
+            "name": None,
             "next_invoice_sequence": 1,
-            "phone": params.get("phone"),
+            "phone": None,
             "preferred_locales": [],
             "shipping": None,
             "tax_exempt": "none",
             "test_clock": None,
         }
+        _apply(data, params)
         self.store.execute(
             "INSERT INTO customers (id, seq, created, email, data) VALUES (?, ?, ?, ?, ?)",
             (cus_id, self.store.next_seq("customers"), now, data["email"], _dumps(data)),
@@ -61,14 +62,7 @@ class Customers:
         """Apply validated API parameters to a customer (blank strings unset, metadata
         merges and a blank value removes its key); return it."""
         data = self.get(cus_id)
-        for key in ("email", "name", "phone", "description"):
-            if key in params:
-                data[key] = params[key] or None
-        if "metadata" in params:
-            merged = {**data["metadata"], **(params["metadata"] or {})}
-            data["metadata"] = {k: v for k, v in merged.items() if v != ""}
-        if params.get("metadata") == {}:
-            data["metadata"] = {}
+        _apply(data, params)
         self.store.execute(
             "UPDATE customers SET email = ?, data = ? WHERE id = ?",
             (data["email"], _dumps(data), cus_id),
@@ -82,3 +76,74 @@ class Customers:
         if row is None:
             raise not_found("customer", cus_id, param=param, status=status)
         return dict(json.loads(row[0]))
+
+
+_ADDRESS_KEYS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+
+def _address(given: dict[str, Any]) -> dict[str, Any]:
+    return {k: given.get(k) or None for k in _ADDRESS_KEYS}
+
+
+def _apply(data: dict[str, Any], params: dict[str, Any]) -> None:
+    """Apply validated create or update parameters to a customer body.
+
+    A blank string unsets (``null``, or the default where the field has one); metadata
+    merges and a blank value removes its key. Parameters of unmodelled features (cash
+    balance, tax, tax ids) change nothing the customer object shows.
+    """
+    for key in ("email", "name", "phone", "description"):
+        if key in params:
+            data[key] = params[key] or None
+    for key in ("business_name", "individual_name"):
+        if params.get(key):
+            data[key] = params[key]
+        elif key in params:
+            data.pop(key, None)
+    for key in ("balance", "next_invoice_sequence"):
+        if key in params:
+            data[key] = params[key]
+    if "invoice_prefix" in params:
+        data["invoice_prefix"] = params["invoice_prefix"] or data["id"][4:12].upper()
+    if "tax_exempt" in params:
+        data["tax_exempt"] = params["tax_exempt"] or "none"
+    if "preferred_locales" in params:
+        data["preferred_locales"] = list(params["preferred_locales"])
+    if "address" in params:
+        address = params["address"]
+        data["address"] = None if address is None else _address(address)
+    if "shipping" in params:
+        shipping = params["shipping"]
+        data["shipping"] = (
+            None
+            if shipping is None
+            else {
+                "address": _address(shipping.get("address") or {}),
+                "carrier": None,
+                "name": shipping["name"],
+                "phone": shipping.get("phone") or None,
+                "tracking_number": None,
+            }
+        )
+    settings = params.get("invoice_settings")
+    if settings:
+        current = data["invoice_settings"]
+        if "custom_fields" in settings:
+            current["custom_fields"] = [dict(f) for f in settings["custom_fields"]] or None
+        if "footer" in settings:
+            current["footer"] = settings["footer"] or None
+        if "rendering_options" in settings:
+            options = settings["rendering_options"]
+            current["rendering_options"] = (
+                None
+                if options is None
+                else {
+                    "amount_tax_display": options.get("amount_tax_display") or None,
+                    "template": options.get("template") or None,
+                }
+            )
+    if "metadata" in params:
+        merged = {**data["metadata"], **(params["metadata"] or {})}
+        data["metadata"] = {k: v for k, v in merged.items() if v != ""}
+    if params.get("metadata") == {}:
+        data["metadata"] = {}

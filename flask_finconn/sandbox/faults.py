@@ -10,6 +10,7 @@
     sb.faults.webhook_delay = 30         # new events wait 30 sandbox seconds
     sb.faults.webhook_reorder = True     # each batch is delivered newest first
     sb.faults.fail_after_commit()        # the next POST commits, then its answer is a 500
+    sb.faults.rate_limit = 25            # a 429 for requests past 25 in any second
 
 Faults apply to ``/v1`` API requests, not to ``/v1/test_helpers``. A failed request is
 not executed and stores no idempotent result, so a retry with the same key runs it.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +42,10 @@ class Faults:
             self._random = random.Random(seed)
             self._schedule: deque[int] = deque()
             self._after_commit = 0
+            self._served: deque[float] = deque()  # when each request of the last second ran
+        self.rate_limit = 0.0
+        self.peak_rate = 0  # the most requests served in any one second so far
+        self.rate_limited = 0  # requests answered 429 by ``rate_limit``
         self.api_error_rate = 0.0
         self.api_error_status = 500
         self.latency = 0.0
@@ -67,6 +73,24 @@ class Faults:
                 self._after_commit -= 1
                 return True
         return False
+
+    def admit(self, now: float | None = None) -> bool:
+        """Count an API request against ``rate_limit``; False means answer it 429.
+
+        The window slides: at most ``rate_limit`` requests are served in any one second,
+        as Stripe's limiter does. Refused requests are not counted as served.
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            served = self._served
+            while served and served[0] <= now - 1.0:
+                served.popleft()
+            if self.rate_limit and len(served) >= self.rate_limit:
+                self.rate_limited += 1
+                return False
+            served.append(now)
+            self.peak_rate = max(self.peak_rate, len(served))
+            return True
 
     def next_api_error(self) -> int | None:
         """The status to fail the current request with, or None to serve it."""

@@ -408,7 +408,6 @@ class Linking:
             "ownership_refresh": None,
             "permissions": list(session["permissions"]),
             "status": "active",
-            "status_details": None,
             "subcategory": template.subcategory,
             "subscriptions": [],
             "supported_payment_method_types": list(template.supported_payment_method_types),

@@ -250,4 +250,4 @@ class Refreshes:
             self.start(data, internal, "transactions", at)
             self.accounts.save(data, internal)
         if data["status"] != "disconnected" and "transactions" in data["subscriptions"]:
-            self.kernel.schedule(at + DAY, "daily", acct_id)
+            self.kernel.schedule(self.kernel.catch_up(at, DAY), "daily", acct_id)

@@ -72,9 +72,11 @@ class Transactions:
             start = at - _data.HISTORY_DAYS * DAY
             count = size if size is not None else int(_data.HISTORY_DAYS * _data.DEFAULT_DAILY_RATE)
         else:
-            start = until
+            # After a jump of the clock the bank reports no more than its history window,
+            # so a refresh's work is bounded by that, never by the time skipped.
+            start = max(until, at - _data.HISTORY_DAYS * DAY)
             rate = (size / _data.HISTORY_DAYS) if size is not None else _data.DEFAULT_DAILY_RATE
-            days = (at - until) / DAY
+            days = (at - start) / DAY
             count = int(days * rate + (_data.seed_of(acct_id, str(generation)) % 1000) / 1000)
             if size is not None:
                 have = self.store.one(

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..models import Customer
 from ..state import FinConnState, Holder
+from .installation import installation_id
 
 
 def find_customer(state: FinConnState, holder_id: str) -> Customer | None:
@@ -20,16 +21,19 @@ def get_or_create_customer(state: FinConnState, holder: Holder) -> Customer:
 
     When the holder's email or name changed since, the customer is updated, so that Stripe
     keeps recognising a returning user. Creation carries an idempotency key derived from
-    the holder id, so concurrent first requests (or a retry after a crash) get the same
-    ``cus_`` back from Stripe; the unique ``holder_id`` then lets exactly one insert win
-    and the others read its row.
+    this installation's id and the holder id (:mod:`.installation`), so concurrent first
+    requests (or a retry after a crash) get the same ``cus_`` back from Stripe while
+    another installation on the same Stripe account gets its own; the unique ``holder_id``
+    then lets exactly one insert win and the others read its row.
     """
     existing = find_customer(state, holder.id)
     if existing is not None:
         if (existing.email, existing.name) != (holder.email, holder.name):
             _update(state, existing, holder)
         return existing
-    stripe_customer = state.stripe.create_customer(holder.id, email=holder.email, name=holder.name)
+    stripe_customer = state.stripe.create_customer(
+        holder.id, installation=installation_id(state), email=holder.email, name=holder.name
+    )
     session = state.db.session
     customer = Customer(
         holder_id=holder.id,

@@ -48,11 +48,11 @@ from ..errors import FinConnError, NotFound
 from ..models import WebhookEvent, from_unix, utcnow
 from ..signals import event_failed, event_received
 from ..state import FinConnState
-from .handlers import handler_for
+from .handlers import EventIgnored, handler_for
 
 logger = logging.getLogger("flask_finconn.events")
 
-Outcome = Literal["processed", "failed", "skipped"]
+Outcome = Literal["processed", "failed", "skipped", "ignored"]
 
 # A claimed event whose worker has not finished after this long is taken to be lost
 # (the process died); well above any handler's run time.
@@ -103,15 +103,35 @@ def _insert_statement(dialect: str) -> Any:
 _INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
 
 
+def _created(value: int) -> datetime | None:
+    try:
+        return from_unix(value)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _row_values(event: dict[str, Any], *, claimed: bool = False) -> dict[str, Any]:
+    """The event's row; an event no handler could act on is stored ``ignored`` at once.
+
+    Stripe signed it, so it is acknowledged and kept, but a shape no Stripe event has (a
+    ``created`` outside the calendar, an account id that is not a string) would fail on
+    every retry.
+    """
     obj = event["data"]["object"]
     is_account = obj.get("object") == "financial_connections.account"
     now = utcnow()
-    return {
+    created = _created(event["created"])
+    account_id = obj.get("id") if is_account else None
+    reason = None
+    if created is None:
+        reason = "The event's created time is outside the calendar."
+    elif is_account and not (isinstance(account_id, str) and 0 < len(account_id) <= 255):
+        reason = "The event's account id is not a string of at most 255 characters."
+    values: dict[str, Any] = {
         "id": event["id"],
         "type": event["type"],
-        "created": from_unix(event["created"]),
-        "account_stripe_id": obj.get("id") if is_account else None,
+        "created": created or now,
+        "account_stripe_id": None if reason else account_id,
         "livemode": bool(event.get("livemode", False)),
         "payload": event,
         "status": "processing" if claimed else "pending",
@@ -122,6 +142,10 @@ def _row_values(event: dict[str, Any], *, claimed: bool = False) -> dict[str, An
         "claimed_at": now if claimed else None,
         "processed_at": None,
     }
+    if reason is not None:
+        values.update(status="ignored", attempts=0, last_error=reason, claimed_at=None)
+        values["processed_at"] = now
+    return values
 
 
 def _execute_alone(
@@ -223,6 +247,9 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     queue = state.queue
     values = _store(state, event, claimed=queue.claims_on_receipt)
     stored = None
+    if values is not None and values["status"] == "ignored":
+        logger.warning("Stored event %s as ignored: %s", event_id, values["last_error"])
+        return Received(event_id, duplicate=False, outcome="ignored")
     if values is not None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         # The row object only when someone uses it: on the acknowledge path it is not free.
@@ -319,6 +346,11 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
             own.expire_on_commit = expire
     except Exception as exc:
         session.rollback()
+        if _permanent(exc):
+            reason = str(exc) if isinstance(exc, EventIgnored) else _describe(exc)
+            _mark_ignored(state, event.id, reason)
+            logger.warning("Event %s ignored: %s", event.id, reason)
+            return "ignored"
         _mark_failed(state, event.id, exc)
         logger.exception("Processing event %s failed: %s", event.id, _describe(exc))
         failed = session.get(WebhookEvent, event.id, populate_existing=True)
@@ -326,6 +358,32 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
         event_failed.send(app, event=failed, error=exc)
         return "failed"
     return "processed"
+
+
+def _permanent(exc: Exception) -> bool:
+    """Whether processing the event again can only fail the same way.
+
+    A handler's :class:`EventIgnored`, and Stripe's 4xx answers about the event's objects
+    (an account Stripe no longer knows, one in a state that refuses the operation).
+    """
+    if isinstance(exc, EventIgnored):
+        return True
+    return isinstance(exc, FinConnError) and 400 <= exc.status < 500
+
+
+def _mark_ignored(state: FinConnState, event_id: str, reason: str) -> None:
+    session = state.db.session
+    session.execute(
+        sa.update(EVENTS)
+        .where(EVENTS.c.id == event_id, EVENTS.c.status == "processing")
+        .values(
+            status="ignored",
+            processed_at=utcnow(),
+            last_error=reason[:ERROR_LIMIT],
+            last_traceback=None,
+        )
+    )
+    session.commit()
 
 
 def _describe(exc: BaseException) -> str:

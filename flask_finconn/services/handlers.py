@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import FinConnError
 from ..models import Account, Customer, WebhookEvent
 from ..signals import account_linked, account_updated
 from ..state import FinConnState
@@ -54,6 +55,18 @@ EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES + PAYMENT_EVENT_TY
 Handler = Callable[[FinConnState, WebhookEvent], None]
 
 
+class EventIgnored(FinConnError):
+    """A handler's verdict that the event cannot or need not be acted on, for good.
+
+    The ledger records the event ``ignored`` with this message as the reason; it is
+    acknowledged and never retried. Never rendered as an HTTP answer.
+    """
+
+    status = 422
+    code = "event_ignored"
+    message = "The event cannot be acted on; it is recorded as ignored."
+
+
 def handler_for(event_type: str) -> Handler:
     """The handler of an event type; unknown types are acknowledged and left alone."""
     return HANDLERS.get(event_type, ignore)
@@ -75,27 +88,33 @@ def account_event(state: FinConnState, event: WebhookEvent) -> None:
     """
     stripe_id = event.account_stripe_id
     if stripe_id is None:
-        ignore(state, event)
-        return
+        raise EventIgnored("The event names no financial_connections.account id.")
     if sync_account_from_stripe(state, stripe_id) is None:
         _link_new_account(state, event, stripe_id)
 
 
 def _link_new_account(state: FinConnState, event: WebhookEvent, stripe_id: str) -> None:
     session = state.db.session
-    holder = event.payload["data"]["object"].get("account_holder") or {}
+    obj = (event.payload.get("data") or {}).get("object") or {}
+    holder = obj.get("account_holder") if isinstance(obj, dict) else None
+    if not isinstance(holder, dict):
+        raise EventIgnored("The account's account_holder is not an object.")
     customer = _customer(state, holder.get("customer"))
     if customer is None:
-        logger.info("Event %s is about account %s, which is not ours.", event.id, stripe_id)
-        return
+        # Another installation's customer (staging beside dev on one Stripe account), or
+        # no customer at all: nothing of it is ours to store.
+        raise EventIgnored(
+            f"Account {stripe_id} belongs to a Stripe Customer this installation did not create."
+        )
     if _superseded(state, customer, stripe_id):
         logger.info("Event %s is about %s, replaced by a relink; ignored.", event.id, stripe_id)
         return
     fresh = state.stripe.retrieve_account(stripe_id).to_dict()
     # The payload is only a nudge: link the account only if Stripe says it is this customer's.
     if (fresh.get("account_holder") or {}).get("customer") != customer.stripe_id:
-        logger.info("Event %s names a customer Stripe does not confirm; ignored.", event.id)
-        return
+        raise EventIgnored(
+            f"The event names customer {customer.stripe_id} for {stripe_id}; Stripe does not."
+        )
     for attempt in range(2):
         try:
             result = upsert_account(state, customer, fresh)
@@ -139,4 +158,12 @@ HANDLERS: dict[str, Handler] = {
     **PAYMENT_HANDLERS,
 }
 
-__all__ = ["EVENT_TYPES", "HANDLERS", "Handler", "account_event", "handler_for", "ignore"]
+__all__ = [
+    "EVENT_TYPES",
+    "HANDLERS",
+    "EventIgnored",
+    "Handler",
+    "account_event",
+    "handler_for",
+    "ignore",
+]

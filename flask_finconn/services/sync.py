@@ -21,6 +21,8 @@ a mortgage usually shows a negative ``current``.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +44,7 @@ from ..signals import (
 from ..state import REFRESH_FEATURES, FinConnState
 from .accounts import loaded, upsert_account
 from .owners import store_ownership
+from .privacy import delete_account_data
 from .transactions import SyncResult, finished_refresh_id, sync_transactions
 
 logger = logging.getLogger("flask_finconn")
@@ -61,6 +64,11 @@ STATE_FIELD = {
     "transactions": "transaction_refresh",
 }
 """The account column holding each refresh feature's state."""
+# One lock per account being synced, for databases without row locks; reentrant, since a
+# signal receiver may sync the same account again in its thread. Weak values: a lock goes
+# away with the last sync holding it.
+_LOCKS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_LOCKS_GUARD = threading.Lock()
 _STATUS_SIGNALS = {
     "deactivated": account_deactivated,
     "reactivated": account_reactivated,
@@ -102,6 +110,47 @@ def _ended(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) ->
     return str(after["status"])
 
 
+_STATUS_RANK = {"pending": 0, "succeeded": 1, "failed": 1}
+
+
+def _older_read(account: Account, raw: Mapping[str, Any]) -> str | None:
+    """Why ``raw`` is an older read of the account than the one stored, or None if it is not.
+
+    Stripe's own clocks order reads: a refresh's ``last_attempted_at`` (and, for the same
+    attempt, pending before finished) only moves forward, as does the balance's ``as_of``.
+    """
+    for feature in REFRESH_FEATURES:
+        stored = getattr(account, STATE_FIELD[feature])
+        incoming = raw.get(STATE_FIELD[feature])
+        if not isinstance(stored, Mapping):
+            continue
+        if not isinstance(incoming, Mapping):
+            return (
+                f"no {feature} refresh, stored one attempted at {stored.get('last_attempted_at')}"
+            )
+        before = (
+            _number(stored.get("last_attempted_at")),
+            _STATUS_RANK.get(str(stored.get("status")), 0),
+        )
+        after = (
+            _number(incoming.get("last_attempted_at")),
+            _STATUS_RANK.get(str(incoming.get("status")), 0),
+        )
+        if after < before:
+            return f"{feature} refresh {after} before the stored {before}"
+    balance = raw.get("balance")
+    latest = account.latest_balance
+    if isinstance(balance, Mapping) and latest is not None:
+        as_of = _number(balance.get("as_of"))
+        if as_of < latest.as_of.timestamp():
+            return f"balance as of {as_of}, stored as of {int(latest.as_of.timestamp())}"
+    return None
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def _status_change(before: str, after: str) -> str | None:
     if before == after:
         return None
@@ -135,6 +184,14 @@ def apply_account(
             f"apply_account got {raw.get('id')} for an account stored as {account.stripe_id}."
         )
     session = state.db.session
+    stale = _older_read(account, raw)
+    if stale is not None:
+        # Two reads applied out of order (overlapping deliveries where the database has no
+        # row locks): the stored state is newer, and announcing it again would repeat
+        # signals already sent.
+        logger.info("Kept account %s as stored: the read applied is older (%s).", raw["id"], stale)
+        session.rollback()
+        return Applied(account)
     before_status = account.status
     before_states = {f: getattr(account, STATE_FIELD[f]) for f in REFRESH_FEATURES}
     before_ownership = account.ownership_id
@@ -157,6 +214,9 @@ def apply_account(
     ):
         applied.owners = store_ownership(state, account, account.ownership_id)
     applied.status_change = _status_change(before_status, account.status)
+    if applied.status_change == "disconnected" and state.settings.delete_data_on_disconnect:
+        delete_account_data(state, account)
+        applied.owners = None
     session.commit()
     # The sync commits too: the signals of this read follow it, with their objects loaded.
     applied.sync = sync_account(state, account, on_page=on_page)
@@ -221,6 +281,25 @@ def sync_account_from_stripe(
     :func:`apply_account`. None when no stored account has that ``fca_`` id (an account of
     another app, or one replaced by a relink), or Stripe no longer knows it.
     """
+    session = state.db.session
+    if session.get_bind().dialect.name == "postgresql":
+        return _read_and_apply(state, stripe_account_id, on_page)
+    # No row locks (SQLite): serialise the read-and-apply of one account in this process,
+    # so that two threads' reads commit in the order they were made. Across processes the
+    # timestamps checked by apply_account still keep an older read from being applied.
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(stripe_account_id)
+        if lock is None:
+            lock = _LOCKS[stripe_account_id] = threading.RLock()
+    with lock:
+        return _read_and_apply(state, stripe_account_id, on_page)
+
+
+def _read_and_apply(
+    state: FinConnState,
+    stripe_account_id: str,
+    on_page: Callable[[int, int], None] | None,
+) -> Applied | None:
     session = state.db.session
     # populate_existing: a row read earlier in this transaction may be stale by the time
     # the lock is ours, and "what finished" is judged against what is stored.

@@ -1,0 +1,201 @@
+"""Fleet sync: every linked account synced by a task of its own, from cron or Celery beat.
+
+A run has an id and a record in Redis of what became of each account: synced (rows added
+and updated), or failed with the reason. Each account's task first takes the account's
+lock in Redis (``SET NX`` with an expiry that every written page extends), so two
+workers never sync one account at once. A worker killed mid-sync leaves a lock that
+expires within :data:`LOCK_TTL` and a resume point in the database
+(``Account.transactions_sync``); the task's redelivery, or the next run, continues
+after the last committed row. Running twice adds nothing the first run added: the sync
+only writes what changed at Stripe.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigurationError, FinConnError
+from ..state import FinConnState
+from . import sync
+
+__all__ = [
+    "LOCK_TTL",
+    "AccountLock",
+    "RunSummary",
+    "record",
+    "redis_client",
+    "start_run",
+    "summary",
+    "sync_one",
+]
+
+LOCK_TTL = 60.0
+"""Seconds an account's lock outlives the last page its holder wrote."""
+RUN_TTL = 7 * 86_400
+"""Seconds a run's record is kept in Redis."""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class AccountLock:
+    """The lock on one account's sync: held by one token, expiring unless extended."""
+
+    def __init__(self, redis: Any, account_id: str, ttl: float = LOCK_TTL) -> None:
+        self.redis, self.key, self.ttl_ms = (
+            redis,
+            f"finconn:sync-lock:{account_id}",
+            int(ttl * 1000),
+        )
+        self.token = secrets.token_hex(8)
+
+    def acquire(self) -> bool:
+        return bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def remaining(self) -> float:
+        """Seconds until the current holder's lock expires (0 when nobody holds it)."""
+        return max(0.0, int(self.redis.pttl(self.key)) / 1000)
+
+    def extend(self) -> None:
+        self.redis.eval(_EXTEND, 1, self.key, self.token, self.ttl_ms)
+
+    def release(self) -> None:
+        self.redis.eval(_RELEASE, 1, self.key, self.token)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did so far: accounts ``synced`` and ``failed`` out of ``total``."""
+
+    run_id: str
+    total: int
+    synced: int
+    failed: int
+    added: int
+    updated: int
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.synced + self.failed >= self.total
+
+    def line(self) -> str:
+        return (
+            f"{self.synced + self.failed}/{self.total} accounts: {self.synced} synced "
+            f"({self.added} rows added, {self.updated} updated), {self.failed} failed"
+        )
+
+
+def redis_client(state: FinConnState) -> Any:
+    """A Redis client on ``FINCONN_REDIS_URL``; a clear error when it is not set."""
+    if state.settings.redis_url is None:
+        raise ConfigurationError(
+            "A fleet sync on Celery keeps its locks and progress in Redis; set "
+            "FINCONN_REDIS_URL (for example to your Celery broker's Redis)."
+        )
+    import redis
+
+    return redis.Redis.from_url(state.settings.redis_url)
+
+
+def _key(run_id: str) -> str:
+    return f"finconn:sync-run:{run_id}"
+
+
+def start_run(redis: Any, total: int) -> str:
+    """A new run of ``total`` accounts; returns its id."""
+    run_id = secrets.token_hex(8)
+    redis.hset(_key(run_id), mapping={"total": total, "synced": 0, "failed": 0})
+    redis.expire(_key(run_id), RUN_TTL)
+    return run_id
+
+
+def record(
+    redis: Any,
+    run_id: str,
+    account_id: str,
+    *,
+    added: int = 0,
+    updated: int = 0,
+    reason: str | None = None,
+) -> None:
+    """Record one account's outcome once (a redelivered task does not count it twice)."""
+    key = _key(run_id)
+    if not redis.hsetnx(key, f"account:{account_id}", reason or "synced"):
+        return
+    pipe = redis.pipeline()
+    if reason is None:
+        pipe.hincrby(key, "synced", 1)
+        pipe.hincrby(key, "added", added)
+        pipe.hincrby(key, "updated", updated)
+    else:
+        pipe.hincrby(key, "failed", 1)
+    pipe.execute()
+
+
+def summary(redis: Any, run_id: str) -> RunSummary:
+    """The run's record as it stands."""
+    raw = {k.decode(): v.decode() for k, v in redis.hgetall(_key(run_id)).items()}
+    failures = sorted(
+        f"{name.removeprefix('account:')}: {value}"
+        for name, value in raw.items()
+        if name.startswith("account:") and value != "synced"
+    )
+    return RunSummary(
+        run_id,
+        int(raw.get("total", 0)),
+        int(raw.get("synced", 0)),
+        int(raw.get("failed", 0)),
+        int(raw.get("added", 0)),
+        int(raw.get("updated", 0)),
+        failures,
+    )
+
+
+def sync_one(
+    state: FinConnState, redis: Any, run_id: str, account_id: str, stripe_id: str
+) -> float:
+    """Sync one account under its lock and record the outcome in the run.
+
+    Returns 0 when done, or the seconds until another holder's lock expires (the caller
+    tries again then: that holder may have died mid-sync).
+    """
+    lock = AccountLock(redis, account_id)
+    if not lock.acquire():
+        return max(lock.remaining(), 0.1)
+    started = time.monotonic()
+    try:
+        applied = sync.sync_account_from_stripe(
+            state, stripe_id, on_page=lambda rows, pages: lock.extend()
+        )
+    except FinConnError as exc:
+        state.db.session.rollback()
+        record(redis, run_id, account_id, reason=exc.message)
+        return 0.0
+    finally:
+        lock.release()
+    done = applied.sync if applied is not None else None
+    if done is not None and not done.complete:
+        # Another worker took the account over midway (its lock had expired on us).
+        return max(LOCK_TTL - (time.monotonic() - started), 0.1)
+    record(
+        redis,
+        run_id,
+        account_id,
+        added=done.added if done else 0,
+        updated=done.updated if done else 0,
+    )
+    return 0.0

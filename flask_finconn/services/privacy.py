@@ -1,0 +1,140 @@
+"""Erasing a holder: their bank data is personal data, and they may ask for it to go.
+
+:func:`erase_holder` disconnects the holder's accounts at Stripe, then deletes in one
+commit everything stored about them: accounts, balances, owners, transactions, link
+sessions and the holder↔customer mapping, and blanks the stored payload of every event
+about their accounts or customer. The ledger keeps each event's id, type and status, so a
+redelivery is still recognised and never processed again.
+
+:func:`delete_account_data` is the narrower ``FINCONN_DELETE_DATA_ON_DISCONNECT`` step:
+a disconnected account's transactions and owners.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from ..errors import Conflict, NotFound
+from ..models import (
+    Account,
+    BalanceSnapshot,
+    Customer,
+    LinkSession,
+    Owner,
+    Transaction,
+    WebhookEvent,
+)
+from ..state import FinConnState
+
+__all__ = ["Erased", "delete_account_data", "erase_holder"]
+
+logger = logging.getLogger("flask_finconn")
+
+
+@dataclass
+class Erased:
+    """What :func:`erase_holder` removed (counts of rows; events blanked, not deleted)."""
+
+    holder_id: str
+    accounts: int = 0
+    disconnected: list[str] = field(default_factory=list)  # fca_ ids disconnected now
+    balances: int = 0
+    owners: int = 0
+    transactions: int = 0
+    sessions: int = 0
+    events_blanked: int = 0
+    customer: str | None = None  # the cus_ id whose mapping was deleted
+    customer_scrubbed: bool = False
+
+    @property
+    def found(self) -> bool:
+        """Whether anything was stored about the holder."""
+        return bool(self.accounts or self.customer or self.sessions)
+
+
+def erase_holder(state: FinConnState, holder_id: str, *, scrub_customer: bool = False) -> Erased:
+    """Disconnect and delete everything stored about one holder (see the module doc).
+
+    Accounts are disconnected at Stripe first; a Stripe failure there (an outage) raises
+    before anything is deleted, so running it again later is safe. ``scrub_customer``
+    also blanks the email and name of the holder's Stripe Customer. Erasing a holder
+    with nothing stored does nothing.
+    """
+    session = state.db.session
+    erased = Erased(holder_id)
+    accounts = list(session.scalars(sa.select(Account).where(Account.holder_id == holder_id)))
+    customer = session.scalars(sa.select(Customer).where(Customer.holder_id == holder_id)).first()
+    for account in accounts:
+        if account.status != "disconnected":
+            _disconnect(state, account)
+            erased.disconnected.append(account.stripe_id)
+    if customer is not None and scrub_customer:
+        state.stripe.update_customer(customer.stripe_id, email=None, name=None)
+        erased.customer_scrubbed = True
+    ids = [a.id for a in accounts]
+    stripe_ids = sorted({s for a in accounts for s in (a.stripe_id, *a.previous_stripe_ids)})
+    about = [sa.cast(WebhookEvent.payload, sa.Text).contains(s) for s in stripe_ids]
+    if customer is not None:
+        about.append(sa.cast(WebhookEvent.payload, sa.Text).contains(customer.stripe_id))
+    if stripe_ids or about:
+        erased.events_blanked = _count(
+            session.execute(
+                sa.update(WebhookEvent)
+                .where(sa.or_(WebhookEvent.account_stripe_id.in_(stripe_ids), *about))
+                .values(payload={}, last_traceback=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    if ids:
+        session.execute(
+            sa.update(Account).where(Account.id.in_(ids)).values(latest_balance_id=None)
+        )
+        erased.transactions = _delete(state, Transaction, Transaction.account_id.in_(ids))
+        erased.owners = _delete(state, Owner, Owner.account_id.in_(ids))
+        erased.balances = _delete(state, BalanceSnapshot, BalanceSnapshot.account_id.in_(ids))
+        erased.accounts = _delete(state, Account, Account.id.in_(ids))
+    erased.sessions = _delete(state, LinkSession, LinkSession.holder_id == holder_id)
+    if customer is not None:
+        erased.customer = customer.stripe_id
+        _delete(state, Customer, Customer.id == customer.id)
+    session.commit()
+    session.expunge_all()
+    logger.info("Erased holder %s: %s", holder_id, erased)
+    return erased
+
+
+def delete_account_data(state: FinConnState, account: Account) -> None:
+    """Delete a disconnected account's transactions and owners (no commit).
+
+    The account row and its balances stay, so the holder still sees what was linked.
+    """
+    _delete(state, Transaction, Transaction.account_id == account.id)
+    _delete(state, Owner, Owner.account_id == account.id)
+    account.transactions_cursor = None
+    account.transactions_sync = None
+    account.ownership_id = None
+
+
+def _disconnect(state: FinConnState, account: Account) -> None:
+    # Already gone at Stripe (404) or refusing because it is inactive (409): nothing more
+    # can be read from it either way.
+    if "transactions" in account.subscriptions:
+        with contextlib.suppress(NotFound, Conflict):
+            state.stripe.unsubscribe_transactions(account.stripe_id)
+    with contextlib.suppress(NotFound, Conflict):
+        state.stripe.disconnect_account(account.stripe_id)
+
+
+def _delete(state: FinConnState, model: type[object], condition: sa.ColumnElement[bool]) -> int:
+    result = state.db.session.execute(
+        sa.delete(model).where(condition).execution_options(synchronize_session=False)
+    )
+    return _count(result)
+
+
+def _count(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
