@@ -9,6 +9,8 @@ import pytest
 import stripe
 from sandbox_payments_support import (
     ONLINE,
+    PI_CONFIRM_ONLINE,
+    SI_CONFIRM_ONLINE,
     ROUTING,
     SUCCESS,
     customer_of,
@@ -171,7 +173,7 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
     assert options.verification_method == "automatic"
     si = client.v1.setup_intents.update(si.id, {"payment_method_data": fc_data(account.id)})
     assert si.status == "requires_confirmation"
-    si = client.v1.setup_intents.confirm(si.id, {"mandate_data": ONLINE})
+    si = client.v1.setup_intents.confirm(si.id, SI_CONFIRM_ONLINE)
     assert si.status == "succeeded" and ref(si.mandate).startswith("mandate_")
     mandate = client.v1.mandates.retrieve(ref(si.mandate))
     assert (mandate.status, mandate.type, mandate.payment_method) == (
@@ -244,7 +246,7 @@ def test_setup_intent_option_rules(sb: Sandbox, sdk: Client) -> None:
         )
     assert info.value.code == "payment_method_invalid_parameter"
     with pytest.raises(stripe.InvalidRequestError) as info:
-        sdk.v1.setup_intents.confirm(sdk.v1.setup_intents.create().id, {"mandate_data": ONLINE})
+        sdk.v1.setup_intents.confirm(sdk.v1.setup_intents.create().id, SI_CONFIRM_ONLINE)
     assert "missing a payment method" in str(info.value)
 
 
@@ -287,7 +289,7 @@ def test_payment_intent_from_a_linked_account_settles(sb: Sandbox, client: Clien
     assert pi.status == "requires_payment_method" and pi.processing is None
     pi = client.v1.payment_intents.update(pi.id, {"payment_method_data": fc_data(account.id)})
     assert pi.status == "requires_confirmation"
-    pi = client.v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE})
+    pi = client.v1.payment_intents.confirm(pi.id, PI_CONFIRM_ONLINE)
     assert pi.status == "processing" and ref(pi.latest_charge).startswith("py_")
     charge = client.v1.charges.retrieve(ref(pi.latest_charge))
     assert charge.status == "pending" and charge.amount == 2500
@@ -611,5 +613,5 @@ def test_payment_intent_cancel_from_each_requires_status(sb: Sandbox, sdk: Clien
         sdk.v1.payment_intents.verify_microdeposits(intents[2].id, {"amounts": [32, 45]})
     assert info.value.code == "payment_intent_unexpected_state"
     with pytest.raises(stripe.InvalidRequestError) as info:
-        sdk.v1.payment_intents.confirm(intents[1].id, {"mandate_data": ONLINE})
+        sdk.v1.payment_intents.confirm(intents[1].id, PI_CONFIRM_ONLINE)
     assert info.value.code == "payment_intent_unexpected_state"

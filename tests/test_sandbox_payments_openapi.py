@@ -11,7 +11,15 @@ from typing import Any, cast
 import pytest
 import stripe
 from openapi_support import DATA, OpenAPI, Recorder, form, sample
-from sandbox_payments_support import ONLINE, debit, fc_account, fc_data, manual_data, ref
+from sandbox_payments_support import (
+    ONLINE,
+    PI_CONFIRM_ONLINE,
+    debit,
+    fc_account,
+    fc_data,
+    manual_data,
+    ref,
+)
 from sandbox_support import present, sb_fixture  # noqa: F401
 from stripe import Mandate
 
@@ -98,7 +106,7 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
 
     pi = v1.payment_intents.create({"amount": 1000, "currency": "usd", "customer": customer})
     v1.payment_intents.update(pi.id, {"payment_method": pm.id, "description": "x"})
-    pi = v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE})
+    pi = v1.payment_intents.confirm(pi.id, PI_CONFIRM_ONLINE)
     v1.charges.retrieve(ref(pi.latest_charge))
     sb.advance_time(sb.payments.settlement_delay)
     v1.payment_intents.retrieve(pi.id, {"expand": ["latest_charge", "payment_method"]})

@@ -15,18 +15,26 @@ from typing import Any
 import pytest
 import stripe
 from flask import Flask, request
-from sandbox_payments_support import ONLINE, debit, events_for, manual_data
+from sandbox_payments_support import (
+    ONLINE,
+    PI_CONFIRM_ONLINE,
+    PI_ONLINE,
+    debit,
+    events_for,
+    manual_data,
+)
+from stripe.params import PaymentIntentConfirmParams, PaymentIntentCreateParams
 from sandbox_support import Served, present, sb_fixture  # noqa: F401
 
 from flask_finconn.sandbox import Sandbox
 
 Client = stripe.StripeClient
-PI = {
+PI: PaymentIntentCreateParams = {
     "amount": 4200,
     "currency": "usd",
     "payment_method": "pm_usBankAccount_success",
     "confirm": True,
-    "mandate_data": ONLINE,
+    "mandate_data": PI_ONLINE,
 }
 
 
@@ -73,7 +81,10 @@ def test_a_lost_answer_then_a_manual_retry(sb: Sandbox) -> None:
     with pytest.raises(stripe.IdempotencyError):
         client.v1.payment_intents.create({**PI, "amount": 4300}, {"idempotency_key": "order-18"})
     fresh = client.v1.payment_intents.create({"amount": 900, "currency": "usd"})
-    confirm = {"payment_method": "pm_usBankAccount_success", "mandate_data": ONLINE}
+    confirm: PaymentIntentConfirmParams = {
+        **PI_CONFIRM_ONLINE,
+        "payment_method": "pm_usBankAccount_success",
+    }
     sb.faults.fail_after_commit()
     with pytest.raises(stripe.APIError):
         client.v1.payment_intents.confirm(fresh.id, confirm, {"idempotency_key": "confirm-1"})
@@ -119,7 +130,7 @@ def test_concurrent_confirms_of_one_intent_let_exactly_one_through(sb: Sandbox) 
             barrier.wait()
             try:
                 results.append(
-                    client.v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE}).status
+                    client.v1.payment_intents.confirm(pi.id, PI_CONFIRM_ONLINE).status
                 )
             except stripe.InvalidRequestError as exc:
                 results.append(str(exc.code))
