@@ -13,7 +13,9 @@ from stripe.params import (
     PaymentIntentCreateParamsMandateData,
     PaymentMethodCreateParams,
     SetupIntentConfirmParams,
+    SetupIntentCreateParams,
     SetupIntentCreateParamsMandateData,
+    SetupIntentCreateParamsPaymentMethodData,
 )
 
 from flask_finconn.sandbox import Sandbox
@@ -76,6 +78,17 @@ def fc_data(account_id: str) -> PaymentMethodCreateParams:
         "type": "us_bank_account",
         "us_bank_account": {"financial_connections_account": account_id},
         "billing_details": {"name": "Jenny Rosen"},
+    }
+
+
+def confirmed_setup(data: PaymentMethodCreateParams) -> SetupIntentCreateParams:
+    """SetupIntent create parameters that confirm ``data`` with an online mandate."""
+    # ``data`` is typed for /v1/payment_methods; the API takes the same body as
+    # payment_method_data, which the SDK types separately.
+    return {
+        "payment_method_data": cast(SetupIntentCreateParamsPaymentMethodData, data),
+        "confirm": True,
+        "mandate_data": ONLINE,
     }
 
 

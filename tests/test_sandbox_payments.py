@@ -10,9 +10,10 @@ import stripe
 from sandbox_payments_support import (
     ONLINE,
     PI_CONFIRM_ONLINE,
-    SI_CONFIRM_ONLINE,
     ROUTING,
+    SI_CONFIRM_ONLINE,
     SUCCESS,
+    confirmed_setup,
     customer_of,
     debit,
     error_of,
@@ -253,9 +254,7 @@ def test_setup_intent_option_rules(sb: Sandbox, sdk: Client) -> None:
 def test_setup_intent_cancel_from_each_open_status(sb: Sandbox, sdk: Client) -> None:
     first = sdk.v1.setup_intents.create()
     second = sdk.v1.setup_intents.create({"payment_method_data": manual_data()})
-    third = sdk.v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    third = sdk.v1.setup_intents.create(confirmed_setup(manual_data()))
     assert [s.status for s in (first, second, third)] == [
         "requires_payment_method",
         "requires_confirmation",

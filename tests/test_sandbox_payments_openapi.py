@@ -14,6 +14,7 @@ from openapi_support import DATA, OpenAPI, Recorder, form, sample
 from sandbox_payments_support import (
     ONLINE,
     PI_CONFIRM_ONLINE,
+    confirmed_setup,
     debit,
     fc_account,
     fc_data,
@@ -73,7 +74,7 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
     v1 = client.v1
     account = fc_account(sb, client)
     customer = account.account_holder.customer
-    pm = v1.payment_methods.create(fc_data(account.id), {"expand": ["customer"]})
+    pm = v1.payment_methods.create({**fc_data(account.id), "expand": ["customer"]})
     manual = v1.payment_methods.create(manual_data())
     v1.payment_methods.retrieve(pm.id)
     v1.payment_methods.attach(manual.id, {"customer": customer})
@@ -90,17 +91,13 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
     v1.setup_intents.retrieve(si.id, {"expand": ["payment_method", "customer"]})
     v1.mandates.retrieve(cast(Mandate, done.mandate).id)  # expanded
 
-    pending = v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    pending = v1.setup_intents.create(confirmed_setup(manual_data()))
     with pytest.raises(stripe.InvalidRequestError):
         v1.setup_intents.verify_microdeposits(pending.id, {"amounts": [1, 2]})
     with pytest.raises(stripe.InvalidRequestError):
         v1.setup_intents.verify_microdeposits(pending.id, {"amounts": [10, 11]})
     v1.setup_intents.retrieve(pending.id)
-    other = v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    other = v1.setup_intents.create(confirmed_setup(manual_data()))
     v1.setup_intents.verify_microdeposits(other.id, {"descriptor_code": "SM11AA"})
     v1.setup_intents.cancel(v1.setup_intents.create().id, {"cancellation_reason": "abandoned"})
 
@@ -211,9 +208,7 @@ def _target(sb: Sandbox, template: str) -> str:
         intent: stripe.SetupIntent | stripe.PaymentIntent
         if template.startswith("/v1/setup_intents"):
             intent = client.v1.setup_intents.create(
-                {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-                if template.endswith("verify_microdeposits")
-                else {}
+                confirmed_setup(manual_data()) if template.endswith("verify_microdeposits") else {}
             )
         else:
             intent = (
