@@ -81,15 +81,16 @@ def fc_data(account_id: str) -> PaymentMethodCreateParams:
     }
 
 
+def setup_data(data: PaymentMethodCreateParams) -> SetupIntentCreateParamsPaymentMethodData:
+    """``data`` as a SetupIntent's ``payment_method_data``."""
+    # The API takes the body of /v1/payment_methods as payment_method_data; the SDK types the
+    # two separately.
+    return cast(SetupIntentCreateParamsPaymentMethodData, data)
+
+
 def confirmed_setup(data: PaymentMethodCreateParams) -> SetupIntentCreateParams:
     """SetupIntent create parameters that confirm ``data`` with an online mandate."""
-    # ``data`` is typed for /v1/payment_methods; the API takes the same body as
-    # payment_method_data, which the SDK types separately.
-    return {
-        "payment_method_data": cast(SetupIntentCreateParamsPaymentMethodData, data),
-        "confirm": True,
-        "mandate_data": ONLINE,
-    }
+    return {"payment_method_data": setup_data(data), "confirm": True, "mandate_data": ONLINE}
 
 
 def debit(

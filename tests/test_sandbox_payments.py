@@ -23,8 +23,13 @@ from sandbox_payments_support import (
     fc_data,
     manual_data,
     ref,
+    setup_data,
 )
 from sandbox_support import client_fixture, present, sb_fixture  # noqa: F401
+from stripe.params import (
+    PaymentMethodCreateParams,
+    SetupIntentCreateParams,
+)
 
 from flask_finconn.sandbox import Sandbox
 
@@ -113,8 +118,9 @@ def test_manual_entry_payment_method_and_its_checks(sdk: Client) -> None:
     other = sdk.v1.payment_methods.create(manual_data("000222222227"))
     assert present(same.us_bank_account).fingerprint == bank.fingerprint
     assert present(other.us_bank_account).fingerprint != bank.fingerprint
+    nameless: PaymentMethodCreateParams = {**manual_data(), "billing_details": {}}
     for data, param in (
-        ({**manual_data(), "billing_details": {}}, "billing_details[name]"),
+        (nameless, "billing_details[name]"),
         (manual_data(routing="12"), "us_bank_account[routing_number]"),
         (manual_data(number="12ab"), "us_bank_account[account_number]"),
     ):
@@ -191,7 +197,10 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
 
 def test_setup_intent_mandate_rules(sb: Sandbox, sdk: Client) -> None:
     account = fc_account(sb, sdk)
-    base = {"payment_method_data": fc_data(account.id), "confirm": True}
+    base: SetupIntentCreateParams = {
+        "payment_method_data": setup_data(fc_data(account.id)),
+        "confirm": True,
+    }
     with pytest.raises(stripe.InvalidRequestError) as info:
         sdk.v1.setup_intents.create(
             {
@@ -214,7 +223,7 @@ def test_setup_intent_mandate_rules(sb: Sandbox, sdk: Client) -> None:
         info.value
     )
     # On /confirm the client may leave the IP address and user agent to be inferred.
-    si = sdk.v1.setup_intents.create({"payment_method_data": fc_data(account.id)})
+    si = sdk.v1.setup_intents.create({"payment_method_data": setup_data(fc_data(account.id))})
     si = sdk.v1.setup_intents.confirm(
         si.id, {"mandate_data": {"customer_acceptance": {"type": "online", "online": {}}}}
     )
@@ -242,7 +251,7 @@ def test_setup_intent_option_rules(sb: Sandbox, sdk: Client) -> None:
         sdk.v1.setup_intents.create(
             {
                 "payment_method_options": {"us_bank_account": {"verification_method": "instant"}},
-                "payment_method_data": manual_data(),
+                "payment_method_data": setup_data(manual_data()),
             }
         )
     assert info.value.code == "payment_method_invalid_parameter"
@@ -253,7 +262,7 @@ def test_setup_intent_option_rules(sb: Sandbox, sdk: Client) -> None:
 
 def test_setup_intent_cancel_from_each_open_status(sb: Sandbox, sdk: Client) -> None:
     first = sdk.v1.setup_intents.create()
-    second = sdk.v1.setup_intents.create({"payment_method_data": manual_data()})
+    second = sdk.v1.setup_intents.create({"payment_method_data": setup_data(manual_data())})
     third = sdk.v1.setup_intents.create(confirmed_setup(manual_data()))
     assert [s.status for s in (first, second, third)] == [
         "requires_payment_method",
@@ -338,7 +347,7 @@ def test_a_saved_mandate_is_reused_and_a_missing_one_is_refused(sb: Sandbox, sdk
     si = sdk.v1.setup_intents.create(
         {
             "customer": customer,
-            "payment_method_data": fc_data(account.id),
+            "payment_method_data": setup_data(fc_data(account.id)),
             "confirm": True,
             "mandate_data": ONLINE,
         }
@@ -494,7 +503,7 @@ def test_a_return_that_blocks_the_account(
     si = sdk.v1.setup_intents.create(
         {
             "customer": customer.id,
-            "payment_method_data": manual_data(number),
+            "payment_method_data": setup_data(manual_data(number)),
             "confirm": True,
             "mandate_data": ONLINE,
         }
@@ -567,7 +576,7 @@ def test_processing_account_stays_processing(sb: Sandbox, sdk: Client) -> None:
 def test_fail_microdeposits_account(sb: Sandbox, sdk: Client) -> None:
     si = sdk.v1.setup_intents.create(
         {
-            "payment_method_data": manual_data("000666666661"),
+            "payment_method_data": setup_data(manual_data("000666666661")),
             "confirm": True,
             "mandate_data": ONLINE,
         }
