@@ -162,15 +162,18 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
     account = fc_account(sb, client)
     customer = customer_of(account)
     si = client.v1.setup_intents.create(
-        {
-            "customer": customer,
-            "payment_method_types": ["us_bank_account"],
-            "payment_method_options": {
-                "us_bank_account": {
-                    "financial_connections": {"permissions": ["payment_method", "balances"]}
-                }
+        cast(  # the SDK's types lack payment_method_types
+            SetupIntentCreateParams,
+            {
+                "customer": customer,
+                "payment_method_types": ["us_bank_account"],
+                "payment_method_options": {
+                    "us_bank_account": {
+                        "financial_connections": {"permissions": ["payment_method", "balances"]}
+                    }
+                },
             },
-        }
+        )
     )
     assert si.status == "requires_payment_method" and present(si.client_secret).startswith(
         si.id + "_secret_"
@@ -178,7 +181,11 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
     options = present(present(si.payment_method_options).us_bank_account)
     assert present(options.financial_connections).permissions == ["payment_method", "balances"]
     assert options.verification_method == "automatic"
-    si = client.v1.setup_intents.update(si.id, {"payment_method_data": fc_data(account.id)})
+    # The API takes the body of /v1/payment_methods as payment_method_data; the SDK types the
+    # two separately.
+    si = client.v1.setup_intents.update(
+        si.id, cast(SetupIntentUpdateParams, {"payment_method_data": fc_data(account.id)})
+    )
     assert si.status == "requires_confirmation"
     si = client.v1.setup_intents.confirm(si.id, SI_CONFIRM_ONLINE)
     assert si.status == "succeeded" and ref(si.mandate).startswith("mandate_")
@@ -202,13 +209,17 @@ def test_setup_intent_mandate_rules(sb: Sandbox, sdk: Client) -> None:
         "confirm": True,
     }
     with pytest.raises(stripe.InvalidRequestError) as info:
+        # Deliberately without the ip_address the SDK's types require.
         sdk.v1.setup_intents.create(
-            {
-                **base,
-                "mandate_data": {
-                    "customer_acceptance": {"type": "online", "online": {"user_agent": "x"}}
+            cast(
+                SetupIntentCreateParams,
+                {
+                    **base,
+                    "mandate_data": {
+                        "customer_acceptance": {"type": "online", "online": {"user_agent": "x"}}
+                    },
                 },
-            }
+            )
         )
     assert info.value.code == "parameter_missing"
     assert info.value.param == "mandate_data[customer_acceptance][online][ip_address]"
@@ -286,16 +297,23 @@ def test_setup_intent_cancel_from_each_open_status(sb: Sandbox, sdk: Client) -> 
 def test_payment_intent_from_a_linked_account_settles(sb: Sandbox, client: Client) -> None:
     account = fc_account(sb, client)
     pi = client.v1.payment_intents.create(
-        {
-            "amount": 2500,
-            "currency": "usd",
-            "customer": customer_of(account),
-            "payment_method_types": ["us_bank_account"],
-            "description": "Invoice 12",
-        }
+        cast(  # the SDK's types lack payment_method_types
+            PaymentIntentCreateParams,
+            {
+                "amount": 2500,
+                "currency": "usd",
+                "customer": customer_of(account),
+                "payment_method_types": ["us_bank_account"],
+                "description": "Invoice 12",
+            },
+        )
     )
     assert pi.status == "requires_payment_method" and pi.processing is None
-    pi = client.v1.payment_intents.update(pi.id, {"payment_method_data": fc_data(account.id)})
+    # The API takes the body of /v1/payment_methods as payment_method_data; the SDK types the
+    # two separately.
+    pi = client.v1.payment_intents.update(
+        pi.id, cast(PaymentIntentUpdateParams, {"payment_method_data": fc_data(account.id)})
+    )
     assert pi.status == "requires_confirmation"
     pi = client.v1.payment_intents.confirm(pi.id, PI_CONFIRM_ONLINE)
     assert pi.status == "processing" and ref(pi.latest_charge).startswith("py_")
@@ -400,16 +418,21 @@ def test_setup_future_usage_saves_the_payment_method(sb: Sandbox, sdk: Client) -
 
 
 def test_payment_intent_validation(sdk: Client) -> None:
-    for params, code in (
+    cases: tuple[tuple[PaymentIntentCreateParams, str], ...] = (
         ({"amount": 10, "currency": "usd"}, "amount_too_small"),
         ({"amount": 1000, "currency": "eur"}, "parameter_invalid_string"),
-        ({"amount": 1000}, "parameter_missing"),
-    ):
+        # Deliberately without the currency the SDK's types require.
+        (cast(PaymentIntentCreateParams, {"amount": 1000}), "parameter_missing"),
+    )
+    for params, code in cases:
         with pytest.raises(stripe.InvalidRequestError) as info:
             sdk.v1.payment_intents.create(params)
         assert info.value.code == code
     card_only = sdk.v1.payment_intents.create(
-        {"amount": 1000, "currency": "usd", "payment_method_types": ["card"]}
+        cast(  # the SDK's types lack payment_method_types
+            PaymentIntentCreateParams,
+            {"amount": 1000, "currency": "usd", "payment_method_types": ["card"]},
+        )
     )
     with pytest.raises(stripe.InvalidRequestError) as info:
         sdk.v1.payment_intents.update(card_only.id, {"payment_method": "pm_usBankAccount_success"})
