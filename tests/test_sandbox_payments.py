@@ -27,8 +27,11 @@ from sandbox_payments_support import (
 )
 from sandbox_support import client_fixture, present, sb_fixture  # noqa: F401
 from stripe.params import (
+    PaymentIntentCreateParams,
+    PaymentIntentUpdateParams,
     PaymentMethodCreateParams,
     SetupIntentCreateParams,
+    SetupIntentUpdateParams,
 )
 
 from flask_finconn.sandbox import Sandbox
