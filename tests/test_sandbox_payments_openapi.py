@@ -12,8 +12,8 @@ import pytest
 import stripe
 from openapi_support import DATA, OpenAPI, Recorder, form, sample
 from sandbox_payments_support import (
-    ONLINE,
     PI_CONFIRM_ONLINE,
+    SI_CONFIRM_ONLINE,
     confirmed_setup,
     debit,
     fc_account,
@@ -23,6 +23,7 @@ from sandbox_payments_support import (
 )
 from sandbox_support import present, sb_fixture  # noqa: F401
 from stripe import Mandate
+from stripe.params import SetupIntentCreateParams
 
 from flask_finconn.sandbox import EVENT_TYPES as SANDBOX_FC_EVENTS
 from flask_finconn.sandbox import Sandbox
@@ -83,11 +84,14 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
     v1.payment_methods.detach(manual.id)
 
     si = v1.setup_intents.create(
-        {"customer": customer, "payment_method_types": ["us_bank_account"]}
+        cast(  # the SDK's types lack payment_method_types
+            SetupIntentCreateParams,
+            {"customer": customer, "payment_method_types": ["us_bank_account"]},
+        )
     )
     v1.setup_intents.retrieve(si.id, {"client_secret": present(si.client_secret)})
     v1.setup_intents.update(si.id, {"payment_method": pm.id, "metadata": {"a": "b"}})
-    done = v1.setup_intents.confirm(si.id, {"mandate_data": ONLINE, "expand": ["mandate"]})
+    done = v1.setup_intents.confirm(si.id, {**SI_CONFIRM_ONLINE, "expand": ["mandate"]})
     v1.setup_intents.retrieve(si.id, {"expand": ["payment_method", "customer"]})
     v1.mandates.retrieve(cast(Mandate, done.mandate).id)  # expanded
 
