@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 import stripe
 from sandbox_support import link
-from stripe.params import PaymentIntentCreateParams, SetupIntentCreateParamsMandateData
+from stripe.params import (
+    PaymentIntentConfirmParams,
+    PaymentIntentCreateParams,
+    PaymentIntentCreateParamsMandateData,
+    PaymentMethodCreateParams,
+    SetupIntentConfirmParams,
+    SetupIntentCreateParams,
+    SetupIntentCreateParamsMandateData,
+    SetupIntentCreateParamsPaymentMethodData,
+)
 
 from flask_finconn.sandbox import Sandbox
 
+IP = "203.0.113.7"
+AGENT = "Mozilla/5.0 (test)"
 ONLINE: SetupIntentCreateParamsMandateData = {
-    "customer_acceptance": {
-        "type": "online",
-        "online": {"ip_address": "203.0.113.7", "user_agent": "Mozilla/5.0 (test)"},
+    "customer_acceptance": {"type": "online", "online": {"ip_address": IP, "user_agent": AGENT}}
+}
+PI_ONLINE: PaymentIntentCreateParamsMandateData = {
+    "customer_acceptance": {"type": "online", "online": {"ip_address": IP, "user_agent": AGENT}}
+}
+# The same online acceptance for PaymentIntents and as the body of /confirm: the SDK types
+# each endpoint's mandate_data separately, so each gets its own literal.
+SI_CONFIRM_ONLINE: SetupIntentConfirmParams = {
+    "mandate_data": {
+        "customer_acceptance": {"type": "online", "online": {"ip_address": IP, "user_agent": AGENT}}
+    }
+}
+PI_CONFIRM_ONLINE: PaymentIntentConfirmParams = {
+    "mandate_data": {
+        "customer_acceptance": {"type": "online", "online": {"ip_address": IP, "user_agent": AGENT}}
     }
 }
 ROUTING = "110000000"
@@ -35,8 +59,8 @@ def customer_of(account: Any) -> str:
     return str(account.account_holder.customer)
 
 
-def manual_data(number: str = SUCCESS, routing: str = ROUTING) -> dict[str, Any]:
-    """``payment_method_data`` for a manually entered account."""
+def manual_data(number: str = SUCCESS, routing: str = ROUTING) -> PaymentMethodCreateParams:
+    """A PaymentMethod (or ``payment_method_data``) for a manually entered account."""
     return {
         "type": "us_bank_account",
         "us_bank_account": {
@@ -48,7 +72,8 @@ def manual_data(number: str = SUCCESS, routing: str = ROUTING) -> dict[str, Any]
     }
 
 
-def fc_data(account_id: str) -> dict[str, Any]:
+def fc_data(account_id: str) -> PaymentMethodCreateParams:
+    """A PaymentMethod (or ``payment_method_data``) for a linked account."""
     return {
         "type": "us_bank_account",
         "us_bank_account": {"financial_connections_account": account_id},
@@ -56,11 +81,23 @@ def fc_data(account_id: str) -> dict[str, Any]:
     }
 
 
+def setup_data(data: PaymentMethodCreateParams) -> SetupIntentCreateParamsPaymentMethodData:
+    """``data`` as a SetupIntent's ``payment_method_data``."""
+    # The API takes the body of /v1/payment_methods as payment_method_data; the SDK types the
+    # two separately.
+    return cast(SetupIntentCreateParamsPaymentMethodData, data)
+
+
+def confirmed_setup(data: PaymentMethodCreateParams) -> SetupIntentCreateParams:
+    """SetupIntent create parameters that confirm ``data`` with an online mandate."""
+    return {"payment_method_data": setup_data(data), "confirm": True, "mandate_data": ONLINE}
+
+
 def debit(
     client: stripe.StripeClient,
     payment_method: str | None = None,
     *,
-    data: dict[str, Any] | None = None,
+    data: Mapping[str, object] | None = None,
     amount: int = 1099,
     customer: str | None = None,
     **extra: Any,
@@ -81,7 +118,8 @@ def debit(
     if customer:
         params["customer"] = customer
     # payment_method_types is an API parameter (the sandbox and Stripe take it) that this
-    # SDK's TypedDict leaves out, and ``extra`` is whatever a test adds.
+    # SDK's TypedDict leaves out, ``data`` is typed for /v1/payment_methods, and ``extra``
+    # is whatever a test adds.
     return client.v1.payment_intents.create(cast(PaymentIntentCreateParams, params))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sandbox_support import present
 
 from flask_finconn import Holder, get_state, signals
 from flask_finconn.errors import Conflict, InsufficientBalance, StripeUnavailable, ValidationError
@@ -208,7 +209,9 @@ def test_cancelling_a_processing_debit(app: Flask, method_id: str) -> None:
         with pytest.raises(Conflict) as again:
             finconn.cancel_payment("ada", payment.id)
         assert again.value.code == "payment_not_cancelable"
-    assert sandbox_of(app).payments.payment_intent(payment.stripe_id)["status"] == "canceled"
+    assert (
+        sandbox_of(app).payments.payment_intent(present(payment.stripe_id))["status"] == "canceled"
+    )
 
 
 @pytest.mark.parametrize(

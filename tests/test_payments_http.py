@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sandbox_payments_support import ref
 
 from flask_finconn import Holder, get_state, signals
 from flask_finconn.testing import (
@@ -194,7 +195,7 @@ def test_a_bank_account_collected_through_the_modal_brings_its_account(app: Flas
         customer = get_state(app).stripe.client.v1.setup_intents.retrieve(new["id"]).customer
     session = sb.stripe_client().v1.financial_connections.sessions.create(
         {
-            "account_holder": {"type": "customer", "customer": customer},
+            "account_holder": {"type": "customer", "customer": ref(customer)},
             "permissions": ["payment_method", "balances"],
         }
     )

@@ -4,10 +4,11 @@ exactly once, whatever the order, and nothing for objects this app did not creat
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from flask import Flask
+from stripe.params import PaymentIntentCreateParams
 
 from flask_finconn import Holder, get_state, signals
 from flask_finconn.models import Payment, PaymentMethod, WebhookEvent
@@ -136,15 +137,18 @@ def test_events_about_objects_of_another_app_change_nothing(app: Flask) -> None:
     stranger = client.v1.customers.create({"email": "other@example.com"})
     online = {"ip_address": "203.0.113.7", "user_agent": "UA"}
     intent = client.v1.payment_intents.create(
-        {
-            "amount": 500,
-            "currency": "usd",
-            "customer": stranger.id,
-            "payment_method": "pm_usBankAccount_success",
-            "payment_method_types": ["us_bank_account"],
-            "confirm": True,
-            "mandate_data": {"customer_acceptance": {"type": "online", "online": online}},
-        }
+        cast(  # the SDK's types lack payment_method_types
+            PaymentIntentCreateParams,
+            {
+                "amount": 500,
+                "currency": "usd",
+                "customer": stranger.id,
+                "payment_method": "pm_usBankAccount_success",
+                "payment_method_types": ["us_bank_account"],
+                "confirm": True,
+                "mandate_data": {"customer_acceptance": {"type": "online", "online": online}},
+            },
+        )
     )
     sb.payments.settle(intent.id)
     delivered = deliver_webhooks(app)

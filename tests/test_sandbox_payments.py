@@ -9,8 +9,11 @@ import pytest
 import stripe
 from sandbox_payments_support import (
     ONLINE,
+    PI_CONFIRM_ONLINE,
     ROUTING,
+    SI_CONFIRM_ONLINE,
     SUCCESS,
+    confirmed_setup,
     customer_of,
     debit,
     error_of,
@@ -20,8 +23,16 @@ from sandbox_payments_support import (
     fc_data,
     manual_data,
     ref,
+    setup_data,
 )
 from sandbox_support import client_fixture, present, sb_fixture  # noqa: F401
+from stripe.params import (
+    PaymentIntentCreateParams,
+    PaymentIntentUpdateParams,
+    PaymentMethodCreateParams,
+    SetupIntentCreateParams,
+    SetupIntentUpdateParams,
+)
 
 from flask_finconn.sandbox import Sandbox
 
@@ -110,8 +121,9 @@ def test_manual_entry_payment_method_and_its_checks(sdk: Client) -> None:
     other = sdk.v1.payment_methods.create(manual_data("000222222227"))
     assert present(same.us_bank_account).fingerprint == bank.fingerprint
     assert present(other.us_bank_account).fingerprint != bank.fingerprint
+    nameless: PaymentMethodCreateParams = {**manual_data(), "billing_details": {}}
     for data, param in (
-        ({**manual_data(), "billing_details": {}}, "billing_details[name]"),
+        (nameless, "billing_details[name]"),
         (manual_data(routing="12"), "us_bank_account[routing_number]"),
         (manual_data(number="12ab"), "us_bank_account[account_number]"),
     ):
@@ -153,15 +165,18 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
     account = fc_account(sb, client)
     customer = customer_of(account)
     si = client.v1.setup_intents.create(
-        {
-            "customer": customer,
-            "payment_method_types": ["us_bank_account"],
-            "payment_method_options": {
-                "us_bank_account": {
-                    "financial_connections": {"permissions": ["payment_method", "balances"]}
-                }
+        cast(  # the SDK's types lack payment_method_types
+            SetupIntentCreateParams,
+            {
+                "customer": customer,
+                "payment_method_types": ["us_bank_account"],
+                "payment_method_options": {
+                    "us_bank_account": {
+                        "financial_connections": {"permissions": ["payment_method", "balances"]}
+                    }
+                },
             },
-        }
+        )
     )
     assert si.status == "requires_payment_method" and present(si.client_secret).startswith(
         si.id + "_secret_"
@@ -169,9 +184,13 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
     options = present(present(si.payment_method_options).us_bank_account)
     assert present(options.financial_connections).permissions == ["payment_method", "balances"]
     assert options.verification_method == "automatic"
-    si = client.v1.setup_intents.update(si.id, {"payment_method_data": fc_data(account.id)})
+    # The API takes the body of /v1/payment_methods as payment_method_data; the SDK types the
+    # two separately.
+    si = client.v1.setup_intents.update(
+        si.id, cast(SetupIntentUpdateParams, {"payment_method_data": fc_data(account.id)})
+    )
     assert si.status == "requires_confirmation"
-    si = client.v1.setup_intents.confirm(si.id, {"mandate_data": ONLINE})
+    si = client.v1.setup_intents.confirm(si.id, SI_CONFIRM_ONLINE)
     assert si.status == "succeeded" and ref(si.mandate).startswith("mandate_")
     mandate = client.v1.mandates.retrieve(ref(si.mandate))
     assert (mandate.status, mandate.type, mandate.payment_method) == (
@@ -188,15 +207,22 @@ def test_setup_intent_with_a_linked_account_succeeds(sb: Sandbox, client: Client
 
 def test_setup_intent_mandate_rules(sb: Sandbox, sdk: Client) -> None:
     account = fc_account(sb, sdk)
-    base = {"payment_method_data": fc_data(account.id), "confirm": True}
+    base: SetupIntentCreateParams = {
+        "payment_method_data": setup_data(fc_data(account.id)),
+        "confirm": True,
+    }
     with pytest.raises(stripe.InvalidRequestError) as info:
+        # Deliberately without the ip_address the SDK's types require.
         sdk.v1.setup_intents.create(
-            {
-                **base,
-                "mandate_data": {
-                    "customer_acceptance": {"type": "online", "online": {"user_agent": "x"}}
+            cast(
+                SetupIntentCreateParams,
+                {
+                    **base,
+                    "mandate_data": {
+                        "customer_acceptance": {"type": "online", "online": {"user_agent": "x"}}
+                    },
                 },
-            }
+            )
         )
     assert info.value.code == "parameter_missing"
     assert info.value.param == "mandate_data[customer_acceptance][online][ip_address]"
@@ -211,7 +237,7 @@ def test_setup_intent_mandate_rules(sb: Sandbox, sdk: Client) -> None:
         info.value
     )
     # On /confirm the client may leave the IP address and user agent to be inferred.
-    si = sdk.v1.setup_intents.create({"payment_method_data": fc_data(account.id)})
+    si = sdk.v1.setup_intents.create({"payment_method_data": setup_data(fc_data(account.id))})
     si = sdk.v1.setup_intents.confirm(
         si.id, {"mandate_data": {"customer_acceptance": {"type": "online", "online": {}}}}
     )
@@ -239,21 +265,19 @@ def test_setup_intent_option_rules(sb: Sandbox, sdk: Client) -> None:
         sdk.v1.setup_intents.create(
             {
                 "payment_method_options": {"us_bank_account": {"verification_method": "instant"}},
-                "payment_method_data": manual_data(),
+                "payment_method_data": setup_data(manual_data()),
             }
         )
     assert info.value.code == "payment_method_invalid_parameter"
     with pytest.raises(stripe.InvalidRequestError) as info:
-        sdk.v1.setup_intents.confirm(sdk.v1.setup_intents.create().id, {"mandate_data": ONLINE})
+        sdk.v1.setup_intents.confirm(sdk.v1.setup_intents.create().id, SI_CONFIRM_ONLINE)
     assert "missing a payment method" in str(info.value)
 
 
 def test_setup_intent_cancel_from_each_open_status(sb: Sandbox, sdk: Client) -> None:
     first = sdk.v1.setup_intents.create()
-    second = sdk.v1.setup_intents.create({"payment_method_data": manual_data()})
-    third = sdk.v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    second = sdk.v1.setup_intents.create({"payment_method_data": setup_data(manual_data())})
+    third = sdk.v1.setup_intents.create(confirmed_setup(manual_data()))
     assert [s.status for s in (first, second, third)] == [
         "requires_payment_method",
         "requires_confirmation",
@@ -276,18 +300,25 @@ def test_setup_intent_cancel_from_each_open_status(sb: Sandbox, sdk: Client) -> 
 def test_payment_intent_from_a_linked_account_settles(sb: Sandbox, client: Client) -> None:
     account = fc_account(sb, client)
     pi = client.v1.payment_intents.create(
-        {
-            "amount": 2500,
-            "currency": "usd",
-            "customer": customer_of(account),
-            "payment_method_types": ["us_bank_account"],
-            "description": "Invoice 12",
-        }
+        cast(  # the SDK's types lack payment_method_types
+            PaymentIntentCreateParams,
+            {
+                "amount": 2500,
+                "currency": "usd",
+                "customer": customer_of(account),
+                "payment_method_types": ["us_bank_account"],
+                "description": "Invoice 12",
+            },
+        )
     )
     assert pi.status == "requires_payment_method" and pi.processing is None
-    pi = client.v1.payment_intents.update(pi.id, {"payment_method_data": fc_data(account.id)})
+    # The API takes the body of /v1/payment_methods as payment_method_data; the SDK types the
+    # two separately.
+    pi = client.v1.payment_intents.update(
+        pi.id, cast(PaymentIntentUpdateParams, {"payment_method_data": fc_data(account.id)})
+    )
     assert pi.status == "requires_confirmation"
-    pi = client.v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE})
+    pi = client.v1.payment_intents.confirm(pi.id, PI_CONFIRM_ONLINE)
     assert pi.status == "processing" and ref(pi.latest_charge).startswith("py_")
     charge = client.v1.charges.retrieve(ref(pi.latest_charge))
     assert charge.status == "pending" and charge.amount == 2500
@@ -337,7 +368,7 @@ def test_a_saved_mandate_is_reused_and_a_missing_one_is_refused(sb: Sandbox, sdk
     si = sdk.v1.setup_intents.create(
         {
             "customer": customer,
-            "payment_method_data": fc_data(account.id),
+            "payment_method_data": setup_data(fc_data(account.id)),
             "confirm": True,
             "mandate_data": ONLINE,
         }
@@ -390,16 +421,21 @@ def test_setup_future_usage_saves_the_payment_method(sb: Sandbox, sdk: Client) -
 
 
 def test_payment_intent_validation(sdk: Client) -> None:
-    for params, code in (
+    cases: tuple[tuple[PaymentIntentCreateParams, str], ...] = (
         ({"amount": 10, "currency": "usd"}, "amount_too_small"),
         ({"amount": 1000, "currency": "eur"}, "parameter_invalid_string"),
-        ({"amount": 1000}, "parameter_missing"),
-    ):
+        # Deliberately without the currency the SDK's types require.
+        (cast(PaymentIntentCreateParams, {"amount": 1000}), "parameter_missing"),
+    )
+    for params, code in cases:
         with pytest.raises(stripe.InvalidRequestError) as info:
             sdk.v1.payment_intents.create(params)
         assert info.value.code == code
     card_only = sdk.v1.payment_intents.create(
-        {"amount": 1000, "currency": "usd", "payment_method_types": ["card"]}
+        cast(  # the SDK's types lack payment_method_types
+            PaymentIntentCreateParams,
+            {"amount": 1000, "currency": "usd", "payment_method_types": ["card"]},
+        )
     )
     with pytest.raises(stripe.InvalidRequestError) as info:
         sdk.v1.payment_intents.update(card_only.id, {"payment_method": "pm_usBankAccount_success"})
@@ -493,7 +529,7 @@ def test_a_return_that_blocks_the_account(
     si = sdk.v1.setup_intents.create(
         {
             "customer": customer.id,
-            "payment_method_data": manual_data(number),
+            "payment_method_data": setup_data(manual_data(number)),
             "confirm": True,
             "mandate_data": ONLINE,
         }
@@ -566,7 +602,7 @@ def test_processing_account_stays_processing(sb: Sandbox, sdk: Client) -> None:
 def test_fail_microdeposits_account(sb: Sandbox, sdk: Client) -> None:
     si = sdk.v1.setup_intents.create(
         {
-            "payment_method_data": manual_data("000666666661"),
+            "payment_method_data": setup_data(manual_data("000666666661")),
             "confirm": True,
             "mandate_data": ONLINE,
         }
@@ -611,5 +647,5 @@ def test_payment_intent_cancel_from_each_requires_status(sb: Sandbox, sdk: Clien
         sdk.v1.payment_intents.verify_microdeposits(intents[2].id, {"amounts": [32, 45]})
     assert info.value.code == "payment_intent_unexpected_state"
     with pytest.raises(stripe.InvalidRequestError) as info:
-        sdk.v1.payment_intents.confirm(intents[1].id, {"mandate_data": ONLINE})
+        sdk.v1.payment_intents.confirm(intents[1].id, PI_CONFIRM_ONLINE)
     assert info.value.code == "payment_intent_unexpected_state"

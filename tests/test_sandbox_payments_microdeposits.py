@@ -7,7 +7,14 @@ from typing import Any, cast
 
 import pytest
 import stripe
-from sandbox_payments_support import ONLINE, debit, events_for, fc_account, manual_data
+from sandbox_payments_support import (
+    ONLINE,
+    confirmed_setup,
+    debit,
+    events_for,
+    fc_account,
+    manual_data,
+)
 from sandbox_support import client_fixture, present, sb_fixture  # noqa: F401
 from stripe.params import (
     PaymentIntentVerifyMicrodepositsParams,
@@ -29,9 +36,7 @@ def sdk_fixture(sb: Sandbox) -> Client:
 def _pending(sdk: Client, kind: str) -> Any:
     """A SetupIntent or PaymentIntent waiting for microdeposits."""
     if kind == "setup":
-        return sdk.v1.setup_intents.create(
-            {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-        )
+        return sdk.v1.setup_intents.create(confirmed_setup(manual_data()))
     return debit(sdk, data=manual_data())
 
 
@@ -202,7 +207,7 @@ def test_collect_then_confirm_then_verify_by_intent_id(sb: Sandbox, sdk: Client)
     )
     found = sb.payments.intent_for_client_secret(present(si.client_secret))
     assert found["id"] == si.id and found["status"] == "requires_payment_method"
-    collected = sb.payments.collect(present(si.client_secret), manual_data())
+    collected = sb.payments.collect(present(si.client_secret), dict(manual_data()))
     assert collected["status"] == "requires_confirmation" and collected["payment_method"]
     confirmed = sb.payments.confirm_setup_intent(
         si.id, {"client_secret": si.client_secret, "mandate_data": ONLINE}

@@ -11,9 +11,19 @@ from typing import Any, cast
 import pytest
 import stripe
 from openapi_support import DATA, OpenAPI, Recorder, form, sample
-from sandbox_payments_support import ONLINE, debit, fc_account, fc_data, manual_data, ref
+from sandbox_payments_support import (
+    PI_CONFIRM_ONLINE,
+    SI_CONFIRM_ONLINE,
+    confirmed_setup,
+    debit,
+    fc_account,
+    fc_data,
+    manual_data,
+    ref,
+)
 from sandbox_support import present, sb_fixture  # noqa: F401
 from stripe import Mandate
+from stripe.params import SetupIntentCreateParams
 
 from flask_finconn.sandbox import EVENT_TYPES as SANDBOX_FC_EVENTS
 from flask_finconn.sandbox import Sandbox
@@ -65,7 +75,7 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
     v1 = client.v1
     account = fc_account(sb, client)
     customer = account.account_holder.customer
-    pm = v1.payment_methods.create(fc_data(account.id), {"expand": ["customer"]})
+    pm = v1.payment_methods.create({**fc_data(account.id), "expand": ["customer"]})
     manual = v1.payment_methods.create(manual_data())
     v1.payment_methods.retrieve(pm.id)
     v1.payment_methods.attach(manual.id, {"customer": customer})
@@ -74,31 +84,30 @@ def _flows(sb: Sandbox, client: stripe.StripeClient) -> None:
     v1.payment_methods.detach(manual.id)
 
     si = v1.setup_intents.create(
-        {"customer": customer, "payment_method_types": ["us_bank_account"]}
+        cast(  # the SDK's types lack payment_method_types
+            SetupIntentCreateParams,
+            {"customer": customer, "payment_method_types": ["us_bank_account"]},
+        )
     )
     v1.setup_intents.retrieve(si.id, {"client_secret": present(si.client_secret)})
     v1.setup_intents.update(si.id, {"payment_method": pm.id, "metadata": {"a": "b"}})
-    done = v1.setup_intents.confirm(si.id, {"mandate_data": ONLINE, "expand": ["mandate"]})
+    done = v1.setup_intents.confirm(si.id, {**SI_CONFIRM_ONLINE, "expand": ["mandate"]})
     v1.setup_intents.retrieve(si.id, {"expand": ["payment_method", "customer"]})
     v1.mandates.retrieve(cast(Mandate, done.mandate).id)  # expanded
 
-    pending = v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    pending = v1.setup_intents.create(confirmed_setup(manual_data()))
     with pytest.raises(stripe.InvalidRequestError):
         v1.setup_intents.verify_microdeposits(pending.id, {"amounts": [1, 2]})
     with pytest.raises(stripe.InvalidRequestError):
         v1.setup_intents.verify_microdeposits(pending.id, {"amounts": [10, 11]})
     v1.setup_intents.retrieve(pending.id)
-    other = v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    other = v1.setup_intents.create(confirmed_setup(manual_data()))
     v1.setup_intents.verify_microdeposits(other.id, {"descriptor_code": "SM11AA"})
     v1.setup_intents.cancel(v1.setup_intents.create().id, {"cancellation_reason": "abandoned"})
 
     pi = v1.payment_intents.create({"amount": 1000, "currency": "usd", "customer": customer})
     v1.payment_intents.update(pi.id, {"payment_method": pm.id, "description": "x"})
-    pi = v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE})
+    pi = v1.payment_intents.confirm(pi.id, PI_CONFIRM_ONLINE)
     v1.charges.retrieve(ref(pi.latest_charge))
     sb.advance_time(sb.payments.settlement_delay)
     v1.payment_intents.retrieve(pi.id, {"expand": ["latest_charge", "payment_method"]})
@@ -203,9 +212,7 @@ def _target(sb: Sandbox, template: str) -> str:
         intent: stripe.SetupIntent | stripe.PaymentIntent
         if template.startswith("/v1/setup_intents"):
             intent = client.v1.setup_intents.create(
-                {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-                if template.endswith("verify_microdeposits")
-                else {}
+                confirmed_setup(manual_data()) if template.endswith("verify_microdeposits") else {}
             )
         else:
             intent = (

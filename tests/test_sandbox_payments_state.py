@@ -15,18 +15,26 @@ from typing import Any
 import pytest
 import stripe
 from flask import Flask, request
-from sandbox_payments_support import ONLINE, debit, events_for, manual_data
+from sandbox_payments_support import (
+    PI_CONFIRM_ONLINE,
+    PI_ONLINE,
+    confirmed_setup,
+    debit,
+    events_for,
+    manual_data,
+)
 from sandbox_support import Served, present, sb_fixture  # noqa: F401
+from stripe.params import PaymentIntentConfirmParams, PaymentIntentCreateParams
 
 from flask_finconn.sandbox import Sandbox
 
 Client = stripe.StripeClient
-PI = {
+PI: PaymentIntentCreateParams = {
     "amount": 4200,
     "currency": "usd",
     "payment_method": "pm_usBankAccount_success",
     "confirm": True,
-    "mandate_data": ONLINE,
+    "mandate_data": PI_ONLINE,
 }
 
 
@@ -73,7 +81,10 @@ def test_a_lost_answer_then_a_manual_retry(sb: Sandbox) -> None:
     with pytest.raises(stripe.IdempotencyError):
         client.v1.payment_intents.create({**PI, "amount": 4300}, {"idempotency_key": "order-18"})
     fresh = client.v1.payment_intents.create({"amount": 900, "currency": "usd"})
-    confirm = {"payment_method": "pm_usBankAccount_success", "mandate_data": ONLINE}
+    confirm: PaymentIntentConfirmParams = {
+        **PI_CONFIRM_ONLINE,
+        "payment_method": "pm_usBankAccount_success",
+    }
     sb.faults.fail_after_commit()
     with pytest.raises(stripe.APIError):
         client.v1.payment_intents.confirm(fresh.id, confirm, {"idempotency_key": "confirm-1"})
@@ -118,9 +129,7 @@ def test_concurrent_confirms_of_one_intent_let_exactly_one_through(sb: Sandbox) 
         def confirm() -> None:
             barrier.wait()
             try:
-                results.append(
-                    client.v1.payment_intents.confirm(pi.id, {"mandate_data": ONLINE}).status
-                )
+                results.append(client.v1.payment_intents.confirm(pi.id, PI_CONFIRM_ONLINE).status)
             except stripe.InvalidRequestError as exc:
                 results.append(str(exc.code))
 
@@ -163,9 +172,7 @@ def test_payments_survive_a_restart(tmp_path: Any) -> None:
     first = Sandbox(path)
     client = first.stripe_client()
     pi = debit(client, "pm_usBankAccount_success")
-    si = client.v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    si = client.v1.setup_intents.create(confirmed_setup(manual_data()))
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.setup_intents.verify_microdeposits(si.id, {"descriptor_code": "SM00AA"})
     first.close()
@@ -240,9 +247,7 @@ def server(tmp_path: Any) -> Iterator[Any]:
 def test_standalone_server_keeps_payments_across_a_restart(server: Any) -> None:
     client = server()
     pi = debit(client, "pm_usBankAccount_success")
-    si = client.v1.setup_intents.create(
-        {"payment_method_data": manual_data(), "confirm": True, "mandate_data": ONLINE}
-    )
+    si = client.v1.setup_intents.create(confirmed_setup(manual_data()))
     server.stop()
     client = server()
     assert client.v1.payment_intents.retrieve(pi.id).status == "processing"
