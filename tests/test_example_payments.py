@@ -165,7 +165,7 @@ def new_user(chromium: Any, pocketbook_server: tuple[Flask, str]) -> Iterator[An
     def open_page(width: int = 1200) -> Page:
         context = chromium.new_context(base_url=base, viewport={"width": width, "height": 800})
         contexts.append(context)
-        page = context.new_page()
+        page: Page = context.new_page()
         page.set_default_timeout(15_000)
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.on(

@@ -88,9 +88,10 @@ def verify(pay: Payments, kind: str, intent_id: str, p: dict[str, Any]) -> dict[
         )
     pay.objects.save(data, internal)
     what = "amounts" if amounts is not None else "descriptor code"
+    verb = "do" if amounts is not None else "does"
     raise Committed(
         400,
-        f"The {what} provided do not match the microdeposits sent to the bank account. "
+        f"The {what} provided {verb} not match the microdeposits sent to the bank account. "
         f"You have {remaining} verification attempts remaining.",
         code=f"payment_method_microdeposit_verification_{field}_mismatch",
         param=field,
