@@ -32,6 +32,9 @@ TEST_CONFIG = {
     "TESTING": True,
     "SQLALCHEMY_DATABASE_URI": "sqlite://",
     "FINCONN_SANDBOX_DATABASE": ":memory:",
+    # A refresh stays pending until the test finishes it: on a slow box a 1 s delay could
+    # run out inside link_accounts, and "balance on its way" would never be seen.
+    "FINCONN_SANDBOX_REFRESH_DELAY": 3600,
 }
 
 
