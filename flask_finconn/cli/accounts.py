@@ -1,7 +1,7 @@
-"""``flask finconn ...``: inspect the configuration and the linked accounts.
+"""``flask finconn`` commands about holders and their accounts' data.
 
-The commands run in an app context (``AppGroup``) and call the same services as the
-routes. In sandbox mode the emulator's own commands live under ``flask finconn sandbox``.
+``info``, ``accounts``, ``erase-holder``, ``refresh`` and ``sync``: each runs in an app
+context and calls the same services as the routes.
 """
 
 from __future__ import annotations
@@ -10,28 +10,23 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import IO, Any
+from typing import Any
 
 import click
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 
-from .errors import ConfigurationError, FinConnError, NotFound, WebhookSignatureError
-from .sandbox import cli as sandbox_cli_module
-from .services import accounts as accounts_service
-from .services import events as events_service
-from .services import fleet as fleet_service
-from .services import payments as payments_service
-from .services import privacy
-from .services import refresh as refresh_service
-from .services import sync as sync_service
-from .state import REFRESH_FEATURES, get_state
-from .tasks import start_fleet_sync
-from .webhooks import check_signature, parse_header
-
-finconn_cli = AppGroup("finconn", help="Flask-FinConn: Stripe Financial Connections.")
+from ..errors import ConfigurationError, FinConnError, NotFound
+from ..services import accounts as accounts_service
+from ..services import fleet as fleet_service
+from ..services import privacy
+from ..services import refresh as refresh_service
+from ..services import sync as sync_service
+from ..state import REFRESH_FEATURES, get_state
+from ..tasks import start_fleet_sync
 
 
-@finconn_cli.command("info")
+@click.command("info")
+@with_appcontext
 def info() -> None:
     """Show the mode, the blueprint prefix and the permissions asked for."""
     state = get_state()
@@ -48,7 +43,8 @@ def info() -> None:
     click.echo(f"task queue: {settings.task_queue}")
 
 
-@finconn_cli.command("accounts")
+@click.command("accounts")
+@with_appcontext
 @click.argument("holder_id")
 def accounts(holder_id: str) -> None:
     """List the accounts linked by one holder."""
@@ -65,72 +61,13 @@ def accounts(holder_id: str) -> None:
         )
 
 
-EVENT_STATUSES = ("pending", "processing", "processed", "failed", "ignored")
-
-
-@finconn_cli.group("events", invoke_without_command=True)
-@click.option("--status", type=click.Choice(EVENT_STATUSES), help="Only events in this status.")
-@click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-@click.pass_context
+@click.command("erase-holder")
 @with_appcontext
-def events(ctx: click.Context, status: str | None, types: tuple[str, ...], limit: int) -> None:
-    """List stored webhook events, newest first; or replay or sweep them."""
-    if ctx.invoked_subcommand is not None:
-        return
-    found = events_service.list_events(get_state(), status=status, types=types, limit=limit)
-    if not found:
-        click.echo("No webhook events match." if status or types else "No webhook events stored.")
-        return
-    for event in found:
-        received = event.received_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        click.echo(
-            f"{event.id}  {event.type}  {event.status}  attempts {event.attempts}  "
-            f"received {received}  account {event.account_stripe_id or '-'}"
-        )
-        if event.last_error and event.status != "processed":
-            label = "reason" if event.status == "ignored" else "error"
-            click.echo(f"    {label}: {event.last_error}")
-
-
-@events.command("replay")
-@click.argument("event_id", required=False)
-@click.option("--failed", is_flag=True, help="Process every failed event once.")
-def replay_events(event_id: str | None, failed: bool) -> None:
-    """Process stored events again, here and now: one by EVENT_ID, or all --failed ones."""
-    if (event_id is None) == (not failed):
-        raise click.UsageError("Give an event id or --failed (one of the two).")
-    try:
-        results = events_service.replay(get_state(), event_id, failed=failed)
-    except NotFound as exc:
-        raise click.ClickException(exc.message) from None
-    if not results:
-        click.echo("No failed events to replay.")
-    for replayed, outcome in results:
-        note = " (someone else is processing it)" if outcome == "skipped" else ""
-        click.echo(f"{replayed}  {outcome}{note}")
-    if any(outcome == "failed" for _, outcome in results):
-        raise click.ClickException("Some events failed again; see `flask finconn events`.")
-
-
-@events.command("sweep")
-def sweep_events() -> None:
-    """Queue events stuck, lost or failed with retries left (cron, when not on Celery beat)."""
-    ids = events_service.requeue(get_state())
-    click.echo(f"Queued {len(ids)} event(s) again." if ids else "Nothing to sweep.")
-
-
-def _mask(secret: str) -> str:
-    return f"whsec_...{secret[-4:]}" if len(secret) > 10 else "whsec_..."
-
-
-@finconn_cli.command("erase-holder")
 @click.argument("holder_id")
 @click.option("--yes", is_flag=True, help="Erase without asking (for scripts and cron).")
 @click.option(
     "--scrub-customer", is_flag=True, help="Also blank the Stripe Customer's email and name."
 )
-@with_appcontext
 def erase_holder(holder_id: str, yes: bool, scrub_customer: bool) -> None:
     """Erase everything stored about HOLDER_ID and disconnect their accounts at Stripe.
 
@@ -161,60 +98,6 @@ def erase_holder(holder_id: str, yes: bool, scrub_customer: bool) -> None:
     )
 
 
-@finconn_cli.command("webhook-secret")
-@click.option(
-    "--payload",
-    type=click.File("rb"),
-    help="The body of a captured delivery, to see which secret (if any) verifies it.",
-)
-@click.option("--header", help="That delivery's Stripe-Signature header.")
-def webhook_secret(payload: IO[bytes] | None, header: str | None) -> None:
-    """Check the configured webhook secret(s), and optionally a captured delivery."""
-    state = get_state()
-    settings = state.settings
-    secrets = settings.webhook_secrets  # init_app made sure there is at least one
-    click.echo(f"{len(secrets)} webhook secret(s), tolerance {settings.webhook_tolerance} s:")
-    for secret in secrets:
-        click.echo(f"  {_mask(secret)}")
-    if state.sandbox is not None:
-        click.echo("Sandbox mode: the sandbox signs its deliveries with one of these.")
-    if (payload is None) != (header is None):
-        raise click.UsageError("Give both --payload and --header to check a delivery.")
-    if payload is None or header is None:
-        return
-    body = payload.read()
-    for secret in secrets:
-        try:
-            # Age aside: a capture is usually older than the tolerance, and said so below.
-            check_signature(body, header, [secret], tolerance=0)
-        except WebhookSignatureError as exc:
-            click.echo(f"  {_mask(secret)} does not verify the delivery: {exc.message}")
-        else:
-            click.echo(f"  {_mask(secret)} verifies the delivery.")
-            age = int(time.time()) - parse_header(header)[0]
-            if age > settings.webhook_tolerance:
-                click.echo(f"It was signed {age} s ago: the route refuses it now as stale.")
-            return
-    raise click.ClickException("No configured secret verifies that delivery.")
-
-
-@click.command("deliver")
-@click.option(
-    "--wait-for-retries",
-    is_flag=True,
-    help="Leave failed deliveries to their backoff instead of retrying them now.",
-)
-@with_appcontext
-def sandbox_deliver(wait_for_retries: bool) -> None:
-    """Deliver the sandbox's pending webhook events to this app now."""
-    sandbox = get_state().sandbox
-    if sandbox is None:
-        raise click.ClickException("This app uses real Stripe keys; there is no sandbox to flush.")
-    attempts = sandbox.deliver_events(retry_now=not wait_for_retries)
-    left = sandbox.pending_deliveries()
-    click.echo(f"Made {attempts} delivery attempt(s); {left} delivery(ies) still pending.")
-
-
 def _features(value: str | None) -> tuple[str, ...] | None:
     if not value:
         return None
@@ -233,7 +116,8 @@ def _progress(items: list[Any], label: str, **options: Any) -> Any:
     return click.progressbar(items, label=label, file=sys.stderr, show_pos=True, **options)
 
 
-@finconn_cli.command("refresh")
+@click.command("refresh")
+@with_appcontext
 @click.argument("account_id", required=False)
 @click.option(
     "--features",
@@ -343,7 +227,8 @@ def _rows_shown(bar: Any, account_id: str) -> Callable[[int, int], None]:
     return show
 
 
-@finconn_cli.command("sync")
+@click.command("sync")
+@with_appcontext
 @click.argument("account_id", required=False)
 @click.option(
     "--all",
@@ -408,98 +293,6 @@ def sync(account_id: str | None, fleet_run: bool, timeout: float) -> None:
         )
 
 
-def _payment_line(payment: Any) -> str:
-    failure = f"  {payment.failure_code}" if payment.failure_code else ""
-    return (
-        f"{payment.id}  {payment.holder_id}  {payment.amount} {payment.currency}  "
-        f"{payment.status}{failure}  {payment.stripe_id or '(not submitted)'}  "
-        f"{payment.created_at:%Y-%m-%d %H:%M}  {payment.description}"
-    )
-
-
-@finconn_cli.group("payments", invoke_without_command=True)
-@click.option("--holder", help="Only this holder's debits.")
-@click.option("--status", type=click.Choice(payments_service.STATUSES), help="Only this status.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-@click.option(
-    "--refresh-stuck",
-    is_flag=True,
-    help="Re-read from Stripe the debits still processing (or never submitted); for cron.",
-)
-@click.option(
-    "--older-than",
-    default=60,
-    show_default=True,
-    type=click.IntRange(0),
-    help="With --refresh-stuck: minutes since the debit last changed.",
-)
-@click.pass_context
-@with_appcontext
-def payments(
-    ctx: click.Context,
-    holder: str | None,
-    status: str | None,
-    limit: int,
-    refresh_stuck: bool,
-    older_than: int,
-) -> None:
-    """List debits, newest first; or re-read stuck ones from Stripe (--refresh-stuck).
-
-    With --refresh-stuck the exit status is 1 when some debit could not be re-read, so a
-    cron job notices; run it again, it is safe to repeat.
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    state = get_state()
-    if refresh_stuck:
-        _refresh_stuck(state, timedelta(minutes=older_than))
-        return
-    found = payments_service.find_payments(state, holder_id=holder, status=status, limit=limit)
-    if not found:
-        click.echo("No payments match." if holder or status else "No payments stored.")
-    for payment in found:
-        click.echo(_payment_line(payment))
-
-
-def _refresh_stuck(state: Any, older_than: timedelta) -> None:
-    stuck = payments_service.stuck_payments(state, older_than)
-    if not stuck:
-        click.echo("No stuck payments.")
-        return
-    problems = []
-    for payment in stuck:
-        before = payment.status
-        try:
-            fresh = payments_service.refresh_payment(state, payment)
-        except FinConnError as exc:
-            state.db.session.rollback()
-            problems.append(payment.id)
-            click.echo(f"{payment.id}  could not be re-read: {exc.message}", err=True)
-            continue
-        click.echo(f"{fresh.id}  {before} -> {fresh.status}")
-    if problems:
-        raise click.ClickException(
-            f"{len(problems)} payment(s) could not be re-read; run the command again."
-        )
-
-
-@payments.command("show")
-@click.argument("payment_id")
-def show_payment(payment_id: str) -> None:
-    """Show one debit by its fcpay_ or pi_ id."""
-    try:
-        payment = payments_service.find_payment(get_state(), payment_id)
-    except NotFound as exc:
-        raise click.ClickException(exc.message) from None
-    click.echo(_payment_line(payment))
-    click.echo(f"payment method: {payment.payment_method_id}")
-    click.echo(f"idempotency key: {payment.idempotency_key}")
-    if payment.failure_message:
-        click.echo(f"failure: {payment.failure_message}")
-    if payment.metadata_:
-        click.echo(f"metadata: {payment.metadata_}")
-
-
 def _fleet_sync(timeout: float) -> None:
     from flask import current_app
 
@@ -530,16 +323,3 @@ def _fleet_sync(timeout: float) -> None:
         sys.exit(2)
     if status.failed:
         sys.exit(1)
-
-
-def _mount_sandbox_cli() -> None:
-    # Our own group: `deliver` needs this app, the sandbox's standalone CLI has none.
-    standalone = sandbox_cli_module.sandbox_cli
-    group = AppGroup("sandbox", help=standalone.help)
-    for name, command in standalone.commands.items():
-        group.add_command(command, name)
-    group.add_command(sandbox_deliver)
-    finconn_cli.add_command(group, "sandbox")
-
-
-_mount_sandbox_cli()
