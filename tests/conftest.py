@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import expect
@@ -36,9 +39,60 @@ def pytest_runtest_makereport(
         report.longrepr = f"Skipped under CI=true, which counts as a failure: {report.longrepr}"
 
 
+@sa.event.listens_for(sa.Engine, "connect")
+def _sqlite_without_fsync(dbapi_connection: Any, connection_record: Any) -> None:
+    """Host databases on SQLite keep their rollback journal in memory and never fsync.
+
+    Durability across a power cut is not under test, and with a journal file and an fsync
+    per statement building one app's tables costs most of a second on a busy disk. Locking
+    and rollback work as before; the sandbox's own store (plain ``sqlite3``) is untouched.
+    """
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA journal_mode=MEMORY")
+        dbapi_connection.execute("PRAGMA synchronous=OFF")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A PostgreSQL database holding the extension's tables (as ``create_app`` makes them),
+    made once per session for ``database_url`` to copy; yields its name."""
+    from flask_finconn.testing import create_app, throwaway_database
+
+    assert POSTGRES_URL is not None
+    with throwaway_database(POSTGRES_URL) as url:
+        app = create_app(url)
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+        yield str(sa.make_url(url).database)
+
+
+@contextmanager
+def _copy_of(template: str) -> Iterator[str]:
+    """A new PostgreSQL database copied from ``template``, dropped on exit; yields its URL."""
+    base = sa.make_url(POSTGRES_URL or "")
+    name = "finconn_tmp_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        try:
+            yield base.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new schema-less PostgreSQL database."""
+    """A fresh database: a SQLite file, or a new PostgreSQL database.
+
+    It is empty, except that a PostgreSQL database for a test that builds apps with
+    ``make_finconn_app`` starts as a copy of ``postgres_template``: the tables
+    ``create_app`` would make are there already, so their DDL runs once per session
+    rather than once per test.
+    """
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/app.sqlite3"
         return
@@ -46,6 +100,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
     from flask_finconn.testing import throwaway_database
 
+    if "make_finconn_app" in request.fixturenames:
+        with _copy_of(request.getfixturevalue("postgres_template")) as url:
+            yield url
+        return
     with throwaway_database(POSTGRES_URL) as url:
         yield url
 
