@@ -357,12 +357,13 @@ class Fleet:
             elapsed = time.perf_counter() - started_at
             seen = meter(url)
         resumed = next(line for line in output.splitlines() if "resuming" in line)
+        queued_again = resumed.split(";")[1].strip().rstrip(".")
         status = fleet.summary(self.redis, run_id)
         per_account, total, distinct = counts(self.app)
         missed = sum(1 for a, n in expected.items() if per_account.get(a, 0) != n)
         print(
             f"chaos, 2 workers, one killed (SIGKILL) at {killed_at}/{len(expected)} outcomes; "
-            f"{resumed.split(';')[1].strip().rstrip('.')}; finished in {elapsed:.1f} s (exit {code}): "
+            f"{queued_again}; finished in {elapsed:.1f} s (exit {code}): "
             f"{status.synced} synced, {status.failed} failed; accounts missed {missed}; "
             f"duplicate rows {total - distinct}; rows {total:,} of {sum(expected.values()):,}; "
             f"sandbox peak {seen['served_peak']} req/s served ({seen['arrived_peak']} arrived) "
