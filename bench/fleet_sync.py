@@ -102,7 +102,8 @@ class Meter:
                 arrived.append(now)
                 self.peak = max(self.peak, len(arrived))
                 self.requests += 1
-        return self.sandbox.wsgi_app(environ, start_response)
+        answer: Iterable[bytes] = self.sandbox.wsgi_app(environ, start_response)
+        return answer
 
 
 def serve_sandbox() -> Any:
