@@ -219,7 +219,9 @@ def init_celery(celery: Celery, app: Flask) -> None:
 
     The tasks push an app context of ``app`` themselves, so they work with or without the
     ``FlaskTask`` base class of Flask's guide. ``app.extensions["celery"]`` is set when the
-    app has none yet (the guide's place for it).
+    app has none yet (the guide's place for it). Celery's
+    ``broker_transport_options["visibility_timeout"]`` is set to
+    ``FINCONN_CELERY_VISIBILITY_TIMEOUT`` unless the host set one.
     """
     state = get_state(app)  # fail here, not in a worker, when init_app was not called
     app.extensions.setdefault("celery", celery)
