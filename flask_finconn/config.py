@@ -66,6 +66,17 @@ FINCONN_REDIS_URL: str | None = None
 Stripe request budget, and the locks and progress of ``flask finconn sync --all`` on
 Celery. Needs the ``redis`` package (the ``celery`` extra installs it)."""
 
+FINCONN_SYNC_LOCK_TTL: float = 60.0
+"""Seconds an account's lock in a ``flask finconn sync --all`` run outlives the last page
+its worker wrote: a worker killed mid-sync holds the account this long at most. Keep it
+above the time one page of transactions takes (rate-limit waits included)."""
+
+FINCONN_CELERY_VISIBILITY_TIMEOUT: float = 300.0
+"""Seconds before a Redis broker hands a task that a worker took but never acknowledged
+(the worker was killed) to another worker. ``init_celery`` sets Celery's
+``broker_transport_options["visibility_timeout"]`` to it unless the host set one (Celery's
+own default is an hour). Every Flask-FinConn task is safe to run twice."""
+
 FINCONN_MAX_CONTENT_LENGTH: int = 64 * 1024
 """Largest request body the blueprint's JSON routes accept, in bytes."""
 

@@ -98,6 +98,8 @@ class Settings:
     merchant_name: str
     installation_id: str | None = None
     delete_data_on_disconnect: bool = False
+    sync_lock_ttl: float = 60.0
+    celery_visibility_timeout: float = 300.0
 
     @property
     def livemode(self) -> bool:
@@ -224,6 +226,8 @@ def read_settings(app: Flask) -> Settings:
         merchant_name=_read_merchant_name(cfg, keys["sandbox"]),
         installation_id=_read_installation_id(cfg),
         delete_data_on_disconnect=bool(cfg["FINCONN_DELETE_DATA_ON_DISCONNECT"]),
+        sync_lock_ttl=_read_seconds(cfg, "FINCONN_SYNC_LOCK_TTL"),
+        celery_visibility_timeout=_read_seconds(cfg, "FINCONN_CELERY_VISIBILITY_TIMEOUT"),
     )
 
 
@@ -379,6 +383,17 @@ def _read_limits(cfg: Mapping[str, Any]) -> tuple[int, int, int]:
             raise ConfigurationError(f"Set {key} to a positive whole number.")
         limits.append(value)
     return limits[0], limits[1], limits[2]
+
+
+def _read_seconds(cfg: Mapping[str, Any], key: str) -> float:
+    value = cfg[key]
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigurationError(f"{key} must be a number of seconds above 0, not {value!r}.")
+    return seconds
 
 
 DEFAULT_STRIPE_RATE_LIMIT = 20.0  # requests a second; under Stripe's test-mode read limit

@@ -45,7 +45,7 @@ from flask import Flask, current_app
 
 from .errors import ConfigurationError
 from .models import WebhookEvent
-from .services import events, fleet
+from .services import events, fleet, installation
 from .services import sync as sync_service
 from .state import FinConnState, TaskQueue, get_state
 
@@ -191,10 +191,12 @@ class _Publisher:
                 logger.exception("Could not queue %d event(s); the sweep will.", len(batch))
 
 
-def start_fleet_sync(app: Flask) -> tuple[str, int]:
-    """Queue one sync task per account not disconnected; (run id, accounts queued).
+def start_fleet_sync(app: Flask) -> fleet.Start:
+    """Queue one sync task per account not disconnected, or resume the unfinished run.
 
-    Needs ``init_celery`` and ``FINCONN_REDIS_URL``. Call in an app context.
+    Returns what was started or resumed (:func:`.services.fleet.start_or_resume`): a
+    resumed run queues again only its accounts without an outcome. Needs ``init_celery``
+    and ``FINCONN_REDIS_URL``. Call in an app context.
     """
     celery = app.extensions.get("celery")
     if celery is None or SYNC_TASK not in celery.tasks:
@@ -204,11 +206,12 @@ def start_fleet_sync(app: Flask) -> tuple[str, int]:
         )
     state = get_state(app)
     accounts = sync_service.accounts_to_sync(state)
+    scope = installation.installation_id(state)
     state.db.session.commit()
-    run_id = fleet.start_run(fleet.redis_client(state), len(accounts))
-    for account_id, stripe_id in accounts:
-        celery.send_task(SYNC_TASK, args=[run_id, account_id, stripe_id])
-    return run_id, len(accounts)
+    started = fleet.start_or_resume(fleet.redis_client(state), scope, accounts)
+    for account_id, stripe_id in started.to_queue:
+        celery.send_task(SYNC_TASK, args=[started.run_id, account_id, stripe_id])
+    return started
 
 
 def init_celery(celery: Celery, app: Flask) -> None:
@@ -216,10 +219,18 @@ def init_celery(celery: Celery, app: Flask) -> None:
 
     The tasks push an app context of ``app`` themselves, so they work with or without the
     ``FlaskTask`` base class of Flask's guide. ``app.extensions["celery"]`` is set when the
-    app has none yet (the guide's place for it).
+    app has none yet (the guide's place for it). Celery's
+    ``broker_transport_options["visibility_timeout"]`` is set to
+    ``FINCONN_CELERY_VISIBILITY_TIMEOUT`` unless the host set one.
     """
-    get_state(app)  # fail here, not in a worker, when init_app was not called
+    state = get_state(app)  # fail here, not in a worker, when init_app was not called
     app.extensions.setdefault("celery", celery)
+    # A task taken by a worker that was then killed comes back after the broker's
+    # visibility timeout (Redis, SQS): an hour by Celery's default, a few minutes by ours.
+    # Every task here is safe to run twice, so a short one costs nothing but a rerun.
+    options = dict(celery.conf.broker_transport_options or {})
+    options.setdefault("visibility_timeout", state.settings.celery_visibility_timeout)
+    celery.conf.broker_transport_options = options
     app.extensions[PUBLISHER_KEY] = _Publisher(celery)
 
     # acks_late: a worker that dies mid-task leaves the message to be delivered again;
@@ -241,7 +252,8 @@ def init_celery(celery: Celery, app: Flask) -> None:
             return len(events.requeue(get_state(app)))
 
     # The fleet sync: one task per account, retried while another worker holds the
-    # account's lock; acks_late so a killed worker's account is delivered again.
+    # account's lock; acks_late so a killed worker's account is delivered again (after the
+    # visibility timeout), besides being queued again by the next ``sync --all``.
     @celery.task(
         name=SYNC_TASK, bind=True, ignore_result=True, acks_late=True, shared=False,
         max_retries=None,
@@ -257,7 +269,7 @@ def init_celery(celery: Celery, app: Flask) -> None:
     def sync_fleet() -> str:
         """Start a run over every account not disconnected (schedule it on Celery beat)."""
         with app.app_context():
-            return start_fleet_sync(app)[0]
+            return start_fleet_sync(app).run_id
 
     schedule: dict[str, Any] = dict(celery.conf.beat_schedule or {})
     schedule.setdefault(SWEEP_TASK, {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL})

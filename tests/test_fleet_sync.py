@@ -7,16 +7,22 @@ Redis queue, with the Redis server ``scripts/test`` started, as in ``test_celery
 from __future__ import annotations
 
 import os
+import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_lib
 import sqlalchemy as sa
 from flask import Flask
+from fleet_support import make_celery, process, served_sandbox, worker_command
 
 from flask_finconn import Holder, get_state
+from flask_finconn.errors import ConfigurationError
 from flask_finconn.models import Transaction
 from flask_finconn.services import fleet
 from flask_finconn.tasks import init_celery
@@ -126,6 +132,34 @@ def test_failures_are_listed_with_their_reason_and_exit_1(
     assert "Try again in a moment" in result.output
 
 
+def test_any_exception_of_a_sync_is_a_failure_with_its_reason(
+    fleet_app: tuple[Flask, list[Any]],
+) -> None:
+    """Not only Stripe's errors: a host's signal receiver that raises fails its account,
+    named in the summary, and the run still finishes (exit 1, not a run that never ends)."""
+    from flask_finconn.signals import transactions_synced
+
+    app, accounts = fleet_app
+    broken = accounts[1].id
+
+    def receiver(sender: Any, account: Any, **counts: int) -> None:
+        if account.id == broken:
+            raise RuntimeError("the host's ledger is read-only")
+
+    transactions_synced.connect(receiver)
+    try:
+        with celery_worker(app):
+            result = run(app, "--timeout", "120")
+    finally:
+        transactions_synced.disconnect(receiver)
+    assert result.exit_code == 1, result.output
+    assert "3/3 accounts: 2 synced" in result.output
+    assert (
+        f"  failed: {broken}: unexpected RuntimeError: the host's ledger is read-only"
+        in result.output
+    )
+
+
 def test_a_run_still_going_at_the_timeout_exits_2(fleet_app: tuple[Flask, list[Any]]) -> None:
     app, _ = fleet_app
     from celery import Celery
@@ -147,3 +181,100 @@ def test_without_redis_it_says_what_to_set(make_finconn_app: Callable[..., Flask
     result = run(app)
     assert result.exit_code == 1
     assert "FINCONN_REDIS_URL" in result.output
+
+
+def test_a_worker_killed_mid_run_loses_nothing_once_the_run_is_resumed(
+    make_finconn_app: Callable[..., Flask], database_url: str, tmp_path: Path
+) -> None:
+    """A real worker process killed with SIGKILL halfway; a second ``sync --all`` resumes
+    the run on a new worker: every account synced, each row stored once."""
+    if not REDIS_URL:
+        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    sandbox_db = str(tmp_path / "sandbox.sqlite3")
+    app = make_finconn_app(
+        FINCONN_TASK_QUEUE="celery",
+        FINCONN_PERMISSIONS=["transactions"],
+        FINCONN_SANDBOX_REFRESH_DELAY=3600,
+        FINCONN_SANDBOX_DATABASE=sandbox_db,
+        FINCONN_REDIS_URL=REDIS_URL,
+    )
+    accounts = []
+    for name in ("ada", "bob", "cy", "dee"):
+        accounts += link_accounts(app, Holder(name), accounts=["checking", "savings"])
+    sandbox = sandbox_of(app)
+    sizes = {a.id: 400 + 20 * i for i, a in enumerate(accounts)}
+    for account in accounts:
+        sandbox.set_history_size(account.stripe_id, sizes[account.id])
+        sandbox.finish_refreshes(account.stripe_id)
+    queue = f"finconn-test-{uuid.uuid4().hex[:8]}"
+    make_celery(app, REDIS_URL, queue)  # the command's side: it queues, workers run
+    redis = redis_lib.Redis.from_url(REDIS_URL)
+    log = tmp_path / "processes.log"
+    with served_sandbox(sandbox_db, log) as url:
+        env = {
+            **os.environ,
+            "FLEET_DATABASE_URL": database_url,
+            "FLEET_REDIS_URL": REDIS_URL,
+            "FLEET_SANDBOX_URL": url,
+            "FLEET_QUEUE": queue,
+            # Slow enough to stop halfway: about 6 requests an account, 15 a second.
+            "FLEET_RATE_LIMIT": "15",
+            "FLEET_LOCK_TTL": "2",
+        }
+        queued = run(app, "--timeout", "0")
+        assert queued.exit_code == 2, queued.output
+        run_id = queued.output.split()[1].rstrip(":")
+        with process(worker_command(), env, log) as first:
+            deadline = time.monotonic() + 40
+            while fleet.summary(redis, run_id).synced < 2:
+                assert first.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+        cut = fleet.summary(redis, run_id)
+        assert not cut.finished, cut.line()
+        assert sum(stored_rows(app).values()) < sum(sizes.values())
+
+        with process(worker_command(), env, log):
+            resumed = run(app, "--timeout", "40")
+            assert resumed.exit_code == 0, resumed.output + log.read_text()
+            assert f"Run {run_id} was unfinished; resuming it" in resumed.output
+            assert "8/8 accounts: 8 synced" in resumed.output
+            assert stored_rows(app) == sizes
+
+            again = run(app, "--timeout", "40")
+            assert again.exit_code == 0, again.output
+            assert "8/8 accounts: 8 synced (0 rows added, 0 updated), 0 failed" in again.output
+    with app.app_context():
+        session = get_state(app).db.session
+        total, distinct = session.execute(
+            sa.select(sa.func.count(), sa.func.count(sa.distinct(Transaction.id)))
+        ).one()
+        session.commit()
+    assert total == distinct == sum(sizes.values())
+
+
+def test_init_celery_shortens_the_visibility_timeout_unless_the_host_set_one(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    from celery import Celery
+
+    app = make_finconn_app(FINCONN_CELERY_VISIBILITY_TIMEOUT=90)
+    ours = Celery("finconn_visibility", broker="memory://")
+    init_celery(ours, app)
+    assert ours.conf.broker_transport_options["visibility_timeout"] == 90
+
+    theirs = Celery("finconn_visibility_host", broker="memory://")
+    theirs.conf.broker_transport_options = {"visibility_timeout": 7200, "max_retries": 3}
+    init_celery(theirs, make_finconn_app())
+    assert theirs.conf.broker_transport_options == {"visibility_timeout": 7200, "max_retries": 3}
+
+
+@pytest.mark.parametrize("key", ["FINCONN_SYNC_LOCK_TTL", "FINCONN_CELERY_VISIBILITY_TIMEOUT"])
+@pytest.mark.parametrize("value", [0, -5, "soon"])
+def test_the_recovery_times_must_be_seconds_above_zero(
+    make_finconn_app: Callable[..., Flask], key: str, value: object
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"{key} must be a number of seconds above 0"):
+        make_finconn_app(**{key: value})

@@ -297,10 +297,17 @@ def _fleet_sync(timeout: float) -> None:
     from flask import current_app
 
     try:
-        run_id, total = start_fleet_sync(current_app)
+        started = start_fleet_sync(current_app)
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"Run {run_id}: {total} account(s) queued.")
+    run_id = started.run_id
+    if started.resumed:
+        click.echo(
+            f"Run {run_id} was unfinished; resuming it: {len(started.to_queue)} of "
+            f"{started.total} account(s) queued again."
+        )
+    else:
+        click.echo(f"Run {run_id}: {started.total} account(s) queued.")
     redis = fleet_service.redis_client(get_state())
     deadline = time.monotonic() + timeout
     shown = ""

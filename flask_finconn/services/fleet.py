@@ -1,17 +1,23 @@
 """Fleet sync: every linked account synced by a task of its own, from cron or Celery beat.
 
 A run has an id and a record in Redis of what became of each account: synced (rows added
-and updated), or failed with the reason. Each account's task first takes the account's
-lock in Redis (``SET NX`` with an expiry that every written page extends), so two
-workers never sync one account at once. A worker killed mid-sync leaves a lock that
-expires within :data:`LOCK_TTL` and a resume point in the database
-(``Account.transactions_sync``); the task's redelivery, or the next run, continues
-after the last committed row. Running twice adds nothing the first run added: the sync
-only writes what changed at Stripe.
+and updated), or failed with the reason (a Stripe error, or any other exception, named).
+Each account's task first takes the account's lock in Redis (``SET NX`` with an expiry
+that every written page extends), so two workers never sync one account at once.
+
+One run is current at a time. Starting a run while the current one is unfinished resumes
+that run instead: its accounts without an outcome are queued again. So a worker killed
+mid-run costs nothing but a second ``sync --all``: the killed worker's lock expires within
+``FINCONN_SYNC_LOCK_TTL``, its resume point is in the database
+(``Account.transactions_sync``), and the account's sync continues after the last committed
+row. A task delivered twice (queued again, or handed on by the broker's visibility
+timeout) finds its account's outcome recorded and does nothing. Running twice adds
+nothing the first run added: the sync only writes what changed at Stripe.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -25,15 +31,19 @@ __all__ = [
     "LOCK_TTL",
     "AccountLock",
     "RunSummary",
+    "Start",
     "record",
     "redis_client",
-    "start_run",
+    "start_or_resume",
     "summary",
     "sync_one",
 ]
 
+logger = logging.getLogger("flask_finconn.fleet")
+
 LOCK_TTL = 60.0
-"""Seconds an account's lock outlives the last page its holder wrote."""
+"""Default seconds an account's lock outlives the last page its holder wrote
+(``FINCONN_SYNC_LOCK_TTL``)."""
 RUN_TTL = 7 * 86_400
 """Seconds a run's record is kept in Redis."""
 
@@ -115,12 +125,64 @@ def _key(run_id: str) -> str:
     return f"finconn:sync-run:{run_id}"
 
 
-def start_run(redis: Any, total: int) -> str:
-    """A new run of ``total`` accounts; returns its id."""
-    run_id = secrets.token_hex(8)
-    redis.hset(_key(run_id), mapping={"total": total, "synced": 0, "failed": 0})
-    redis.expire(_key(run_id), RUN_TTL)
-    return run_id
+def _accounts_key(run_id: str) -> str:
+    return f"finconn:sync-run:{run_id}:accounts"
+
+
+def _current_key(scope: str) -> str:
+    # One current run per installation: apps that share a Redis keep their runs apart.
+    return f"finconn:sync-run:current:{scope}"
+
+
+_CLEAR_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Start:
+    """What :func:`start_or_resume` did: the run, and the accounts to queue now."""
+
+    run_id: str
+    resumed: bool
+    total: int
+    to_queue: list[tuple[str, str]]
+
+
+def start_or_resume(redis: Any, scope: str, accounts: list[tuple[str, str]]) -> Start:
+    """Start a run of ``accounts`` (``(account id, Stripe id)`` pairs) for the installation
+    ``scope``, or resume its current run when that is unfinished: then the run's accounts
+    without an outcome are returned, to be queued again (the run keeps the accounts it
+    started with; accounts linked since wait for the next run)."""
+    current_key = _current_key(scope)
+    while True:
+        current = redis.get(current_key)
+        if current is not None:
+            run_id = current.decode()
+            status = summary(redis, run_id)
+            if status.total and not status.finished:
+                recorded = redis.hgetall(_key(run_id))
+                pending = sorted(
+                    (k.decode(), v.decode())
+                    for k, v in redis.hgetall(_accounts_key(run_id)).items()
+                    if b"account:" + k not in recorded
+                )
+                return Start(run_id, True, status.total, pending)
+            redis.eval(_CLEAR_IF, 1, current_key, run_id)
+        run_id = secrets.token_hex(8)
+        if not redis.set(current_key, run_id, nx=True, ex=RUN_TTL):
+            continue  # another command started a run just now: resume that one
+        pipe = redis.pipeline()
+        pipe.hset(_key(run_id), mapping={"total": len(accounts), "synced": 0, "failed": 0})
+        if accounts:
+            pipe.hset(_accounts_key(run_id), mapping=dict(accounts))
+        for key in (_key(run_id), _accounts_key(run_id)):
+            pipe.expire(key, RUN_TTL)
+        pipe.execute()
+        return Start(run_id, False, len(accounts), list(accounts))
 
 
 def record(
@@ -170,10 +232,15 @@ def sync_one(
 ) -> float:
     """Sync one account under its lock and record the outcome in the run.
 
-    Returns 0 when done, or the seconds until another holder's lock expires (the caller
-    tries again then: that holder may have died mid-sync).
+    Returns 0 when done (or when the run already has this account's outcome: the task was
+    delivered twice), or the seconds until another holder's lock expires (the caller tries
+    again then: that holder may have died mid-sync). Any exception of the sync is recorded
+    as the account's failure, with its reason, and logged.
     """
-    lock = AccountLock(redis, account_id)
+    if redis.hexists(_key(run_id), f"account:{account_id}"):
+        return 0.0
+    ttl = state.settings.sync_lock_ttl
+    lock = AccountLock(redis, account_id, ttl)
     if not lock.acquire():
         return max(lock.remaining(), 0.1)
     started = time.monotonic()
@@ -185,12 +252,22 @@ def sync_one(
         state.db.session.rollback()
         record(redis, run_id, account_id, reason=exc.message)
         return 0.0
+    except Exception as exc:
+        state.db.session.rollback()
+        logger.exception("Syncing account %s failed unexpectedly.", account_id)
+        record(
+            redis,
+            run_id,
+            account_id,
+            reason=f"unexpected {type(exc).__name__}: {exc} (the worker's log has the traceback)",
+        )
+        return 0.0
     finally:
         lock.release()
     done = applied.sync if applied is not None else None
     if done is not None and not done.complete:
         # Another worker took the account over midway (its lock had expired on us).
-        return max(LOCK_TTL - (time.monotonic() - started), 0.1)
+        return max(ttl - (time.monotonic() - started), 0.1)
     record(
         redis,
         run_id,
