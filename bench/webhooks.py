@@ -128,6 +128,9 @@ def build_app(variant: str, database_url: str) -> Any:
         state.db.session.execute(sa.insert(EFFECTS).values(event_id=event.id))
 
     handlers.HANDLERS[EVENT_TYPE] = record_effect
+    # It only writes through the session, like the hand-written route's effect: inline, it
+    # runs in the event's own transaction.
+    handlers.IN_EVENT_TRANSACTION.add(record_effect)
     if variant == "queue":
         from flask_finconn.tasks import init_celery
 

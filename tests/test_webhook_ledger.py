@@ -54,6 +54,10 @@ def effect_app(
             raise Boom("the handler broke after writing")
 
     monkeypatch.setitem(handlers.HANDLERS, EFFECT_TYPE, record_effect)
+    # It only writes through the session: it runs in the event's own transaction.
+    monkeypatch.setattr(
+        handlers, "IN_EVENT_TRANSACTION", handlers.IN_EVENT_TRANSACTION | {record_effect}
+    )
     yield app, failures
 
 

@@ -5,10 +5,10 @@
 
 - :func:`insert_alone`: ``INSERT ... ON CONFLICT DO NOTHING`` as its own transaction on an
   autocommit connection (the acknowledge path: durable when it returns);
-- :func:`insert_in_session`: the same insert inside the session's transaction, which the
-  caller commits with the handler's work (inline processing: one commit per event). Until
-  then the row is invisible to others, and a second delivery's insert of the same id waits
-  for this transaction to end;
+- :func:`insert_in_session`: the same insert, of a row already marked processed, inside the
+  session's transaction, which the caller commits with the handler's work (inline
+  processing: one commit per event, no separate mark). Until then the row is invisible to
+  others, and a second delivery's insert of the same id waits for this transaction to end;
 - :func:`record_outcome`: an ``ignored`` or ``failed`` result written in a transaction of
   its own after the handler's was rolled back, which may have taken the row's insert with
   it (so the row is inserted again, with the result).
@@ -161,13 +161,17 @@ def insert_alone(
 
 
 def insert_in_session(state: FinConnState, event: dict[str, Any]) -> dict[str, Any] | None:
-    """Insert the event's row, claimed, in the session's transaction; None for a stored id.
+    """Insert the event's row, marked processed, in the session's transaction; None for a
+    stored id.
 
-    Nothing is committed: the caller commits the row with the handler's work, or rolls it
-    back. A concurrent insert of the same id waits for that, then finds it stored (or, after
-    a rollback, stores it itself).
+    Nothing is committed: the caller runs the handler in this transaction and commits the
+    row with its work, which makes the mark true, or rolls both back. Nobody sees the row
+    before then; a concurrent insert of the same id waits for that end, then finds it
+    stored (or, after a rollback, stores it itself).
     """
     values = row_values(event, claimed=True)
+    if values["status"] == "processing":
+        values.update(status="processed", processed_at=values["claimed_at"])
     return values if _insert_in(state, values) else None
 
 

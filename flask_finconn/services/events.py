@@ -10,10 +10,12 @@ The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
   (:mod:`.event_store`) and hands it to the app's task queue (``state.queue``). A queue
   that carries events to a worker gets the row inserted on an autocommit connection
   before anything else happens, so a 2xx always means "stored". The ``inline`` queue
-  processes the event in the delivery's own transaction: the row is inserted already
-  claimed, the handler runs and the ``processed`` mark follows, and one commit makes the
-  lot durable. A second delivery of the same id racing in another worker waits on the
-  first one's insert and then finds it stored (processed), so it is processed once.
+  processes the event in the delivery's request. When the type's handler writes in the
+  event's transaction (:func:`.handlers.in_event_transaction`), the row is inserted
+  already marked processed, the handler runs, and one commit makes both durable (a
+  rollback, both gone); a second delivery of the same id racing in another worker waits
+  on the first one's insert and then finds it stored, so it is processed once. For a
+  handler that manages its own transactions the claimed row is committed first.
   ``event_received`` is sent by the delivery that stored the event once that is
   committed.
 - :func:`process_event` first *claims* the event: one autocommit ``UPDATE ... RETURNING``
@@ -62,7 +64,7 @@ from .event_store import (
     record_outcome,
     store_event,
 )
-from .handlers import EventIgnored, handler_for
+from .handlers import EventIgnored, handler_for, in_event_transaction
 
 logger = logging.getLogger("flask_finconn.events")
 
@@ -114,15 +116,21 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     queue = state.queue
     inline = queue.claims_on_receipt
     session = state.db.session
-    # Inline: the row joins the session's transaction, which processing commits.
-    values = insert_in_session(state, event) if inline else insert_alone(state, event)
+    # Inline, for a handler that writes in the event's transaction: the row joins the
+    # session's transaction, which processing commits. Otherwise it is durable at once
+    # (claimed for an inline handler that manages its own transactions).
+    joined = inline and in_event_transaction(event["type"])
+    if joined:
+        values = insert_in_session(state, event)
+    else:
+        values = insert_alone(state, event, claimed=inline)
     stored = None
     if values is not None and values["status"] == "ignored":
-        if inline:
+        if joined:
             session.commit()
         logger.warning("Stored event %s as ignored: %s", event_id, values["last_error"])
         return Received(event_id, duplicate=False, outcome="ignored")
-    if values is None and inline:
+    if values is None and joined:
         session.rollback()  # nothing written: end the transaction before the queue claims
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     listened = values is not None and event_received.has_receivers_for(app)
@@ -200,7 +208,8 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
 
     The handler may commit its own work and sends its signals after its commits; the
     ``processed`` mark is committed after it returns, with whatever of the handler's work
-    and the claim is still uncommitted in the session (the inline path's whole event). On
+    is still uncommitted in the session. A row the inline path inserted already marked,
+    in the session's open transaction, needs no mark: this commit makes it true. On
     an exception that is rolled back, the event is recorded ``failed`` with the error and
     its traceback (also logged) in a transaction of its own and ``event_failed`` is sent;
     the exception does not propagate (the event row is the record).
@@ -208,7 +217,8 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
     session = state.db.session
     try:
         handler_for(event.type)(state, event)
-        session.execute(_MARK_PROCESSED, {"event_id": event.id, "now": utcnow()})
+        if event.status != "processed":  # else inserted marked, in this transaction
+            session.execute(_MARK_PROCESSED, {"event_id": event.id, "now": utcnow()})
         # The mark changes no loaded object: keep what the handler's signals handed out
         # loaded, since receivers may read it after the request.
         own = session()
