@@ -105,18 +105,23 @@ def _compiled_insert(dialect: sa.Dialect) -> _Compiled:
     return _COMPILED[key]
 
 
-def _insert_on(connection: sa.Connection, values: dict[str, Any]) -> bool:
+def _insert_on(connection: sa.Connection, values: dict[str, Any], raw: str | None) -> bool:
     """Run the compiled insert on ``connection``; whether it stored a row.
 
     ``exec_driver_sql`` skips only the per-call compile-cache machinery: the values are
     converted by the columns' own types, and the host's engine and connection event
-    listeners see the statement like any other.
+    listeners see the statement like any other. ``raw``, the verified body as text, is
+    stored as the payload as it came: it is the JSON the payload column would have
+    serialized again.
     """
     sql, order, processors = _compiled_insert(connection.dialect)
     params = {
         name: (process(values[name]) if process is not None else values[name])
         for name, process in processors.items()
+        if raw is None or name != "payload"
     }
+    if raw is not None:
+        params["payload"] = raw
     result = connection.exec_driver_sql(
         sql, params if order is None else tuple(params[k] for k in order)
     )
@@ -143,7 +148,7 @@ def execute_alone(
 
 
 def insert_alone(
-    state: FinConnState, event: dict[str, Any], *, claimed: bool = False
+    state: FinConnState, event: dict[str, Any], *, claimed: bool = False, raw: str | None = None
 ) -> dict[str, Any] | None:
     """Insert the event's row unless its id is stored, durably; the values, or None.
 
@@ -154,13 +159,15 @@ def insert_alone(
     bind = session.get_bind()
     if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
         with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return values if _insert_on(connection, values) else None
-    stored = _insert_in(state, values)  # a session bound to a connection (tests in one)
+            return values if _insert_on(connection, values, raw) else None
+    stored = _insert_in(state, values, raw)  # a session bound to a connection (tests in one)
     session.commit()
     return values if stored else None
 
 
-def insert_in_session(state: FinConnState, event: dict[str, Any]) -> dict[str, Any] | None:
+def insert_in_session(
+    state: FinConnState, event: dict[str, Any], raw: str | None = None
+) -> dict[str, Any] | None:
     """Insert the event's row, marked processed, in the session's transaction; None for a
     stored id.
 
@@ -172,14 +179,14 @@ def insert_in_session(state: FinConnState, event: dict[str, Any]) -> dict[str, A
     values = row_values(event, claimed=True)
     if values["status"] == "processing":
         values.update(status="processed", processed_at=values["claimed_at"])
-    return values if _insert_in(state, values) else None
+    return values if _insert_in(state, values, raw) else None
 
 
-def _insert_in(state: FinConnState, values: dict[str, Any]) -> bool:
+def _insert_in(state: FinConnState, values: dict[str, Any], raw: str | None) -> bool:
     session = state.db.session
     connection = session.connection()
     if connection.dialect.name in _INSERTS:
-        return _insert_on(connection, values)
+        return _insert_on(connection, values, raw)
     try:  # another database: its unique key is the arbiter
         with session.begin_nested():
             session.execute(sa.insert(EVENTS), values)

@@ -101,7 +101,7 @@ class Received:
     outcome: Outcome | None  # inline processing only; None when queued or not processed
 
 
-def receive(state: FinConnState, event: dict[str, Any]) -> Received:
+def receive(state: FinConnState, event: dict[str, Any], raw: bytes | None = None) -> Received:
     """Store a verified event, then hand it to the app's task queue (``state.queue``).
 
     A duplicate delivery is acknowledged without storing again; the queue still hears of it
@@ -110,7 +110,9 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     and that failed, :class:`EventProcessingFailed` is raised after the failure is
     recorded, so Stripe delivers again. ``event_received`` is sent once the stored event
     is committed: before it is processed on a worker queue; after the commit that stores
-    and processes it (or records its failure) on the inline queue.
+    and processes it (or records its failure) on the inline queue. ``raw``, the verified
+    body ``event`` was parsed from, is stored as the payload as it came (no second
+    serialization).
     """
     event_id = event["id"]
     queue = state.queue
@@ -120,10 +122,11 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     # session's transaction, which processing commits. Otherwise it is durable at once
     # (claimed for an inline handler that manages its own transactions).
     joined = inline and in_event_transaction(event["type"])
+    text = _text(raw)
     if joined:
-        values = insert_in_session(state, event)
+        values = insert_in_session(state, event, text)
     else:
-        values = insert_alone(state, event, claimed=inline)
+        values = insert_alone(state, event, claimed=inline, raw=text)
     stored = None
     if values is not None and values["status"] == "ignored":
         if joined:
@@ -148,6 +151,16 @@ def receive(state: FinConnState, event: dict[str, Any]) -> Received:
     if outcome == "failed":
         raise EventProcessingFailed()
     return Received(event_id, duplicate=values is None, outcome=outcome)
+
+
+def _text(raw: bytes | None) -> str | None:
+    """The body as UTF-8 text (what Stripe sends), or None to serialize the parsed event."""
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:  # JSON in another encoding, parsed all the same
+        return None
 
 
 def _received(app: Any, stored: WebhookEvent) -> None:
