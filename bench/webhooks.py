@@ -8,8 +8,9 @@ shuffled) over 8 connections to four servers and prints events/s, p50 and p99 la
   (h) hand-written: the minimal correct route without the extension:
       ``stripe.Webhook.construct_event``, then in one transaction one ``INSERT ... ON
       CONFLICT DO NOTHING`` of the event and, when it was new, the same effect;
-  (b) our route, ``FINCONN_TASK_QUEUE = "inline"``: store in the durable ledger, claim,
-      handle, mark processed;
+  (b) our route, ``FINCONN_TASK_QUEUE = "inline"``: in one transaction, insert the event
+      into the durable ledger (``ON CONFLICT DO NOTHING``, marked processed) and run the
+      handler; one commit (a failure is recorded in a second transaction);
   (c) our route, ``FINCONN_TASK_QUEUE = "celery"``: store and publish to Redis (the
       acknowledge path, measured alone).
 
@@ -28,7 +29,8 @@ run as beat runs it once the dead worker's claims are past ``STUCK_AFTER``; it p
 many were processed at the kill, how many the sweep queued again, and lost / twice.
 
 The events are of a bench-only type whose handler inserts one row per run into a
-``bench_effect`` table in the handler's transaction. The audit counts events *lost*
+``bench_effect`` table in the handler's transaction (it is one of the handlers that run in
+the event's own transaction, ``handlers.IN_EVENT_TRANSACTION``). The audit counts events *lost*
 (sent, but not stored and processed with exactly one effect row) and events *processed
 twice* (more than one effect row); both must be 0.
 
