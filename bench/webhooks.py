@@ -712,11 +712,12 @@ def main() -> int:
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="finconn-bench-"))
     bad = False
-    print(
-        f"{args.events} signed events per variant (10% duplicates, shuffled), "
-        f"{args.connections} connections, gunicorn --workers 2 --threads {THREADS} on loopback, "
-        f"{args.rounds} rotating rounds"
-    )
+    if not args.chaos:
+        print(
+            f"{args.events} signed events per variant (10% duplicates, shuffled), "
+            f"{args.connections} connections, gunicorn --workers 2 --threads {THREADS} on "
+            f"loopback, {args.rounds} rotating rounds"
+        )
     try:
         for kind in args.databases.split(",") if args.chaos else ():
             at_kill, swept, lost, twice, failures = chaos(kind, workdir, args.chaos)
