@@ -8,8 +8,9 @@ shuffled) over 8 connections to four servers and prints events/s, p50 and p99 la
   (h) hand-written: the minimal correct route without the extension:
       ``stripe.Webhook.construct_event``, then in one transaction one ``INSERT ... ON
       CONFLICT DO NOTHING`` of the event and, when it was new, the same effect;
-  (b) our route, ``FINCONN_TASK_QUEUE = "inline"``: store in the durable ledger, claim,
-      handle, mark processed;
+  (b) our route, ``FINCONN_TASK_QUEUE = "inline"``: in one transaction, insert the event
+      into the durable ledger (``ON CONFLICT DO NOTHING``, marked processed) and run the
+      handler; one commit (a failure is recorded in a second transaction);
   (c) our route, ``FINCONN_TASK_QUEUE = "celery"``: store and publish to Redis (the
       acknowledge path, measured alone).
 
@@ -22,14 +23,20 @@ Then a duplicate burst on (h), (b) and (c): 100 events, each delivered 8 times a
 (c)'s queue: one worker process, then two (each ``--pool threads --concurrency 4``) on a
 fresh batch, and the drain rate is events processed per second.
 
+``--chaos N`` runs a chaos drain instead: N events queued on (c), a Celery worker killed
+with SIGKILL once a fifth of them are processed, a second worker started, and the sweep
+run as beat runs it once the dead worker's claims are past ``STUCK_AFTER``; it prints how
+many were processed at the kill, how many the sweep queued again, and lost / twice.
+
 The events are of a bench-only type whose handler inserts one row per run into a
-``bench_effect`` table in the handler's transaction. The audit counts events *lost*
+``bench_effect`` table in the handler's transaction (it is one of the handlers that run in
+the event's own transaction, ``handlers.IN_EVENT_TRANSACTION``). The audit counts events *lost*
 (sent, but not stored and processed with exactly one effect row) and events *processed
 twice* (more than one effect row); both must be 0.
 
     source /tmp/finconn-dev-env   # FINCONN_TEST_POSTGRES_URL, FINCONN_TEST_REDIS_URL
     .venv/bin/python bench/webhooks.py [--events N] [--connections N] [--databases LIST]
-                                       [--rounds N] [--drain N]
+                                       [--rounds N] [--drain N] [--chaos N]
 
 Not part of the test suite: it prints, it does not assert (the exit status is 1 when an
 event was lost or processed twice).
@@ -128,6 +135,9 @@ def build_app(variant: str, database_url: str) -> Any:
         state.db.session.execute(sa.insert(EFFECTS).values(event_id=event.id))
 
     handlers.HANDLERS[EVENT_TYPE] = record_effect
+    # It only writes through the session, like the hand-written route's effect: inline, it
+    # runs in the event's own transaction.
+    handlers.IN_EVENT_TRANSACTION.add(record_effect)
     if variant == "queue":
         from flask_finconn.tasks import init_celery
 
@@ -577,6 +587,50 @@ def drain(queue: Server, ids: set[str], workers: int, workdir: Path) -> tuple[fl
     return (len(ids) - first) / seconds, lost, twice
 
 
+def sweep_later(queue: Server) -> int:
+    """Beat's sweep as it runs once a dead worker's claims are older than ``STUCK_AFTER``:
+    what it held is put back and queued again. Returns how many events it queued."""
+    from datetime import timedelta
+
+    from flask_finconn import get_state
+    from flask_finconn.models import utcnow
+    from flask_finconn.services import events
+
+    os.environ["FINCONN_BENCH_QUEUE"] = queue.env["FINCONN_BENCH_QUEUE"]
+    app = build_app("queue", queue.url)
+    with app.app_context():
+        state = get_state(app)
+        due = events.sweep(state, now=utcnow() + events.STUCK_AFTER + timedelta(seconds=1))
+        state.queue.enqueue(app, due)  # published by this process's publisher thread
+    return len(due)
+
+
+def chaos(kind: str, workdir: Path, count: int) -> tuple[int, int, int, int, int]:
+    """Kill a draining worker with SIGKILL: (processed at the kill, swept, lost, twice, non-200)."""
+    sent, ids = deliveries(count, seed=5)
+    with server("queue", kind, workdir) as queue:
+        failures = drive(queue.port, sent, 8).failures
+        engine = sa.create_engine(queue.url)
+        query = processed_query("queue")
+
+        def done() -> int:
+            with engine.connect() as conn:
+                return len(ids & set(conn.execute(query, {"t": EVENT_TYPE}).scalars()))
+
+        with celery_worker(queue.env, workdir, "chaos-killed") as first:
+            deadline = time.monotonic() + 600
+            while done() < len(ids) // 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first.kill()  # SIGKILL: no warm shutdown, no acknowledgement
+            first.wait()
+        at_kill = done()
+        engine.dispose()
+        with celery_worker(queue.env, workdir, "chaos-second"):
+            swept = sweep_later(queue)
+            lost, twice, _ = audit(queue.url, "queue", ids, timeout=600)
+    return at_kill, swept, lost, twice, failures
+
+
 def run_database(
     kind: str, workdir: Path, events: int, connections: int, rounds: int, drained: int
 ) -> tuple[dict[str, Outcome], list[tuple[int, float, int, int]]]:
@@ -648,6 +702,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--drain", type=int, default=2000, help="events for the 2-worker drain")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--chaos", type=int, default=0, help="instead: N events, a draining worker killed"
+    )
     args = parser.parse_args()
     for key in ("FINCONN_TEST_POSTGRES_URL", "FINCONN_TEST_REDIS_URL"):
         if key not in os.environ:
@@ -655,13 +712,22 @@ def main() -> int:
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="finconn-bench-"))
     bad = False
-    print(
-        f"{args.events} signed events per variant (10% duplicates, shuffled), "
-        f"{args.connections} connections, gunicorn --workers 2 --threads {THREADS} on loopback, "
-        f"{args.rounds} rotating rounds"
-    )
+    if not args.chaos:
+        print(
+            f"{args.events} signed events per variant (10% duplicates, shuffled), "
+            f"{args.connections} connections, gunicorn --workers 2 --threads {THREADS} on "
+            f"loopback, {args.rounds} rotating rounds"
+        )
     try:
-        for kind in args.databases.split(","):
+        for kind in args.databases.split(",") if args.chaos else ():
+            at_kill, swept, lost, twice, failures = chaos(kind, workdir, args.chaos)
+            bad |= bool(lost) or bool(twice) or bool(failures)
+            print(
+                f"\n{kind}: chaos drain of {args.chaos} deliveries: worker killed (SIGKILL) "
+                f"after {at_kill} processed; the sweep queued {swept} again; "
+                f"lost {lost}, twice {twice}, non-200 {failures}"
+            )
+        for kind in args.databases.split(",") if not args.chaos else ():
             outcomes, drains = run_database(
                 kind, workdir, args.events, args.connections, args.rounds, args.drain
             )

@@ -111,7 +111,8 @@ class TaskQueue(Protocol):
     """Carries stored events to whatever processes them (``flask_finconn.tasks``)."""
 
     #: True when the queue processes a new event in the delivery's own request: the ledger
-    #: then stores it already claimed for the queue, saving a round of claiming.
+    #: then inserts it already claimed in the session's open transaction, which the
+    #: queue's processing commits (one commit per event).
     claims_on_receipt: bool
 
     def received(
@@ -119,7 +120,8 @@ class TaskQueue(Protocol):
     ) -> str | None:
         """A verified delivery of a stored event (``new`` when this delivery stored it).
 
-        ``stored`` is the new row, claimed, when the queue claims on receipt. Returns the
+        ``stored`` is the new row, claimed and not yet committed, when the queue claims on
+        receipt. Returns the
         processing outcome when the queue processed the event before returning, else None.
         """
 

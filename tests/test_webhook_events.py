@@ -248,6 +248,10 @@ def test_account_created_before_the_browser_completes_links_once(webhook_app: Fl
         ).json
     assert completed is not None
     assert [s["account"].id for s in linked] == [completed["accounts"][0]["id"]]
+    # The handler rolled back its first look (no such account yet): the event stays stored.
+    assert [(r.type, r.status) for r in stored(webhook_app)] == [
+        ("financial_connections.account.created", "processed")
+    ]
 
 
 def test_a_failing_handler_is_recorded_then_replayed_once(
@@ -498,6 +502,16 @@ def test_event_writes_go_through_sqlalchemy_where_the_hosts_listeners_see_them(
     assert [s.split(" (")[0] for s in seen if s.startswith("INSERT")] == [
         "INSERT INTO finconn_webhook_event"
     ]
-    # the processed mark (the inline queue has the event stored already claimed)
+    # The processed mark: the claimed row was committed before the charge handler (which
+    # manages its own transactions) ran.
     assert len([s for s in seen if s.startswith("UPDATE finconn_webhook_event")]) == 1
+    with count_statements(webhook_app) as statements:
+        event = stripe_event("customer.created", {"id": "cus_1", "object": "customer"})
+        assert post_webhook(webhook_app, event).status_code == 200
+    seen = [" ".join(statement.split()) for statement in statements]
+    # A type needing no action: its row is inserted already marked processed, in the
+    # transaction its (empty) handler runs in; one commit, no separate mark.
+    assert [s.split(" (")[0] for s in seen if s.startswith(("INSERT", "UPDATE"))] == [
+        "INSERT INTO finconn_webhook_event"
+    ]
     assert {r.status for r in stored(webhook_app)} == {"processed"}

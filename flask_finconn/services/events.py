@@ -6,22 +6,31 @@ The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
                          │                             └────────▶ failed ──claim──▶ ...
                          └─ already stored: a duplicate, acknowledged and not stored again
 
-- :func:`receive` stores a verified event with ``INSERT ... ON CONFLICT DO NOTHING`` on an
-  autocommit connection before anything else happens, so a 2xx always means "stored", and
-  two deliveries of one event racing in two workers store one row. ``event_received`` is
-  sent by the delivery that stored it. Then the event goes to the app's task queue
-  (``state.queue``), which processes it at once (``inline``: the event is then stored
-  already claimed for it) or carries it to a worker.
+- :func:`receive` stores a verified event with ``INSERT ... ON CONFLICT DO NOTHING``
+  (:mod:`.event_store`) and hands it to the app's task queue (``state.queue``). A queue
+  that carries events to a worker gets the row inserted on an autocommit connection
+  before anything else happens, so a 2xx always means "stored". The ``inline`` queue
+  processes the event in the delivery's request. When the type's handler writes in the
+  event's transaction (:func:`.handlers.in_event_transaction`), the row is inserted
+  already marked processed, the handler runs, and one commit makes both durable (a
+  rollback, both gone); a second delivery of the same id racing in another worker waits
+  on the first one's insert and then finds it stored, so it is processed once. For a
+  handler that manages its own transactions the claimed row is committed first.
+  ``event_received`` is sent by the delivery that stored the event once that is
+  committed.
 - :func:`process_event` first *claims* the event: one autocommit ``UPDATE ... RETURNING``
   that moves it from a claimable status to ``processing`` (on PostgreSQL only for the row
   a ``SELECT ... FOR UPDATE SKIP LOCKED`` got, so a second claimer moves on at once
   instead of queueing behind the first). Only the claimer runs the handler, so a worker
   that lost the race does nothing.
-- The handler (:mod:`.handlers`) commits its own work and sends its signals after its
-  commits; the ``processed`` mark is a commit of its own after that. If the handler raises,
-  what it had not committed is rolled back, the event becomes ``failed`` with the error
-  and its traceback (also logged), and ``event_failed`` is sent. Work committed before the
-  failure stays: processing again is safe because handlers re-read from Stripe.
+- The handler (:mod:`.handlers`) may commit its work itself and sends its signals after
+  its commits; the ``processed`` mark is committed after it returns (with the handler's
+  work, and on the inline path with the row's insert, when the handler does not commit).
+  If the handler raises, what was not committed is rolled back and the event is recorded
+  ``failed`` with the error and its traceback (also logged) in a transaction of its own,
+  inserting the row again if the rollback took it, then ``event_failed`` is sent; the
+  sweep or a replay retries it. Work committed before the failure stays: processing
+  again is safe because handlers re-read from Stripe.
 - Handlers treat events as nudges: the data service re-reads the account from Stripe
   with the stored row locked, so an old or duplicated event can only ever apply Stripe's
   current state, never roll it back.
@@ -33,7 +42,6 @@ The life of an event (one ``finconn_webhook_event`` row per ``evt_`` id)::
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,14 +49,22 @@ from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from ..errors import FinConnError, NotFound
-from ..models import WebhookEvent, from_unix, utcnow
+from ..models import WebhookEvent, utcnow
 from ..signals import event_failed, event_received
 from ..state import FinConnState
-from .handlers import EventIgnored, handler_for
+from .event_store import (
+    COLUMNS,
+    EVENTS,
+    describe,
+    execute_alone,
+    insert_alone,
+    insert_in_session,
+    record_outcome,
+    store_event,
+)
+from .handlers import EventIgnored, handler_for, in_event_transaction
 
 logger = logging.getLogger("flask_finconn.events")
 
@@ -63,8 +79,6 @@ PENDING_AFTER = timedelta(minutes=2)
 MAX_ATTEMPTS = 5
 RETRY_BASE = timedelta(minutes=1)
 SWEEP_BATCH = 500
-ERROR_LIMIT = 2000
-TRACEBACK_LIMIT = 20_000
 
 
 class EventProcessingFailed(FinConnError):
@@ -87,192 +101,75 @@ class Received:
     outcome: Outcome | None  # inline processing only; None when queued or not processed
 
 
-# storing
-
-EVENTS: sa.Table = WebhookEvent.__table__  # type: ignore[assignment]
-COLUMNS = tuple(EVENTS.c)
-
-
-def _insert_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # Both report a row count of 0 for a conflict skipped by DO NOTHING, 1 for an insert.
-    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"])
-
-
-# Built once, compiled once per dialect (below).
-_INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
-
-
-def _created(value: int) -> datetime | None:
-    try:
-        return from_unix(value)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _row_values(event: dict[str, Any], *, claimed: bool = False) -> dict[str, Any]:
-    """The event's row; an event no handler could act on is stored ``ignored`` at once.
-
-    Stripe signed it, so it is acknowledged and kept, but a shape no Stripe event has (a
-    ``created`` outside the calendar, an account id that is not a string) would fail on
-    every retry.
-    """
-    obj = event["data"]["object"]
-    is_account = obj.get("object") == "financial_connections.account"
-    now = utcnow()
-    created = _created(event["created"])
-    account_id = obj.get("id") if is_account else None
-    reason = None
-    if created is None:
-        reason = "The event's created time is outside the calendar."
-    elif is_account and not (isinstance(account_id, str) and 0 < len(account_id) <= 255):
-        reason = "The event's account id is not a string of at most 255 characters."
-    values: dict[str, Any] = {
-        "id": event["id"],
-        "type": event["type"],
-        "created": created or now,
-        "account_stripe_id": None if reason else account_id,
-        "livemode": bool(event.get("livemode", False)),
-        "payload": event,
-        "status": "processing" if claimed else "pending",
-        "attempts": 1 if claimed else 0,
-        "last_error": None,
-        "last_traceback": None,
-        "received_at": now,
-        "claimed_at": now if claimed else None,
-        "processed_at": None,
-    }
-    if reason is not None:
-        values.update(status="ignored", attempts=0, last_error=reason, claimed_at=None)
-        values["processed_at"] = now
-    return values
-
-
-def _execute_alone(
-    state: FinConnState, statement: Any, params: dict[str, Any] | None = None
-) -> sa.Row[Any] | None:
-    """Run one statement as its own transaction; the first row it returns.
-
-    On an engine it runs on an autocommit connection: durable when it returns, without the
-    BEGIN and COMMIT round trips of a transaction (on the acknowledge path these are most
-    of the time spent). It goes through SQLAlchemy, so the host's event listeners see it.
-    """
-    session = state.db.session
-    bind = session.get_bind()
-    if isinstance(bind, sa.Engine):
-        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return connection.execute(statement, params).first()
-    row = session.execute(statement, params).first()  # a session bound to a connection
-    session.commit()
-    return row
-
-
-def store_event(state: FinConnState, event: dict[str, Any]) -> WebhookEvent | None:
-    """Store a verified event once (``pending``) and commit; None when its id was stored.
-
-    Returns the stored row as a detached object.
-    """
-    values = _store(state, event)
-    return None if values is None else WebhookEvent(**values)
-
-
-_Compiled = tuple[str, "tuple[str, ...] | None", dict[str, Any]]
-_COMPILED: dict[tuple[str, str], _Compiled] = {}
-
-
-def _compiled_insert(dialect: sa.Dialect) -> _Compiled:
-    """The insert compiled once per dialect: SQL, parameter order, the columns' converters."""
-    key = (dialect.name, dialect.driver)
-    if key not in _COMPILED:
-        compiled = _INSERTS[dialect.name].compile(dialect=dialect)
-        processors = {
-            column.key: column.type.dialect_impl(dialect).bind_processor(dialect)
-            for column in COLUMNS
-        }
-        order = tuple(compiled.positiontup) if compiled.positiontup else None
-        _COMPILED[key] = (compiled.string, order, processors)
-    return _COMPILED[key]
-
-
-def _store(
-    state: FinConnState, event: dict[str, Any], *, claimed: bool = False
-) -> dict[str, Any] | None:
-    """Insert the event's row unless its id is stored; the values, or None for a duplicate.
-
-    The acknowledge path's one statement. On an engine it runs on an autocommit connection
-    of the app's engine (durable when it returns, without the BEGIN and COMMIT round trips
-    of a transaction), as SQL compiled once with the values converted by the columns' own
-    types: ``exec_driver_sql`` skips only the per-call compile-cache machinery, and the
-    host's engine and connection event listeners see the statement like any other.
-    """
-    session = state.db.session
-    values = _row_values(event, claimed=claimed)
-    bind = session.get_bind()
-    if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
-        sql, order, processors = _compiled_insert(bind.dialect)
-        params = {
-            name: (process(values[name]) if process is not None else values[name])
-            for name, process in processors.items()
-        }
-        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            result = connection.exec_driver_sql(
-                sql, params if order is None else tuple(params[k] for k in order)
-            )
-        return values if result.rowcount == 1 else None
-    statement = _INSERTS.get(bind.dialect.name)
-    if statement is not None:  # a session bound to a connection (tests in a transaction)
-        inserted = session.execute(statement, values).rowcount == 1  # type: ignore[attr-defined]
-        session.commit()
-        return values if inserted else None
-    try:
-        session.execute(sa.insert(EVENTS), values)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        return None
-    return values
-
-
-def receive(state: FinConnState, event: dict[str, Any]) -> Received:
+def receive(state: FinConnState, event: dict[str, Any], raw: bytes | None = None) -> Received:
     """Store a verified event, then hand it to the app's task queue (``state.queue``).
 
     A duplicate delivery is acknowledged without storing again; the queue still hears of it
     (the ``inline`` queue processes a duplicate of an event still waiting or failed, as a
     retry; a worker queue leaves it to :func:`sweep`). When the queue processed the event
     and that failed, :class:`EventProcessingFailed` is raised after the failure is
-    recorded, so Stripe delivers again. ``event_received`` is sent once the event is
-    stored, before it is processed.
+    recorded, so Stripe delivers again. ``event_received`` is sent once the stored event
+    is committed: before it is processed on a worker queue; after the commit that stores
+    and processes it (or records its failure) on the inline queue. ``raw``, the verified
+    body ``event`` was parsed from, is stored as the payload as it came (no second
+    serialization).
     """
     event_id = event["id"]
     queue = state.queue
-    values = _store(state, event, claimed=queue.claims_on_receipt)
+    inline = queue.claims_on_receipt
+    session = state.db.session
+    # Inline, for a handler that writes in the event's transaction: the row joins the
+    # session's transaction, which processing commits. Otherwise it is durable at once
+    # (claimed for an inline handler that manages its own transactions).
+    joined = inline and in_event_transaction(event["type"])
+    text = _text(raw)
+    if joined:
+        values = insert_in_session(state, event, text)
+    else:
+        values = insert_alone(state, event, claimed=inline, raw=text)
     stored = None
     if values is not None and values["status"] == "ignored":
+        if joined:
+            session.commit()
         logger.warning("Stored event %s as ignored: %s", event_id, values["last_error"])
         return Received(event_id, duplicate=False, outcome="ignored")
-    if values is not None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        # The row object only when someone uses it: on the acknowledge path it is not free.
-        if queue.claims_on_receipt or event_received.has_receivers_for(app):
-            stored = WebhookEvent(**values)
-        if event_received.has_receivers_for(app):
-            try:
-                event_received.send(app, event=stored)
-            except Exception:
-                # A receiver's bug must not strand an event that is stored and claimed.
-                logger.exception("An event_received receiver raised for event %s.", event_id)
+    if values is None and joined:
+        session.rollback()  # nothing written: end the transaction before the queue claims
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    listened = values is not None and event_received.has_receivers_for(app)
+    # The row object only when someone uses it: on the acknowledge path it is not free.
+    if values is not None and (inline or listened):
+        stored = WebhookEvent(**values)
+    if listened and stored is not None and not inline:
+        _received(app, stored)  # committed: on the acknowledge path, before processing
     outcome = cast(
         "Outcome | None",
-        queue.received(
-            state,
-            event_id,
-            new=values is not None,
-            stored=stored if queue.claims_on_receipt else None,
-        ),
+        queue.received(state, event_id, new=values is not None, stored=stored if inline else None),
     )
+    if listened and stored is not None and inline:
+        _received(app, stored)  # committed with the processing, or recorded as failed
     if outcome == "failed":
         raise EventProcessingFailed()
     return Received(event_id, duplicate=values is None, outcome=outcome)
+
+
+def _text(raw: bytes | None) -> str | None:
+    """The body as UTF-8 text (what Stripe sends), or None to serialize the parsed event."""
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:  # JSON in another encoding, parsed all the same
+        return None
+
+
+def _received(app: Any, stored: WebhookEvent) -> None:
+    """Send ``event_received`` for an event this delivery stored (a receiver's error is logged)."""
+    try:
+        event_received.send(app, event=stored)
+    except Exception:
+        # A receiver's bug must not turn a stored event into an error answer.
+        logger.exception("An event_received receiver raised for event %s.", stored.id)
 
 
 # claiming and processing
@@ -299,7 +196,7 @@ def claim(
         # A second claimer skips the row another one has locked instead of waiting for it.
         locked = sa.select(EVENTS.c.id).where(target).with_for_update(skip_locked=True)
         target = sa.and_(target, EVENTS.c.id == locked.scalar_subquery())
-    row = _execute_alone(
+    row = execute_alone(
         state,
         sa.update(EVENTS)
         .where(target)
@@ -322,20 +219,19 @@ def process_event(
 def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
     """Run the handler of an event this caller claimed, and record the outcome.
 
-    The handler commits its own work and sends its signals; the ``processed`` mark is
-    committed after it returns. On an exception what the handler had not committed is
-    rolled back, the event is marked ``failed`` with the error and its traceback (also
-    logged) and ``event_failed`` is sent; the exception does not propagate (the event row
-    is the record).
+    The handler may commit its own work and sends its signals after its commits; the
+    ``processed`` mark is committed after it returns, with whatever of the handler's work
+    is still uncommitted in the session. A row the inline path inserted already marked,
+    in the session's open transaction, needs no mark: this commit makes it true. On
+    an exception that is rolled back, the event is recorded ``failed`` with the error and
+    its traceback (also logged) in a transaction of its own and ``event_failed`` is sent;
+    the exception does not propagate (the event row is the record).
     """
     session = state.db.session
     try:
         handler_for(event.type)(state, event)
-        session.execute(
-            sa.update(EVENTS)
-            .where(EVENTS.c.id == event.id)
-            .values(status="processed", processed_at=utcnow(), last_error=None, last_traceback=None)
-        )
+        if event.status != "processed":  # else inserted marked, in this transaction
+            session.execute(_MARK_PROCESSED, {"event_id": event.id, "now": utcnow()})
         # The mark changes no loaded object: keep what the handler's signals handed out
         # loaded, since receivers may read it after the request.
         own = session()
@@ -347,17 +243,26 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
     except Exception as exc:
         session.rollback()
         if _permanent(exc):
-            reason = str(exc) if isinstance(exc, EventIgnored) else _describe(exc)
-            _mark_ignored(state, event.id, reason)
+            reason = str(exc) if isinstance(exc, EventIgnored) else describe(exc)
+            record_outcome(state, event, "ignored", reason)
             logger.warning("Event %s ignored: %s", event.id, reason)
             return "ignored"
-        _mark_failed(state, event.id, exc)
-        logger.exception("Processing event %s failed: %s", event.id, _describe(exc))
+        record_outcome(state, event, "failed", describe(exc), exc)
+        logger.exception("Processing event %s failed: %s", event.id, describe(exc))
         failed = session.get(WebhookEvent, event.id, populate_existing=True)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         event_failed.send(app, event=failed, error=exc)
         return "failed"
     return "processed"
+
+
+_MARK_PROCESSED = (
+    sa.update(EVENTS)
+    .where(EVENTS.c.id == sa.bindparam("event_id"))
+    .values(
+        status="processed", processed_at=sa.bindparam("now"), last_error=None, last_traceback=None
+    )
+)
 
 
 def _permanent(exc: Exception) -> bool:
@@ -369,37 +274,6 @@ def _permanent(exc: Exception) -> bool:
     if isinstance(exc, EventIgnored):
         return True
     return isinstance(exc, FinConnError) and 400 <= exc.status < 500
-
-
-def _mark_ignored(state: FinConnState, event_id: str, reason: str) -> None:
-    session = state.db.session
-    session.execute(
-        sa.update(EVENTS)
-        .where(EVENTS.c.id == event_id, EVENTS.c.status == "processing")
-        .values(
-            status="ignored",
-            processed_at=utcnow(),
-            last_error=reason[:ERROR_LIMIT],
-            last_traceback=None,
-        )
-    )
-    session.commit()
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= ERROR_LIMIT else text[: ERROR_LIMIT - 1] + "…"
-
-
-def _mark_failed(state: FinConnState, event_id: str, exc: BaseException) -> None:
-    session = state.db.session
-    trace = "".join(traceback.format_exception(exc))
-    session.execute(
-        sa.update(EVENTS)
-        .where(EVENTS.c.id == event_id, EVENTS.c.status == "processing")
-        .values(status="failed", last_error=_describe(exc), last_traceback=trace[-TRACEBACK_LIMIT:])
-    )
-    session.commit()
 
 
 # sweeping, replaying, listing

@@ -3,8 +3,9 @@
 Events are nudges: an account event re-reads the account from Stripe and applies that
 (:func:`.sync.sync_account_from_stripe`), whatever the event's snapshot says, so an old or
 duplicated event can only ever apply Stripe's current state. Handlers commit their own
-work and send their signals after their commits. Types without a handler are stored,
-acknowledged and left alone.
+work and send their signals after their commits, except those of
+:data:`IN_EVENT_TRANSACTION`, which write in the event's transaction and never commit.
+Types without a handler are stored, acknowledged and left alone.
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ class EventIgnored(FinConnError):
 def handler_for(event_type: str) -> Handler:
     """The handler of an event type; unknown types are acknowledged and left alone."""
     return HANDLERS.get(event_type, ignore)
+
+
+def in_event_transaction(event_type: str) -> bool:
+    """Whether the type's handler may run inside the event's own transaction.
+
+    Such a handler (one of :data:`IN_EVENT_TRANSACTION`) only writes through the session:
+    it never commits or rolls back, so the inline queue inserts the event, runs it and
+    marks it processed in one transaction with one commit. Every other handler manages its
+    transactions (it locks, re-reads Stripe, commits per page, rolls back a lost race): the
+    event's claim is committed before it runs, so no rollback of its can take the claim.
+    """
+    return handler_for(event_type) in IN_EVENT_TRANSACTION
 
 
 def ignore(state: FinConnState, event: WebhookEvent) -> None:
@@ -158,12 +171,17 @@ HANDLERS: dict[str, Handler] = {
     **PAYMENT_HANDLERS,
 }
 
+#: Handlers that neither commit nor roll back (see :func:`in_event_transaction`).
+IN_EVENT_TRANSACTION: set[Handler] = {ignore}
+
 __all__ = [
     "EVENT_TYPES",
     "HANDLERS",
+    "IN_EVENT_TRANSACTION",
     "EventIgnored",
     "Handler",
     "account_event",
     "handler_for",
     "ignore",
+    "in_event_transaction",
 ]
