@@ -135,6 +135,34 @@ def test_two_sandboxes_on_one_file_share_state(tmp_path: Any) -> None:
     two.close()
 
 
+def test_a_sandbox_sees_what_another_on_the_same_file_changed(tmp_path: Any) -> None:
+    # The clock, the next due task and the webhook endpoints are kept in memory; another
+    # connection's commit (another process, in production) must make them read again.
+    path = str(tmp_path / "shared.sqlite3")
+    one, two = Sandbox(path), Sandbox(path)
+    client_one, client_two = one.stripe_client(), two.stripe_client()
+    account = link(one, client_one, "bank_oauth", accounts=["checking"])[0]
+    fc_two = client_two.v1.financial_connections
+    assert fc_two.accounts.retrieve(account.id).balance_refresh is None  # two has read it all
+
+    before = two.now()
+    one.advance_time(3600)
+    assert two.now() >= before + 3600
+
+    one.refresh_delay = 0
+    client_one.v1.financial_connections.accounts.refresh(account.id, {"features": ["balance"]})
+    # Nothing serves one's requests any more: two's GET finds the task due and runs it.
+    assert present(fc_two.accounts.retrieve(account.id).balance_refresh).status == "succeeded"
+
+    # two emitted the refresh's event with no endpoint; now one adds an endpoint.
+    one.add_webhook_endpoint(url="http://127.0.0.1:9/hook")
+    event = two.fire_event(account.id, "financial_connections.account.refreshed_balance")
+    assert event["pending_webhooks"] == 1
+    assert two.pending_deliveries() == 1
+    one.close()
+    two.close()
+
+
 def test_a_failed_operation_leaves_nothing_half_written(sb: Sandbox) -> None:
     client = sb.stripe_client()
     session = _session(sb, client, limits={"accounts": 1})

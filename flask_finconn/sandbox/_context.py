@@ -6,9 +6,7 @@ modules (which emit events) use this module; neither imports the other for it.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -31,17 +29,27 @@ class Requests:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    @contextlib.contextmanager
-    def serving(self, ctx: RequestContext) -> Iterator[None]:
-        """Make ``ctx`` the current request of this thread for the block."""
-        previous = getattr(self._local, "request", None)
-        self._local.request = ctx
-        try:
-            yield
-        finally:
-            self._local.request = previous
+    def serving(self, ctx: RequestContext) -> _Serving:
+        """Make ``ctx`` the current request of this thread for the ``with`` block."""
+        return _Serving(self._local, ctx)
 
     def current(self) -> RequestContext:
         """The request this thread is serving, or an automatic one."""
         ctx = getattr(self._local, "request", None)
         return ctx if ctx is not None else RequestContext()
+
+
+class _Serving:
+    # A class rather than a generator: entered several times on every request.
+    __slots__ = ("_ctx", "_local", "_previous")
+
+    def __init__(self, local: threading.local, ctx: RequestContext) -> None:
+        self._local, self._ctx = local, ctx
+        self._previous: RequestContext | None = None
+
+    def __enter__(self) -> None:
+        self._previous = getattr(self._local, "request", None)
+        self._local.request = self._ctx
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.request = self._previous

@@ -188,10 +188,17 @@ def list_transactions(api: Api, params: dict[str, Any], args: tuple[str, ...]) -
         },
     )
     expand_paths(p, (), "data.")
-    account, _ = api.sb.parts.accounts.row(p["account"], param="account")
-    where, qargs = "account = ?", [p["account"]]
-    if account["status"] == "disconnected":
-        where += " AND 0"
+    # The account's checks ride along in the page's statement (a disconnected account's
+    # transactions are hidden); only an empty page looks the account up to explain itself.
+    where = (
+        "account = ? AND EXISTS (SELECT 1 FROM accounts WHERE id = ? "
+        "AND json_extract(data, '$.status') != 'disconnected')"
+    )
+    qargs: list[Any] = [p["account"], p["account"]]
+
+    def account_exists() -> None:
+        api.sb.parts.accounts.row(p["account"], param="account")
+
     transacted_at = p.get("transacted_at")
     if isinstance(transacted_at, int):
         where += " AND transacted_at = ?"
@@ -208,6 +215,7 @@ def list_transactions(api: Api, params: dict[str, Any], args: tuple[str, ...]) -
             (refresh["after"], p["account"]),
         )
         if row is None:
+            account_exists()  # a missing account is the error to report first
             raise not_found(
                 "financial connections transaction refresh",
                 refresh["after"],
@@ -224,6 +232,7 @@ def list_transactions(api: Api, params: dict[str, Any], args: tuple[str, ...]) -
         key=("transacted_at", "id"),
         column="body",
         kind="financial connections transaction",
+        when_empty=account_exists,
     )
 
 

@@ -37,6 +37,14 @@ class Settings:
     history_size: int | None = None
 
 
+@dataclass(frozen=True)
+class _Clock:
+    """The clock's offset from wall time, and no later than the earliest task's due time."""
+
+    offset: float
+    next_due: float
+
+
 class Kernel:
     """The store, settings, clock, current request and task queue of one sandbox."""
 
@@ -48,8 +56,17 @@ class Kernel:
 
     # --- clock --------------------------------------------------------------------------
 
+    def _clock(self) -> _Clock:
+        # Read on every request, so kept in memory while the database has not changed.
+        return self.store.cached("kernel.clock", self._load_clock)
+
+    def _load_clock(self) -> _Clock:
+        offset = float(self.store.get_meta("clock_offset", "0") or 0)
+        row = self.store.one("SELECT MIN(due_at) FROM tasks")
+        return _Clock(offset, math.inf if row[0] is None else float(row[0]))
+
     def _offset(self) -> float:
-        return float(self.store.get_meta("clock_offset", "0") or 0)
+        return self._clock().offset
 
     def now(self) -> int:
         """The sandbox clock in whole Unix seconds."""
@@ -71,7 +88,9 @@ class Kernel:
         if refusal is not None:
             raise ValueError(refusal)
         with self.store.tx():
-            self.store.set_meta("clock_offset", repr(self._offset() + seconds))
+            offset = self._offset() + seconds
+            self.store.set_meta("clock_offset", repr(offset))
+            self.store.remember("kernel.clock", _Clock(offset, self._clock().next_due))
             self.run_due()
             return self.now()
 
@@ -113,10 +132,12 @@ class Kernel:
         ``due_at``."""
         if kind not in self._tasks:
             raise ValueError(f"No handler runs tasks of kind '{kind}'; register it first.")
+        clock = self._clock()
         self.store.execute(
             "INSERT INTO tasks (due_at, kind, account, data) VALUES (?, ?, ?, ?)",
             (due_at, kind, subject, _dumps(extra or {})),
         )
+        self.store.remember("kernel.clock", _Clock(clock.offset, min(clock.next_due, due_at)))
 
     def catch_up(self, due_at: int, every: int) -> int:
         """When a task repeating ``every`` seconds, due at ``due_at``, should next run.
@@ -141,14 +162,22 @@ class Kernel:
         else:
             self.store.execute("DELETE FROM tasks WHERE account = ?", (subject,))
 
+    def work_due(self) -> bool:
+        """Whether a task may be due now (no statement while the database is unchanged)."""
+        clock = self._clock()
+        return time.time() + clock.offset >= clock.next_due
+
     def run_due(self) -> int:
         """Run every task whose time has come, oldest first, each at its own due time.
 
         Returns how many ran. API requests call this first, so results do not depend on a
         background thread.
         """
-        now = self.now_float()
-        if self.store.one("SELECT 1 FROM tasks WHERE due_at <= ? LIMIT 1", (now,)) is None:
+        clock = self._clock()
+        now = time.time() + clock.offset
+        # next_due is a lower bound (a cancelled task may have left it early): no task is
+        # due before it, so most requests need no statement here.
+        if now < clock.next_due:
             return 0
         ran = 0
         with self.store.tx():
@@ -159,6 +188,7 @@ class Kernel:
                     (now,),
                 )
                 if row is None:
+                    self.store.forget("kernel.clock")
                     return ran
                 self.store.execute("DELETE FROM tasks WHERE id = ?", (row[0],))
                 handler = self._tasks.get(row[2])

@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
+# A plain name (no brackets, no control characters): what _KEY and _CONTROL would pass.
+_FLAT = re.compile(r"[^\[\]\x00-\x1f\x7f]+")
 # Deeper than any parameter Stripe defines (the deepest are five levels); it also keeps
 # the recursive steps after parsing (conversion, validation, JSON) far from Python's limit.
 MAX_DEPTH = 16
@@ -76,7 +78,12 @@ def parse_form(text: str) -> dict[str, Any]:
     ``a[0]=x&a[1]=y`` and ``a[]=x&a[]=y`` both give ``{"a": ["x", "y"]}``.
     """
     root: dict[str, Any] = {}
+    if not text:
+        return root
     for raw_key, value in parse_qsl(text, keep_blank_values=True, errors="strict"):
+        if _FLAT.fullmatch(raw_key):  # the common case: one level, nothing to check
+            _assign(root, [raw_key], value, raw_key)
+            continue
         match = _KEY.match(raw_key)
         if not match:
             raise invalid(f"Invalid parameter name: {raw_key}", param=raw_key)

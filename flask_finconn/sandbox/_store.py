@@ -3,15 +3,23 @@
 A file database survives restarts and may be shared by several processes (WAL, and
 ``BEGIN IMMEDIATE`` for writes so they queue instead of failing). Inside one process a
 re-entrant lock serialises access, so concurrent requests never interleave.
+
+Values read on every request (the clock offset, when the next task is due) are kept in
+memory with :meth:`Store.cached`. They stay valid while the database's *generation* does:
+it moves on when another connection (another process sharing the file) has committed,
+which ``PRAGMA data_version`` tells at the start of each transaction, and when a
+transaction of this one rolls back. Code that writes a cached value updates it with
+:meth:`Store.remember` in the same transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,7 +90,13 @@ class Store:
         self._conn = sqlite3.connect(
             database, check_same_thread=False, isolation_level=None, timeout=30.0
         )
-        if database != ":memory:":
+        # Only a file can be shared with another connection; a private database is never
+        # changed behind this one's back.
+        self._shared = database not in (":memory:", "")
+        self._data_version = -1
+        self._generation = 0
+        self._cache: dict[str, tuple[int, Any]] = {}
+        if self._shared:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
         self.ensure(SCHEMA)
@@ -98,31 +112,42 @@ class Store:
                 raise RuntimeError("Create tables when the sandbox is built, not in a transaction.")
             self._conn.executescript(schema)
 
-    @contextlib.contextmanager
-    def tx(self, write: bool = True) -> Iterator[None]:
-        """Run a block in one transaction (nested blocks join the outer one)."""
+    def tx(self, write: bool = True) -> _Transaction:
+        """Run a ``with`` block in one transaction (nested blocks join the outer one)."""
+        return _Transaction(self, write)
+
+    # --- values kept in memory ---------------------------------------------------------
+
+    def cached(self, name: str, load: Callable[[], T]) -> T:
+        """The value ``load`` reads from the database, read again only when the database
+        may have changed since (see the module's docstring)."""
         with self._lock:
-            if self._depth:
-                if write and not self._writing:
-                    # A deferred read transaction that starts writing can fail to get the
-                    # write lock once another connection has committed: never allow it.
-                    raise RuntimeError("A write was nested inside a read-only transaction.")
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            self._depth, self._writing = 1, write
-            try:
-                yield
-            except BaseException:
-                self._depth = 0
-                self._conn.execute("ROLLBACK")
-                raise
-            self._depth = 0
-            self._conn.execute("COMMIT")
+            if not self._depth:
+                self._sync()
+            hit = self._cache.get(name)
+            if hit is not None and hit[0] == self._generation:
+                return hit[1]  # type: ignore[no-any-return]
+            value = load()
+            self._cache[name] = (self._generation, value)
+            return value
+
+    def remember(self, name: str, value: Any) -> None:
+        """Record the new value of ``name`` after writing it (inside the transaction)."""
+        with self._lock:
+            self._cache[name] = (self._generation, value)
+
+    def forget(self, name: str) -> None:
+        """Make the next :meth:`cached` read of ``name`` load it again."""
+        with self._lock:
+            self._cache.pop(name, None)
+
+    def _sync(self) -> None:
+        if self._shared:
+            # fetchall: a half-read statement would keep its read snapshot open.
+            version = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
+            if version != self._data_version:
+                self._data_version = version
+                self._generation += 1
 
     # Every statement runs under the lock: one sqlite3 connection must not be used by two
     # threads at once, even for a read outside a transaction.
@@ -167,3 +192,54 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class _Transaction:
+    # A class rather than a generator: entered several times on every request.
+    __slots__ = ("_outer", "_store", "_write")
+
+    def __init__(self, store: Store, write: bool) -> None:
+        self._store, self._write, self._outer = store, write, False
+
+    def __enter__(self) -> None:
+        store = self._store
+        store._lock.acquire()
+        try:
+            if store._depth:
+                if self._write and not store._writing:
+                    # A deferred read transaction that starts writing can fail to get the
+                    # write lock once another connection has committed: never allow it.
+                    raise RuntimeError("A write was nested inside a read-only transaction.")
+                store._depth += 1
+                return
+            store._conn.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
+            store._depth, store._writing, self._outer = 1, self._write, True
+            try:
+                # The check also starts the read, so the cache agrees with what this
+                # transaction sees.
+                store._sync()
+            except BaseException:
+                self._rollback()
+                raise
+        except BaseException:
+            store._lock.release()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        store = self._store
+        try:
+            if not self._outer:
+                store._depth -= 1
+            elif exc_type is not None:
+                self._rollback()
+            else:
+                store._depth = 0
+                store._conn.execute("COMMIT")
+        finally:
+            store._lock.release()
+
+    def _rollback(self) -> None:
+        store = self._store
+        store._depth = 0
+        store._generation += 1  # what this transaction remembered is void
+        store._conn.execute("ROLLBACK")

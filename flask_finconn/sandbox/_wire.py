@@ -41,9 +41,25 @@ class Api:
         self.sb = sandbox
         self.store = sandbox.store
         self.requests = sandbox.kernel.requests
-        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        # First match wins. A path with no pattern in it (``/v1/customers``) is looked up in
+        # a dict, unless an earlier route would take it; the rest are tried by one regular
+        # expression per method, their patterns as alternatives in order.
+        by_method: dict[str, list[tuple[str, Handler]]] = {}
         for method, pattern, handler in routes:
-            self.routes.append((method, re.compile(f"^{pattern}$"), handler))
+            by_method.setdefault(method, []).append((pattern, handler))
+        self.fixed: dict[tuple[str, str], Handler] = {}
+        self.routes: dict[str, tuple[re.Pattern[str], dict[str, tuple[Handler, int, int]]]] = {}
+        for method, entries in by_method.items():
+            alternatives, found, group = [], {}, 1
+            for i, (pattern, handler) in enumerate(entries):
+                compiled = re.compile(pattern)
+                earlier = [re.compile(p) for p, _ in entries[:i]]
+                if re.escape(pattern) == pattern and not any(e.fullmatch(pattern) for e in earlier):
+                    self.fixed.setdefault((method, pattern), handler)
+                alternatives.append(f"(?P<r{i}>{pattern})")
+                found[f"r{i}"] = (handler, group + 1, group + 1 + compiled.groups)
+                group += 1 + compiled.groups
+            self.routes[method] = (re.compile("|".join(alternatives)), found)
 
     # --- WSGI ---------------------------------------------------------------------------
 
@@ -92,12 +108,20 @@ class Api:
         if not helper:
             self._inject_faults()
         params = self._params(environ, method)
-        self.sb.run_due()
         extra: list[tuple[str, str]] = []
         if method == "GET":
-            with self.store.tx(write=False), self.requests.serving(RequestContext(id=request_id)):
+            ctx = RequestContext(id=request_id)
+            # Usually nothing is due: then the read's own transaction answers both.
+            with self.store.tx(write=False):
+                if not self.sb.kernel.work_due():
+                    with self.requests.serving(ctx):
+                        status, body = handler(self, params, args)
+                    return status, body, extra
+            self.sb.run_due()
+            with self.store.tx(write=False), self.requests.serving(ctx):
                 status, body = handler(self, params, args)
             return status, body, extra
+        self.sb.run_due()
         key = environ.get("HTTP_IDEMPOTENCY_KEY")
         # Test helpers act as the end user or the bank would: their events are automatic.
         ctx = RequestContext() if helper else RequestContext(id=request_id, idempotency_key=key)
@@ -124,10 +148,15 @@ class Api:
         return status, body, extra
 
     def _route(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
-        for route_method, pattern, handler in self.routes:
-            match = pattern.match(path)
-            if match and route_method == method:
-                return handler, match.groups()
+        fixed = self.fixed.get((method, path))
+        if fixed is not None:
+            return fixed, ()
+        routes = self.routes.get(method)
+        match = routes[0].fullmatch(path) if routes is not None else None
+        if routes is not None and match is not None and match.lastgroup is not None:
+            # The route's own group closes last, so lastgroup names it.
+            handler, first, end = routes[1][match.lastgroup]
+            return handler, tuple(match.group(i) for i in range(first, end))
         raise ApiError(
             404,
             f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
@@ -250,13 +279,17 @@ class Api:
         column: str = "data",
         kind: str,
         render: Callable[[list[str]], list[str]] | None = None,
+        when_empty: Callable[[], None] | None = None,
     ) -> tuple[int, str]:
         """One page of a list object over ``table`` rows matching ``where``, newest first.
 
         Rows are ordered by ``key`` descending (it must end in a unique column). The cursor
         (``starting_after`` / ``ending_before``) is compared as a row value, ``(key) <
         (cursor's key)``, which SQLite answers by seeking an index that starts with the
-        ``where`` columns followed by ``key``. ``render`` may rewrite the stored JSON bodies.
+        ``where`` columns followed by ``key``; the cursor's key is a subquery, so a page is
+        one statement. ``render`` may rewrite the stored JSON bodies. When the page is
+        empty, ``when_empty`` may raise the error that explains it (a guard in ``where``
+        failed), and then a cursor that matches no row is a 404.
         """
         limit = params.get("limit", 10)
         if not 1 <= limit <= 100:
@@ -272,27 +305,28 @@ class Api:
                 param="ending_before",
             )
         cols = ", ".join(key)
-        marks = ", ".join("?" for _ in key)
-        desc = ", ".join(f"{k} DESC" for k in key)
-        asc = ", ".join(f"{k} ASC" for k in key)
         base = f"SELECT {column} FROM {table} WHERE {where}"
         cursor_id = after or before
         if cursor_id:
-            cursor = self.store.one(
-                f"SELECT {cols} FROM {table} WHERE id = ? AND {where}",
-                (cursor_id, *args),
+            op, order = ("<", "DESC") if after else (">", "ASC")
+            sql = (
+                f"{base} AND ({cols}) {op} (SELECT {cols} FROM {table} WHERE id = ? AND {where})"
+                f" ORDER BY {', '.join(f'{k} {order}' for k in key)} LIMIT ?"
             )
-            if cursor is None:
+            rows = self.store.all(sql, (*args, cursor_id, *args, limit + 1))
+        else:
+            desc = ", ".join(f"{k} DESC" for k in key)
+            rows = self.store.all(f"{base} ORDER BY {desc} LIMIT ?", (*args, limit + 1))
+        if not rows:
+            if when_empty is not None:
+                when_empty()
+            found = f"SELECT 1 FROM {table} WHERE id = ? AND {where}"
+            if cursor_id and self.store.one(found, (cursor_id, *args)) is None:
                 raise invalid(
                     f"No such {kind}: '{cursor_id}'",
                     param="starting_after" if after else "ending_before",
                     code="resource_missing",
                 )
-            op = "<" if after else ">"
-            sql = f"{base} AND ({cols}) {op} ({marks}) ORDER BY {desc if after else asc} LIMIT ?"
-            rows = self.store.all(sql, (*args, *cursor, limit + 1))
-        else:
-            rows = self.store.all(f"{base} ORDER BY {desc} LIMIT ?", (*args, limit + 1))
         has_more = len(rows) > limit
         items = [r[0] for r in rows[:limit]]
         if before:

@@ -67,6 +67,7 @@ class Webhooks:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (ep_id, target, url, None if url is not None else path, secret, now),
                 )
+                self.store.forget("webhooks.endpoints")
             else:
                 ep_id = row[0]
                 if secret is not None and secret != row[1]:
@@ -82,6 +83,7 @@ class Webhooks:
     def remove_endpoint(self, endpoint_id: str) -> None:
         with self.store.tx():
             self.store.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+            self.store.forget("webhooks.endpoints")
             self.store.execute(
                 "UPDATE deliveries SET state = 'dropped' WHERE endpoint = ? AND state = 'pending'",
                 (endpoint_id,),
@@ -89,7 +91,11 @@ class Webhooks:
         self.targets.pop(endpoint_id, None)
 
     def endpoint_ids(self) -> list[str]:
-        return [r[0] for r in self.store.all("SELECT id FROM endpoints ORDER BY created, id")]
+        """Every endpoint's id, oldest first (kept in memory: every event asks)."""
+        return list(self.store.cached("webhooks.endpoints", self._load_endpoint_ids))
+
+    def _load_endpoint_ids(self) -> tuple[str, ...]:
+        return tuple(r[0] for r in self.store.all("SELECT id FROM endpoints ORDER BY created, id"))
 
     def enqueue(self, event_id: str, endpoints: list[str]) -> None:
         """Schedule delivery of a new event to ``endpoints`` (inside the caller's transaction)."""
