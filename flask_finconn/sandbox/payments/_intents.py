@@ -402,6 +402,19 @@ def microdeposits_fail(
     return True
 
 
+def hosted_base(pay: Payments) -> str:
+    """Where ``hosted_verification_url`` points, before the token: the base set on ``pay``,
+    else where the first page locator that knows says (the app or server serving the
+    request at hand), else ``<api_base>/sandbox/microdeposits``."""
+    if pay.hosted_verification_base is not None:
+        return pay.hosted_verification_base
+    for locate in pay.page_locators:
+        found = locate()
+        if found is not None:
+            return found
+    return f"{pay.host.api_base}/sandbox/microdeposits"
+
+
 def require_action(
     pay: Payments, kind: str, intent: dict[str, Any], internal: dict[str, Any]
 ) -> None:
@@ -416,7 +429,7 @@ def require_action(
         "type": "verify_with_microdeposits",
         "verify_with_microdeposits": {
             "arrival_date": now + DAY,
-            "hosted_verification_url": f"{pay.hosted_verification_base}/{token}",
+            "hosted_verification_url": f"{hosted_base(pay)}/{token}",
             "microdeposit_type": pay.microdeposit_type,
         },
     }
