@@ -112,11 +112,11 @@ def free_port() -> int:
 @pytest.fixture(name="server_factory")
 def server_factory_fixture() -> Iterator[Any]:
     """Start the standalone server (``python -m flask_finconn.sandbox``) as a process:
-    ``server_factory(database, port)`` returns its base address once it accepts
+    ``server_factory(database, port, *options)`` returns its base address once it accepts
     connections; ``server_factory.stop()`` stops every one started (so does the teardown)."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(database: str, port: int) -> str:
+    def start(database: str, port: int, *options: str) -> str:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -126,8 +126,7 @@ def server_factory_fixture() -> Iterator[Any]:
                 str(port),
                 "--database",
                 database,
-                "--refresh-delay",
-                "0.2",
+                *options,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -225,7 +225,7 @@ def test_standalone_server_speaks_to_the_sdk_and_keeps_state(
     server_factory: Any, tmp_path: Any
 ) -> None:
     database, port = str(tmp_path / "server.sqlite3"), free_port()
-    url = server_factory(database, port)
+    url = server_factory(database, port, "--refresh-delay", "0.2")
     client = stripe.StripeClient("sk_test_anything", base_addresses={"api": url})
     fc = client.v1.financial_connections
     customer = client.v1.customers.create({"email": "jenny.rosen@example.com"})
@@ -254,7 +254,7 @@ def test_standalone_server_speaks_to_the_sdk_and_keeps_state(
     assert info.value.code == "parameter_missing"
 
     server_factory.stop()
-    url = server_factory(database, port)
+    url = server_factory(database, port, "--refresh-delay", "0.2")
     client = stripe.StripeClient("sk_test_anything", base_addresses={"api": url})
     again = client.v1.financial_connections.accounts.retrieve(checking.id)
     assert present(again.balance_refresh).status == "succeeded"
