@@ -151,7 +151,8 @@ class Flow:
         kind = self.kind
         data, internal = loaded or pay.objects.load(kind, intent_id)
         check_state(kind, data, CONFIRMABLE, "confirm")
-        if p.get("setup_future_usage") is not None:  # PaymentIntents only take it
+        # Only a PaymentIntent's confirm takes it (the SetupIntent's parameters leave it out).
+        if p.get("setup_future_usage") is not None:
             data["setup_future_usage"] = p["setup_future_usage"] or None
         apply_options(data, p)
         found = collect(pay, kind, data, p)
