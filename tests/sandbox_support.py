@@ -10,7 +10,12 @@ conformance tests run once per transport.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -95,3 +100,59 @@ def one_account(
     sb: Sandbox, client: stripe.StripeClient, key: str = "checking", **kwargs: Any
 ) -> stripe.financial_connections.Account:
     return link(sb, client, accounts=[key], **kwargs)[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(name="server_factory")
+def server_factory_fixture() -> Iterator[Any]:
+    """Start the standalone server (``python -m flask_finconn.sandbox``) as a process:
+    ``server_factory(database, port, *options)`` returns its base address once it accepts
+    connections; ``server_factory.stop()`` stops every one started (so does the teardown)."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(database: str, port: int, *options: str) -> str:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flask_finconn.sandbox",
+                "--port",
+                str(port),
+                "--database",
+                database,
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                if process.poll() is not None:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    raise RuntimeError(output) from None
+                time.sleep(0.05)
+        raise RuntimeError("the sandbox server did not start")
+
+    def stop() -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+            if process.stdout:
+                process.stdout.close()
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    stop()

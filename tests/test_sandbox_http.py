@@ -10,17 +10,13 @@ import base64
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
 import stripe
 from click.testing import CliRunner
-from sandbox_support import present, sb_fixture  # noqa: F401
+from sandbox_support import free_port, present, sb_fixture, server_factory_fixture  # noqa: F401
 from stripe.params.financial_connections import TransactionListParams
 from werkzeug.test import Client
 
@@ -225,64 +221,11 @@ def test_random_input_never_breaks_the_sandbox(sb: Sandbox, http: Client) -> Non
 # --- the standalone server -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server_factory(tmp_path: Any) -> Iterator[Any]:
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(database: str, port: int) -> str:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flask_finconn.sandbox",
-                "--port",
-                str(port),
-                "--database",
-                database,
-                "--refresh-delay",
-                "0.2",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
-        processes.append(process)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return f"http://127.0.0.1:{port}"
-            except OSError:
-                if process.poll() is not None:
-                    output = process.stdout.read().decode() if process.stdout else ""
-                    raise RuntimeError(output) from None
-                time.sleep(0.05)
-        raise RuntimeError("the sandbox server did not start")
-
-    def stop() -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
-            if process.stdout:
-                process.stdout.close()
-
-    start.stop = stop  # type: ignore[attr-defined]
-    yield start
-    stop()
-
-
 def test_standalone_server_speaks_to_the_sdk_and_keeps_state(
     server_factory: Any, tmp_path: Any
 ) -> None:
-    database, port = str(tmp_path / "server.sqlite3"), _free_port()
-    url = server_factory(database, port)
+    database, port = str(tmp_path / "server.sqlite3"), free_port()
+    url = server_factory(database, port, "--refresh-delay", "0.2")
     client = stripe.StripeClient("sk_test_anything", base_addresses={"api": url})
     fc = client.v1.financial_connections
     customer = client.v1.customers.create({"email": "jenny.rosen@example.com"})
@@ -311,7 +254,7 @@ def test_standalone_server_speaks_to_the_sdk_and_keeps_state(
     assert info.value.code == "parameter_missing"
 
     server_factory.stop()
-    url = server_factory(database, port)
+    url = server_factory(database, port, "--refresh-delay", "0.2")
     client = stripe.StripeClient("sk_test_anything", base_addresses={"api": url})
     again = client.v1.financial_connections.accounts.retrieve(checking.id)
     assert present(again.balance_refresh).status == "succeeded"

@@ -3,12 +3,7 @@ restarts (in-process and the standalone server), test helpers and signed webhook
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +17,15 @@ from sandbox_payments_support import (
     debit,
     events_for,
     manual_data,
+    ref,
 )
-from sandbox_support import Served, present, sb_fixture  # noqa: F401
+from sandbox_support import (  # noqa: F401
+    Served,
+    free_port,
+    present,
+    sb_fixture,
+    server_factory_fixture,
+)
 from stripe.params import PaymentIntentConfirmParams, PaymentIntentCreateParams
 
 from flask_finconn.sandbox import Sandbox
@@ -193,69 +195,26 @@ def test_payments_survive_a_restart(tmp_path: Any) -> None:
         second.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(tmp_path: Any) -> Iterator[Any]:
-    """Start (and restart) ``python -m flask_finconn.sandbox`` on one database file."""
-    processes: list[subprocess.Popen[bytes]] = []
-    database, port = str(tmp_path / "server.sqlite3"), _free_port()
+def test_standalone_server_keeps_payments_across_a_restart(
+    server_factory: Any, tmp_path: Any
+) -> None:
+    database, port = str(tmp_path / "server.sqlite3"), free_port()
 
     def start() -> Client:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flask_finconn.sandbox",
-                "--port",
-                str(port),
-                "--database",
-                database,
-                "--settlement-delay",
-                "3600",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
-        processes.append(process)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.05)
-        return stripe.StripeClient("sk_test_x", base_addresses={"api": f"http://127.0.0.1:{port}"})
+        url = server_factory(database, port, "--settlement-delay", "3600")
+        return stripe.StripeClient("sk_test_x", base_addresses={"api": url})
 
-    def stop() -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
-
-    start.stop = stop  # type: ignore[attr-defined]
-    yield start
-    stop()
-
-
-def test_standalone_server_keeps_payments_across_a_restart(server: Any) -> None:
-    client = server()
+    client = start()
     pi = debit(client, "pm_usBankAccount_success")
     si = client.v1.setup_intents.create(confirmed_setup(manual_data()))
-    server.stop()
-    client = server()
+    server_factory.stop()
+    client = start()
     assert client.v1.payment_intents.retrieve(pi.id).status == "processing"
     client.raw_request("post", "/v1/test_helpers/financial_connections/advance_time", seconds=3600)
     assert client.v1.payment_intents.retrieve(pi.id).status == "succeeded"
     done = client.v1.setup_intents.verify_microdeposits(si.id, {"amounts": [32, 45]})
     assert done.status == "succeeded"
-    assert client.v1.mandates.retrieve(done.mandate).status == "active"
+    assert client.v1.mandates.retrieve(ref(done.mandate)).status == "active"
 
 
 # --- test helpers -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ hosted microdeposit verification page.
 - ``POST api/intent/confirm``: confirm with online mandate acceptance from this browser
 - ``POST api/intent/verify``: verify microdeposits (``amounts`` or ``descriptor_code``)
 - ``GET|POST microdeposits/<token>``: the page ``hosted_verification_url`` points at
+  (:func:`add_hosted_page`, which the standalone server serves too)
 
 Like Stripe.js, the ``api/intent`` routes are authorised by the intent's client secret only;
 the page by the token in its address.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, has_request_context, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from markupsafe import Markup, escape
 
@@ -89,21 +90,7 @@ def _expanded(sandbox: Sandbox, intent: dict[str, Any], expand: Any) -> dict[str
 def add_payment_routes(bp: Blueprint, sandbox: Sandbox) -> None:
     """Add Stripe.js's bank account routes and the hosted verification page to ``bp``."""
     payments = sandbox.payments
-    default_base = payments.hosted_verification_base
-
-    def point_links_here(setup: BlueprintSetupState) -> None:
-        # hosted_verification_url must reach this blueprint, whose absolute address is known
-        # only once a request arrives; until the host sets its own, learn it from the first.
-        prefix = setup.url_prefix or ""
-
-        def learn() -> None:
-            if payments.hosted_verification_base == default_base:
-                root = request.url_root.rstrip("/")
-                payments.hosted_verification_base = f"{root}{prefix}/microdeposits"
-
-        setup.app.before_request(learn)
-
-    bp.record_once(point_links_here)
+    add_hosted_page(bp, sandbox)
 
     def intent_of(secret: str) -> dict[str, Any]:
         return payments.intent_for_client_secret(secret)
@@ -203,6 +190,30 @@ def add_payment_routes(bp: Blueprint, sandbox: Sandbox) -> None:
             if data.get(key) is not None:
                 params[key] = data[key]
         return jsonify(payments.verify_microdeposits(found["id"], params))
+
+
+def add_hosted_page(bp: Blueprint, sandbox: Sandbox) -> None:
+    """Add the hosted verification page (``microdeposits/<token>``) to ``bp``, and point the
+    ``hosted_verification_url`` of intents confirmed in its app's requests at it."""
+    payments = sandbox.payments
+
+    def point_links_here(setup: BlueprintSetupState) -> None:
+        app, prefix = setup.app, setup.url_prefix or ""
+        last: str | None = None
+
+        def locate() -> str | None:
+            # The URL is made inside an API call; when a request of this app made that call
+            # (its views through the SDK's in-process transport, the Stripe.js stand-in,
+            # or the standalone server's API), the page is here, at the address that
+            # request came to. Outside a request, the last such address.
+            nonlocal last
+            if has_request_context() and current_app == app:
+                last = f"{request.url_root.rstrip('/')}{prefix}/microdeposits"
+            return last
+
+        payments.page_locators.append(locate)
+
+    bp.record_once(point_links_here)
 
     @bp.route("/microdeposits/<token>", methods=["GET", "POST"])
     def hosted_verification(token: str) -> tuple[str, int]:

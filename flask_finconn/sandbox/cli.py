@@ -55,11 +55,14 @@ def serve(
     webhook_url: tuple[str, ...],
     webhook_secret: str | None,
 ) -> None:
-    """Serve Stripe's API (customers, Financial Connections, events) over HTTP.
+    """Serve Stripe's API (customers, Financial Connections, events, ACH payments) over
+    HTTP, and the hosted microdeposit verification page under /sandbox/.
 
     Point an SDK at it with base address http://HOST:PORT and any sk_test_ key.
     """
     from werkzeug.serving import run_simple
+
+    from .server import make_app
 
     database = database or _app_database() or "finconn-sandbox.sqlite3"
     sandbox = Sandbox(database, refresh_delay=refresh_delay, settlement_delay=settlement_delay)
@@ -72,7 +75,7 @@ def serve(
         f"use api key {sandbox.api_key}. Press Ctrl+C to stop."
     )
     try:
-        run_simple(host, port, sandbox.wsgi_app, threaded=True, use_reloader=False)
+        run_simple(host, port, make_app(sandbox), threaded=True, use_reloader=False)
     finally:
         sandbox.close()
 

@@ -8,8 +8,9 @@ and ``sb.parts.payments``), registers each of :data:`TASK_KINDS` with its task q
 :meth:`Payments.run_task`, and ``_routes`` adds :data:`.routes.ROUTES` to the router.
 
 Modules, one per resource: :mod:`.payment_methods`, :mod:`.setup_intents`,
-:mod:`.payment_intents`, :mod:`.mandates`, :mod:`.charges`, :mod:`.microdeposits`; shared
-intent logic in :mod:`._intents`; Stripe's test values in :mod:`.testbank`; accepted
+:mod:`.payment_intents`, :mod:`.mandates`, :mod:`.charges`, :mod:`.microdeposits`; the
+state machine both kinds of intent share in :mod:`._intents` (each intent module gives its
+``FLOW``); Stripe's test values in :mod:`.testbank`; accepted
 parameters in :mod:`._specs`; HTTP handlers in :mod:`.routes`.
 """
 

@@ -1,17 +1,21 @@
-"""What SetupIntents and PaymentIntents share: collecting the PaymentMethod, the
-``us_bank_account`` options, blocks, failures and the microdeposit ``next_action``.
+"""What SetupIntents and PaymentIntents share: the state machine (create, update, confirm,
+cancel), collecting the PaymentMethod, the ``us_bank_account`` options, blocks, failures and
+the microdeposit ``next_action``.
 
-``kind`` is ``seti`` or ``pi`` throughout.
+``kind`` is ``seti`` or ``pi`` throughout; a :class:`Flow` holds what else sets one kind
+apart (its own fields and statuses, and what a verified account leads to).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._data import DAY, new_id
 from .._params import invalid
 from . import mandates, payment_methods
-from ._host import Committed
+from ._host import Committed, check_state
 from .testbank import VERIFICATION_DAYS, outcome
 
 if TYPE_CHECKING:
@@ -22,6 +26,193 @@ ERROR_FIELD = {"seti": "last_setup_error", "pi": "last_payment_error"}
 FAILED_EVENT = {"seti": "setup_intent.setup_failed", "pi": "payment_intent.payment_failed"}
 PREFIX = {"seti": "setup_intent", "pi": "payment_intent"}
 EXPANDABLE = ("customer", "payment_method", "mandate", "latest_charge", "on_behalf_of")
+CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
+
+Found = tuple[dict[str, Any], dict[str, Any]]  # an object and its internal state
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The state machine of one kind of intent: its methods are the API operations, the
+    fields are what sets the kind apart.
+
+    - ``fields(p, types)``: its own fields of a new intent, from the create parameters (it
+      raises for values the kind refuses, such as too small an amount)
+    - ``set_fields(intent, p)``: apply its own update parameters (and check the result)
+    - ``updatable``, ``cancelable``: the statuses that allow an update and a cancel
+    - ``mandate_params``: the confirm-only mandate parameters that create takes with
+      ``confirm=true``
+    - ``missing_code``: the error code of a confirm without a PaymentMethod
+    - ``mandate_on_intent``: the mandate shows as the intent's ``mandate`` (SetupIntents);
+      otherwise it is kept internally (PaymentIntents show it on the charge)
+    - ``verified(pay, intent, internal, pm, pm_internal)``: what a verified account leads to
+      (``succeeded``, or ``processing`` with a pending charge), after :meth:`proceed`
+    - ``canceling(pay, intent, now)``: its own part of a cancel, if any, before the status
+      changes
+    """
+
+    kind: str
+    fields: Callable[[dict[str, Any], list[str]], dict[str, Any]]
+    set_fields: Callable[[dict[str, Any], dict[str, Any]], None]
+    updatable: tuple[str, ...]
+    cancelable: tuple[str, ...]
+    mandate_params: tuple[str, ...]
+    missing_code: str
+    mandate_on_intent: bool
+    verified: Callable[[Payments, dict[str, Any], dict[str, Any], *Found], None]
+    canceling: Callable[[Payments, dict[str, Any], int], None] | None = None
+
+    def create(self, pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/{setup,payment}_intents`` (confirms too when ``confirm=true``)."""
+        now = pay.objects.now()
+        if p.get("customer"):
+            pay.host.customer(p["customer"], param="customer", status=400)
+        types = p.get("payment_method_types") or ["us_bank_account"]
+        own = self.fields(p, types)
+        intent_id = new_id(f"{self.kind}_")
+        automatic = p.get("automatic_payment_methods")
+        shared: dict[str, Any] = {
+            "application": None,
+            "automatic_payment_methods": (
+                {"allow_redirects": automatic.get("allow_redirects") or "always", "enabled": True}
+                if automatic and automatic.get("enabled")
+                else None
+            ),
+            "cancellation_reason": None,
+            "client_secret": client_secret(intent_id),
+            "created": now,
+            "customer": p.get("customer"),
+            "customer_account": None,
+            "description": p.get("description"),
+            "excluded_payment_method_types": None,
+            "livemode": False,
+            "metadata": p.get("metadata") or {},
+            "next_action": None,
+            "on_behalf_of": p.get("on_behalf_of"),
+            "payment_method": None,
+            "payment_method_configuration_details": None,
+            "payment_method_options": {},
+            "payment_method_types": types,
+            "status": "requires_payment_method",
+        }
+        # Stripe's order: id and object, then the fields by name.
+        data = {
+            "id": intent_id,
+            "object": PREFIX[self.kind],
+            **dict(sorted({**shared, **own}.items())),
+        }
+        if "us_bank_account" in types:
+            given = (p.get("payment_method_options") or {}).get("us_bank_account")
+            data["payment_method_options"]["us_bank_account"] = options(given, None)
+        if collect(pay, self.kind, data, p) is not None:
+            data["status"] = "requires_confirmation"
+        if not p.get("confirm"):  # confirming stores it, once, in its final state
+            pay.objects.insert(self.kind, data, {}, owner=data["customer"])
+        pay.host.emit(f"{PREFIX[self.kind]}.created", data, now)
+        if p.get("confirm"):
+            keep = {k: v for k, v in p.items() if k in self.mandate_params}
+            return self.confirm(pay, intent_id, keep, True, loaded=(data, {}))
+        given = [k for k in self.mandate_params if p.get(k)]
+        if given:
+            names = " and ".join(self.mandate_params)
+            raise invalid(f"{names} can only be passed together with confirm=true.", param=given[0])
+        return data
+
+    def update(self, pay: Payments, intent_id: str, p: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/{setup,payment}_intents/{id}``."""
+        data, internal = pay.objects.load(self.kind, intent_id)
+        check_state(self.kind, data, self.updatable, "update")
+        if "customer" in p:
+            if p["customer"]:
+                pay.host.customer(p["customer"], param="customer", status=400)
+            data["customer"] = p["customer"] or None
+        if "metadata" in p:
+            merged = {**data["metadata"], **(p["metadata"] or {})}
+            data["metadata"] = {k: v for k, v in merged.items() if v != ""}
+        if p.get("payment_method_types"):
+            data["payment_method_types"] = p["payment_method_types"]
+        self.set_fields(data, p)
+        apply_options(data, p)
+        if collect(pay, self.kind, data, p) is not None:
+            data.update(status="requires_confirmation", next_action=None)
+        pay.objects.save(data, internal, owner=data["customer"] or "")
+        return data
+
+    def confirm(
+        self,
+        pay: Payments,
+        intent_id: str,
+        p: dict[str, Any],
+        strict: bool = False,
+        loaded: Found | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/{setup,payment}_intents/{id}/confirm`` (``strict``: the create-and-confirm
+        rules; ``loaded``: the intent and its internal state, when the caller has them)."""
+        kind = self.kind
+        data, internal = loaded or pay.objects.load(kind, intent_id)
+        check_state(kind, data, CONFIRMABLE, "confirm")
+        # Only a PaymentIntent's confirm takes it (the SetupIntent's parameters leave it out).
+        if p.get("setup_future_usage") is not None:
+            data["setup_future_usage"] = p["setup_future_usage"] or None
+        apply_options(data, p)
+        found = collect(pay, kind, data, p)
+        if found is None:
+            if not data["payment_method"]:
+                raise invalid(
+                    f"You cannot confirm this {NAME[kind]} because it's missing a payment method. "
+                    "Update it with a payment method, or pass payment_method or "
+                    "payment_method_data, and confirm again.",
+                    param="payment_method",
+                    code=self.missing_code,
+                )
+            found = pay.objects.load("pm", data["payment_method"])
+        pm, pm_internal = found
+        check_instant(kind, data, pm_internal)
+        data[ERROR_FIELD[kind]] = None
+        check_block(pay, kind, data, internal, pm)
+        if microdeposits_fail(pay, kind, data, internal, pm_internal):
+            return data
+        verified = bool(pm_internal["verified"])
+        mandate = mandate_for(pay, kind, data, pm, p, strict=strict, verified=verified)
+        (data if self.mandate_on_intent else internal)["mandate"] = mandate
+        if verified:
+            self.proceed(pay, data, internal, found)
+        else:
+            internal["pending_mandate"] = mandate
+            require_action(pay, kind, data, internal)
+        return data
+
+    def proceed(
+        self,
+        pay: Payments,
+        intent: dict[str, Any],
+        internal: dict[str, Any],
+        found: Found | None = None,
+    ) -> None:
+        """The account is verified (at confirm, or by microdeposits later): a mandate that
+        waited for it becomes ``active``, and the intent moves on (``found``: its
+        PaymentMethod and internal state, when the caller has them)."""
+        pm, pm_internal = found or pay.objects.load("pm", intent["payment_method"])
+        if internal.pop("pending_mandate", None):
+            holder = intent if self.mandate_on_intent else internal
+            mandates.set_status(pay, holder["mandate"], "active")
+        self.verified(pay, intent, internal, pm, pm_internal)
+
+    def cancel(self, pay: Payments, intent_id: str, p: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/{setup,payment}_intents/{id}/cancel``."""
+        data, internal = pay.objects.load(self.kind, intent_id)
+        check_state(self.kind, data, self.cancelable, "cancel")
+        now = pay.objects.now()
+        if self.canceling is not None:
+            self.canceling(pay, data, now)
+        if internal.get("pending_mandate"):
+            mandates.set_status(pay, internal.pop("pending_mandate"), "inactive")
+        data.update(
+            status="canceled", next_action=None, cancellation_reason=p.get("cancellation_reason")
+        )
+        pay.objects.save(data, internal)
+        pay.host.emit(f"{PREFIX[self.kind]}.canceled", data, now)
+        return data
 
 
 def client_secret(intent_id: str) -> str:
@@ -212,6 +403,19 @@ def microdeposits_fail(
     return True
 
 
+def hosted_base(pay: Payments) -> str:
+    """Where ``hosted_verification_url`` points, before the token: the base set on ``pay``,
+    else where the first page locator that knows says (the app or server serving the
+    request at hand), else ``<api_base>/sandbox/microdeposits``."""
+    if pay.hosted_verification_base is not None:
+        return pay.hosted_verification_base
+    for locate in pay.page_locators:
+        found = locate()
+        if found is not None:
+            return found
+    return f"{pay.host.api_base}/sandbox/microdeposits"
+
+
 def require_action(
     pay: Payments, kind: str, intent: dict[str, Any], internal: dict[str, Any]
 ) -> None:
@@ -226,7 +430,7 @@ def require_action(
         "type": "verify_with_microdeposits",
         "verify_with_microdeposits": {
             "arrival_date": now + DAY,
-            "hosted_verification_url": f"{pay.hosted_verification_base}/{token}",
+            "hosted_verification_url": f"{hosted_base(pay)}/{token}",
             "microdeposit_type": pay.microdeposit_type,
         },
     }

@@ -10,6 +10,7 @@ change that must stay (a failed microdeposit attempt, a blocked account) still c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .._params import ApiError, invalid
@@ -34,7 +35,9 @@ class Payments:
     (``advance_time`` skips it). ``microdeposit_type``: what ``next_action`` asks for,
     ``descriptor_code`` (default) or ``amounts``; both kinds of value are accepted.
     ``hosted_verification_base``: where ``hosted_verification_url`` points (the token is
-    appended), by default ``<api_base>/sandbox/microdeposits``.
+    appended); when None (the default), where a ``page_locators`` entry says the request
+    being served has the page (the browser half adds one per app serving it), else
+    ``<api_base>/sandbox/microdeposits``.
     """
 
     def __init__(self, host: Host, *, settlement_delay: float = SETTLEMENT_DELAY) -> None:
@@ -42,7 +45,8 @@ class Payments:
         self.objects = Objects(host)
         self.settlement_delay = settlement_delay
         self.microdeposit_type = "descriptor_code"
-        self.hosted_verification_base = f"{host.api_base}/sandbox/microdeposits"
+        self.hosted_verification_base: str | None = None
+        self.page_locators: list[Callable[[], str | None]] = []
 
     # --- SetupIntents -------------------------------------------------------------------
 

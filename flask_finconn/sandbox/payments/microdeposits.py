@@ -20,6 +20,7 @@ from .testbank import AMOUNT_ATTEMPTS, DESCRIPTOR_ATTEMPTS, microdeposit_result
 if TYPE_CHECKING:
     from .engine import Payments
 
+FLOWS = {flow.kind: flow for flow in (setup_intents.FLOW, payment_intents.FLOW)}
 _CODE = re.compile(r"^SM[A-Za-z0-9]{4}$")
 EXCEEDED = "payment_method_microdeposit_verification_attempts_exceeded"
 TIMEOUT = "payment_method_microdeposit_verification_timeout"
@@ -61,10 +62,7 @@ def verify(pay: Payments, kind: str, intent_id: str, p: dict[str, Any]) -> dict[
         pm, pm_internal = pay.objects.load("pm", data["payment_method"])
         pm_internal["verified"] = True
         pay.objects.save(pm, pm_internal)
-        if kind == "seti":
-            setup_intents.succeed(pay, data, internal)
-        else:
-            payment_intents.start_processing(pay, data, internal)
+        FLOWS[kind].proceed(pay, data, internal)
         return data
     if result == "timeout":
         since = internal.get("action_since")

@@ -5,69 +5,37 @@ verified account (a pending charge; it settles after ``settlement_delay`` sandbo
 ``requires_action`` with microdeposits for a manually entered one. Settling ends in
 ``succeeded`` or, for the failing test accounts, an ACH return: back to
 ``requires_payment_method`` with ``last_payment_error``. ``/cancel`` works until it settles.
+The shared state machine is in :mod:`._intents`; this module holds what is a PaymentIntent's own
+(:data:`FLOW`): the amount, the charge, settling and disputes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._data import new_id
 from .._params import invalid
 from . import _intents, charges, mandates, payment_methods
-from ._host import check_state
 from .testbank import ROUTING, outcome
 
 if TYPE_CHECKING:
     from .engine import Payments
 
-CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
-CANCELABLE = ("requires_payment_method", "requires_confirmation", "requires_action", "processing")
 MINIMUM = 50
 
 
-def create(pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
-    """``POST /v1/payment_intents`` (confirms too when ``confirm=true``)."""
-    now = pay.objects.now()
-    if p.get("customer"):
-        pay.host.customer(p["customer"], param="customer", status=400)
-    types = p.get("payment_method_types") or ["us_bank_account"]
+def _fields(p: dict[str, Any], types: list[str]) -> dict[str, Any]:
     _check_amount(p["amount"], p["currency"], types)
-    pi_id = new_id("pi_")
-    automatic = p.get("automatic_payment_methods")
-    data: dict[str, Any] = {
-        "id": pi_id,
-        "object": "payment_intent",
+    return {
         "amount": p["amount"],
         "amount_capturable": 0,
         "amount_received": 0,
-        "application": None,
         "application_fee_amount": p.get("application_fee_amount"),
-        "automatic_payment_methods": (
-            {"allow_redirects": automatic.get("allow_redirects") or "always", "enabled": True}
-            if automatic and automatic.get("enabled")
-            else None
-        ),
         "canceled_at": None,
-        "cancellation_reason": None,
         "capture_method": p.get("capture_method") or "automatic",
-        "client_secret": _intents.client_secret(pi_id),
         "confirmation_method": p.get("confirmation_method") or "automatic",
-        "created": now,
         "currency": p["currency"].lower(),
-        "customer": p.get("customer"),
-        "customer_account": None,
-        "description": p.get("description"),
-        "excluded_payment_method_types": None,
         "last_payment_error": None,
         "latest_charge": None,
-        "livemode": False,
-        "metadata": p.get("metadata") or {},
-        "next_action": None,
-        "on_behalf_of": p.get("on_behalf_of"),
-        "payment_method": None,
-        "payment_method_configuration_details": None,
-        "payment_method_options": {},
-        "payment_method_types": types,
         "processing": None,
         "receipt_email": p.get("receipt_email"),
         "review": None,
@@ -75,27 +43,9 @@ def create(pay: Payments, p: dict[str, Any]) -> dict[str, Any]:
         "shipping": None,
         "statement_descriptor": p.get("statement_descriptor"),
         "statement_descriptor_suffix": p.get("statement_descriptor_suffix"),
-        "status": "requires_payment_method",
         "transfer_data": None,
         "transfer_group": p.get("transfer_group"),
     }
-    if "us_bank_account" in types:
-        given = (p.get("payment_method_options") or {}).get("us_bank_account")
-        data["payment_method_options"]["us_bank_account"] = _intents.options(given, None)
-    if _intents.collect(pay, "pi", data, p) is not None:
-        data["status"] = "requires_confirmation"
-    if not p.get("confirm"):  # confirming stores it, once, in its final state
-        pay.objects.insert("pi", data, {}, owner=data["customer"])
-    pay.host.emit("payment_intent.created", data, now)
-    if p.get("confirm"):
-        keep = {k: v for k, v in p.items() if k in ("mandate_data", "mandate")}
-        return confirm(pay, pi_id, keep, True, loaded=(data, {}))
-    if p.get("mandate_data") or p.get("mandate"):
-        raise invalid(
-            "mandate_data and mandate can only be passed together with confirm=true.",
-            param="mandate_data" if p.get("mandate_data") else "mandate",
-        )
-    return data
 
 
 def _check_amount(amount: int, currency: str, types: list[str]) -> None:
@@ -114,14 +64,7 @@ def _check_amount(amount: int, currency: str, types: list[str]) -> None:
         )
 
 
-def update(pay: Payments, pi_id: str, p: dict[str, Any]) -> dict[str, Any]:
-    """``POST /v1/payment_intents/{id}``."""
-    data, internal = pay.objects.load("pi", pi_id)
-    check_state("pi", data, (*CONFIRMABLE, "requires_action"), "update")
-    if "customer" in p:
-        if p["customer"]:
-            pay.host.customer(p["customer"], param="customer", status=400)
-        data["customer"] = p["customer"] or None
+def _set_fields(data: dict[str, Any], p: dict[str, Any]) -> None:
     for key in [
         "amount",
         "description",
@@ -137,73 +80,18 @@ def update(pay: Payments, pi_id: str, p: dict[str, Any]) -> dict[str, Any]:
             data[key] = p[key] if p[key] != "" else None
     if p.get("currency"):
         data["currency"] = p["currency"].lower()
-    if "metadata" in p:
-        merged = {**data["metadata"], **(p["metadata"] or {})}
-        data["metadata"] = {k: v for k, v in merged.items() if v != ""}
-    if p.get("payment_method_types"):
-        data["payment_method_types"] = p["payment_method_types"]
     _check_amount(data["amount"], data["currency"], data["payment_method_types"])
-    _intents.apply_options(data, p)
-    if _intents.collect(pay, "pi", data, p) is not None:
-        data.update(status="requires_confirmation", next_action=None)
-    pay.objects.save(data, internal, owner=data["customer"] or "")
-    return data
 
 
-def confirm(
-    pay: Payments,
-    pi_id: str,
-    p: dict[str, Any],
-    strict: bool = False,
-    loaded: tuple[dict[str, Any], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """``POST /v1/payment_intents/{id}/confirm`` (``strict``: the create-and-confirm rules;
-    ``loaded``: the intent and its internal state, when the caller has them)."""
-    data, internal = loaded or pay.objects.load("pi", pi_id)
-    check_state("pi", data, CONFIRMABLE, "confirm")
-    if p.get("setup_future_usage") is not None:
-        data["setup_future_usage"] = p["setup_future_usage"] or None
-    _intents.apply_options(data, p)
-    found = _intents.collect(pay, "pi", data, p)
-    if found is None:
-        if not data["payment_method"]:
-            raise invalid(
-                "You cannot confirm this PaymentIntent because it's missing a payment method. "
-                "Update it with a payment method, or pass payment_method or "
-                "payment_method_data, and confirm again.",
-                param="payment_method",
-                code="payment_intent_unexpected_state",
-            )
-        found = pay.objects.load("pm", data["payment_method"])
-    pm, pm_internal = found
-    _intents.check_instant("pi", data, pm_internal)
-    data["last_payment_error"] = None
-    _intents.check_block(pay, "pi", data, internal, pm)
-    if _intents.microdeposits_fail(pay, "pi", data, internal, pm_internal):
-        return data
-    verified = bool(pm_internal["verified"])
-    internal["mandate"] = _intents.mandate_for(
-        pay, "pi", data, pm, p, strict=strict, verified=verified
-    )
-    if verified:
-        start_processing(pay, data, internal, found)
-    else:
-        internal["pending_mandate"] = internal["mandate"]
-        _intents.require_action(pay, "pi", data, internal)
-    return data
-
-
-def start_processing(
+def _start_processing(
     pay: Payments,
     data: dict[str, Any],
     internal: dict[str, Any],
-    found: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    pm: dict[str, Any],
+    pm_internal: dict[str, Any],
 ) -> None:
     """``processing``: a pending charge, and the settlement scheduled."""
     now = pay.objects.now()
-    pm, pm_internal = found or pay.objects.load("pm", data["payment_method"])
-    if internal.pop("pending_mandate", None):
-        mandates.set_status(pay, internal["mandate"], "active")
     charge = charges.create_pending(pay, data, pm, internal["mandate"])
     data.update(status="processing", next_action=None, latest_charge=charge["id"])
     pay.objects.save(data, internal)
@@ -269,21 +157,25 @@ def dispute(pay: Payments, pi_id: str, at: int, reason: str = "debit_not_authori
     return result
 
 
-def cancel(pay: Payments, pi_id: str, p: dict[str, Any]) -> dict[str, Any]:
-    """``POST /v1/payment_intents/{id}/cancel``."""
-    data, internal = pay.objects.load("pi", pi_id)
-    check_state("pi", data, CANCELABLE, "cancel")
-    now = pay.objects.now()
+def _canceling(pay: Payments, data: dict[str, Any], now: int) -> None:
+    """A processing debit's pending charge fails with the cancel."""
     if data["status"] == "processing":
         charges.fail(pay, data["latest_charge"], None, "The payment was canceled.", now)
-    if internal.get("pending_mandate"):
-        mandates.set_status(pay, internal.pop("pending_mandate"), "inactive")
-    data.update(
-        status="canceled",
-        next_action=None,
-        canceled_at=now,
-        cancellation_reason=p.get("cancellation_reason"),
-    )
-    pay.objects.save(data, internal)
-    pay.host.emit("payment_intent.canceled", data, now)
-    return data
+    data["canceled_at"] = now
+
+
+FLOW = _intents.Flow(
+    kind="pi",
+    fields=_fields,
+    set_fields=_set_fields,
+    updatable=(*_intents.CONFIRMABLE, "requires_action"),
+    cancelable=(*_intents.CONFIRMABLE, "requires_action", "processing"),
+    mandate_params=("mandate_data", "mandate"),
+    missing_code="payment_intent_unexpected_state",
+    mandate_on_intent=False,
+    verified=_start_processing,
+    canceling=_canceling,
+)
+
+# The API operations (create confirms too when confirm=true).
+create, update, confirm, cancel = FLOW.create, FLOW.update, FLOW.confirm, FLOW.cancel
