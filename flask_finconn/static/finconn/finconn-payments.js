@@ -179,6 +179,7 @@
         });
         this.#status = el("p", "status");
         this.#status.setAttribute("role", "status");
+        this.#form.addEventListener("input", (event) => event.target.removeAttribute("aria-invalid"));
         this.append(this.#form, this.#status);
       }
       this.load();
@@ -200,7 +201,8 @@
       }
     }
 
-    #render() {
+    /** Draw the form for the payment method; `attempts`: with its line of attempts left. */
+    #render(attempts = true) {
       const pm = this.#paymentMethod;
       const v = pm.verification || {};
       const form = this.#form;
@@ -253,7 +255,7 @@
       submit.type = "submit";
       fields.append(submit);
       form.append(fields);
-      if (v.attempts_remaining != null) {
+      if (attempts && v.attempts_remaining != null) {
         const n = v.attempts_remaining;
         form.append(el("p", "attempts", `${n} attempt${n === 1 ? "" : "s"} left.`));
       }
@@ -263,6 +265,17 @@
       const detail = { code: error.code || "unexpected_error", message: error.message || "Something went wrong. Try again." };
       this.#say(detail.message, true);
       this.#emit("error", { error: detail });
+    }
+
+    /** Mark the fields as wrong, described by the error, and focus the first. */
+    #invalid() {
+      this.#status.id ||= `${this.paymentMethodId}-status`;
+      const inputs = [...this.#form.querySelectorAll("input")];
+      for (const input of inputs) {
+        input.setAttribute("aria-invalid", "true");
+        input.setAttribute("aria-describedby", this.#status.id);
+      }
+      if (inputs.length) inputs[0].focus();
     }
 
     /** What the form holds, as the verify route takes it; throws a FinConnError when unfit. */
@@ -291,7 +304,7 @@
         body = this.#values();
       } catch (error) {
         this.#fail(error);
-        this.#form.querySelector("input").focus();
+        this.#invalid();
         return;
       }
       if (!this.#emit("verify", { paymentMethod: this.#paymentMethod }, true)) return;
@@ -304,15 +317,15 @@
         this.#emit("verified", { paymentMethod: this.#paymentMethod });
       } catch (error) {
         this.#fail(error);
-        // Show the attempts left and a closed form as the server now counts them.
+        // Show a closed form as the server now counts the attempts; a mismatch's sentence
+        // already says how many are left, so the form does not say it twice.
         try {
           this.#paymentMethod = await request(this.#url(), { method: "GET" });
-          this.#render();
+          this.#render(error.code !== "verification_failed");
         } catch {
           // The error above is the one worth showing.
         }
-        const first = this.#form.querySelector("input");
-        if (first) first.focus();
+        this.#invalid();
       } finally {
         this.setAttribute("aria-busy", "false");
       }
