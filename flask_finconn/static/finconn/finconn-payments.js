@@ -58,8 +58,9 @@
       heading.id = `${id}-title`;
       const body = el("div", "mandate");
       body.id = `${id}-text`;
-      // Focus starts on the text, not on Accept: Enter must not agree to anything unread.
-      body.tabIndex = -1;
+      // Focus starts on the text, not on Accept: Enter must not agree to anything unread. It
+      // stays in the Tab order, so that a long text can be scrolled with the keyboard.
+      body.tabIndex = 0;
       for (const paragraph of String(text || "").split(/\n\s*\n/)) {
         if (paragraph.trim()) body.append(el("p", "", paragraph.trim()));
       }
@@ -73,6 +74,15 @@
         answer = value;
         dialog.close();
       };
+      // Tab goes round the dialog: a modal dialog alone would let it out to the browser.
+      dialog.addEventListener("keydown", (event) => {
+        if (event.key !== "Tab") return;
+        const stops = [body, cancel, accept];
+        const at = stops.indexOf(document.activeElement);
+        const next = stops[(at + (event.shiftKey ? -1 : 1) + stops.length) % stops.length];
+        event.preventDefault();
+        next.focus();
+      });
       cancel.addEventListener("click", () => close(false));
       accept.addEventListener("click", () => close(true));
       dialog.addEventListener("close", () => {
