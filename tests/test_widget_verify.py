@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from axe_support import assert_accessible
+from axe_support import assert_accessible, axe_violations
 from flask import Flask, render_template_string
 from playwright.sync_api import Page, expect
 
@@ -246,3 +246,15 @@ def test_the_last_wrong_amounts_fail_the_account_for_good(
     )
     assert kinds(verify_page)[-1] == "error"
     assert_accessible(verify_page)
+
+
+def test_axe_finds_a_field_with_no_name(verify_page: Page, widget_app: Flask) -> None:
+    """The check above can fail: a field with neither label nor placeholder is found."""
+    method = unverified(widget_app, "descriptor_code")
+    verify_page.goto(f"/verify/{method}")
+    verify = verify_page.locator("finconn-verify")
+    expect(verify.get_by_role("textbox")).to_have_count(1)
+    assert axe_violations(verify_page, "finconn-verify") == []
+    verify.locator("label").evaluate("(label) => label.remove()")
+    verify.get_by_role("textbox").evaluate("(input) => input.removeAttribute('placeholder')")
+    assert [v.split(" ")[0] for v in axe_violations(verify_page, "finconn-verify")] == ["label"]
