@@ -164,7 +164,9 @@ def test_linked_account_mandate_accepted_saves_a_verified_payment_method(pay_pag
     pay_page.get_by_role("button", name="Pay by bank").click()
     link_in_modal(pay_page)
     dialog = mandate_dialog(pay_page)
-    expect(dialog).to_contain_text("Acme Budget")
+    # US English, as the dialog's title: "authorize", never "authorise".
+    expect(dialog).to_contain_text("you authorize Acme Budget to debit the account")
+    expect(dialog).not_to_contain_text(re.compile("authoris", re.I))
     # Focus is on the text: Enter alone agrees to nothing.
     expect(dialog.locator(".finconn-payments__mandate")).to_be_focused()
     assert_accessible(pay_page)
