@@ -150,7 +150,7 @@ class FinConn:
 
     @property
     def mandate_text(self) -> str:
-        """The debit authorisation to show before a bank account is saved (current app's
+        """The debit authorization to show before a bank account is saved (current app's
         ``FINCONN_MERCHANT_NAME``); ``POST /setup-intents`` returns the same text."""
         return payment_methods.mandate_text(get_state().settings.merchant_name)
 

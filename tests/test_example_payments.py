@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from axe_support import assert_accessible
 from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import BrowserContext, Page, expect
@@ -16,7 +17,7 @@ from example_app.models import User, db
 from flask_finconn import Holder, get_state
 from flask_finconn.models import Account, Payment, PaymentMethod
 from flask_finconn.services.payment_methods import save_account
-from flask_finconn.testing import link_accounts, sandbox_of
+from flask_finconn.testing import link_accounts, sandbox_of, save_bank_account
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
@@ -324,3 +325,48 @@ def test_a_failing_account_shows_why_in_a_sentence(
     settle(app)
     expect(row.locator(".badge")).to_have_text("Failed", timeout=20_000)
     expect(row.locator("[data-field='failure']")).to_have_text(sentence)
+
+
+@pytest.mark.parametrize(("width", "scheme"), [(1200, "light"), (390, "dark")])
+def test_the_payments_pages_pass_axe_in_each_state(
+    new_user: Any, pocketbook_server: tuple[Flask, str], width: int, scheme: str
+) -> None:
+    app, _ = pocketbook_server
+    page = new_user(width)
+    page.emulate_media(color_scheme=scheme)
+    email = f"pay-axe-{scheme}@example.com"
+    browser_sign_in(page, email)
+    with app.app_context():
+        user_id = db.session.scalar(sa.select(User.id).where(User.email == email))
+    holder = Holder(str(user_id), email=email, name="Ada Lovelace")
+    link_accounts(app, holder, institution="test_nonoauth", permissions=["payment_method"])
+    save_bank_account(app, holder, "000222222227")
+    waiting = save_bank_account(app, holder, verify=False)
+    page.goto("/payments/")
+    expect(page.get_by_role("button", name="Pay", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name=re.compile("^Verify deposits"))).to_be_visible()
+    assert_accessible(page)
+
+    use = page.get_by_role("button", name="Use for payments Test Checking")
+    use.click()
+    dialog = page.get_by_role("dialog", name="Authorize debits from your bank account")
+    expect(dialog).to_be_visible()
+    assert_accessible(page)
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(use).to_be_focused()
+
+    page.goto(f"/payments/methods/{waiting.id}/verify")
+    verify = page.locator("finconn-verify")
+    expect(verify.get_by_role("button", name="Verify")).to_be_visible()
+    assert_accessible(page)
+    verify.get_by_role("button", name="Verify").click()  # nothing typed: said, not sent
+    expect(verify.get_by_role("status")).not_to_be_empty()
+    assert_accessible(page)
+    # The sandbox's default is the descriptor code.
+    page.get_by_label(re.compile("^Code from the deposit")).fill("SM99ZZ")
+    verify.get_by_role("button", name="Verify").click()
+    expect(verify.get_by_role("status")).to_have_text(
+        "Those values do not match the deposits. 9 attempts left."
+    )
+    assert_accessible(page)

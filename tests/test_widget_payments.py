@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from axe_support import assert_accessible
 from flask import Flask, render_template_string
 from flask import request as http
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from flask_finconn import Holder
 from flask_finconn.testing import link_accounts
@@ -26,11 +27,13 @@ PAY_PAGE = """<!doctype html>
 {{ finconn.scripts(nonce=nonce, accounts=accounts) }}
 </head>
 <body>
+<main>
 <h1>Acme Budget</h1>
 {% if verify %}{{ finconn.verify(verify) }}
 {% elif accounts %}{{ finconn.accounts(mandate_text=mandate) }}
 {% else %}{{ finconn.button("Pay by bank", purpose="payments", billing_name="Jenny Rosen") }}
 {% endif %}
+</main>
 </body>
 </html>
 """
@@ -161,9 +164,12 @@ def test_linked_account_mandate_accepted_saves_a_verified_payment_method(pay_pag
     pay_page.get_by_role("button", name="Pay by bank").click()
     link_in_modal(pay_page)
     dialog = mandate_dialog(pay_page)
-    expect(dialog).to_contain_text("Acme Budget")
+    # US English, as the dialog's title: "authorize", never "authorise".
+    expect(dialog).to_contain_text("you authorize Acme Budget to debit the account")
+    expect(dialog).not_to_contain_text(re.compile("authoris", re.I))
     # Focus is on the text: Enter alone agrees to nothing.
     expect(dialog.locator(".finconn-payments__mandate")).to_be_focused()
+    assert_accessible(pay_page)
     dialog.get_by_role("button", name="Accept").click()
     event = outcome(pay_page)
     assert event["type"] == "finconn-connect-success"
@@ -201,6 +207,109 @@ def test_escape_at_the_mandate_declines_it(pay_page: Page) -> None:
     assert pay_page.request.get("/finconn/payment-methods").json()["data"] == []
 
 
+def test_the_mandate_dialog_by_keyboard_alone(pay_page: Page) -> None:
+    pay_page.goto("/pay?nonce=n1")
+    pay_page.get_by_role("button", name="Pay by bank").click()
+    link_in_modal(pay_page)
+    dialog = mandate_dialog(pay_page)
+    text = dialog.locator(".finconn-payments__mandate")
+    cancel = dialog.get_by_role("button", name="Cancel")
+    accept = dialog.get_by_role("button", name="Accept")
+    expect(text).to_be_focused()
+    # Tab goes round the dialog (the text too: a long one scrolls with the arrow keys) and
+    # never leaves it, neither for the page behind nor for the browser.
+    for key, focused in [
+        ("Tab", cancel),
+        ("Tab", accept),
+        ("Tab", text),
+        ("Shift+Tab", accept),
+        ("Shift+Tab", cancel),
+        ("Shift+Tab", text),
+        ("Shift+Tab", accept),
+    ]:
+        pay_page.keyboard.press(key)
+        expect(focused).to_be_focused()
+    pay_page.keyboard.press("Enter")
+    event = outcome(pay_page)
+    assert event["type"] == "finconn-connect-success"
+    assert event["detail"]["paymentMethod"]["status"] == "verified"
+    expect(pay_page.get_by_role("dialog")).to_have_count(0)
+
+
+def test_escape_returns_focus_to_the_payments_button(pay_page: Page) -> None:
+    pay_page.goto("/pay")
+    button = pay_page.get_by_role("button", name="Pay by bank")
+    button.click()
+    link_in_modal(pay_page)
+    mandate_dialog(pay_page)
+    pay_page.keyboard.press("Escape")
+    assert outcome(pay_page)["detail"] == {"reason": "mandate_declined"}
+    expect(button).to_be_focused()
+
+
+def payments_script_answers(page: Page, answer: Any) -> None:
+    """Answer every request for the payments script with ``answer(route)``."""
+    page.route(re.compile(r"/finconn-payments\.\w+\.js$"), answer)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "sentence"),
+    [
+        (
+            lambda route: route.fulfill(status=404, body="Not found"),
+            "payments_js_load_failed",
+            r"^The payments script could not be loaded from \S+/finconn-payments\.\w+\.js\.$",
+        ),
+        (
+            # A truncated or broken bundle: it runs, yet defines nothing.
+            lambda route: route.fulfill(content_type="text/javascript", body="/* cut short */"),
+            "payments_js_unavailable",
+            r"^\S+/finconn-payments\.\w+\.js loaded but did not define FinConn\.payments\.$",
+        ),
+    ],
+    ids=["404", "defines-nothing"],
+)
+def test_a_payments_script_that_fails_is_a_sentence_and_an_error_event(
+    pay_page: Page, answer: Any, code: str, sentence: str
+) -> None:
+    failing = [answer]
+    payments_script_answers(
+        pay_page, lambda route: failing[0](route) if failing else route.continue_()
+    )
+    pay_page.goto("/pay?nonce=n1")
+    element = pay_page.locator("finconn-connect")
+    pay_page.get_by_role("button", name="Pay by bank").click()
+    event = outcome(pay_page)
+    assert event["type"] == "finconn-connect-error"
+    assert event["detail"]["error"]["code"] == code
+    assert re.match(sentence, event["detail"]["error"]["message"])
+    expect(element.get_by_role("status")).to_have_text(event["detail"]["error"]["message"])
+    expect(element.get_by_role("status")).to_be_visible()
+    expect(element).to_have_attribute("aria-busy", "false")
+    # Once the script can be had, the next click loads it and goes on.
+    failing.clear()
+    pay_page.get_by_role("button", name="Pay by bank").click()
+    expect(pay_page.get_by_role("button", name="Agree and continue")).to_be_visible()
+
+
+def test_a_payments_script_that_never_answers_times_out(pay_page: Page) -> None:
+    held: list[Route] = []
+    payments_script_answers(pay_page, lambda route: held.append(route))
+    pay_page.goto("/pay")
+    pay_page.evaluate("window.FinConn.stripeTimeout = 300")
+    pay_page.get_by_role("button", name="Pay by bank").click()
+    event = outcome(pay_page)
+    assert event["detail"]["error"]["code"] == "payments_js_load_failed"
+    assert re.match(
+        r"^The payments script did not load from \S+ in time\. Try again\.$",
+        event["detail"]["error"]["message"],
+    )
+    expect(pay_page.locator("finconn-connect")).to_have_attribute("aria-busy", "false")
+    assert len(held) == 1
+    for route in held:
+        route.abort()
+
+
 def test_closing_the_bank_window_is_an_exit(pay_page: Page) -> None:
     pay_page.goto("/pay")
     pay_page.get_by_role("button", name="Pay by bank").click()
@@ -232,14 +341,9 @@ def test_manual_entry_then_microdeposits_in_finconn_verify(pay_page: Page) -> No
     else:
         pay_page.get_by_label(re.compile("^Code from the deposit")).fill("SM99ZZ")
     verify.get_by_role("button", name="Verify").click()
-    # The server's sentence says how many attempts are left; the form shows the count too.
-    expect(verify.get_by_role("status")).to_contain_text(
-        re.compile(r"\d+ (verification )?attempts?")
-    )
-    left = pay_page.request.get(f"/finconn/payment-methods/{method['id']}").json()
-    attempts = left["verification"]["attempts_remaining"]
-    expect(verify.locator(".finconn-payments__attempts")).to_have_text(
-        f"{attempts} attempt{'' if attempts == 1 else 's'} left."
+    # The server's sentence says how many attempts are left.
+    expect(verify.get_by_role("status")).to_have_text(
+        re.compile(r"^Those values do not match the deposits\. [1-9]\d* attempts? left\.$")
     )
     if kind == "amounts":
         pay_page.get_by_label("First deposit, in cents").fill("32")
@@ -276,10 +380,19 @@ def test_accounts_offer_use_for_payments(pay_page: Page, widget_app: Flask) -> N
     rows = pay_page.locator(".finconn-accounts__item")
     expect(rows).to_have_count(2)
     checking = rows.filter(has_text="Checking")
-    checking.get_by_role("button", name=re.compile("^Use for payments")).click()
+    assert_accessible(pay_page)
+    use = checking.get_by_role("button", name=re.compile("^Use for payments"))
+    use.click()
     dialog = mandate_dialog(pay_page)
     expect(dialog).to_contain_text("I authorize Acme Budget to debit this account.")
-    dialog.get_by_role("button", name="Accept").click()
+    assert_accessible(pay_page)
+    # Escape declines; focus goes back to the button that opened the dialog.
+    pay_page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(use).to_be_focused()
+    expect(checking).not_to_contain_text("Used for payments")
+    pay_page.keyboard.press("Enter")
+    mandate_dialog(pay_page).get_by_role("button", name="Accept").click()
     expect(checking).to_contain_text("Used for payments")
     expect(checking.get_by_role("button", name=re.compile("^Use for payments"))).to_have_count(0)
     events: list[dict[str, Any]] = pay_page.evaluate("window.__events")

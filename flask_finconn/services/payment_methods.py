@@ -69,21 +69,21 @@ class CompletedSetup:
 
 
 def mandate_text(merchant_name: str) -> str:
-    """The authorisation the holder accepts before a bank account is saved for debits.
+    """The authorization the holder accepts before a bank account is saved for debits.
 
-    It follows the Nacha rules for online authorisations of recurring debits: who may
+    It follows the Nacha rules for online authorizations of recurring debits: who may
     debit, until when, how to revoke, and the notice periods.
     """
     return (
-        f"By saving your bank account, you authorise {merchant_name} to debit the account "
+        f"By saving your bank account, you authorize {merchant_name} to debit the account "
         "for any amount owed for charges arising from your use of its services and/or "
-        "purchase of its products, pursuant to its terms, until this authorisation is "
-        f"revoked. You may amend or cancel this authorisation at any time by notifying "
+        "purchase of its products, pursuant to its terms, until this authorization is "
+        f"revoked. You may amend or cancel this authorization at any time by notifying "
         f"{merchant_name} with 30 (thirty) days notice. If you use {merchant_name}'s "
         "services or purchase its products periodically pursuant to its terms, you "
-        "authorise it to debit your bank account periodically. Payments that fall outside "
-        "the regular debits authorised above will only be debited after your "
-        "authorisation is obtained. If a debit is returned, a fee may apply."
+        "authorize it to debit your bank account periodically. Payments that fall outside "
+        "the regular debits authorized above will only be debited after your "
+        "authorization is obtained. If a debit is returned, a fee may apply."
     )
 
 

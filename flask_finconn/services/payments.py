@@ -86,7 +86,7 @@ FAILURE_MESSAGES = {
     "insufficient_funds": "The bank returned the debit: not enough money in the account.",
     "account_closed": "The bank returned the debit: the account is closed.",
     "no_account": "The bank returned the debit: the account does not exist.",
-    "debit_not_authorized": "The holder told their bank the debit was not authorised.",
+    "debit_not_authorized": "The holder told their bank the debit was not authorized.",
     "bank_account_unusable": "The bank account can no longer be debited.",
     "bank_account_restricted": "The bank account does not accept debits.",
     "invalid_currency": "The bank account cannot be debited in this currency.",

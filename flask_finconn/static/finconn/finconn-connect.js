@@ -51,7 +51,8 @@
         if (nonce) tag.nonce = nonce;
         document.head.appendChild(tag);
       }
-      // A tag that failed or hung never fires again: drop it so the next attempt starts afresh.
+      // A tag that failed, hung or ran without defining its global never fires again: drop it
+      // so that the next attempt starts afresh.
       const discard = () => {
         tag.removeEventListener("load", onLoad);
         tag.removeEventListener("error", onError);
@@ -61,8 +62,9 @@
       const onLoad = () => {
         clearTimeout(timer);
         const Stripe = getGlobal();
-        if (Stripe) resolve(Stripe);
-        else reject(fail(`${name[1]}_unavailable`, `${url} loaded but did not define ${name[2]}.`));
+        if (Stripe) return resolve(Stripe);
+        discard();
+        reject(fail(`${name[1]}_unavailable`, `${url} loaded but did not define ${name[2]}.`));
       };
       const onError = (event) => {
         clearTimeout(timer);

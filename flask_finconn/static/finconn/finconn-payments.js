@@ -58,8 +58,9 @@
       heading.id = `${id}-title`;
       const body = el("div", "mandate");
       body.id = `${id}-text`;
-      // Focus starts on the text, not on Accept: Enter must not agree to anything unread.
-      body.tabIndex = -1;
+      // Focus starts on the text, not on Accept: Enter must not agree to anything unread. It
+      // stays in the Tab order, so that a long text can be scrolled with the keyboard.
+      body.tabIndex = 0;
       for (const paragraph of String(text || "").split(/\n\s*\n/)) {
         if (paragraph.trim()) body.append(el("p", "", paragraph.trim()));
       }
@@ -73,6 +74,15 @@
         answer = value;
         dialog.close();
       };
+      // Tab goes round the dialog: a modal dialog alone would let it out to the browser.
+      dialog.addEventListener("keydown", (event) => {
+        if (event.key !== "Tab") return;
+        const stops = [body, cancel, accept];
+        const at = stops.indexOf(document.activeElement);
+        const next = stops[(at + (event.shiftKey ? -1 : 1) + stops.length) % stops.length];
+        event.preventDefault();
+        next.focus();
+      });
       cancel.addEventListener("click", () => close(false));
       accept.addEventListener("click", () => close(true));
       dialog.addEventListener("close", () => {
@@ -179,6 +189,7 @@
         });
         this.#status = el("p", "status");
         this.#status.setAttribute("role", "status");
+        this.#form.addEventListener("input", (event) => event.target.removeAttribute("aria-invalid"));
         this.append(this.#form, this.#status);
       }
       this.load();
@@ -200,7 +211,8 @@
       }
     }
 
-    #render() {
+    /** Draw the form for the payment method; `attempts`: with its line of attempts left. */
+    #render(attempts = true) {
       const pm = this.#paymentMethod;
       const v = pm.verification || {};
       const form = this.#form;
@@ -253,7 +265,7 @@
       submit.type = "submit";
       fields.append(submit);
       form.append(fields);
-      if (v.attempts_remaining != null) {
+      if (attempts && v.attempts_remaining != null) {
         const n = v.attempts_remaining;
         form.append(el("p", "attempts", `${n} attempt${n === 1 ? "" : "s"} left.`));
       }
@@ -263,6 +275,17 @@
       const detail = { code: error.code || "unexpected_error", message: error.message || "Something went wrong. Try again." };
       this.#say(detail.message, true);
       this.#emit("error", { error: detail });
+    }
+
+    /** Mark the fields as wrong, described by the error, and focus the first. */
+    #invalid() {
+      this.#status.id ||= `${this.paymentMethodId}-status`;
+      const inputs = [...this.#form.querySelectorAll("input")];
+      for (const input of inputs) {
+        input.setAttribute("aria-invalid", "true");
+        input.setAttribute("aria-describedby", this.#status.id);
+      }
+      if (inputs.length) inputs[0].focus();
     }
 
     /** What the form holds, as the verify route takes it; throws a FinConnError when unfit. */
@@ -291,7 +314,7 @@
         body = this.#values();
       } catch (error) {
         this.#fail(error);
-        this.#form.querySelector("input").focus();
+        this.#invalid();
         return;
       }
       if (!this.#emit("verify", { paymentMethod: this.#paymentMethod }, true)) return;
@@ -304,15 +327,15 @@
         this.#emit("verified", { paymentMethod: this.#paymentMethod });
       } catch (error) {
         this.#fail(error);
-        // Show the attempts left and a closed form as the server now counts them.
+        // Show a closed form as the server now counts the attempts; a mismatch's sentence
+        // already says how many are left, so the form does not say it twice.
         try {
           this.#paymentMethod = await request(this.#url(), { method: "GET" });
-          this.#render();
+          this.#render(error.code !== "verification_failed");
         } catch {
           // The error above is the one worth showing.
         }
-        const first = this.#form.querySelector("input");
-        if (first) first.focus();
+        this.#invalid();
       } finally {
         this.setAttribute("aria-busy", "false");
       }
