@@ -201,12 +201,16 @@ class WriteClock:
     ``/proc``, so the server must run on this machine). CPU time is what a row costs the
     two processes whatever else the machine runs; wall time is what a user waits.
     ``marks`` holds (rows, wall s, CPU s) so far at the end of each ``window`` of rows.
+    With ``buffers`` (PostgreSQL with pg_stat_statements loaded), ``buffer_marks`` holds
+    the shared buffers the upsert statements found in memory (hit) and had to read, so far,
+    at the same points.
     """
 
-    def __init__(self, app: Flask, window: int) -> None:
-        self.app, self.window = app, window
+    def __init__(self, app: Flask, window: int, *, buffers: bool = False) -> None:
+        self.app, self.window, self.buffers = app, window, buffers
         self.rows, self.wall, self.cpu = 0, 0.0, 0.0
         self.marks: list[tuple[int, float, float]] = []
+        self.buffer_marks: list[tuple[int, int, int]] = []
         self._backend: str | None = None
         self._backend_cpu = 0.0
 
@@ -239,6 +243,9 @@ class WriteClock:
                     self.cpu += server - self._backend_cpu
                     self._backend_cpu = server
                     self.marks.append((self.rows, self.wall, self.cpu))
+                    if self.buffers:
+                        hit, read = session.execute(UPSERT_BUFFERS).one()
+                        self.buffer_marks.append((self.rows, int(hit), int(read)))
 
         def before_commit(session: Any) -> None:
             commit_began.append((time.perf_counter(), time.thread_time()))
@@ -256,6 +263,9 @@ class WriteClock:
                 session.commit()
                 self._backend = f"/proc/{pid}/stat"
                 self._backend_cpu = self._server_cpu()
+                if self.buffers:
+                    session.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+                    session.commit()
             sa.event.listen(session, "before_commit", before_commit)
             sa.event.listen(session, "after_commit", after_commit)
             transactions_service._write = timed_write
@@ -282,7 +292,23 @@ class WriteClock:
         return result
 
 
-def scale(kind: str, workdir: str, size: int, rounds: int) -> None:
+UPSERT_BUFFERS = sa.text(
+    "SELECT coalesce(sum(shared_blks_hit), 0), coalesce(sum(shared_blks_read), 0) "
+    "FROM pg_stat_statements WHERE query LIKE 'INSERT INTO finconn_transaction%' "
+    "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def statements_loaded(app: Flask) -> bool:
+    """Whether the PostgreSQL server of ``app`` loads pg_stat_statements."""
+    with app.app_context():
+        session = get_state(app).db.session
+        loaded = session.execute(sa.text("SHOW shared_preload_libraries")).scalar_one()
+        session.rollback()
+    return "pg_stat_statements" in str(loaded)
+
+
+def scale(kind: str, workdir: str, size: int, rounds: int, buffers: bool = False) -> None:
     """The write side's cost per row along one first sync of ``size`` rows, then interleaved.
 
     The first and last windows of one long sync are minutes apart, and on a shared machine
@@ -296,7 +322,10 @@ def scale(kind: str, workdir: str, size: int, rounds: int) -> None:
         started = time.perf_counter()
         app, _, stripe_id = linked_account(url, size)
         print(f"{kind:10} {size} rows generated in {time.perf_counter() - started:.0f} s")
-        clock = WriteClock(app, window)
+        if buffers and (kind != "postgresql" or not statements_loaded(app)):
+            print(f"{kind:10} --buffers needs PostgreSQL started with pg_stat_statements loaded")
+            buffers = False
+        clock = WriteClock(app, window, buffers=buffers)
         started = time.perf_counter()
         added = clock.sync(stripe_id)
         total = time.perf_counter() - started
@@ -318,6 +347,16 @@ def scale(kind: str, workdir: str, size: int, rounds: int) -> None:
                 f"   (last / first {growth:.2f})"
             )
         print(f"{kind:10} first sync of {size} rows in {total:.0f} s")
+        if clock.buffer_marks:
+            counts = []
+            previous = (0, 0, 0)
+            for mark in clock.buffer_marks:
+                if mark[0] in points:
+                    rows = mark[0] - previous[0]
+                    hit, read = (mark[1] - previous[1]) / rows, (mark[2] - previous[2]) / rows
+                    counts.append(f"{mark[0] // 1000}k: {hit:.2f} hit, {read:.3f} read")
+                previous = mark
+            print(f"{kind:10} upsert's shared buffers per row:   " + "   ".join(counts))
         pairs: list[tuple[tuple[float, float], tuple[float, float]]] = []
         for round_ in range(rounds):
             measured: dict[str, tuple[float, float]] = {}
@@ -329,7 +368,7 @@ def scale(kind: str, workdir: str, size: int, rounds: int) -> None:
                 f"{measured['empty'][0]:.1f} us/row wall, {measured['empty'][1]:.1f} CPU; into "
                 f"{size} rows {measured['full'][0]:.1f} wall, {measured['full'][1]:.1f} CPU"
             )
-        for label, index in (("wall", 0), ("CPU", 1)):
+        for label, index in (("wall", 0), ("CPU", 1)) if pairs else ():
             ratios = [full[index] / empty[index] for empty, full in pairs]
             print(
                 f"{kind:10} interleaved, {label}: {size} rows / empty, median of {rounds} = "
@@ -388,6 +427,11 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=5, help="with --scale: interleaved 10k-row rounds"
     )
+    parser.add_argument(
+        "--buffers",
+        action="store_true",
+        help="with --scale on PostgreSQL loading pg_stat_statements: the upsert's buffers",
+    )
     args = parser.parse_args()
     stripe.enable_telemetry = False
     kinds = [args.only] if args.only else ["sqlite", "postgresql"]
@@ -397,7 +441,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         if args.scale:
             for kind in kinds:
-                scale(kind, workdir, args.scale, args.rounds)
+                scale(kind, workdir, args.scale, args.rounds, args.buffers)
             return
         for kind in kinds:
             throughput(kind, workdir, args.transactions, args.repeat)
