@@ -14,13 +14,17 @@ Then the peak Python memory of a first sync (tracemalloc) for ``--small`` vs
 
 ``--scale N`` instead runs one first sync of N rows (say 1,000,000) per database and
 prints the write side's cost per row (the page upserts and the commits, timed inside
-the sync) in windows along the way: the first 10k rows, then at each tenfold size, then
-the last 10k rows. Target: the last window within 1.3x of the first.
+the sync; wall time and CPU time) in windows along the way: the first 10k rows, then at
+each tenfold size, then the last 10k rows. Then ``--rounds`` interleaved pairs: a new
+10k-row account synced into an empty database and into the N-row one, in alternating
+order, so the load of a shared machine hits both. Target: the median pair within 1.3x.
+``--buffers`` adds the upsert's shared buffers per row (PostgreSQL with
+pg_stat_statements loaded).
 
     source /tmp/finconn-dev-env   # for PostgreSQL (FINCONN_TEST_POSTGRES_URL)
     .venv/bin/python -m bench.sync [--transactions 100000] [--small 10000] [--only sqlite]
                                    [--repeat 3]
-    .venv/bin/python -m bench.sync --scale 1000000 [--only sqlite]
+    .venv/bin/python -m bench.sync --scale 1000000 [--only sqlite] [--rounds 5] [--buffers]
 """
 
 from __future__ import annotations
