@@ -14,13 +14,17 @@ Then the peak Python memory of a first sync (tracemalloc) for ``--small`` vs
 
 ``--scale N`` instead runs one first sync of N rows (say 1,000,000) per database and
 prints the write side's cost per row (the page upserts and the commits, timed inside
-the sync) in windows along the way: the first 10k rows, then at each tenfold size, then
-the last 10k rows. Target: the last window within 1.3x of the first.
+the sync; wall time and CPU time) in windows along the way: the first 10k rows, then at
+each tenfold size, then the last 10k rows. Then ``--rounds`` interleaved pairs: a new
+10k-row account synced into an empty database and into the N-row one, in alternating
+order, so the load of a shared machine hits both. Target: the median pair within 1.3x.
+``--buffers`` adds the upsert's shared buffers per row (PostgreSQL with
+pg_stat_statements loaded).
 
     source /tmp/finconn-dev-env   # for PostgreSQL (FINCONN_TEST_POSTGRES_URL)
     .venv/bin/python -m bench.sync [--transactions 100000] [--small 10000] [--only sqlite]
                                    [--repeat 3]
-    .venv/bin/python -m bench.sync --scale 1000000 [--only sqlite]
+    .venv/bin/python -m bench.sync --scale 1000000 [--only sqlite] [--rounds 5] [--buffers]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
 import tempfile
 import time
 import tracemalloc
@@ -193,71 +198,225 @@ def peak_memory(kind: str, workdir: str, size: int) -> float:
         return peak / 1e6
 
 
-def scale(kind: str, workdir: str, size: int) -> None:
-    """The write side's cost per row along one first sync of ``size`` rows."""
+class WriteClock:
+    """Times the write side of syncs (the page upserts and the commits) on one app.
+
+    Wall time, and CPU time: this thread's, plus the PostgreSQL backend's (read from
+    ``/proc``, so the server must run on this machine). CPU time is what a row costs the
+    two processes whatever else the machine runs; wall time is what a user waits.
+    ``marks`` holds (rows, wall s, CPU s) so far at the end of each ``window`` of rows.
+    With ``buffers`` (PostgreSQL with pg_stat_statements loaded), ``buffer_marks`` holds
+    the shared buffers the upsert statements found in memory (hit) and had to read, so far,
+    at the same points.
+    """
+
+    def __init__(self, app: Flask, window: int, *, buffers: bool = False) -> None:
+        self.app, self.window, self.buffers = app, window, buffers
+        self.rows, self.wall, self.cpu = 0, 0.0, 0.0
+        self.marks: list[tuple[int, float, float]] = []
+        self.buffer_marks: list[tuple[int, int, int]] = []
+        self._backend: str | None = None
+        self._backend_cpu = 0.0
+
+    def _server_cpu(self) -> float:
+        if self._backend is None:
+            return 0.0
+        with open(self._backend) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _add(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+    def sync(self, stripe_id: str) -> int:
+        """One sync of the account, timed; returns the rows it added."""
+        write = transactions_service._write
+        commit_began: list[tuple[float, float]] = []
+
+        def timed_write(session: Any, dialect: str, rows: list[dict[str, Any]]) -> Any:
+            began, began_cpu = time.perf_counter(), time.thread_time()
+            try:
+                return write(session, dialect, rows)
+            finally:
+                self._add(time.perf_counter() - began, time.thread_time() - began_cpu)
+                before = self.rows
+                self.rows += len(rows)
+                if self.rows // self.window != before // self.window:
+                    server = self._server_cpu()
+                    self.cpu += server - self._backend_cpu
+                    self._backend_cpu = server
+                    self.marks.append((self.rows, self.wall, self.cpu))
+                    if self.buffers:
+                        hit, read = session.execute(UPSERT_BUFFERS).one()
+                        self.buffer_marks.append((self.rows, int(hit), int(read)))
+
+        def before_commit(session: Any) -> None:
+            commit_began.append((time.perf_counter(), time.thread_time()))
+
+        def after_commit(session: Any) -> None:
+            if commit_began:
+                began, began_cpu = commit_began.pop()
+                self._add(time.perf_counter() - began, time.thread_time() - began_cpu)
+
+        with self.app.app_context():
+            state = get_state(self.app)
+            session = state.db.session()
+            if session.get_bind().dialect.name == "postgresql":
+                pid = session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+                session.commit()
+                self._backend = f"/proc/{pid}/stat"
+                self._backend_cpu = self._server_cpu()
+                if self.buffers:
+                    session.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+                    session.commit()
+            sa.event.listen(session, "before_commit", before_commit)
+            sa.event.listen(session, "after_commit", after_commit)
+            transactions_service._write = timed_write
+            try:
+                applied = sync.sync_account_from_stripe(state, stripe_id)
+            finally:
+                transactions_service._write = write
+                sa.event.remove(session, "before_commit", before_commit)
+                sa.event.remove(session, "after_commit", after_commit)
+            assert applied is not None and applied.sync is not None
+            return applied.sync.added
+
+    def per_row(self) -> dict[int, tuple[float, float]]:
+        """Microseconds per row (wall, CPU) in each window, by the rows at its end."""
+        result = {}
+        previous = (0, 0.0, 0.0)
+        for mark in self.marks:
+            rows = mark[0] - previous[0]
+            result[mark[0]] = (
+                (mark[1] - previous[1]) / rows * 1e6,
+                (mark[2] - previous[2]) / rows * 1e6,
+            )
+            previous = mark
+        return result
+
+
+UPSERT_BUFFERS = sa.text(
+    "SELECT coalesce(sum(shared_blks_hit), 0), coalesce(sum(shared_blks_read), 0) "
+    "FROM pg_stat_statements WHERE query LIKE 'INSERT INTO finconn_transaction%' "
+    "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def statements_loaded(app: Flask) -> bool:
+    """Whether the PostgreSQL server of ``app`` loads pg_stat_statements."""
+    with app.app_context():
+        session = get_state(app).db.session
+        loaded = session.execute(sa.text("SHOW shared_preload_libraries")).scalar_one()
+        session.rollback()
+    return "pg_stat_statements" in str(loaded)
+
+
+def scale(kind: str, workdir: str, size: int, rounds: int, buffers: bool = False) -> None:
+    """The write side's cost per row along one first sync of ``size`` rows, then interleaved.
+
+    The first and last windows of one long sync are minutes apart, and on a shared machine
+    the load can change the wall time of a window by half in that time. So after the long
+    sync, ``rounds`` times in alternating order: the first sync of a new 10k-row account
+    into an empty database, and the same into the database that now holds ``size`` rows.
+    Both sides of each pair see the same load; the target is read on their median ratio.
+    """
     window = 10_000
     with database(kind, workdir) as url:
         started = time.perf_counter()
         app, _, stripe_id = linked_account(url, size)
         print(f"{kind:10} {size} rows generated in {time.perf_counter() - started:.0f} s")
-        spent = {"write": 0.0, "rows": 0}
-        marks: list[tuple[int, float]] = []
-        write = transactions_service._write
-
-        def timed_write(session: Any, dialect: str, rows: list[dict[str, Any]]) -> Any:
-            began = time.perf_counter()
-            try:
-                return write(session, dialect, rows)
-            finally:
-                spent["write"] += time.perf_counter() - began
-                before = spent["rows"]
-                spent["rows"] += len(rows)
-                if spent["rows"] // window != before // window:
-                    marks.append((int(spent["rows"]), spent["write"]))
-
-        commit_began: list[float] = []
-
-        def before_commit(session: Any) -> None:
-            commit_began.append(time.perf_counter())
-
-        def after_commit(session: Any) -> None:
-            if commit_began:
-                spent["write"] += time.perf_counter() - commit_began.pop()
-
-        transactions_service._write = timed_write
-        try:
-            with app.app_context():
-                session = get_state(app).db.session()
-                sa.event.listen(session, "before_commit", before_commit)
-                sa.event.listen(session, "after_commit", after_commit)
-                started = time.perf_counter()
-                applied = sync.sync_account_from_stripe(get_state(app), stripe_id)
-                total = time.perf_counter() - started
-                assert applied is not None and applied.sync is not None
-                assert applied.sync.added == size, applied.sync
-        finally:
-            transactions_service._write = write
-        # Writes timed per window of rows: (rows at the end, seconds of writing so far).
-        per_row = {}
-        previous_rows, previous_spent = 0, 0.0
-        for rows, seconds in marks:
-            per_row[rows] = (seconds - previous_spent) / (rows - previous_rows) * 1e6
-            previous_rows, previous_spent = rows, seconds
+        if buffers and (kind != "postgresql" or not statements_loaded(app)):
+            print(f"{kind:10} --buffers needs PostgreSQL started with pg_stat_statements loaded")
+            buffers = False
+        clock = WriteClock(app, window, buffers=buffers)
+        started = time.perf_counter()
+        added = clock.sync(stripe_id)
+        total = time.perf_counter() - started
+        assert added == size, added
+        per_row = clock.per_row()
         points = [min(per_row)]
         n = window * 10
         while n < size:
             points.append(n)
             n *= 10
         points.append(max(per_row))
-        shown = "   ".join(f"{r // 1000}k: {per_row[r]:.1f}" for r in dict.fromkeys(points))
-        first, last = per_row[min(per_row)], per_row[max(per_row)]
-        print(
-            f"{kind:10} first sync of {size} rows in {total:.0f} s; write side, us per row in "
-            f"the 10k rows ending at   {shown}"
-        )
-        print(f"{kind:10} last / first window: {last / first:.2f} (target <= 1.3)")
+        for label, index in (("wall", 0), ("CPU", 1)):
+            shown = "   ".join(
+                f"{r // 1000}k: {per_row[r][index]:.1f}" for r in dict.fromkeys(points)
+            )
+            growth = per_row[max(per_row)][index] / per_row[min(per_row)][index]
+            print(
+                f"{kind:10} write side, {label} us per row in the 10k rows ending at   {shown}"
+                f"   (last / first {growth:.2f})"
+            )
+        print(f"{kind:10} first sync of {size} rows in {total:.0f} s")
+        if clock.buffer_marks:
+            counts = []
+            previous = (0, 0, 0)
+            for mark in clock.buffer_marks:
+                if mark[0] in points:
+                    rows = mark[0] - previous[0]
+                    hit, read = (mark[1] - previous[1]) / rows, (mark[2] - previous[2]) / rows
+                    counts.append(f"{mark[0] // 1000}k: {hit:.2f} hit, {read:.3f} read")
+                previous = mark
+            print(f"{kind:10} upsert's shared buffers per row:   " + "   ".join(counts))
+        pairs: list[tuple[tuple[float, float], tuple[float, float]]] = []
+        for round_ in range(rounds):
+            measured: dict[str, tuple[float, float]] = {}
+            for side in ("empty", "full") if round_ % 2 == 0 else ("full", "empty"):
+                measured[side] = one_window(kind, workdir, app if side == "full" else None, round_)
+            pairs.append((measured["empty"], measured["full"]))
+            print(
+                f"{kind:10} round {round_ + 1}: 10k rows into an empty table "
+                f"{measured['empty'][0]:.1f} us/row wall, {measured['empty'][1]:.1f} CPU; into "
+                f"{size} rows {measured['full'][0]:.1f} wall, {measured['full'][1]:.1f} CPU"
+            )
+        for label, index in (("wall", 0), ("CPU", 1)) if pairs else ():
+            ratios = [full[index] / empty[index] for empty, full in pairs]
+            print(
+                f"{kind:10} interleaved, {label}: {size} rows / empty, median of {rounds} = "
+                f"{statistics.median(ratios):.2f} (target <= 1.3; rounds "
+                + " ".join(f"{r:.2f}" for r in ratios)
+                + ")"
+            )
         with app.app_context():
             get_state(app).db.engine.dispose()
+
+
+def one_window(kind: str, workdir: str, app: Flask | None, round_: int) -> tuple[float, float]:
+    """(wall, CPU) us per row of the first sync of a new 10k-row account.
+
+    Into ``app``'s database, or into a new empty database when ``app`` is None (which then
+    holds only the 1,000 rows of the warm-up account).
+    """
+    window = 10_000
+
+    def run(target: Flask) -> tuple[float, float]:
+        # An untimed 1,000-row account first, so that neither side pays for compiling the
+        # statement, preparing it on the connection or loading the server's caches.
+        timed = None
+        for size, name in ((1_000, "warm"), (window, "timed")):
+            account = link_accounts(target, Holder(f"{name}{round_}"), accounts=["checking"])[0]
+            sandbox = sandbox_of(target)
+            sandbox.set_history_size(account.stripe_id, size)
+            sandbox.finish_refreshes(account.stripe_id)
+            timed = WriteClock(target, window)
+            assert timed.sync(account.stripe_id) == size
+        assert timed is not None
+        return timed.per_row()[window]
+
+    if app is not None:
+        return run(app)
+    with database(kind, workdir) as url:
+        empty = create_app(
+            url, FINCONN_PERMISSIONS=["transactions"], FINCONN_SANDBOX_REFRESH_DELAY=10 * DAY
+        )
+        try:
+            return run(empty)
+        finally:
+            with empty.app_context():
+                get_state(empty).db.engine.dispose()
 
 
 def main() -> None:
@@ -269,6 +428,14 @@ def main() -> None:
     parser.add_argument(
         "--scale", type=int, default=None, help="only the write cost along a sync of N rows"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="with --scale: interleaved 10k-row rounds"
+    )
+    parser.add_argument(
+        "--buffers",
+        action="store_true",
+        help="with --scale on PostgreSQL loading pg_stat_statements: the upsert's buffers",
+    )
     args = parser.parse_args()
     stripe.enable_telemetry = False
     kinds = [args.only] if args.only else ["sqlite", "postgresql"]
@@ -278,7 +445,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         if args.scale:
             for kind in kinds:
-                scale(kind, workdir, args.scale)
+                scale(kind, workdir, args.scale, args.rounds, args.buffers)
             return
         for kind in kinds:
             throughput(kind, workdir, args.transactions, args.repeat)
