@@ -828,6 +828,7 @@ def test_events_list_and_retrieve(sb: Sandbox, client: Client) -> None:
 
 
 def test_test_helpers_over_http(sb: Sandbox, client: Client) -> None:
+    sb.refresh_delay = 3600  # the refresh stays pending until finish_refreshes ends it
     fc = client.v1.financial_connections
     customer = client.v1.customers.create()
     session = fc.sessions.create(
