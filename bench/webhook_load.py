@@ -18,6 +18,9 @@ from typing import Any
 SECRET = "whsec_bench_secret"
 EVENT_TYPE = "bench.effect"
 PATH = "/finconn/webhook"
+# Generous: on a box at load 20 a gunicorn worker can take over 30 s to boot, and the
+# first deliveries wait in the listen backlog meanwhile.
+CLIENT_TIMEOUT = 300
 
 
 def _event(n: int) -> dict[str, Any]:
@@ -90,7 +93,7 @@ def deliveries(count: int, seed: int = 6) -> tuple[list[tuple[bytes, str]], set[
 
 
 def _client(port: int, work: list[tuple[bytes, str]], start: Any, out: Any) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
     latencies, failures = [], 0
     start.wait()
     began = time.monotonic()
@@ -159,7 +162,7 @@ def drive(port: int, sent: list[tuple[bytes, str]], connections: int) -> Load:
 def _burst_client(port: int, work: list[tuple[bytes, str]], barrier: Any, out: Any) -> None:
     failures = 0
     for body, header in work:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
         connection.connect()  # connected before the barrier: the copies land together
         barrier.wait()
         connection.request(
