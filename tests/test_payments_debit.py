@@ -185,7 +185,7 @@ def shown(app: Flask, method_id: str) -> dict[str, Any]:
     response = app.test_client().get(
         f"/finconn/payment-methods/{method_id}", headers={"X-Finconn-Holder": "ada"}
     )
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.json is not None
     body: dict[str, Any] = response.json
     return body
 

@@ -197,7 +197,7 @@ def test_the_setup_intent_carries_the_holders_billing_details(
     app = make_finconn_app(FINCONN_PERMISSIONS=PAYMENT_PERMISSIONS)
     get_state(app).extension.holder_loader(lambda: holder)
     response = app.test_client().post("/finconn/setup-intents", json={})
-    assert response.status_code == 201
+    assert response.status_code == 201 and response.json is not None
     assert response.json["billing_details"] == expected
 
 

@@ -158,20 +158,17 @@ def test_disconnect_deletes_transactions_and_owners_when_configured(
     assert after["accounts"] == 1 and after["balances"] > 0
 
 
-PAYMENTS = {
-    "FINCONN_PERMISSIONS": ["balances", "payment_method"],
-    "FINCONN_SANDBOX_REFRESH_DELAY": 3600.0,
-}
+PAYMENT_PERMISSIONS = ["balances", "payment_method"]
 
 
 def test_erase_holder_detaches_payment_methods_and_deletes_debits(
     make_finconn_app: Callable[..., Flask],
 ) -> None:
-    app = make_finconn_app(**PAYMENTS)
-    ada = Holder("ada", email="ada@example.com", name="Ada Lovelace")
-    [checking] = link_accounts(
-        app, ada, accounts=["checking"], permissions=PAYMENTS["FINCONN_PERMISSIONS"]
+    app = make_finconn_app(
+        FINCONN_PERMISSIONS=PAYMENT_PERMISSIONS, FINCONN_SANDBOX_REFRESH_DELAY=3600.0
     )
+    ada = Holder("ada", email="ada@example.com", name="Ada Lovelace")
+    [checking] = link_accounts(app, ada, accounts=["checking"], permissions=PAYMENT_PERMISSIONS)
     linked = save_account_for_payments(app, ada, checking)
     typed = save_bank_account(app, ada)
     state = get_state(app)
