@@ -150,15 +150,12 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
     """
     _validate(request)
     session = state.db.session
+    connection = session.connection()
     try:
-        method = (
-            session.connection()
-            .execute(
-                _METHOD_AND_CUSTOMER,
-                {"method_id": request.payment_method_id, "holder_id": request.holder_id},
-            )
-            .first()
-        )
+        method = connection.execute(
+            _METHOD_AND_CUSTOMER,
+            {"method_id": request.payment_method_id, "holder_id": request.holder_id},
+        ).first()
         if method is None:
             # The same 404 as every other lookup of a payment method.
             get_payment_method(state, request.holder_id, request.payment_method_id)
@@ -172,6 +169,8 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
         if existing is None:
             raise
         return resume(state, _same_request(existing, request))
+    if check_balance:
+        connection = session.connection()  # refreshing the balance may have committed
     target = _Target(method.customer, method.stripe_id, method.mandate_id)
     now = utcnow()
     columns = {
@@ -193,7 +192,7 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
     }
     try:
         # The unique (holder_id, idempotency_key) decides which racer owns the debit.
-        session.connection().execute(_CLAIM, columns)
+        connection.execute(_CLAIM, columns)
         session.commit()
     except IntegrityError:
         session.rollback()
