@@ -17,7 +17,7 @@ from marshmallow import ValidationError as SchemaError
 
 from .errors import ValidationError
 from .models import iso, iso_unix
-from .services.payment_methods import blocked_message
+from .services.payment_method_sync import blocked_message
 from .state import PERMISSIONS, REFRESH_FEATURES
 
 TRANSACTION_STATUSES = ("pending", "posted", "void")

@@ -20,6 +20,7 @@ built from what was written rather than read back. What happens after the first 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -212,7 +213,9 @@ class _Target:
     mandate: str | None
 
 
-def _check_debitable(status: str, mandate_status: str | None, blocked: Any) -> None:
+def _check_debitable(
+    status: str, mandate_status: str | None, blocked: dict[str, Any] | None
+) -> None:
     if status != "verified":
         raise Conflict(
             f"The bank account is {status.replace('_', ' ')}; only a verified one can be debited.",
@@ -361,7 +364,9 @@ def _refused(state: FinConnState, payment_id: str, target: _Target, exc: Conflic
         row.failure_message = FAILURE_MESSAGES.get(exc.code, exc.message)
     session.commit()
     if exc.code == "bank_account_unusable":
-        apply_payment_method(state, target.payment_method)
+        # The refusal is stored either way; the block also arrives by webhook.
+        with contextlib.suppress(FinConnError):
+            apply_payment_method(state, target.payment_method)
     loaded(state, row)
     if changed:
         payment_failed.send(sender(), payment=row)

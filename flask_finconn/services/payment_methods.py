@@ -27,7 +27,6 @@ from .customers import get_or_create_customer
 from .payment_method_sync import (
     apply_payment_method,
     apply_setup_intent,
-    blocked_message,
     sender,
 )
 
@@ -304,7 +303,6 @@ __all__ = [
     "CompletedSetup",
     "NewSetupIntent",
     "billing_details",
-    "blocked_message",
     "complete_setup_intent",
     "create_setup_intent",
     "debit_refusal",
