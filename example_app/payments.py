@@ -18,10 +18,8 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from flask_finconn import get_state
 from flask_finconn.errors import FinConnError, InsufficientBalance
 from flask_finconn.models import Account, Payment, PaymentMethod
-from flask_finconn.services.payment_methods import mandate_text
 
 from .auth import check_csrf, current_user
 from .formatting import money
@@ -136,7 +134,6 @@ def _page(
         error=error,
         plan={"amount": PLAN_AMOUNT, "description": PLAN_DESCRIPTION},
         goals=GOALS,
-        mandate_text=mandate_text(get_state().settings.merchant_name),
         paid=request.args.get("paid", ""),
     )
     return body, status

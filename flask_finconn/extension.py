@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 from .models import Payment
 from .ratelimit import Bucket, LocalBucket, RedisBucket
 from .sandbox import Sandbox, browser
-from .services import owners, payment_methods, payments, privacy
+from .services import debits, owners, payment_methods, payments, privacy
 from .services.privacy import Erased
 from .state import FinConnState, Holder, Settings, get_state, read_settings
 from .stripe_api import StripeAPI
@@ -60,16 +60,26 @@ class FinConn:
         """The function registered with :meth:`holder_loader` (None until one is)."""
         return self._holder_loader
 
-    def erase_holder(self, holder_id: str, *, scrub_customer: bool = False) -> Erased:
+    def erase_holder(
+        self, holder_id: str, *, scrub_customer: bool = False, delete_customer: bool = True
+    ) -> Erased:
         """Erase everything stored about a holder, in an app context of an app using this.
 
-        Disconnects their accounts at Stripe, deletes their accounts, balances, owners,
-        transactions, link sessions and customer mapping, and blanks the payloads of
-        events about them (ids and statuses stay, so redeliveries are still recognised).
-        ``scrub_customer`` also blanks the Stripe Customer's email and name. Raises a
-        ``FinConnError`` before deleting anything when Stripe cannot be reached.
+        Disconnects their accounts at Stripe, detaches their saved bank payment methods,
+        deletes their Stripe Customer if this extension created it (``delete_customer=False``
+        keeps it, for a host that bills it otherwise), deletes their accounts, balances,
+        owners, transactions, link sessions, payment methods, debits and customer mapping,
+        and blanks the payloads of events about them (ids and statuses stay, so redeliveries
+        are still recognised). ``scrub_customer`` blanks the email and name of a Customer
+        that is kept. Raises a ``FinConnError`` before deleting anything when Stripe cannot
+        be reached.
         """
-        return privacy.erase_holder(get_state(), holder_id, scrub_customer=scrub_customer)
+        return privacy.erase_holder(
+            get_state(),
+            holder_id,
+            scrub_customer=scrub_customer,
+            delete_customer=delete_customer,
+        )
 
     def init_app(self, app: Flask) -> None:
         """Read and check the configuration, build the Stripe client, register the blueprint."""
@@ -133,7 +143,7 @@ class FinConn:
         follows by webhook days later on real banks. A debit refused at once is returned
         ``failed``.
         """
-        request = payments.DebitRequest(
+        request = debits.DebitRequest(
             holder_id=holder_id,
             payment_method_id=payment_method_id,
             amount=amount,
@@ -142,7 +152,7 @@ class FinConn:
             idempotency_key=idempotency_key,
             metadata=dict(metadata or {}),
         )
-        return payments.debit(get_state(), request, check_balance=check_balance)
+        return debits.debit(get_state(), request, check_balance=check_balance)
 
     def cancel_payment(self, holder_id: str, payment_id: str) -> Payment:
         """Cancel a debit that is still ``processing`` (a ``Conflict`` once it settled)."""

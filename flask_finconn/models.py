@@ -299,6 +299,9 @@ class PaymentMethod(Base):
     mandate_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
     mandate_status: Mapped[str | None] = mapped_column(sa.String(16))  # active|pending|inactive
     mandate_accepted_at: Mapped[datetime | None]
+    # Stripe's us_bank_account.status_details.blocked ({network_code, reason}) while the
+    # bank account is blocked after a return; null otherwise.
+    blocked: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
     setup_intent_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
     livemode: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

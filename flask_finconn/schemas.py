@@ -17,6 +17,7 @@ from marshmallow import ValidationError as SchemaError
 
 from .errors import ValidationError
 from .models import iso, iso_unix
+from .services.payment_method_sync import blocked_message
 from .state import PERMISSIONS, REFRESH_FEATURES
 
 TRANSACTION_STATUSES = ("pending", "posted", "void")
@@ -269,6 +270,13 @@ class SetupIntentSchema(Schema):
     stripe_js_url = fields.String()
     sandbox = fields.Boolean()
     mandate_text = fields.String()
+    billing_details = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True))
+
+
+class MandateTextSchema(Schema):
+    """``GET /mandate``: the authorisation to show before "Use for payments" saves an account."""
+
+    mandate_text = fields.String()
 
 
 def _verification(method: Any) -> dict[str, Any] | None:
@@ -285,6 +293,16 @@ def _mandate(method: Any) -> dict[str, Any]:
     return {"status": method.mandate_status, "accepted_at": iso(method.mandate_accepted_at)}
 
 
+def _blocked(method: Any) -> dict[str, Any] | None:
+    if not method.blocked:
+        return None
+    return {
+        "reason": method.blocked.get("reason"),
+        "network_code": method.blocked.get("network_code"),
+        "message": blocked_message(method.blocked),
+    }
+
+
 class PaymentMethodSchema(Schema):
     """A saved bank account for debits; ``account`` is our account id (null: typed by hand)."""
 
@@ -296,6 +314,7 @@ class PaymentMethodSchema(Schema):
     status = fields.String()
     verification = fields.Function(_verification)
     mandate = fields.Function(_mandate)
+    blocked = fields.Function(_blocked)
     created_at = UTCTime()
 
 

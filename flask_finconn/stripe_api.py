@@ -142,6 +142,17 @@ class StripeAPI:
             )
         return customer
 
+    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        """Read a customer; a deleted one is ``{"id", "object", "deleted": true}``."""
+        with _calling("read the customer", not_found="customer_not_found"):
+            customer: stripe.Customer = self.client.v1.customers.retrieve(customer_id)
+        return _as_dict(customer)
+
+    def delete_customer(self, customer_id: str) -> None:
+        """Delete a customer at Stripe for good (its payment methods go with it)."""
+        with _calling("delete the customer", not_found="customer_not_found"):
+            self.client.v1.customers.delete(customer_id)
+
     # sessions
 
     def create_session(
@@ -365,11 +376,12 @@ class StripeAPI:
         description: str,
         metadata: dict[str, str],
         idempotency_key: str,
-    ) -> stripe.PaymentIntent:
+    ) -> dict[str, Any]:
         """Create and confirm an off-session PaymentIntent debiting a saved bank account.
 
         ``idempotency_key`` is already scoped to the holder's customer: the same key
-        returns the same PaymentIntent however often the call is retried.
+        returns the same PaymentIntent however often the call is retried. The intent comes
+        back as the JSON Stripe sent (:func:`_as_dict`).
         """
         params: dict[str, Any] = {
             "amount": amount,
@@ -390,7 +402,7 @@ class StripeAPI:
                 params,  # type: ignore[arg-type]
                 {"idempotency_key": key},
             )
-        return intent
+        return _as_dict(intent)
 
     def retrieve_payment_intent(self, intent_id: str) -> stripe.PaymentIntent:
         """Read a PaymentIntent with its latest charge expanded (disputes show there)."""
@@ -412,6 +424,17 @@ class StripeAPI:
 
 def _limited(http_client: stripe.HTTPClient, bucket: Bucket | None) -> stripe.HTTPClient:
     return http_client if bucket is None else RateLimitedHTTPClient(http_client, bucket)
+
+
+def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
+    """An object as plain data: the response's JSON as Stripe sent it.
+
+    The SDK has parsed that JSON already; ``to_dict()`` would walk the whole object again
+    (on a debit, longer than everything the extension itself does).
+    """
+    response = obj.last_response
+    data = response.data if response is not None else None
+    return data if isinstance(data, dict) else obj.to_dict()
 
 
 def _digest(value: str) -> str:
@@ -518,6 +541,7 @@ _PAYMENT_MESSAGES = {
 }
 
 _NOT_FOUND_MESSAGES = {
+    "customer_not_found": "There is no such customer at Stripe.",
     "session_not_found": "There is no such linking session for this user.",
     "account_not_found": "There is no such bank account for this user.",
     "setup_intent_not_found": "There is no such setup intent for this user.",

@@ -241,8 +241,18 @@ def create_setup_intent() -> ResponseReturnValue:
         "stripe_js_url": state.stripe_js_url,
         "sandbox": state.sandbox is not None,
         "mandate_text": new.mandate_text,
+        "billing_details": new.billing_details,
     }
     return jsonify(schemas.SetupIntentSchema().dump(body)), 201
+
+
+@bp.get("/mandate")
+def get_mandate() -> ResponseReturnValue:
+    """The mandate text to show before "Use for payments" saves a linked account."""
+    state = _state()
+    state.require_holder()
+    text = payment_methods_service.mandate_text(state.settings.merchant_name)
+    return jsonify(schemas.MandateTextSchema().dump({"mandate_text": text}))
 
 
 @bp.post("/setup-intents/<intent_id>/complete")

@@ -34,6 +34,7 @@ ROUTES = {
     "/finconn/accounts/fcacct_x/owners": {"GET", "HEAD"},
     "/finconn/setup-intents": {"POST"},
     "/finconn/setup-intents/seti_x/complete": {"POST"},
+    "/finconn/mandate": {"GET", "HEAD"},
     "/finconn/accounts/fcacct_x/payment-method": {"POST"},
     "/finconn/payment-methods": {"GET", "HEAD"},
     "/finconn/payment-methods/fcpm_x": {"GET", "HEAD"},

@@ -21,6 +21,8 @@ from flask_finconn.testing import (
     link_accounts,
     sandbox_of,
     save_account_for_payments,
+    save_bank_account,
+    settle_payments,
 )
 
 PAYMENT_PERMISSIONS = ["balances", "ownership", "payment_method", "transactions"]
@@ -174,6 +176,57 @@ def test_unusable_payment_methods_are_refused(app: Flask, method_id: str) -> Non
         )
     assert getattr(missing.value, "code", None) == "payment_method_not_found"
     assert intents_created(app) == 0
+
+
+ACCOUNT_CLOSED = "000111111113"
+
+
+def shown(app: Flask, method_id: str) -> dict[str, Any]:
+    response = app.test_client().get(
+        f"/finconn/payment-methods/{method_id}", headers={"X-Finconn-Holder": "ada"}
+    )
+    assert response.status_code == 200 and response.json is not None
+    body: dict[str, Any] = response.json
+    return body
+
+
+def test_a_blocked_account_is_shown_and_refused_with_the_reason(app: Flask) -> None:
+    method = save_bank_account(app, ADA, ACCOUNT_CLOSED)
+    assert shown(app, method.id)["blocked"] is None
+    first = debit(app, method.id, "order-1")
+    # The bank returns the debit: Stripe blocks the account (payment_method.automatically_updated).
+    settle_payments(app)
+    body = shown(app, method.id)
+    assert body["status"] == "verified"
+    assert body["blocked"]["reason"] == "bank_account_closed"
+    assert body["blocked"]["network_code"] == "R02"
+    assert "the bank says the account is closed" in body["blocked"]["message"]
+    before = intents_created(app)
+    with pytest.raises(Conflict) as refused:
+        debit(app, method.id, "order-2")
+    assert refused.value.code == "payment_method_blocked"
+    assert refused.value.message == body["blocked"]["message"]
+    assert intents_created(app) == before  # refused here, without asking Stripe
+    # A retry of the debit made before the block still returns that debit.
+    assert debit(app, method.id, "order-1").id == first.id
+
+
+def test_a_block_stripe_reports_at_confirm_is_stored(app: Flask) -> None:
+    closed = save_bank_account(app, ADA, ACCOUNT_CLOSED)
+    other = save_bank_account(app, ADA, ACCOUNT_CLOSED)  # the same bank account again
+    first = debit(app, closed.id, "order-1")
+    assert first.stripe_id is not None
+    # Returned and blocked at Stripe; the events are not delivered (yet).
+    sandbox_of(app).payments.process(first.stripe_id)
+    assert shown(app, other.id)["blocked"] is None
+    refused = debit(app, other.id, "order-2")
+    assert (refused.status, refused.failure_code) == ("failed", "bank_account_unusable")
+    assert shown(app, other.id)["blocked"]["reason"] == "bank_account_closed"
+    before = intents_created(app)
+    with pytest.raises(Conflict) as again:
+        debit(app, other.id, "order-3")
+    assert again.value.code == "payment_method_blocked"
+    assert intents_created(app) == before
 
 
 def test_check_balance_refreshes_then_refuses_too_large_a_debit(app: Flask, method_id: str) -> None:

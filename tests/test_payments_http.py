@@ -178,6 +178,42 @@ def test_setup_intent_answer_carries_the_mandate_text(app: Flask) -> None:
     assert post(client, "/setup-intents", {}, holder="").status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("holder", "expected"),
+    [
+        (ADA, {"name": "Ada Lovelace", "email": "ada@example.com"}),
+        (
+            Holder("cy", email="cy@example.com"),
+            {"name": "cy@example.com", "email": "cy@example.com"},
+        ),
+        (Holder("dee"), {"name": "dee", "email": None}),
+    ],
+)
+def test_the_setup_intent_carries_the_holders_billing_details(
+    make_finconn_app: Callable[..., Flask], holder: Holder, expected: dict[str, Any]
+) -> None:
+    """What Stripe.js collectBankAccountForSetup needs (a name is required), from the holder
+    the host's loader returns: pages need no billing attributes."""
+    app = make_finconn_app(FINCONN_PERMISSIONS=PAYMENT_PERMISSIONS)
+    get_state(app).extension.holder_loader(lambda: holder)
+    response = app.test_client().post("/finconn/setup-intents", json={})
+    assert response.status_code == 201 and response.json is not None
+    assert response.json["billing_details"] == expected
+
+
+def test_the_mandate_text_for_a_linked_account_is_one_get_away(app: Flask) -> None:
+    client = app.test_client()
+    response = get(client, "/mandate")
+    assert response.status_code == 200
+    assert response.json == {
+        "mandate_text": post(client, "/setup-intents", {}).json["mandate_text"]
+    }
+    assert "Acme Rent" in response.json["mandate_text"]
+    with app.app_context():
+        assert get_state(app).extension.mandate_text == response.json["mandate_text"]
+    assert get(client, "/mandate", holder="").status_code == 401
+
+
 def test_a_closed_modal_completes_as_cancelled(app: Flask) -> None:
     client = app.test_client()
     new = post(client, "/setup-intents", {}).json
@@ -237,6 +273,8 @@ def test_microdeposits_are_verified_with_attempts_counted(app: Flask) -> None:
     shown = get(client, f"/payment-methods/{method.id}").json
     assert shown["account"] is None
     assert shown["verification"]["type"] == "descriptor_code"
+    # Stripe allows 10 tries of a descriptor code: shown before the first one.
+    assert shown["verification"]["attempts_remaining"] == 10
     assert shown["verification"]["arrival_date"].endswith("Z")
     assert shown["mandate"]["status"] == "pending"
     wrong = post(client, f"/payment-methods/{method.id}/verify", {"descriptor_code": "SM99ZZ"})
@@ -252,6 +290,13 @@ def test_microdeposits_are_verified_with_attempts_counted(app: Flask) -> None:
         {"descriptor_code": "SM11AA", "amounts": [32, 45]},
     )
     assert both.status_code == 400 and "_schema" in both.json["error"]["fields"]
+    # A later read of the intent (a webhook) does not put the count back up.
+    from flask_finconn.testing import deliver_webhooks
+
+    deliver_webhooks(app)
+    assert (
+        get(client, f"/payment-methods/{method.id}").json["verification"]["attempts_remaining"] == 9
+    )
     with captured_signals(signals.payment_method_verified, app) as verified:
         ok = post(client, f"/payment-methods/{method.id}/verify", {"descriptor_code": "SM11AA"})
     assert ok.status_code == 200, ok.json

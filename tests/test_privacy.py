@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -16,10 +17,21 @@ from flask_finconn.models import (
     Customer,
     LinkSession,
     Owner,
+    Payment,
+    PaymentMethod,
     Transaction,
     WebhookEvent,
 )
-from flask_finconn.testing import HOLDER_HEADER, finish_refreshes, link_accounts, sandbox_of
+from flask_finconn.sandbox import ApiError
+from flask_finconn.testing import (
+    HOLDER_HEADER,
+    deliver_webhooks,
+    finish_refreshes,
+    link_accounts,
+    sandbox_of,
+    save_account_for_payments,
+    save_bank_account,
+)
 
 EVERYTHING = {
     "FINCONN_PERMISSIONS": ["balances", "ownership", "transactions"],
@@ -45,6 +57,8 @@ def counts(app: Flask, holder_id: str) -> dict[str, int]:
             "transactions": count(Transaction, Transaction.account_id.in_(ids)),
             "sessions": count(LinkSession, LinkSession.holder_id == holder_id),
             "customers": count(Customer, Customer.holder_id == holder_id),
+            "payment_methods": count(PaymentMethod, PaymentMethod.holder_id == holder_id),
+            "payments": count(Payment, Payment.holder_id == holder_id),
         }
 
 
@@ -61,7 +75,7 @@ def test_erase_holder_deletes_their_data_and_keeps_the_ledger(
     ada = linked_with_data(app, "ada")
     linked_with_data(app, "bob")
     before = counts(app, "ada")
-    assert all(before.values()), before
+    assert all(v for k, v in before.items() if not k.startswith("payment")), before
     bob_before = counts(app, "bob")
     state = get_state(app)
     with app.app_context():
@@ -74,7 +88,7 @@ def test_erase_holder_deletes_their_data_and_keeps_the_ledger(
             )
         }
         assert about_ada
-        erased = state.extension.erase_holder("ada", scrub_customer=True)
+        erased = state.extension.erase_holder("ada")
     assert erased.accounts == before["accounts"]
     assert erased.transactions == before["transactions"] and erased.owners == before["owners"]
     assert sorted(erased.disconnected) == sorted(a.stripe_id for a in ada)
@@ -82,7 +96,10 @@ def test_erase_holder_deletes_their_data_and_keeps_the_ledger(
     assert counts(app, "bob") == bob_before  # nobody else's data is touched
     sb = sandbox_of(app)
     assert {sb.account(a.stripe_id)["status"] for a in ada} == {"disconnected"}
-    assert erased.customer is not None and not sb.customer(erased.customer)["email"]
+    # The extension created Ada's Stripe Customer, so it is deleted at Stripe too.
+    assert erased.customer is not None and erased.customer_deleted
+    with pytest.raises(ApiError, match="No such customer"):
+        sb.customer(erased.customer)
     with app.app_context():
         rows = {
             e.id: e
@@ -139,3 +156,68 @@ def test_disconnect_deletes_transactions_and_owners_when_configured(
     after = counts(erasing, "bob")
     assert (after["transactions"], after["owners"]) == (0, 0)
     assert after["accounts"] == 1 and after["balances"] > 0
+
+
+PAYMENT_PERMISSIONS = ["balances", "payment_method"]
+
+
+def test_erase_holder_detaches_payment_methods_and_deletes_debits(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app(
+        FINCONN_PERMISSIONS=PAYMENT_PERMISSIONS, FINCONN_SANDBOX_REFRESH_DELAY=3600.0
+    )
+    ada = Holder("ada", email="ada@example.com", name="Ada Lovelace")
+    [checking] = link_accounts(app, ada, accounts=["checking"], permissions=PAYMENT_PERMISSIONS)
+    linked = save_account_for_payments(app, ada, checking)
+    typed = save_bank_account(app, ada)
+    state = get_state(app)
+    with app.app_context():
+        intent = state.extension.debit(
+            "ada", linked.id, 1200, description="Rent", idempotency_key="rent-1"
+        ).stripe_id
+    assert intent is not None
+    deliver_webhooks(app)
+    assert counts(app, "ada")["payments"] == 1
+    with app.app_context():
+        erased = state.extension.erase_holder("ada")
+    assert sorted(erased.detached) == sorted([linked.stripe_id, typed.stripe_id])
+    assert (erased.payment_methods, erased.payments) == (2, 1)
+    sb = sandbox_of(app)
+    # Detached at Stripe: no mandate is left to debit the holder with.
+    for method in (linked, typed):
+        pm = sb.stripe_client().v1.payment_methods.retrieve(method.stripe_id)
+        assert pm.customer is None
+    assert erased.customer_deleted
+    assert set(counts(app, "ada").values()) == {0}
+    with app.app_context():
+        events = list(state.db.session.scalars(sa.select(WebhookEvent)))
+    texts = [json.dumps(e.payload) for e in events]
+    assert len(events) > 5  # the ledger keeps every event; only the payloads went
+    gone = (intent, linked.stripe_id, typed.stripe_id)
+    assert not any(s in text for s in gone for text in texts)
+
+
+def test_a_customer_kept_at_stripe_is_scrubbed_on_request(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app(**EVERYTHING)
+    linked_with_data(app, "ada")
+    linked_with_data(app, "bob")
+    state = get_state(app)
+    with app.app_context():
+        kept = state.extension.erase_holder("ada", delete_customer=False, scrub_customer=True)
+    sb = sandbox_of(app)
+    assert kept.customer is not None and not kept.customer_deleted and kept.customer_scrubbed
+    assert sb.customer(kept.customer)["email"] is None
+    # A Customer this installation did not create (another installation's, by its
+    # metadata) is never deleted, whatever delete_customer says.
+    with app.app_context():
+        bob = state.db.session.scalars(sa.select(Customer).where(Customer.holder_id == "bob")).one()
+    sb.update_customer(bob.stripe_id, {"metadata": {"finconn_installation": "another"}})
+    with app.app_context():
+        erased = state.extension.erase_holder("bob")
+    assert erased.customer == bob.stripe_id and not erased.customer_deleted
+    assert not erased.customer_scrubbed
+    assert sb.customer(bob.stripe_id)["email"] == "bob@example.com"
+    assert set(counts(app, "bob").values()) == {0}

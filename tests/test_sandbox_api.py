@@ -59,6 +59,35 @@ def test_unknown_customer_is_a_404_resource_missing(client: Client) -> None:
     assert info.value.request_id and info.value.request_id.startswith("req_")
 
 
+def test_deleting_a_customer_answers_stripes_deleted_stub(client: Client) -> None:
+    customer = client.v1.customers.create({"email": "ada@example.com"})
+    deleted = client.v1.customers.delete(customer.id)
+    assert present(deleted.last_response).data == {
+        "id": customer.id,
+        "object": "customer",
+        "deleted": True,
+    }
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        client.v1.customers.retrieve(customer.id)
+    assert (gone.value.http_status, gone.value.code) == (404, "resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        client.v1.customers.delete(customer.id)
+    assert (again.value.http_status, again.value.code) == (404, "resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as linking:
+        client.v1.financial_connections.sessions.create(
+            {
+                "account_holder": {"type": "customer", "customer": customer.id},
+                "permissions": ["balances"],
+            }
+        )
+    assert "No such customer" in str(linking.value)
+    other = client.v1.customers.create()
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.customers.delete(other.id, {"expand": ["x"]})  # type: ignore[arg-type]
+    assert unknown.value.code == "parameter_unknown"
+    assert client.v1.customers.retrieve(other.id).id == other.id
+
+
 # --- sessions ---------------------------------------------------------------------------
 
 

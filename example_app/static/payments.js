@@ -1,7 +1,8 @@
 /*
- * Pocketbook's payments page: "Use for payments" on linked accounts (the mandate, then
- * Flask-FinConn's POST /accounts/<id>/payment-method), what follows the widget's setup flow,
- * one submit per pay form, and a payments list that follows the bank's settlement.
+ * Pocketbook's payments page: "Use for payments" on linked accounts (the mandate text from
+ * Flask-FinConn's GET /mandate, then POST /accounts/<id>/payment-method), what follows the
+ * widget's setup flow, one submit per pay form, and a payments list that follows the bank's
+ * settlement.
  */
 (() => {
   "use strict";
@@ -31,8 +32,11 @@
     if (button.getAttribute("aria-disabled") === "true") return;
     button.setAttribute("aria-disabled", "true");
     try {
-      const { mandate } = await window.FinConn.loadPayments();
-      if (!(await mandate(page.dataset.mandate))) {
+      const [{ mandate_text: text }, { mandate }] = await Promise.all([
+        window.FinConn.request(`${endpoint}/mandate`, { method: "GET" }),
+        window.FinConn.loadPayments(),
+      ]);
+      if (!(await mandate(text))) {
         say("Nothing was set up: you did not accept the authorization.");
         return;
       }

@@ -92,6 +92,11 @@ def retrieve_customer(api: Api, params: dict[str, Any], args: tuple[str, ...]) -
     return 200, _dumps(api.sb.customer(args[0]))
 
 
+def delete_customer(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+    validate(params, {})
+    return 200, _dumps(api.sb.delete_customer(args[0]))
+
+
 def list_customers(api: Api, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = validate(
         params,

@@ -20,6 +20,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/customers", customers.list_customers),
     ("GET", f"/v1/customers/{_ID}", customers.retrieve_customer),
     ("POST", f"/v1/customers/{_ID}", customers.update_customer),
+    ("DELETE", f"/v1/customers/{_ID}", customers.delete_customer),
     ("POST", f"{FC}/sessions", fc.create_session),
     ("GET", f"{FC}/sessions/{_ID}", fc.retrieve_session),
     ("GET", f"{FC}/accounts", fc.list_accounts),

@@ -217,6 +217,10 @@ class Sandbox:
         """Update a customer from API parameters; blank strings unset."""
         return self.parts.customers.update(cus_id, params)
 
+    def delete_customer(self, cus_id: str) -> dict[str, Any]:
+        """Delete a customer; later requests naming it are 404s."""
+        return self.parts.customers.delete(cus_id)
+
     def customer(self, cus_id: str, *, param: str = "id", status: int = 404) -> dict[str, Any]:
         """The customer as the API returns it (raises :class:`ApiError` if there is none)."""
         return self.parts.customers.get(cus_id, param=param, status=status)

@@ -1,4 +1,4 @@
-"""Customers: create, update and read ``cus_`` objects."""
+"""Customers: create, update, read and delete ``cus_`` objects."""
 
 from __future__ import annotations
 
@@ -68,6 +68,17 @@ class Customers:
             (data["email"], _dumps(data), cus_id),
         )
         return data
+
+    def delete(self, cus_id: str) -> dict[str, Any]:
+        """Delete a customer for good; return Stripe's ``{"id", "object", "deleted": true}``.
+
+        Later requests naming it are 404s ("No such customer"), as creating anything for a
+        deleted customer is at Stripe (Stripe answers a retrieve with the deleted stub).
+        Objects that name it (accounts, payment methods) are left as they are.
+        """
+        self.get(cus_id)
+        self.store.execute("DELETE FROM customers WHERE id = ?", (cus_id,))
+        return {"id": cus_id, "object": "customer", "deleted": True}
 
     def get(self, cus_id: str, *, param: str = "id", status: int = 404) -> dict[str, Any]:
         """The customer as the API returns it (raises ``ApiError`` if there is none)."""

@@ -2,7 +2,7 @@
 
 As with account events, the event's snapshot is never applied: each handler reads the
 object again from Stripe and moves the stored row forward only
-(:mod:`.payment_methods`, :mod:`.payments`), so duplicates, replays and any arrival order
+(:mod:`.payment_method_sync`, :mod:`.payments`), so duplicates, replays and any arrival order
 end in Stripe's current state. An event about an object this app did not create (another
 app on the same Stripe account) finds no row and does nothing.
 """
@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from ..models import Customer, PaymentMethod, WebhookEvent
 from ..state import FinConnState
-from . import payment_methods, payments
+from . import payments
+from .payment_method_sync import apply_mandate, apply_payment_method, apply_setup_intent
 
 logger = logging.getLogger("flask_finconn.events")
 
@@ -91,9 +92,7 @@ def setup_intent_event(state: FinConnState, event: WebhookEvent) -> None:
     ).first()
     if known is None and intent.get("status") not in ("succeeded", "requires_action"):
         return
-    payment_methods.apply_setup_intent(
-        state, intent, customer=customer, holder_id=customer.holder_id
-    )
+    apply_setup_intent(state, intent, customer=customer, holder_id=customer.holder_id)
 
 
 def payment_intent_event(state: FinConnState, event: WebhookEvent) -> None:
@@ -115,14 +114,14 @@ def charge_event(state: FinConnState, event: WebhookEvent) -> None:
 def payment_method_event(state: FinConnState, event: WebhookEvent) -> None:
     """Re-read the PaymentMethod and its mandate (detached, blocked)."""
     pm_id = _object(event).get("id")
-    if not isinstance(pm_id, str) or payment_methods.apply_payment_method(state, pm_id) is None:
+    if not isinstance(pm_id, str) or apply_payment_method(state, pm_id) is None:
         _not_ours(event)
 
 
 def mandate_event(state: FinConnState, event: WebhookEvent) -> None:
     """Re-read the mandate and store its status (a dispute or revocation ends it)."""
     mandate_id = _object(event).get("id")
-    if not isinstance(mandate_id, str) or payment_methods.apply_mandate(state, mandate_id) is None:
+    if not isinstance(mandate_id, str) or apply_mandate(state, mandate_id) is None:
         _not_ours(event)
 
 

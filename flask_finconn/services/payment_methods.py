@@ -3,10 +3,9 @@
 Two ways in, one result: a SetupIntent the browser collected an account into (Stripe.js
 confirms it, then :func:`complete_setup_intent` re-reads it from Stripe), or a linked
 account saved from the server (:func:`save_account`) with the mandate the holder accepted
-in this request. Every state change is read from Stripe and applied forward only
-(:func:`apply_setup_intent`, :func:`apply_payment_method`), so webhook handlers, the
-browser's completion and the verify route can race or repeat without rolling anything back.
-Signals are sent after each commit.
+in this request. Then microdeposit verification (:func:`verify`) and removal
+(:func:`detach`). What Stripe answers is stored by :mod:`.payment_method_sync`, forward
+only.
 """
 
 from __future__ import annotations
@@ -17,37 +16,23 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, FinConnError, NotFound, ValidationError
-from ..models import Account, Customer, PaymentMethod, from_unix, utcnow
-from ..signals import (
-    account_linked,
-    mandate_inactive,
-    payment_method_saved,
-    payment_method_verified,
-)
+from ..models import Account, Customer, PaymentMethod, utcnow
+from ..signals import account_linked
 from ..state import FinConnState, Holder
 from .accounts import find_by_stripe_id, get_account, loaded, upsert_account
 from .customers import get_or_create_customer
+from .payment_method_sync import (
+    apply_payment_method,
+    apply_setup_intent,
+    sender,
+)
 
 logger = logging.getLogger("flask_finconn")
 
-# Forward only: a status never moves to one of a lower rank.
-STATUS_RANK = {
-    "requires_verification": 0,
-    "verified": 1,
-    "verification_failed": 1,
-    "detached": 2,
-}
-MANDATE_RANK = {None: -1, "pending": 0, "active": 1, "inactive": 2}
 DEBITABLE_SUBCATEGORIES = ("checking", "savings")
-VERIFICATION_FIELDS = (
-    "verification_type",
-    "verification_arrival_date",
-    "verification_attempts_remaining",
-)
 
 
 @dataclass(frozen=True)
@@ -57,6 +42,7 @@ class NewSetupIntent:
     id: str
     client_secret: str
     mandate_text: str
+    billing_details: dict[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -87,8 +73,13 @@ def mandate_text(merchant_name: str) -> str:
     )
 
 
-def _sender() -> Any:
-    return current_app._get_current_object()  # type: ignore[attr-defined]
+def billing_details(holder: Holder) -> dict[str, str | None]:
+    """The name and email Stripe records on a holder's bank payment method.
+
+    Stripe requires a name for a ``us_bank_account``: the holder's name, else their
+    email, else their id.
+    """
+    return {"name": holder.name or holder.email or holder.id, "email": holder.email}
 
 
 def _not_found() -> NotFound:
@@ -133,6 +124,7 @@ def create_setup_intent(state: FinConnState, holder: Holder) -> NewSetupIntent:
         id=intent.id,
         client_secret=str(intent.client_secret),
         mandate_text=mandate_text(state.settings.merchant_name),
+        billing_details=billing_details(holder),
     )
 
 
@@ -183,7 +175,7 @@ def _store_linked_account(
         winner = find_by_stripe_id(state, fca)
         return [winner] if winner is not None else []
     loaded(state, result.account)
-    account_linked.send(_sender(), account=result.account)
+    account_linked.send(sender(), account=result.account)
     return [result.account]
 
 
@@ -249,12 +241,13 @@ def save_account(
         "accepted_at": int(when.timestamp()),
         "online": {"ip_address": ip_address, "user_agent": user_agent},
     }
+    billing = billing_details(holder)
     try:
         intent = state.stripe.setup_from_account(
             customer.stripe_id,
             account.stripe_id,
-            billing_name=holder.name or holder.email or holder.id,
-            billing_email=holder.email,
+            billing_name=billing["name"] or holder.id,
+            billing_email=billing["email"],
             acceptance=acceptance,
         ).to_dict()
     except FinConnError as exc:
@@ -266,149 +259,6 @@ def save_account(
             ) from exc
         raise
     return apply_setup_intent(state, intent, customer=customer, holder_id=holder.id)
-
-
-def _mandate(state: FinConnState, mandate_id: str | None) -> dict[str, Any] | None:
-    if not mandate_id:
-        return None
-    return state.stripe.retrieve_mandate(mandate_id).to_dict()
-
-
-def _fields_from_intent(state: FinConnState, intent: dict[str, Any]) -> dict[str, Any]:
-    """The stored fields a SetupIntent (PaymentMethod expanded) determines."""
-    fields: dict[str, Any] = {
-        "setup_intent_id": intent["id"],
-        "livemode": bool(intent.get("livemode")),
-    }
-    pm = intent.get("payment_method")
-    if isinstance(pm, dict):  # a failed verification takes the PaymentMethod off the intent
-        us = pm.get("us_bank_account") or {}
-        fields["stripe_id"] = pm["id"]
-        fields["bank_name"] = us.get("bank_name")
-        fields["last4"] = us.get("last4")
-        fields["account_type"] = us.get("account_type")
-    status = intent.get("status")
-    action = (intent.get("next_action") or {}).get("verify_with_microdeposits")
-    if status == "succeeded":
-        fields["status"] = "verified"
-    elif status == "requires_action" and action:
-        fields["status"] = "requires_verification"
-        fields["verification_type"] = action.get("microdeposit_type") or "amounts"
-        fields["verification_arrival_date"] = from_unix(action.get("arrival_date"))
-    elif status == "canceled" or str(
-        (intent.get("last_setup_error") or {}).get("code") or ""
-    ).startswith("payment_method_microdeposit"):
-        fields["status"] = "verification_failed"
-        fields["verification_attempts_remaining"] = 0
-    mandate = _mandate(state, intent.get("mandate"))
-    if mandate is not None:
-        fields["mandate_id"] = mandate["id"]
-        fields["mandate_status"] = mandate.get("status")
-        acceptance = mandate.get("customer_acceptance") or {}
-        fields["mandate_accepted_at"] = from_unix(acceptance.get("accepted_at"))
-    return fields
-
-
-def apply_setup_intent(
-    state: FinConnState,
-    intent: dict[str, Any],
-    *,
-    customer: Customer,
-    holder_id: str,
-) -> PaymentMethod:
-    """Store or move forward the payment method a SetupIntent (PM expanded) describes.
-
-    An intent that lost its PaymentMethod (verification failed) only updates the row it
-    saved before.
-    """
-    fields = _fields_from_intent(state, intent)
-    session = state.db.session
-    for attempt in range(2):
-        if "stripe_id" in fields:
-            row = _locked(state, PaymentMethod.stripe_id == fields["stripe_id"])
-        else:
-            row = _locked(state, PaymentMethod.setup_intent_id == intent["id"])
-            if row is None:
-                raise NotFound(
-                    "No payment method was saved from this setup intent.",
-                    code="payment_method_not_found",
-                )
-        created = row is None
-        if row is None:
-            fca = (intent["payment_method"].get("us_bank_account") or {}).get(
-                "financial_connections_account"
-            )
-            account = find_by_stripe_id(state, fca) if fca else None
-            row = PaymentMethod(
-                holder_id=holder_id,
-                customer_id=customer.id,
-                account_id=account.id if account is not None else None,
-                status=fields.get("status", "requires_verification"),
-            )
-            session.add(row)
-        changes = _advance(row, fields)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()  # a racing completion stored it: move that row forward
-            if attempt:
-                raise
-            continue
-        loaded(state, row)
-        _announce(row, changes, created=created)
-        return row
-    raise AssertionError("unreachable")
-
-
-def _locked(state: FinConnState, where: Any) -> PaymentMethod | None:
-    return state.db.session.scalars(
-        sa.select(PaymentMethod)
-        .where(where)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
-
-
-def _advance(row: PaymentMethod, fields: dict[str, Any]) -> set[str]:
-    """Apply ``fields`` to the row, moving statuses forward only; returns what changed."""
-    changes: set[str] = set()
-    for name in ("stripe_id", "bank_name", "last4", "account_type", "setup_intent_id", "livemode"):
-        if fields.get(name) is not None and getattr(row, name) != fields[name]:
-            setattr(row, name, fields[name])
-    status = fields.get("status")
-    if status and (row.status is None or STATUS_RANK[status] > STATUS_RANK.get(row.status, -1)):
-        row.status = status
-        changes.add(status)
-        if status == "verified":
-            row.verification_attempts_remaining = None
-    for name in (
-        "verification_type",
-        "verification_arrival_date",
-        "verification_attempts_remaining",
-    ):
-        if name in fields and row.status != "verified":
-            setattr(row, name, fields[name])
-    mandate_status = fields.get("mandate_status")
-    if mandate_status and MANDATE_RANK.get(mandate_status, -1) > MANDATE_RANK.get(
-        row.mandate_status, -1
-    ):
-        row.mandate_status = mandate_status
-        changes.add("mandate_" + mandate_status)
-    if fields.get("mandate_id") and row.mandate_id is None:
-        row.mandate_id = fields["mandate_id"]
-    if fields.get("mandate_accepted_at") and row.mandate_accepted_at is None:
-        row.mandate_accepted_at = fields["mandate_accepted_at"]
-    return changes
-
-
-def _announce(row: PaymentMethod, changes: set[str], *, created: bool) -> None:
-    app = _sender()
-    if created:
-        payment_method_saved.send(app, payment_method=row)
-    if "verified" in changes:
-        payment_method_verified.send(app, payment_method=row)
-    if "mandate_inactive" in changes:
-        mandate_inactive.send(app, payment_method=row)
 
 
 def verify(
@@ -449,50 +299,10 @@ def detach(state: FinConnState, holder_id: str, method_id: str) -> PaymentMethod
     return apply_payment_method(state, method.stripe_id, pm) or method
 
 
-def apply_payment_method(
-    state: FinConnState, stripe_id: str, pm: dict[str, Any] | None = None
-) -> PaymentMethod | None:
-    """Re-read (unless given) a PaymentMethod and its mandate, and move the row forward.
-
-    None when no stored payment method has that ``pm_`` id (not this app's).
-    """
-    session = state.db.session
-    row = _locked(state, PaymentMethod.stripe_id == stripe_id)
-    if row is None:
-        session.rollback()
-        return None
-    fresh = pm if pm is not None else state.stripe.retrieve_payment_method(stripe_id).to_dict()
-    fields: dict[str, Any] = {}
-    if fresh.get("customer") is None:
-        fields["status"] = "detached"
-    if row.mandate_id:
-        mandate = state.stripe.retrieve_mandate(row.mandate_id).to_dict()
-        fields["mandate_status"] = mandate.get("status")
-    if fields.get("status") == "detached":
-        fields["mandate_status"] = "inactive"
-    changes = _advance(row, fields)
-    session.commit()
-    loaded(state, row)
-    _announce(row, changes, created=False)
-    return row
-
-
-def apply_mandate(state: FinConnState, mandate_id: str) -> PaymentMethod | None:
-    """Re-read a mandate and store its status on the payment method that holds it."""
-    stripe_id = state.db.session.scalars(
-        sa.select(PaymentMethod.stripe_id).where(PaymentMethod.mandate_id == mandate_id)
-    ).first()
-    if stripe_id is None:
-        return None
-    return apply_payment_method(state, stripe_id)
-
-
 __all__ = [
     "CompletedSetup",
     "NewSetupIntent",
-    "apply_mandate",
-    "apply_payment_method",
-    "apply_setup_intent",
+    "billing_details",
     "complete_setup_intent",
     "create_setup_intent",
     "debit_refusal",

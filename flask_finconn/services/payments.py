@@ -1,52 +1,23 @@
-"""Debits of saved bank accounts: start them once, follow them to settlement.
+"""Stored debits: lookups, following them to settlement, cancelling, operator queries.
 
-:func:`debit` never charges twice for one ``(holder, idempotency_key)``:
-
-1. A row with that key already stored is returned as it is (after checking that the
-   retry asks for the same debit).
-2. Otherwise a row is inserted and committed *before* Stripe is called; the table's
-   unique ``(holder_id, idempotency_key)`` lets exactly one of several racing callers
-   insert, and the others read the winner's row.
-3. The PaymentIntent is created with an idempotency key derived from the holder's
-   customer and the caller's key, so whichever caller reaches Stripe (the winner, a loser
-   that found the row still without a ``pi_``, or a retry after a crash or a lost answer)
-   gets the same PaymentIntent back.
-
-Afterwards the state only moves forward (:func:`apply_intent`): ``processing`` →
-``succeeded`` | ``failed`` | ``canceled``, and ``succeeded`` → ``disputed``, each read
-again from Stripe, so webhooks in any order, duplicates and replays are harmless.
+A debit is started once by :mod:`.debits`; afterwards its state only moves forward
+(:func:`apply_intent`): ``processing`` → ``succeeded`` | ``failed`` | ``canceled``, and
+``succeeded`` → ``disputed``, each read again from Stripe, so webhooks in any order,
+duplicates and replays are harmless.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
 
-from ..errors import (
-    Conflict,
-    FinConnError,
-    InsufficientBalance,
-    NotFound,
-    StripeUnavailable,
-    ValidationError,
-)
-from ..models import Account, Customer, Payment, PaymentMethod, new_payment_id, utcnow
-from ..signals import payment_disputed, payment_failed, payment_processing, payment_succeeded
+from ..errors import Conflict, NotFound
+from ..models import Payment, utcnow
 from ..state import FinConnState
 from .accounts import loaded
-from .payment_methods import get_payment_method
-from .refresh import start_refresh
-from .sync import sync_account_from_stripe
-
-logger = logging.getLogger("flask_finconn")
+from .debits import announce, failure_message, locked, resume, status_of
 
 STATUSES = ("requires_verification", "processing", "succeeded", "failed", "canceled", "disputed")
 RANK = {
@@ -57,45 +28,6 @@ RANK = {
     "canceled": 2,
     "disputed": 3,
 }
-# A balance older than this is refreshed before a checked debit.
-BALANCE_MAX_AGE = timedelta(hours=1)
-MAX_KEY_LENGTH = 255
-PAYMENT_TABLE = cast(sa.Table, Payment.__table__)
-# Built once (a debit is a hot path): the payment method to debit with its customer's id.
-_METHOD_AND_CUSTOMER = (
-    sa.select(PaymentMethod, Customer.stripe_id)
-    .join(Customer, Customer.id == PaymentMethod.customer_id)
-    .where(PaymentMethod.id == sa.bindparam("method_id"))
-    .where(PaymentMethod.holder_id == sa.bindparam("holder_id"))
-)
-# Built once: the first answer from Stripe, stored only if no racer stored it first.
-_STORE_ANSWER = (
-    PAYMENT_TABLE.update()
-    .where(PAYMENT_TABLE.c.id == sa.bindparam("payment_id"))
-    .where(PAYMENT_TABLE.c.stripe_id.is_(None))
-    .values(
-        stripe_id=sa.bindparam("stripe_id"),
-        status=sa.bindparam("status"),
-        failure_code=sa.bindparam("failure_code"),
-        failure_message=sa.bindparam("failure_message"),
-        updated_at=sa.bindparam("updated_at"),
-    )
-)
-
-FAILURE_MESSAGES = {
-    "insufficient_funds": "The bank returned the debit: not enough money in the account.",
-    "account_closed": "The bank returned the debit: the account is closed.",
-    "no_account": "The bank returned the debit: the account does not exist.",
-    "debit_not_authorized": "The holder told their bank the debit was not authorized.",
-    "bank_account_unusable": "The bank account can no longer be debited.",
-    "bank_account_restricted": "The bank account does not accept debits.",
-    "invalid_currency": "The bank account cannot be debited in this currency.",
-    "payment_intent_mandate_invalid": "The mandate for this bank account is no longer active.",
-}
-
-
-def _sender() -> Any:
-    return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
 def list_payments(state: FinConnState, holder_id: str) -> list[Payment]:
@@ -117,301 +49,6 @@ def get_payment(state: FinConnState, holder_id: str, payment_id: str) -> Payment
     return payment
 
 
-@dataclass(frozen=True)
-class DebitRequest:
-    """What a caller asked to debit, compared with a stored row when a key is reused."""
-
-    holder_id: str
-    payment_method_id: str
-    amount: int
-    currency: str
-    description: str
-    idempotency_key: str
-    metadata: dict[str, str]
-
-
-def _validate(request: DebitRequest) -> None:
-    if not isinstance(request.amount, int) or isinstance(request.amount, bool):
-        raise ValidationError("The amount must be a whole number of cents.", code="invalid_amount")
-    if request.amount <= 0:
-        raise ValidationError("The amount must be at least 1 cent.", code="invalid_amount")
-    if request.currency != "usd":
-        raise ValidationError("Bank debits are in usd only.", code="invalid_currency")
-    if not request.idempotency_key or len(request.idempotency_key) > MAX_KEY_LENGTH:
-        raise ValidationError(
-            "Pass an idempotency_key of 1 to 255 characters that names this debit (an order "
-            "id, say), so that a retry never charges twice.",
-            code="invalid_idempotency_key",
-        )
-    if not request.description:
-        raise ValidationError("Describe the debit; the holder sees it.", code="invalid_description")
-
-
-def _by_key(state: FinConnState, holder_id: str, key: str) -> Payment | None:
-    return state.db.session.scalars(
-        sa.select(Payment)
-        .where(Payment.holder_id == holder_id, Payment.idempotency_key == key)
-        .execution_options(populate_existing=True)
-    ).first()
-
-
-def _same_request(payment: Payment, request: DebitRequest) -> Payment:
-    if (
-        payment.payment_method_id,
-        payment.amount,
-        payment.currency,
-        payment.description,
-    ) != (request.payment_method_id, request.amount, request.currency, request.description):
-        raise Conflict(
-            "This idempotency key was already used for a different debit; use a new key for "
-            "a new debit.",
-            code="idempotency_key_reused",
-            extra={"payment": payment.id},
-        )
-    return payment
-
-
-def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = False) -> Payment:
-    """Debit a verified, mandated payment method once per idempotency key (module docstring).
-
-    A debit Stripe refuses at once (a blocked account, a revoked mandate) is stored and
-    returned as ``failed``; when Stripe cannot be reached the row stays without a
-    PaymentIntent and the error is raised: retry with the same key.
-    """
-    _validate(request)
-    session = state.db.session
-    try:
-        found = session.execute(
-            _METHOD_AND_CUSTOMER,
-            {"method_id": request.payment_method_id, "holder_id": request.holder_id},
-        ).first()
-        if found is None:
-            # The same 404 as every other lookup of a payment method.
-            get_payment_method(state, request.holder_id, request.payment_method_id)
-        assert found is not None
-        method, customer_stripe_id = found
-        _check_debitable(method)
-        if check_balance:
-            _check_balance(state, method, request.amount)
-    except FinConnError:
-        # A retry of a debit made before the method became unusable returns that debit.
-        existing = _by_key(state, request.holder_id, request.idempotency_key)
-        if existing is None:
-            raise
-        return _resume(state, _same_request(existing, request))
-    target = _Target(customer_stripe_id, method.stripe_id, method.mandate_id)
-    now = utcnow()
-    columns = {
-        "id": new_payment_id(),
-        "holder_id": request.holder_id,
-        "payment_method_id": method.id,
-        "stripe_id": None,
-        "amount": request.amount,
-        "currency": request.currency,
-        "description": request.description,
-        "status": "processing",
-        "failure_code": None,
-        "failure_message": None,
-        "idempotency_key": request.idempotency_key,
-        "metadata": dict(request.metadata),
-        "livemode": method.livemode,
-        "created_at": now,
-        "updated_at": now,
-    }
-    try:
-        # A Core INSERT: the unique (holder_id, idempotency_key) decides which racer owns
-        # the debit, without loading anything back.
-        session.execute(sa.insert(PAYMENT_TABLE), columns)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        winner = _by_key(state, request.holder_id, request.idempotency_key)
-        if winner is None:
-            raise
-        return _resume(state, _same_request(winner, request))
-    return _submit(state, columns, target)
-
-
-@dataclass(frozen=True)
-class _Target:
-    """What Stripe needs to debit: read before the claim's commit expires the rows."""
-
-    customer: str
-    payment_method: str
-    mandate: str | None
-
-
-def _check_debitable(method: PaymentMethod) -> None:
-    if method.status != "verified":
-        raise Conflict(
-            f"The bank account is {method.status.replace('_', ' ')}; only a verified one can "
-            "be debited.",
-            code="payment_method_not_verified"
-            if method.status != "detached"
-            else "payment_method_detached",
-        )
-    if method.mandate_status != "active":
-        raise Conflict(
-            "The mandate for this bank account is not active; ask the holder to save the "
-            "account again.",
-            code="mandate_inactive",
-        )
-
-
-def _check_balance(state: FinConnState, method: PaymentMethod, amount: int) -> None:
-    """Refuse a debit above the available balance, refreshing a stale balance first."""
-    account = state.db.session.get(Account, method.account_id) if method.account_id else None
-    if account is None or "balances" not in account.permissions:
-        raise Conflict(
-            "There is no balance for this bank account (it was entered by hand or linked "
-            "without the balances permission); debit it without check_balance.",
-            code="balance_unavailable",
-        )
-    snapshot = account.latest_balance
-    if snapshot is None or utcnow() - snapshot.as_of > BALANCE_MAX_AGE:
-        try:
-            start_refresh(state, account, ["balance"])
-        except Conflict as exc:
-            if exc.code not in ("refresh_too_early", "refresh_in_progress"):
-                raise
-        sync_account_from_stripe(state, account.stripe_id)
-        state.db.session.refresh(account)
-        snapshot = account.latest_balance
-        if snapshot is None or utcnow() - snapshot.as_of > BALANCE_MAX_AGE:
-            raise Conflict(
-                "The balance is being refreshed; try the debit again in a moment.",
-                code="balance_refresh_pending",
-            )
-    available = snapshot.current if snapshot.available is None else snapshot.available
-    if amount > available:
-        raise InsufficientBalance(
-            f"The available balance ({available} cents) is below the amount ({amount} "
-            "cents); the debit was not made.",
-            extra={"available": available, "amount": amount},
-        )
-
-
-def _resume(state: FinConnState, payment: Payment) -> Payment:
-    """A stored debit for a reused key: finish submitting it if its first call did not."""
-    if payment.stripe_id is not None or payment.status != "processing":
-        return payment
-    session = state.db.session
-    method = session.get(PaymentMethod, payment.payment_method_id)
-    assert method is not None
-    customer = session.get(Customer, method.customer_id)
-    assert customer is not None
-    target = _Target(customer.stripe_id, method.stripe_id, method.mandate_id)
-    columns = {
-        column.name: getattr(payment, "metadata_" if column.name == "metadata" else column.name)
-        for column in PAYMENT_TABLE.columns
-    }
-    return _submit(state, columns, target)
-
-
-def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Payment:
-    """Create the PaymentIntent (same key, same intent) and store its first answer.
-
-    ``columns`` is the stored row, by column name.
-    """
-    session = state.db.session
-    payment_id = columns["id"]
-    try:
-        intent = state.stripe.create_debit(
-            customer=target.customer,
-            payment_method=target.payment_method,
-            mandate=target.mandate,
-            amount=columns["amount"],
-            currency=columns["currency"],
-            description=columns["description"],
-            metadata={**columns["metadata"], "finconn_payment_id": payment_id},
-            idempotency_key=columns["idempotency_key"],
-        )
-    except Conflict as exc:
-        return _refused(state, payment_id, exc)
-    except StripeUnavailable:
-        session.rollback()
-        raise
-    status, code = _status_of(intent.to_dict())
-    values: dict[str, Any] = {
-        "stripe_id": intent.id,
-        "status": status or "processing",
-        "failure_code": code if status == "failed" else None,
-        "failure_message": _failure_message(code) if status == "failed" else None,
-        "updated_at": utcnow(),
-    }
-    # Only the first caller to store the answer announces it; a racer that lost finds
-    # the intent stored and returns the row as it is.
-    result = cast(
-        "sa.CursorResult[Any]", session.execute(_STORE_ANSWER, {"payment_id": payment_id, **values})
-    )
-    session.commit()
-    if result.rowcount != 1 or session.identity_key(Payment, payment_id) in session.identity_map:
-        payment = session.get(Payment, payment_id, populate_existing=True)
-        assert payment is not None
-        if result.rowcount == 1:
-            _announce(payment)
-        return payment
-    # Everything stored is known here: make the row without reading it back.
-    stored = {**columns, **values}
-    stored["metadata_"] = stored.pop("metadata")
-    payment = Payment(**stored)
-    make_transient_to_detached(payment)
-    session.add(payment)
-    _announce(payment)
-    return payment
-
-
-def _failure_message(code: str | None) -> str:
-    return FAILURE_MESSAGES.get(
-        code or "", "The bank returned the debit; ask the holder for another account."
-    )
-
-
-def _refused(state: FinConnState, payment_id: str, exc: Conflict) -> Payment:
-    """Store a debit Stripe refused at once as ``failed``."""
-    session = state.db.session
-    row = _locked(state, Payment.id == payment_id)
-    assert row is not None
-    changed = row.status == "processing"
-    if changed:
-        row.status = "failed"
-        row.failure_code = exc.code
-        row.failure_message = FAILURE_MESSAGES.get(exc.code, exc.message)
-    session.commit()
-    loaded(state, row)
-    if changed:
-        payment_failed.send(_sender(), payment=row)
-    return row
-
-
-def _locked(state: FinConnState, where: Any) -> Payment | None:
-    return state.db.session.scalars(
-        sa.select(Payment).where(where).with_for_update().execution_options(populate_existing=True)
-    ).first()
-
-
-def _status_of(intent: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """Our status for a PaymentIntent, and the failure code when it failed."""
-    status = intent.get("status")
-    charge = intent.get("latest_charge")
-    if status == "succeeded":
-        disputed = isinstance(charge, dict) and charge.get("disputed")
-        return ("disputed" if disputed else "succeeded"), None
-    if status == "processing":
-        return "processing", None
-    if status == "requires_action":
-        return "requires_verification", None
-    if status == "canceled":
-        return "canceled", None
-    error = intent.get("last_payment_error") or {}
-    if status == "requires_payment_method" and error:
-        code = error.get("code")
-        if not code and isinstance(charge, dict):
-            code = charge.get("failure_code")
-        return "failed", code or "payment_failed"
-    return None, None
-
-
 def apply_intent(
     state: FinConnState, intent: dict[str, Any], *, payment_id: str | None = None
 ) -> Payment | None:
@@ -422,14 +59,14 @@ def apply_intent(
     """
     session = state.db.session
     where = Payment.id == payment_id if payment_id else Payment.stripe_id == intent["id"]
-    row = _locked(state, where)
+    row = locked(state, where)
     if row is None:
         session.rollback()
         return None
     first = row.stripe_id is None
     if first:
         row.stripe_id = intent["id"]
-    status, code = _status_of(intent)
+    status, code = status_of(intent)
     changed = status is not None and RANK[status] > RANK[row.status]
     if first and status == row.status == "processing":
         changed = True  # the first answer from Stripe: announce the start once
@@ -437,29 +74,18 @@ def apply_intent(
         row.status = status
         if status == "failed":
             row.failure_code = code
-            row.failure_message = _failure_message(code)
+            row.failure_message = failure_message(code)
     session.commit()
     loaded(state, row)
     if changed:
-        _announce(row)
+        announce(row)
     return row
-
-
-def _announce(row: Payment) -> None:
-    signal = {
-        "processing": payment_processing,
-        "succeeded": payment_succeeded,
-        "failed": payment_failed,
-        "disputed": payment_disputed,
-    }.get(row.status)
-    if signal is not None:
-        signal.send(_sender(), payment=row)
 
 
 def refresh_payment(state: FinConnState, payment: Payment) -> Payment:
     """Re-read a debit's PaymentIntent from Stripe and store what it says."""
     if payment.stripe_id is None:
-        return _resume(state, payment)
+        return resume(state, payment)
     intent = state.stripe.retrieve_payment_intent(payment.stripe_id).to_dict()
     return apply_intent(state, intent) or payment
 
@@ -479,7 +105,7 @@ def cancel(state: FinConnState, holder_id: str, payment_id: str) -> Payment:
     """Cancel a debit that has not settled; Stripe refuses once the bank has it."""
     payment = get_payment(state, holder_id, payment_id)
     if payment.stripe_id is None:
-        payment = _resume(state, payment)
+        payment = resume(state, payment)
     if payment.stripe_id is None or payment.status not in ("processing", "requires_verification"):
         raise Conflict(
             f"The payment is {payment.status} and can no longer be cancelled.",
@@ -529,13 +155,10 @@ def stuck_payments(state: FinConnState, older_than: timedelta) -> list[Payment]:
 
 
 __all__ = [
-    "BALANCE_MAX_AGE",
     "STATUSES",
-    "DebitRequest",
     "apply_intent",
     "apply_intent_by_id",
     "cancel",
-    "debit",
     "find_payment",
     "find_payments",
     "get_payment",

@@ -14,7 +14,7 @@
 (() => {
   "use strict";
   if (!window.FinConn || window.customElements.get("finconn-accounts")) return;
-  const { request, connect, defaultEndpoint, loadPayments, FinConnError } = window.FinConn;
+  const { request, connect, defaultEndpoint, loadPayments } = window.FinConn;
   const POLL_MS = 1500;
   const POLL_LIMIT = 40;
 
@@ -67,7 +67,7 @@
       this.setAttribute("features", [].concat(value).join(" "));
     }
 
-    /** The mandate the holder accepts before "Use for payments" saves an account. */
+    /** The mandate the holder accepts before "Use for payments" saves an account (default: GET <endpoint>/mandate). */
     get mandateText() {
       return this.getAttribute("mandate-text") || "";
     }
@@ -283,11 +283,9 @@
       if (!this.#emit("authorize", { account }, true)) return;
       const name = account.display_name || "The account";
       try {
-        if (!this.mandateText) {
-          throw new FinConnError("mandate_text_missing", "This page cannot set up payments: give <finconn-accounts> the mandate-text attribute.");
-        }
+        const text = this.mandateText || (await request(`${this.endpoint}/mandate`, { method: "GET" })).mandate_text;
         const { mandate } = await loadPayments();
-        if (!(await mandate(this.mandateText))) {
+        if (!(await mandate(text))) {
           this.#say(`${name} was not set up for payments.`);
           return;
         }

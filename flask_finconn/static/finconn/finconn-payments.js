@@ -99,7 +99,9 @@
   async function collect({ endpoint = defaultEndpoint, billingDetails } = {}) {
     const intent = await request(`${endpoint}/setup-intents`, {});
     const stripe = await stripeFor(intent);
-    const billing = intent.billing_details || billingDetails || {};
+    // The holder's details from the server; the page's non-empty billing attributes win.
+    const billing = { ...intent.billing_details };
+    for (const [key, value] of Object.entries(billingDetails || {})) if (value) billing[key] = value;
     const collected = await stripeCall(() =>
       stripe.collectBankAccountForSetup({
         clientSecret: intent.client_secret,
