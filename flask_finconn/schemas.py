@@ -274,7 +274,7 @@ class SetupIntentSchema(Schema):
 
 
 class MandateTextSchema(Schema):
-    """``GET /mandate``: the authorisation to show before "Use for payments" saves an account."""
+    """``GET /mandate``: the authorization to show before "Use for payments" saves an account."""
 
     mandate_text = fields.String()
 
