@@ -345,6 +345,8 @@ def test_manual_entry_then_microdeposits_in_finconn_verify(pay_page: Page) -> No
     expect(verify.get_by_role("status")).to_have_text(
         re.compile(r"^Those values do not match the deposits\. [1-9]\d* attempts? left\.$")
     )
+    # The form is drawn again once the server has counted the attempt: type after that.
+    expect(verify).to_have_attribute("aria-busy", "false")
     if kind == "amounts":
         pay_page.get_by_label("First deposit, in cents").fill("32")
         pay_page.get_by_label("Second deposit, in cents").fill("45")

@@ -234,6 +234,7 @@ def test_the_last_wrong_amounts_fail_the_account_for_good(
                 f"Those values do not match the deposits. "
                 f"{2 - attempt} attempt{'s' if attempt == 0 else ''} left."
             )
+            expect(verify).to_have_attribute("aria-busy", "false")
     expect(verify).to_have_attribute("data-status", "verification_failed")
     expect(verify).to_contain_text("could not be verified. Set it up again")
     expect(verify.get_by_role("textbox")).to_have_count(0)
