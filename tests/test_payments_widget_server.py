@@ -92,7 +92,7 @@ def test_use_for_payments_shows_the_servers_mandate_text(page: Page, widget_app:
     checking = page.locator(".finconn-accounts__item").filter(has_text="Checking")
     checking.get_by_role("button", name=re.compile("^Use for payments")).click()
     dialog = page.get_by_role("dialog", name="Authorize debits from your bank account")
-    expect(dialog).to_contain_text("you authorise Acme Budget to debit the account")
+    expect(dialog).to_contain_text("you authorize Acme Budget to debit the account")
     dialog.get_by_role("button", name="Accept").click()
     expect(checking).to_contain_text("Used for payments")
     events: list[dict[str, Any]] = page.evaluate("window.__events")

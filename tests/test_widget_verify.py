@@ -104,7 +104,8 @@ def test_two_amounts_mismatch_attempts_left_then_verified(
     first = verify_page.get_by_label("First deposit, in cents")
     second = verify_page.get_by_label("Second deposit, in cents")
     expect(verify.locator(".finconn-payments__prefix")).to_have_text(["$0.", "$0."])
-    expect(verify.locator(".finconn-payments__attempts")).to_have_count(0)
+    # Before the first try the form says how many tries there are (3 for amounts).
+    expect(verify.locator(".finconn-payments__attempts")).to_have_text("3 attempts left.")
     assert_accessible(verify_page)
 
     first.fill("10")
