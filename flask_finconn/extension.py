@@ -72,7 +72,8 @@ class FinConn:
         and blanks the payloads of events about them (ids and statuses stay, so redeliveries
         are still recognised). ``scrub_customer`` blanks the email and name of a Customer
         that is kept. Raises a ``FinConnError`` before deleting anything when Stripe cannot
-        be reached.
+        be reached, and ``Conflict`` (``payments_in_flight``) before doing anything when a
+        debit of the holder may still move money (wait for it to settle, or cancel it).
         """
         return privacy.erase_holder(
             get_state(),
@@ -155,7 +156,11 @@ class FinConn:
         return debits.debit(get_state(), request, check_balance=check_balance)
 
     def cancel_payment(self, holder_id: str, payment_id: str) -> Payment:
-        """Cancel a debit that is still ``processing`` (a ``Conflict`` once it settled)."""
+        """Cancel a debit that is still ``processing`` (a ``Conflict`` once it settled).
+
+        A debit whose request to Stripe has not been answered yet is refused with
+        ``Conflict`` (``payment_not_submitted``): cancelling never sends a debit.
+        """
         return payments.cancel(get_state(), holder_id, payment_id)
 
     @property

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from flask_finconn import Holder, get_state
+from flask_finconn.errors import StripeUnavailable
+from flask_finconn.models import Payment
 from flask_finconn.testing import link_accounts, sandbox_of, save_account_for_payments
 
 PAYMENT_PERMISSIONS = ["balances", "payment_method"]
@@ -69,3 +72,24 @@ def test_refresh_stuck_reads_missed_settlements_and_fails_loudly(app: Flask) -> 
     failed = runner.invoke(args=["finconn", "payments", "--refresh-stuck", "--older-than", "0"])
     assert failed.exit_code == 1
     assert "1 payment(s) could not be re-read" in failed.output
+
+
+def test_refresh_stuck_leaves_a_day_old_unanswered_debit_for_review(app: Flask) -> None:
+    [checking] = link_accounts(app, ADA, accounts=["checking"], permissions=PAYMENT_PERMISSIONS)
+    method = save_account_for_payments(app, ADA, checking)
+    sandbox = sandbox_of(app)
+    sandbox.faults.fail_next(500, 500, 500)
+    with app.app_context(), pytest.raises(StripeUnavailable):
+        get_state(app).extension.debit(
+            "ada", method.id, 1234, description="Order c", idempotency_key="c"
+        )
+    with app.app_context():
+        [payment_id] = get_state(app).db.session.scalars(sa.select(Payment.id)).all()
+    sandbox.advance_time(24 * 3600)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["finconn", "payments", "--refresh-stuck", "--older-than", "0"])
+    assert result.exit_code == 1
+    assert f"{payment_id}  needs review:" in result.output
+    assert "1 payment(s) need review by a person" in result.output
+    assert "could not be re-read" not in result.output
+    assert sandbox.events("payment_intent.created") == []

@@ -14,6 +14,7 @@ from sandbox_support import present
 from flask_finconn import Holder, get_state, signals
 from flask_finconn.errors import Conflict, InsufficientBalance, StripeUnavailable, ValidationError
 from flask_finconn.models import Account, Payment, PaymentMethod
+from flask_finconn.services.payments import apply_intent
 from flask_finconn.services.refresh import request_refresh
 from flask_finconn.testing import (
     captured_signals,
@@ -293,3 +294,57 @@ def test_owners_are_compared_with_the_holder(app: Flask, holder: Holder, expecte
     finish_refreshes(app)
     with app.app_context():
         assert get_state(app).extension.match_owners(holder, account.id) == expected
+
+
+def unanswered(app: Flask, method_id: str, key: str) -> str:
+    """A debit claimed but never answered: Stripe failed before the request ran."""
+    sandbox_of(app).faults.fail_next(500, 500, 500)
+    with pytest.raises(StripeUnavailable):
+        debit(app, method_id, key)
+    [(payment_id, stripe_id, status)] = [r for r in rows(app) if r[1] is None]
+    assert (stripe_id, status) == (None, "processing")
+    assert intents_created(app) == 0
+    return payment_id
+
+
+def test_cancelling_an_unanswered_debit_never_sends_it(app: Flask, method_id: str) -> None:
+    payment_id = unanswered(app, method_id, "order-11")
+    with app.app_context(), pytest.raises(Conflict) as refused:
+        get_state(app).extension.cancel_payment("ada", payment_id)
+    assert refused.value.code == "payment_not_submitted"
+    assert "--refresh-stuck" in refused.value.message
+    assert intents_created(app) == 0
+    assert rows(app) == [(payment_id, None, "processing")]
+
+
+def test_a_debit_unanswered_for_23_hours_is_not_sent_again(app: Flask, method_id: str) -> None:
+    payment_id = unanswered(app, method_id, "order-12")
+    # Stripe forgets an idempotency key after about 24 hours: a late retry could make a
+    # second PaymentIntent for a debit Stripe may have created, so it is left for a person.
+    sandbox_of(app).advance_time(23 * 3600 + 60)
+    with pytest.raises(Conflict) as review:
+        debit(app, method_id, "order-12")
+    assert review.value.code == "payment_needs_review"
+    assert f"finconn_payment_id={payment_id}" in review.value.message
+    assert intents_created(app) == 0
+    assert rows(app) == [(payment_id, None, "processing")]
+
+
+def test_a_young_unanswered_debit_is_sent_again(app: Flask, method_id: str) -> None:
+    payment_id = unanswered(app, method_id, "order-13")
+    sandbox_of(app).advance_time(22 * 3600)
+    retried = debit(app, method_id, "order-13")
+    assert retried.id == payment_id and retried.stripe_id is not None
+    assert intents_created(app) == 1
+
+
+def test_an_intent_with_another_id_is_ignored(app: Flask, method_id: str) -> None:
+    kept = debit(app, method_id, "order-14")
+    other = debit(app, method_id, "order-15")
+    with app.app_context():
+        state = get_state(app)
+        cancelled = state.extension.cancel_payment("ada", other.id)
+        assert cancelled.status == "canceled"
+        intent = state.stripe.retrieve_payment_intent(present(other.stripe_id)).to_dict()
+        assert apply_intent(state, intent, payment_id=kept.id) is None
+    assert (kept.id, kept.stripe_id, "processing") in rows(app)

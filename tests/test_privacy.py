@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_finconn import Holder, get_state
+from flask_finconn.errors import Conflict
 from flask_finconn.models import (
     Account,
     BalanceSnapshot,
@@ -177,6 +178,8 @@ def test_erase_holder_detaches_payment_methods_and_deletes_debits(
             "ada", linked.id, 1200, description="Rent", idempotency_key="rent-1"
         ).stripe_id
     assert intent is not None
+    # A debit in flight refuses the erasure; a settled one is erased with the rest.
+    sandbox_of(app).payments.settle(intent)
     deliver_webhooks(app)
     assert counts(app, "ada")["payments"] == 1
     with app.app_context():
@@ -221,3 +224,41 @@ def test_a_customer_kept_at_stripe_is_scrubbed_on_request(
     assert not erased.customer_scrubbed
     assert sb.customer(bob.stripe_id)["email"] == "bob@example.com"
     assert set(counts(app, "bob").values()) == {0}
+
+
+def test_erase_holder_refuses_while_a_debit_is_in_flight(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app(
+        FINCONN_PERMISSIONS=PAYMENT_PERMISSIONS, FINCONN_SANDBOX_REFRESH_DELAY=3600.0
+    )
+    sb = sandbox_of(app)
+    sb.payments.settlement_delay = 10**9
+    ada = Holder("ada", email="ada@example.com", name="Ada Lovelace")
+    [checking] = link_accounts(app, ada, accounts=["checking"], permissions=PAYMENT_PERMISSIONS)
+    linked = save_account_for_payments(app, ada, checking)
+    state = get_state(app)
+    with app.app_context():
+        payment = state.extension.debit(
+            "ada", linked.id, 1200, description="Rent", idempotency_key="rent-1"
+        )
+        payment_id, intent = payment.id, payment.stripe_id
+    assert intent is not None
+    before = counts(app, "ada")
+    with app.app_context(), pytest.raises(Conflict) as refused:
+        state.extension.erase_holder("ada")
+    assert refused.value.code == "payments_in_flight"
+    assert payment_id in refused.value.message and "settle" in refused.value.message
+    assert counts(app, "ada") == before
+    # Nothing happened at Stripe either: the payment method is still attached.
+    assert sb.stripe_client().v1.payment_methods.retrieve(linked.stripe_id).customer is not None
+    runner = app.test_cli_runner()
+    cli = runner.invoke(args=["finconn", "erase-holder", "ada", "--yes"])
+    assert cli.exit_code == 1
+    assert "still in flight" in cli.output and counts(app, "ada") == before
+    sb.payments.settle(intent)
+    deliver_webhooks(app)
+    with app.app_context():
+        erased = state.extension.erase_holder("ada")
+    assert erased.payments == 1
+    assert set(counts(app, "ada").values()) == {0}

@@ -72,7 +72,8 @@ def erase_holder(holder_id: str, yes: bool, scrub_customer: bool) -> None:
     """Erase everything stored about HOLDER_ID and disconnect their accounts at Stripe.
 
     Exit status 0 when the holder is erased (or nothing was stored), 1 when Stripe could
-    not be reached (nothing was deleted; run it again), 2 without --yes and no terminal.
+    not be reached or a debit of the holder is still in flight (nothing was deleted; run it
+    again later), 2 without --yes and no terminal.
     """
     if not yes:
         if not sys.stdin.isatty():

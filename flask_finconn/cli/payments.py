@@ -51,7 +51,9 @@ def payments(
     """List debits, newest first; or re-read stuck ones from Stripe (--refresh-stuck).
 
     With --refresh-stuck the exit status is 1 when some debit could not be re-read, so a
-    cron job notices; run it again, it is safe to repeat.
+    cron job notices; run it again, it is safe to repeat. A debit never answered by Stripe
+    for more than 23 hours is not sent again: it is reported as "needs review" (exit 1) for
+    a person to look up in the Stripe Dashboard.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -72,20 +74,28 @@ def _refresh_stuck(state: Any, older_than: timedelta) -> None:
         click.echo("No stuck payments.")
         return
     problems = []
+    review = []
     for payment in stuck:
         before = payment.status
         try:
             fresh = payments_service.refresh_payment(state, payment)
         except FinConnError as exc:
             state.db.session.rollback()
-            problems.append(payment.id)
-            click.echo(f"{payment.id}  could not be re-read: {exc.message}", err=True)
+            if exc.code == "payment_needs_review":
+                review.append(payment.id)
+                click.echo(f"{payment.id}  needs review: {exc.message}", err=True)
+            else:
+                problems.append(payment.id)
+                click.echo(f"{payment.id}  could not be re-read: {exc.message}", err=True)
             continue
         click.echo(f"{fresh.id}  {before} -> {fresh.status}")
+    failures = []
     if problems:
-        raise click.ClickException(
-            f"{len(problems)} payment(s) could not be re-read; run the command again."
-        )
+        failures.append(f"{len(problems)} payment(s) could not be re-read; run the command again")
+    if review:
+        failures.append(f"{len(review)} payment(s) need review by a person (see above)")
+    if failures:
+        raise click.ClickException("; ".join(failures) + ".")
 
 
 @payments.command("show")

@@ -42,6 +42,9 @@ from .sync import sync_account_from_stripe
 
 # A balance older than this is refreshed before a checked debit.
 BALANCE_MAX_AGE = timedelta(hours=1)
+# Stripe remembers an idempotency key for about 24 hours; a debit never answered for longer
+# than this is not sent again, since Stripe could then create a second PaymentIntent.
+RESUBMIT_WINDOW = timedelta(hours=23)
 MAX_KEY_LENGTH = 255
 PAYMENT_TABLE = cast(sa.Table, Payment.__table__)
 # Built once: what a debit needs of the payment method, and its customer's id.
@@ -271,9 +274,25 @@ def _check_balance(state: FinConnState, account_id: str | None, amount: int) -> 
 
 
 def resume(state: FinConnState, payment: Payment) -> Payment:
-    """A stored debit for a reused key: finish submitting it if its first call did not."""
+    """A stored debit for a reused key: finish submitting it if its first call did not.
+
+    A debit claimed more than :data:`RESUBMIT_WINDOW` ago (by the clock of the Stripe the
+    client talks to) is not sent again: it raises ``Conflict`` (``payment_needs_review``)
+    without calling Stripe.
+    """
     if payment.stripe_id is not None or payment.status != "processing":
         return payment
+    age = state.stripe.now() - payment.created_at.timestamp()
+    if age > RESUBMIT_WINDOW.total_seconds():
+        raise Conflict(
+            f"The debit {payment.id} was never answered by Stripe and is more than 23 hours "
+            "old, past the time Stripe remembers its idempotency key, so it is not sent "
+            "again (that could debit the holder twice). Look in the Stripe Dashboard for a "
+            f"PaymentIntent with metadata finconn_payment_id={payment.id} before debiting "
+            "the holder again with a new key.",
+            code="payment_needs_review",
+            extra={"payment": payment.id},
+        )
     session = state.db.session
     method = session.get(PaymentMethod, payment.payment_method_id)
     assert method is not None
@@ -417,6 +436,7 @@ def announce(row: Payment) -> None:
 __all__ = [
     "BALANCE_MAX_AGE",
     "FAILURE_MESSAGES",
+    "RESUBMIT_WINDOW",
     "DebitRequest",
     "announce",
     "debit",

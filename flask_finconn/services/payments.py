@@ -55,12 +55,14 @@ def apply_intent(
     """Move the stored debit of a PaymentIntent forward to what the intent says.
 
     The row is found by ``payment_id`` (the debit that created the intent) or by the
-    ``pi_`` id; None when there is none (a PaymentIntent this app did not create).
+    ``pi_`` id; None when there is none (a PaymentIntent this app did not create), or when
+    the row already stores another PaymentIntent's id (the intent is then ignored).
     """
     session = state.db.session
     where = Payment.id == payment_id if payment_id else Payment.stripe_id == intent["id"]
     row = locked(state, where)
-    if row is None:
+    if row is None or row.stripe_id not in (None, intent["id"]):
+        # Not ours, or another PaymentIntent than the one this debit created: ignored.
         session.rollback()
         return None
     first = row.stripe_id is None
@@ -102,10 +104,18 @@ def apply_intent_by_id(state: FinConnState, intent_id: str) -> Payment | None:
 
 
 def cancel(state: FinConnState, holder_id: str, payment_id: str) -> Payment:
-    """Cancel a debit that has not settled; Stripe refuses once the bank has it."""
+    """Cancel a debit that has not settled; Stripe refuses once the bank has it.
+
+    A debit whose request to Stripe has not been answered yet is refused without calling
+    Stripe: cancelling never sends a debit.
+    """
     payment = get_payment(state, holder_id, payment_id)
-    if payment.stripe_id is None:
-        payment = resume(state, payment)
+    if payment.stripe_id is None and payment.status == "processing":
+        raise Conflict(
+            "The debit's request to Stripe has not finished, so it cannot be cancelled yet; "
+            "try again shortly, or run `flask finconn payments --refresh-stuck` first.",
+            code="payment_not_submitted",
+        )
     if payment.stripe_id is None or payment.status not in ("processing", "requires_verification"):
         raise Conflict(
             f"The payment is {payment.status} and can no longer be cancelled.",

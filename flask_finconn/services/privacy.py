@@ -39,6 +39,10 @@ __all__ = ["Erased", "delete_account_data", "erase_holder"]
 
 logger = logging.getLogger("flask_finconn")
 
+# Debits whose money may still move: their rows must outlive an erasure. A debit claimed
+# but not yet answered by Stripe is stored as processing, so it is among them.
+IN_FLIGHT = ("processing", "requires_verification")
+
 
 @dataclass
 class Erased:
@@ -79,9 +83,13 @@ def erase_holder(
     deleted only when its metadata names this installation and holder (the extension
     created it) and ``delete_customer`` is true; a Customer that is kept has its email and
     name blanked when ``scrub_customer`` is true. Erasing a holder with nothing stored
-    does nothing.
+    does nothing. A holder with a debit still in flight (``processing``,
+    ``requires_verification``, or not yet answered by Stripe) is refused with ``Conflict``
+    (``payments_in_flight``) before anything happens at Stripe or here: that money may
+    still move, and its record must stay.
     """
     session = state.db.session
+    _refuse_payments_in_flight(state, holder_id)
     erased = Erased(holder_id)
     accounts = list(session.scalars(sa.select(Account).where(Account.holder_id == holder_id)))
     customer = session.scalars(sa.select(Customer).where(Customer.holder_id == holder_id)).first()
@@ -149,6 +157,25 @@ def erase_holder(
     session.expunge_all()
     logger.info("Erased holder %s: %s", holder_id, erased)
     return erased
+
+
+def _refuse_payments_in_flight(state: FinConnState, holder_id: str) -> None:
+    in_flight = list(
+        state.db.session.scalars(
+            sa.select(Payment.id)
+            .where(Payment.holder_id == holder_id)
+            .where(Payment.status.in_(IN_FLIGHT))
+            .order_by(Payment.id)
+        )
+    )
+    if in_flight:
+        raise Conflict(
+            f"Holder {holder_id} has {len(in_flight)} debit(s) still in flight "
+            f"({', '.join(in_flight)}); nothing was erased. Wait for them to settle (or "
+            "cancel them), then erase the holder again.",
+            code="payments_in_flight",
+            extra={"payments": in_flight},
+        )
 
 
 def delete_account_data(state: FinConnState, account: Account) -> None:
