@@ -354,10 +354,16 @@ class Fleet:
             os.kill(procs[0].pid, signal.SIGKILL)
             procs[0].wait()
             killed_at = status.synced + status.failed
+            # The other worker carries on; once the run has been idle for the lock's TTL
+            # (only the killed worker's accounts are left), ``sync --all`` resumes it.
+            resumed = ""
+            while not resumed:
+                time.sleep(1.0)
+                code, output = self.sync_all("--timeout", "0")
+                resumed = next((ln for ln in output.splitlines() if "resuming" in ln), "")
             code, output = self.sync_all("--timeout", "86400")
             elapsed = time.perf_counter() - started_at
             seen = meter(url)
-        resumed = next(line for line in output.splitlines() if "resuming" in line)
         queued_again = resumed.split(";")[1].strip().rstrip(".")
         status = fleet.summary(self.redis, run_id)
         per_account, total, distinct = counts(self.app)
@@ -396,6 +402,7 @@ def main() -> None:
             os.environ["FINCONN_TEST_REDIS_URL"],
             FINCONN_SANDBOX_DATABASE=args.sandbox,
             FINCONN_SANDBOX_REFRESH_DELAY=86400,
+            FINCONN_SYNC_LOCK_TTL=args.lock_ttl,  # as the workers': when a run is idle
         )
         stripe_ids = seed(app, args.accounts, args.transactions)
         sandbox_of(app).close()

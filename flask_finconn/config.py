@@ -71,11 +71,15 @@ FINCONN_SYNC_LOCK_TTL: float = 60.0
 its worker wrote: a worker killed mid-sync holds the account this long at most. Keep it
 above the time one page of transactions takes (rate-limit waits included)."""
 
-FINCONN_CELERY_VISIBILITY_TIMEOUT: float = 300.0
+FINCONN_CELERY_VISIBILITY_TIMEOUT: float | None = None
 """Seconds before a Redis broker hands a task that a worker took but never acknowledged
-(the worker was killed) to another worker. ``init_celery`` sets Celery's
-``broker_transport_options["visibility_timeout"]`` to it unless the host set one (Celery's
-own default is an hour). Every Flask-FinConn task is safe to run twice."""
+(the worker was killed) to another worker. Unset (the default), Celery's setting is left
+alone (an hour by Celery's default); a ``sync --all`` run that resumes queues a killed
+worker's accounts again anyway. Set, ``init_celery`` sets Celery's
+``broker_transport_options["visibility_timeout"]`` to it unless the host set one: 300 is a
+good value for a quick recovery when no task of the Celery app runs longer or has an ETA or
+countdown further off (those would be delivered twice). Must be above
+``FINCONN_SYNC_LOCK_TTL``. Every Flask-FinConn task is safe to run twice."""
 
 FINCONN_MAX_CONTENT_LENGTH: int = 64 * 1024
 """Largest request body the blueprint's JSON routes accept, in bytes."""

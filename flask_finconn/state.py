@@ -99,7 +99,7 @@ class Settings:
     installation_id: str | None = None
     delete_data_on_disconnect: bool = False
     sync_lock_ttl: float = 60.0
-    celery_visibility_timeout: float = 300.0
+    celery_visibility_timeout: float | None = None
 
     @property
     def livemode(self) -> bool:
@@ -228,9 +228,24 @@ def read_settings(app: Flask) -> Settings:
         merchant_name=_read_merchant_name(cfg, keys["sandbox"]),
         installation_id=_read_installation_id(cfg),
         delete_data_on_disconnect=bool(cfg["FINCONN_DELETE_DATA_ON_DISCONNECT"]),
-        sync_lock_ttl=_read_seconds(cfg, "FINCONN_SYNC_LOCK_TTL"),
-        celery_visibility_timeout=_read_seconds(cfg, "FINCONN_CELERY_VISIBILITY_TIMEOUT"),
+        **_read_recovery_times(cfg),
     )
+
+
+def _read_recovery_times(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    lock_ttl = _read_seconds(cfg, "FINCONN_SYNC_LOCK_TTL")
+    visibility = None
+    if cfg["FINCONN_CELERY_VISIBILITY_TIMEOUT"] is not None:
+        visibility = _read_seconds(cfg, "FINCONN_CELERY_VISIBILITY_TIMEOUT")
+        if lock_ttl >= visibility:
+            # Else the broker hands a live worker's task to another before its lock could
+            # have expired: the second one only waits on the lock, over and over.
+            raise ConfigurationError(
+                f"FINCONN_SYNC_LOCK_TTL ({lock_ttl:g} s) must be below "
+                f"FINCONN_CELERY_VISIBILITY_TIMEOUT ({visibility:g} s); lower the lock's TTL "
+                "or raise the visibility timeout."
+            )
+    return {"sync_lock_ttl": lock_ttl, "celery_visibility_timeout": visibility}
 
 
 def _read_installation_id(cfg: Mapping[str, Any]) -> str | None:

@@ -195,7 +195,9 @@ def start_fleet_sync(app: Flask) -> fleet.Start:
     """Queue one sync task per account not disconnected, or resume the unfinished run.
 
     Returns what was started or resumed (:func:`.services.fleet.start_or_resume`): a
-    resumed run queues again only its accounts without an outcome. Needs ``init_celery``
+    resumed run queues again only its accounts without an outcome, and only once it has
+    made no progress for ``FINCONN_SYNC_LOCK_TTL`` (before that it is still running and
+    nothing is queued, so a scheduled ``sync_fleet`` never piles up tasks). Needs ``init_celery``
     and ``FINCONN_REDIS_URL``. Call in an app context.
     """
     celery = app.extensions.get("celery")
@@ -208,7 +210,9 @@ def start_fleet_sync(app: Flask) -> fleet.Start:
     accounts = sync_service.accounts_to_sync(state)
     scope = installation.installation_id(state)
     state.db.session.commit()
-    started = fleet.start_or_resume(fleet.redis_client(state), scope, accounts)
+    started = fleet.start_or_resume(
+        fleet.redis_client(state), scope, accounts, stale_after=state.settings.sync_lock_ttl
+    )
     for account_id, stripe_id in started.to_queue:
         celery.send_task(SYNC_TASK, args=[started.run_id, account_id, stripe_id])
     return started
@@ -219,18 +223,19 @@ def init_celery(celery: Celery, app: Flask) -> None:
 
     The tasks push an app context of ``app`` themselves, so they work with or without the
     ``FlaskTask`` base class of Flask's guide. ``app.extensions["celery"]`` is set when the
-    app has none yet (the guide's place for it). Celery's
-    ``broker_transport_options["visibility_timeout"]`` is set to
-    ``FINCONN_CELERY_VISIBILITY_TIMEOUT`` unless the host set one.
+    app has none yet (the guide's place for it). When ``FINCONN_CELERY_VISIBILITY_TIMEOUT``
+    is set, Celery's ``broker_transport_options["visibility_timeout"]`` is set to it (unless
+    the host set one); otherwise Celery's options are left as they are.
     """
     state = get_state(app)  # fail here, not in a worker, when init_app was not called
     app.extensions.setdefault("celery", celery)
-    # A task taken by a worker that was then killed comes back after the broker's
-    # visibility timeout (Redis, SQS): an hour by Celery's default, a few minutes by ours.
-    # Every task here is safe to run twice, so a short one costs nothing but a rerun.
-    options = dict(celery.conf.broker_transport_options or {})
-    options.setdefault("visibility_timeout", state.settings.celery_visibility_timeout)
-    celery.conf.broker_transport_options = options
+    # The visibility timeout is the host's whole Celery app's: a shorter one would deliver
+    # its tasks with a longer ETA or a longer run twice. So it is set only when asked for.
+    visibility = state.settings.celery_visibility_timeout
+    if visibility is not None:
+        options = dict(celery.conf.broker_transport_options or {})
+        options.setdefault("visibility_timeout", visibility)
+        celery.conf.broker_transport_options = options
     app.extensions[PUBLISHER_KEY] = _Publisher(celery)
 
     # acks_late: a worker that dies mid-task leaves the message to be delivered again;
@@ -253,7 +258,7 @@ def init_celery(celery: Celery, app: Flask) -> None:
 
     # The fleet sync: one task per account, retried while another worker holds the
     # account's lock; acks_late so a killed worker's account is delivered again (after the
-    # visibility timeout), besides being queued again by the next ``sync --all``.
+    # visibility timeout), besides being queued again by a ``sync --all`` that resumes.
     @celery.task(
         name=SYNC_TASK, bind=True, ignore_result=True, acks_late=True, shared=False,
         max_retries=None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -197,6 +198,7 @@ def test_a_worker_killed_mid_run_loses_nothing_once_the_run_is_resumed(
         FINCONN_SANDBOX_REFRESH_DELAY=3600,
         FINCONN_SANDBOX_DATABASE=sandbox_db,
         FINCONN_REDIS_URL=REDIS_URL,
+        FINCONN_SYNC_LOCK_TTL=2,  # as the workers'
     )
     accounts = []
     for name in ("ada", "bob", "cy", "dee"):
@@ -237,10 +239,22 @@ def test_a_worker_killed_mid_run_loses_nothing_once_the_run_is_resumed(
         assert sum(stored_rows(app).values()) < sum(sizes.values())
 
         with process(worker_command(), env, log):
-            resumed = run(app, "--timeout", "40")
-            assert resumed.exit_code == 0, resumed.output + log.read_text()
+            # Until the run has been idle for the lock's TTL it may still be running: a
+            # command then queues nothing; after that it resumes the run.
+            deadline = time.monotonic() + 20
+            while True:
+                resumed = run(app, "--timeout", "0")
+                if "resuming it" in resumed.output:
+                    break
+                assert f"Run {run_id} is still running" in resumed.output, resumed.output
+                assert time.monotonic() < deadline, resumed.output
+                time.sleep(0.2)
             assert f"Run {run_id} was unfinished; resuming it" in resumed.output
-            assert "8/8 accounts: 8 synced" in resumed.output
+            deadline = time.monotonic() + 40
+            while not fleet.summary(redis, run_id).finished:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            assert fleet.summary(redis, run_id).line().startswith("8/8 accounts: 8 synced")
             assert stored_rows(app) == sizes
 
             again = run(app, "--timeout", "40")
@@ -255,10 +269,18 @@ def test_a_worker_killed_mid_run_loses_nothing_once_the_run_is_resumed(
     assert total == distinct == sum(sizes.values())
 
 
-def test_init_celery_shortens_the_visibility_timeout_unless_the_host_set_one(
+def test_init_celery_sets_the_visibility_timeout_only_when_configured(
     make_finconn_app: Callable[..., Flask],
 ) -> None:
+    """Unset, the host's Celery keeps its own (its tasks with a far ETA are not delivered
+    twice); set, it is applied unless the host set one."""
     from celery import Celery
+
+    untouched = Celery("finconn_visibility_default", broker="memory://")
+    before = dict(untouched.conf.broker_transport_options or {})
+    init_celery(untouched, make_finconn_app())
+    assert dict(untouched.conf.broker_transport_options or {}) == before
+    assert "visibility_timeout" not in before
 
     app = make_finconn_app(FINCONN_CELERY_VISIBILITY_TIMEOUT=90)
     ours = Celery("finconn_visibility", broker="memory://")
@@ -267,8 +289,23 @@ def test_init_celery_shortens_the_visibility_timeout_unless_the_host_set_one(
 
     theirs = Celery("finconn_visibility_host", broker="memory://")
     theirs.conf.broker_transport_options = {"visibility_timeout": 7200, "max_retries": 3}
-    init_celery(theirs, make_finconn_app())
+    init_celery(theirs, make_finconn_app(FINCONN_CELERY_VISIBILITY_TIMEOUT=90))
     assert theirs.conf.broker_transport_options == {"visibility_timeout": 7200, "max_retries": 3}
+
+
+@pytest.mark.parametrize(("lock_ttl", "visibility"), [(300, 300), (600, 300)])
+def test_the_lock_ttl_must_be_below_the_visibility_timeout(
+    make_finconn_app: Callable[..., Flask], lock_ttl: int, visibility: int
+) -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=f"FINCONN_SYNC_LOCK_TTL \\({lock_ttl} s\\) must be below "
+        f"FINCONN_CELERY_VISIBILITY_TIMEOUT \\({visibility} s\\)",
+    ):
+        make_finconn_app(
+            FINCONN_SYNC_LOCK_TTL=lock_ttl, FINCONN_CELERY_VISIBILITY_TIMEOUT=visibility
+        )
+    make_finconn_app(FINCONN_SYNC_LOCK_TTL=lock_ttl)  # fine while Celery's own is kept
 
 
 @pytest.mark.parametrize("key", ["FINCONN_SYNC_LOCK_TTL", "FINCONN_CELERY_VISIBILITY_TIMEOUT"])
@@ -278,3 +315,69 @@ def test_the_recovery_times_must_be_seconds_above_zero(
 ) -> None:
     with pytest.raises(ConfigurationError, match=f"{key} must be a number of seconds above 0"):
         make_finconn_app(**{key: value})
+
+
+def test_two_commands_starting_at_once_make_one_run_that_queues_each_account_once() -> None:
+    """Two ``sync --all`` racing: one starts the run, the other resumes it and queues
+    nothing (its accounts have just been queued), many times over."""
+    if not REDIS_URL:
+        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    accounts = [(f"fcacct_{i}", f"fca_{i}") for i in range(5)]
+
+    def race(scope: str) -> list[fleet.Start]:
+        barrier = threading.Barrier(2)
+        starts: list[fleet.Start] = []
+
+        def start() -> None:
+            redis = redis_lib.Redis.from_url(REDIS_URL or "")
+            barrier.wait()
+            starts.append(fleet.start_or_resume(redis, scope, accounts))
+
+        threads = [threading.Thread(target=start) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return starts
+
+    for _ in range(100):
+        starts = race(f"race-{uuid.uuid4().hex[:8]}")
+        assert len(starts) == 2
+        assert len({s.run_id for s in starts}) == 1, starts
+        queued = [pair for s in starts for pair in s.to_queue]
+        assert sorted(queued) == accounts, starts
+
+
+def test_a_worker_whose_lock_expired_midway_stops_and_records_why(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    """Pages slower than the lock's TTL: the lock is gone at the first page written, so the
+    worker stops writing and the account fails with the reason instead of syncing on."""
+    if not REDIS_URL:
+        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    app = make_finconn_app(
+        FINCONN_PERMISSIONS=["transactions"],
+        FINCONN_SANDBOX_REFRESH_DELAY=3600,
+        FINCONN_REDIS_URL=REDIS_URL,
+        FINCONN_SYNC_LOCK_TTL=0.05,
+    )
+    (account,) = link_accounts(app, Holder("ada"), accounts=["checking"])
+    sandbox = sandbox_of(app)
+    sandbox.set_history_size(account.stripe_id, 250)
+    sandbox.finish_refreshes(account.stripe_id)
+    sandbox.faults.latency = 0.2
+    redis = redis_lib.Redis.from_url(REDIS_URL)
+    run_id = fleet.start_or_resume(
+        redis, f"lost-{uuid.uuid4().hex[:8]}", [(account.id, account.stripe_id)]
+    ).run_id
+    with app.app_context():
+        state = get_state(app)
+        assert fleet.sync_one(state, redis, run_id, account.id, account.stripe_id) == 0
+    status = fleet.summary(redis, run_id)
+    assert status.failed == 1, status
+    assert status.failures == [
+        f"{account.id}: The account's sync lock expired while this worker was syncing it "
+        "and another worker may have taken it over; it stopped writing. Raise "
+        "FINCONN_SYNC_LOCK_TTL above the time one page takes, then run the sync again."
+    ]
+    assert stored_rows(app).get(account.id, 0) < 250

@@ -302,7 +302,12 @@ def _fleet_sync(timeout: float) -> None:
     except ConfigurationError as exc:
         raise click.ClickException(exc.message) from None
     run_id = started.run_id
-    if started.resumed:
+    if started.running:
+        click.echo(
+            f"Run {run_id} is still running (it made progress in the last "
+            f"{get_state().settings.sync_lock_ttl:g} s); nothing queued again."
+        )
+    elif started.resumed:
         click.echo(
             f"Run {run_id} was unfinished; resuming it: {len(started.to_queue)} of "
             f"{started.total} account(s) queued again."

@@ -5,14 +5,17 @@ and updated), or failed with the reason (a Stripe error, or any other exception,
 Each account's task first takes the account's lock in Redis (``SET NX`` with an expiry
 that every written page extends), so two workers never sync one account at once.
 
-One run is current at a time. Starting a run while the current one is unfinished resumes
-that run instead: its accounts without an outcome are queued again. So a worker killed
-mid-run costs nothing but a second ``sync --all``: the killed worker's lock expires within
+One run is current at a time. Starting a run while the current one is unfinished does not
+start another: while the run made progress (an outcome, a page written) within
+``FINCONN_SYNC_LOCK_TTL`` it is still running and nothing is queued; idle for longer, it is
+resumed: its accounts without an outcome are queued again. So a worker killed mid-run
+costs nothing but a later ``sync --all``: the killed worker's lock expires within
 ``FINCONN_SYNC_LOCK_TTL``, its resume point is in the database
 (``Account.transactions_sync``), and the account's sync continues after the last committed
-row. A task delivered twice (queued again, or handed on by the broker's visibility
-timeout) finds its account's outcome recorded and does nothing. Running twice adds
-nothing the first run added: the sync only writes what changed at Stripe.
+row. A worker that finds its lock expired midway stops writing and fails the account. A
+task delivered twice (queued again, or handed on by the broker's visibility timeout) finds
+its account's outcome recorded and does nothing. Running twice adds nothing the first run
+added: the sync only writes what changed at Stripe.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from . import sync
 __all__ = [
     "LOCK_TTL",
     "AccountLock",
+    "LockLost",
     "RunSummary",
     "Start",
     "record",
@@ -37,6 +41,7 @@ __all__ = [
     "start_or_resume",
     "summary",
     "sync_one",
+    "touch",
 ]
 
 logger = logging.getLogger("flask_finconn.fleet")
@@ -61,6 +66,12 @@ return 0
 """
 
 
+class LockLost(FinConnError):
+    """The holder of an :class:`AccountLock` found it expired (and maybe taken) midway."""
+
+    code = "sync_lock_lost"
+
+
 class AccountLock:
     """The lock on one account's sync: held by one token, expiring unless extended."""
 
@@ -80,7 +91,13 @@ class AccountLock:
         return max(0.0, int(self.redis.pttl(self.key)) / 1000)
 
     def extend(self) -> None:
-        self.redis.eval(_EXTEND, 1, self.key, self.token, self.ttl_ms)
+        """Push the expiry back; :class:`LockLost` when another holder has the lock now."""
+        if not self.redis.eval(_EXTEND, 1, self.key, self.token, self.ttl_ms):
+            raise LockLost(
+                "The account's sync lock expired while this worker was syncing it and another "
+                "worker may have taken it over; it stopped writing. Raise "
+                "FINCONN_SYNC_LOCK_TTL above the time one page takes, then run the sync again."
+            )
 
     def release(self) -> None:
         self.redis.eval(_RELEASE, 1, self.key, self.token)
@@ -144,19 +161,36 @@ return 0
 
 @dataclass(frozen=True)
 class Start:
-    """What :func:`start_or_resume` did: the run, and the accounts to queue now."""
+    """What :func:`start_or_resume` did: the run, and the accounts to queue now.
+
+    ``running`` is a current run that made progress lately (or was started by another
+    command just now): its tasks are still queued or running, so nothing is queued again.
+    """
 
     run_id: str
     resumed: bool
     total: int
     to_queue: list[tuple[str, str]]
+    running: bool = False
 
 
-def start_or_resume(redis: Any, scope: str, accounts: list[tuple[str, str]]) -> Start:
+def _now(redis: Any) -> float:
+    # Redis's clock, not this host's: the commands and workers of a run share only Redis.
+    seconds, micros = redis.time()
+    return float(seconds) + int(micros) / 1_000_000
+
+
+def start_or_resume(
+    redis: Any, scope: str, accounts: list[tuple[str, str]], *, stale_after: float = LOCK_TTL
+) -> Start:
     """Start a run of ``accounts`` (``(account id, Stripe id)`` pairs) for the installation
-    ``scope``, or resume its current run when that is unfinished: then the run's accounts
-    without an outcome are returned, to be queued again (the run keeps the accounts it
-    started with; accounts linked since wait for the next run)."""
+    ``scope``, or resume its current run when that is unfinished.
+
+    An unfinished run that made progress (an account's outcome, a page written) within the
+    last ``stale_after`` seconds (the sync lock's TTL) is still running: nothing is queued.
+    One idle for longer lost its workers: its accounts without an outcome are returned, to
+    be queued again (the run keeps the accounts it started with; accounts linked since wait
+    for the next run)."""
     current_key = _current_key(scope)
     while True:
         current = redis.get(current_key)
@@ -165,24 +199,45 @@ def start_or_resume(redis: Any, scope: str, accounts: list[tuple[str, str]]) -> 
             status = summary(redis, run_id)
             if status.total and not status.finished:
                 recorded = redis.hgetall(_key(run_id))
+                progress = float(recorded.get(b"progress", 0))
+                # The claim keeps two commands that find the run idle at once from both
+                # queueing its accounts again.
+                if _now(redis) - progress <= stale_after or not redis.set(
+                    f"{_key(run_id)}:resumed", 1, nx=True, px=int(stale_after * 1000)
+                ):
+                    return Start(run_id, True, status.total, [], running=True)
                 pending = sorted(
                     (k.decode(), v.decode())
                     for k, v in redis.hgetall(_accounts_key(run_id)).items()
                     if b"account:" + k not in recorded
                 )
+                redis.hset(_key(run_id), "progress", _now(redis))
                 return Start(run_id, True, status.total, pending)
             redis.eval(_CLEAR_IF, 1, current_key, run_id)
+        # The run's record comes first, then the claim: whoever sees a current run sees
+        # its total, so a run that is starting is never taken for a finished one.
         run_id = secrets.token_hex(8)
-        if not redis.set(current_key, run_id, nx=True, ex=RUN_TTL):
-            continue  # another command started a run just now: resume that one
         pipe = redis.pipeline()
-        pipe.hset(_key(run_id), mapping={"total": len(accounts), "synced": 0, "failed": 0})
+        pipe.hset(
+            _key(run_id),
+            mapping={"total": len(accounts), "synced": 0, "failed": 0, "progress": _now(redis)},
+        )
         if accounts:
             pipe.hset(_accounts_key(run_id), mapping=dict(accounts))
         for key in (_key(run_id), _accounts_key(run_id)):
             pipe.expire(key, RUN_TTL)
         pipe.execute()
+        if not redis.set(current_key, run_id, nx=True, ex=RUN_TTL):
+            # Another command started a run just now and queues its accounts itself: drop
+            # ours and report that one (or start again if it is already over).
+            redis.delete(_key(run_id), _accounts_key(run_id))
+            continue
         return Start(run_id, False, len(accounts), list(accounts))
+
+
+def touch(redis: Any, run_id: str) -> None:
+    """Note that the run made progress now (a page written): it is not to be resumed yet."""
+    redis.hset(_key(run_id), "progress", _now(redis))
 
 
 def record(
@@ -199,6 +254,7 @@ def record(
     if not redis.hsetnx(key, f"account:{account_id}", reason or "synced"):
         return
     pipe = redis.pipeline()
+    pipe.hset(key, "progress", _now(redis))
     if reason is None:
         pipe.hincrby(key, "synced", 1)
         pipe.hincrby(key, "added", added)
@@ -227,6 +283,11 @@ def summary(redis: Any, run_id: str) -> RunSummary:
     )
 
 
+def _on_page(redis: Any, run_id: str, lock: AccountLock) -> None:
+    lock.extend()
+    touch(redis, run_id)
+
+
 def sync_one(
     state: FinConnState, redis: Any, run_id: str, account_id: str, stripe_id: str
 ) -> float:
@@ -244,35 +305,40 @@ def sync_one(
     if not lock.acquire():
         return max(lock.remaining(), 0.1)
     started = time.monotonic()
+    # The outcome is recorded before the lock goes: a redelivered task that takes the lock
+    # next finds the account done instead of syncing it again.
     try:
-        applied = sync.sync_account_from_stripe(
-            state, stripe_id, on_page=lambda rows, pages: lock.extend()
-        )
-    except FinConnError as exc:
-        state.db.session.rollback()
-        record(redis, run_id, account_id, reason=exc.message)
-        return 0.0
-    except Exception as exc:
-        state.db.session.rollback()
-        logger.exception("Syncing account %s failed unexpectedly.", account_id)
+        try:
+            applied = sync.sync_account_from_stripe(
+                state, stripe_id, on_page=lambda rows, pages: _on_page(redis, run_id, lock)
+            )
+        except FinConnError as exc:
+            state.db.session.rollback()
+            record(redis, run_id, account_id, reason=exc.message)
+            return 0.0
+        except Exception as exc:
+            state.db.session.rollback()
+            logger.exception("Syncing account %s failed unexpectedly.", account_id)
+            record(
+                redis,
+                run_id,
+                account_id,
+                reason=(
+                    f"unexpected {type(exc).__name__}: {exc} (the worker's log has the traceback)"
+                ),
+            )
+            return 0.0
+        done = applied.sync if applied is not None else None
+        if done is not None and not done.complete:
+            # Another worker took the account over midway (its lock had expired on us).
+            return max(ttl - (time.monotonic() - started), 0.1)
         record(
             redis,
             run_id,
             account_id,
-            reason=f"unexpected {type(exc).__name__}: {exc} (the worker's log has the traceback)",
+            added=done.added if done else 0,
+            updated=done.updated if done else 0,
         )
         return 0.0
     finally:
         lock.release()
-    done = applied.sync if applied is not None else None
-    if done is not None and not done.complete:
-        # Another worker took the account over midway (its lock had expired on us).
-        return max(ttl - (time.monotonic() - started), 0.1)
-    record(
-        redis,
-        run_id,
-        account_id,
-        added=done.added if done else 0,
-        updated=done.updated if done else 0,
-    )
-    return 0.0
