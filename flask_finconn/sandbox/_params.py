@@ -212,12 +212,12 @@ def _validate_hash(
                 param=_name(base, key),
             )
     for key, spec in specs.items():
-        name = _name(base, key)
+        # Most specs name parameters the request leaves out: no name is built for those.
         if key not in params:
             if spec.required:
-                raise missing(name)
+                raise missing(_name(base, key))
             continue
-        out[key] = _validate_value(params[key], spec, name)
+        out[key] = _validate_value(params[key], spec, _name(base, key))
     return out
 
 

@@ -45,25 +45,38 @@ class Events:
         self.store = kernel.store
         self.webhooks = webhooks
 
-    def emit(self, type: str, obj: dict[str, Any], at: int) -> dict[str, Any]:
-        """Create an event about ``obj`` (its snapshot now), queue its webhooks, return it."""
+    def emit(
+        self, type: str, obj: dict[str, Any], at: int, text: str | None = None
+    ) -> dict[str, Any]:
+        """Create an event about ``obj`` (its snapshot now), queue its webhooks, return it.
+
+        ``text``: ``obj`` as compact JSON, when the caller has just encoded it (to store the
+        object); the event's body is then put together around it instead of encoding the
+        object a second time.
+        """
         ctx = self.kernel.ctx()
         endpoints = self.webhooks.endpoint_ids()
-        event = {
+        head = {
             "id": _data.new_id("evt_"),
             "object": "event",
             "api_version": API_VERSION,
             "created": at,
-            "data": {"object": obj},
+        }
+        tail = {
             "livemode": obj.get("livemode", False),
             "pending_webhooks": len(endpoints),
             "request": {"id": ctx.id, "idempotency_key": ctx.idempotency_key},
             "type": type,
         }
+        event = {**head, "data": {"object": obj}, **tail}
+        if text is None:
+            body = _dumps(event)
+        else:  # the same text, key order included, without encoding obj again
+            body = f'{_dumps(head)[:-1]},"data":{{"object":{text}}},{_dumps(tail)[1:]}'
         account = obj["id"] if obj.get("object") == "financial_connections.account" else None
         self.store.execute(
             "INSERT INTO events (id, created, type, account, body) VALUES (?, ?, ?, ?, ?)",
-            (event["id"], at, type, account, _dumps(event)),
+            (head["id"], at, type, account, body),
         )
         self.webhooks.enqueue(event["id"], endpoints)
         return event

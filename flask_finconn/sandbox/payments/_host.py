@@ -76,7 +76,8 @@ class Host:
 
     - ``store``: the sandbox's :class:`Store`.
     - ``now()``: the sandbox clock (Unix seconds, moved by ``advance_time``).
-    - ``emit(type, obj, at)``: record an event and queue its webhook deliveries.
+    - ``emit(type, obj, at, text=None)``: record an event and queue its webhook deliveries
+      (``text``: ``obj`` already encoded as compact JSON, see :meth:`Objects.text`).
     - ``schedule(due_at, kind, key, extra)``: queue a task; when due, the sandbox calls
       ``Payments.run_task(kind, key, extra, at)`` (it registers every kind in
       :data:`TASK_KINDS` with its task queue).
@@ -87,7 +88,7 @@ class Host:
 
     store: Store
     now: Callable[[], int]
-    emit: Callable[[str, dict[str, Any], int], dict[str, Any]]
+    emit: Callable[[str, dict[str, Any], int, str | None], dict[str, Any]]
     schedule: Callable[[float, str, str, dict[str, Any]], None]
     customer: Callable[..., dict[str, Any]]
     account: Callable[[str], dict[str, Any]]
@@ -175,13 +176,27 @@ class Objects:
     ) -> None:
         """Store a new object (or overwrite it: an intent confirmed as it is created is
         stored once, in its final state)."""
+        text = dumps(data)
         self.store.execute(
             "INSERT INTO pay_objects (id, kind, seq, owner, data, internal) VALUES "
             "(?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM pay_objects), ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET data = excluded.data, internal = excluded.internal, "
             "owner = COALESCE(excluded.owner, pay_objects.owner)",
-            (data["id"], kind, owner, dumps(data), dumps(internal)),
+            (data["id"], kind, owner, text, dumps(internal)),
         )
+        self._local.saved = (data, text)
+
+    def text(self, data: dict[str, Any]) -> str:
+        """``data`` as compact JSON: the text just stored when ``data`` is the object this
+        thread saved last, else encoded now.
+
+        Callers use it right after the save, before changing ``data`` again (for its event,
+        or for the response), so an object is encoded once per state.
+        """
+        saved: tuple[dict[str, Any], str] | None = getattr(self._local, "saved", None)
+        if saved is not None and saved[0] is data:
+            return saved[1]
+        return dumps(data)
 
     def load(
         self, kind: str, obj_id: str, *, param: str = "id", status: int = 404
@@ -230,6 +245,7 @@ class Objects:
             outer = getattr(self._local, "now", None) is None
             if outer:
                 self._local.now = self.host.now()
+                self._local.saved = None
             try:
                 yield
             except Committed as exc:

@@ -108,7 +108,7 @@ class Flow:
             data["status"] = "requires_confirmation"
         if not p.get("confirm"):  # confirming stores it, once, in its final state
             pay.objects.insert(self.kind, data, {}, owner=data["customer"])
-        pay.host.emit(f"{PREFIX[self.kind]}.created", data, now)
+        pay.host.emit(f"{PREFIX[self.kind]}.created", data, now, pay.objects.text(data))
         if p.get("confirm"):
             keep = {k: v for k, v in p.items() if k in self.mandate_params}
             return self.confirm(pay, intent_id, keep, True, loaded=(data, {}))
@@ -211,7 +211,7 @@ class Flow:
             status="canceled", next_action=None, cancellation_reason=p.get("cancellation_reason")
         )
         pay.objects.save(data, internal)
-        pay.host.emit(f"{PREFIX[self.kind]}.canceled", data, now)
+        pay.host.emit(f"{PREFIX[self.kind]}.canceled", data, now, pay.objects.text(data))
         return data
 
 
@@ -359,7 +359,7 @@ def fail(
         if kind == "seti":
             intent["mandate"] = None
     pay.objects.save(intent, internal)
-    pay.host.emit(FAILED_EVENT[kind], intent, at)
+    pay.host.emit(FAILED_EVENT[kind], intent, at, pay.objects.text(intent))
 
 
 def check_block(
@@ -444,7 +444,7 @@ def require_action(
         intent["id"],
         {"kind": kind, "since": now},
     )
-    pay.host.emit(f"{PREFIX[kind]}.requires_action", intent, now)
+    pay.host.emit(f"{PREFIX[kind]}.requires_action", intent, now, pay.objects.text(intent))
 
 
 def mandate_for(

@@ -96,7 +96,7 @@ def create_pending(
         "transfer_group": pi["transfer_group"],
     }
     pay.objects.insert("charge", data, {}, owner=pi["id"])
-    pay.host.emit("charge.pending", data, now)
+    pay.host.emit("charge.pending", data, now, pay.objects.text(data))
     return data
 
 
@@ -120,7 +120,7 @@ def succeed(pay: Payments, charge_id: str, at: int) -> dict[str, Any]:
     reference = f"{seed_of(charge_id) % 10**15:015d}"
     data["payment_method_details"]["us_bank_account"]["payment_reference"] = reference
     pay.objects.save(data, internal)
-    pay.host.emit("charge.succeeded", data, at)
+    pay.host.emit("charge.succeeded", data, at, pay.objects.text(data))
     return data
 
 
@@ -130,7 +130,7 @@ def fail(pay: Payments, charge_id: str, code: str | None, message: str, at: int)
     data.update(status="failed", paid=False, failure_code=code, failure_message=message)
     data["outcome"] = _outcome("issuer_declined", "declined_by_network", message)
     pay.objects.save(data, internal)
-    pay.host.emit("charge.failed", data, at)
+    pay.host.emit("charge.failed", data, at, pay.objects.text(data))
     return data
 
 
@@ -168,6 +168,6 @@ def dispute(pay: Payments, charge_id: str, reason: str, at: int) -> dict[str, An
         "status": "lost",
     }
     pay.objects.insert("dispute", body, {}, owner=charge_id)
-    pay.host.emit("charge.dispute.created", body, at)
-    pay.host.emit("charge.dispute.closed", body, at)
+    pay.host.emit("charge.dispute.created", body, at, pay.objects.text(body))
+    pay.host.emit("charge.dispute.closed", body, at, pay.objects.text(body))
     return body

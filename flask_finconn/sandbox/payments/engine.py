@@ -223,7 +223,9 @@ class Payments:
             data["us_bank_account"]["status_details"] = blocked
             self.objects.save(data, json.loads(raw_internal))
             if data["customer"]:
-                self.host.emit("payment_method.automatically_updated", data, now)
+                self.host.emit(
+                    "payment_method.automatically_updated", data, now, self.objects.text(data)
+                )
 
     def revoke_mandates(self, pm_id: str) -> None:
         mandates.revoke_all(self, pm_id)

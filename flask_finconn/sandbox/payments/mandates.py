@@ -117,7 +117,7 @@ def set_status(pay: Payments, mandate_id: str | None, status: str) -> None:
         return
     data["status"] = status
     pay.objects.save(data, internal)
-    pay.host.emit("mandate.updated", data, pay.objects.now())
+    pay.host.emit("mandate.updated", data, pay.objects.now(), pay.objects.text(data))
 
 
 def revoke_all(pay: Payments, pm_id: str) -> None:

@@ -97,7 +97,7 @@ def _start_processing(
     pay.objects.save(data, internal)
     if data["customer"] and data["setup_future_usage"]:
         payment_methods.attach_silently(pay, pm, pm_internal, data["customer"])
-    pay.host.emit("payment_intent.processing", data, now)
+    pay.host.emit("payment_intent.processing", data, now, pay.objects.text(data))
     if _outcome(pm_internal).result != "processing":
         pay.host.schedule(now + pay.settlement_delay, "payments.settle", data["id"], {})
 
@@ -121,7 +121,7 @@ def settle(pay: Payments, pi_id: str, at: int, *, force: str | None = None) -> d
         charges.succeed(pay, data["latest_charge"], at)
         data.update(status="succeeded", amount_received=data["amount"])
         pay.objects.save(data, internal)
-        pay.host.emit("payment_intent.succeeded", data, at)
+        pay.host.emit("payment_intent.succeeded", data, at, pay.objects.text(data))
         if result == "dispute":
             pay.host.schedule(at + pay.settlement_delay, "payments.dispute", pi_id, {})
         return data

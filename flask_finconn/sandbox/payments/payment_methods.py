@@ -236,7 +236,7 @@ def attach_silently(
         return
     data["customer"] = customer
     pay.objects.save(data, internal, owner=customer)
-    pay.host.emit("payment_method.attached", data, pay.objects.now())
+    pay.host.emit("payment_method.attached", data, pay.objects.now(), pay.objects.text(data))
 
 
 def detach(pay: Payments, pm_id: str) -> dict[str, Any]:
@@ -253,5 +253,5 @@ def detach(pay: Payments, pm_id: str) -> dict[str, Any]:
     data["customer"] = None
     pay.objects.save(data, internal, owner="")
     pay.revoke_mandates(pm_id)
-    pay.host.emit("payment_method.detached", data, pay.objects.now())
+    pay.host.emit("payment_method.detached", data, pay.objects.now(), pay.objects.text(data))
     return data

@@ -94,7 +94,11 @@ def _intent_op(kind: str, op: str) -> Handler:
             data = getattr(pay, f"create_{noun}")(params)
         else:
             data = getattr(pay, f"{op}_{noun}")(args[0], params)
-        return 200, dumps(_intents.render(pay, data, paths))
+        if paths:
+            return 200, dumps(_intents.render(pay, data, paths))
+        # Every operation ends by storing the intent it returns (or leaves it as loaded),
+        # so unexpanded it is the text just stored.
+        return 200, pay.objects.text(data)
 
     return handler
 

@@ -48,7 +48,7 @@ def _succeed(
     pay.objects.save(data, internal)
     if data["customer"]:
         payment_methods.attach_silently(pay, pm, pm_internal, data["customer"])
-    pay.host.emit("setup_intent.succeeded", data, now)
+    pay.host.emit("setup_intent.succeeded", data, now, pay.objects.text(data))
 
 
 FLOW = _intents.Flow(
