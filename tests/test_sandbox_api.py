@@ -332,6 +332,7 @@ def test_unknown_account_is_a_404(client: Client) -> None:
 
 
 def test_refresh_state_machine(sb: Sandbox, client: Client) -> None:
+    sb.refresh_delay = 3600  # pending until finish_refreshes, however slow the box is
     account = one_account(sb, client)
     fc = client.v1.financial_connections
     pending = fc.accounts.refresh(account.id, {"features": ["balance", "ownership"]})
