@@ -21,7 +21,9 @@ from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 from sandbox_payments_support import AGENT, IP, confirmed_setup, debit, manual_data
 from sandbox_support import free_port, server_factory_fixture  # noqa: F401
+from werkzeug.test import Client as WsgiClient
 
+from flask_finconn.sandbox.server import make_app
 from flask_finconn.testing import create_app, sandbox_of
 
 Client = stripe.StripeClient
@@ -63,6 +65,19 @@ def pending_setup(sdk: Client) -> Any:
     return intent
 
 
+# A confirmed SetupIntent for a manually entered account, as the API's form body.
+MANUAL_SETUP_FORM = {
+    "payment_method_data[type]": "us_bank_account",
+    "payment_method_data[us_bank_account][routing_number]": "110000000",
+    "payment_method_data[us_bank_account][account_number]": "000123456789",
+    "payment_method_data[billing_details][name]": "Jenny Rosen",
+    "mandate_data[customer_acceptance][type]": "online",
+    "mandate_data[customer_acceptance][online][ip_address]": IP,
+    "mandate_data[customer_acceptance][online][user_agent]": AGENT,
+    "confirm": "true",
+}
+
+
 def get(url: str) -> tuple[int, str, str]:
     """Status, Content-Type and body of a GET."""
     try:
@@ -89,18 +104,7 @@ def test_standalone_server_serves_the_page_at_its_own_address(server: str, sdk: 
 
 def test_standalone_url_follows_the_address_the_api_was_called_at(server: str) -> None:
     port = server.rsplit(":", 1)[1]
-    body = urllib.parse.urlencode(
-        {
-            "payment_method_data[type]": "us_bank_account",
-            "payment_method_data[us_bank_account][routing_number]": "110000000",
-            "payment_method_data[us_bank_account][account_number]": "000123456789",
-            "payment_method_data[billing_details][name]": "Jenny Rosen",
-            "mandate_data[customer_acceptance][type]": "online",
-            "mandate_data[customer_acceptance][online][ip_address]": IP,
-            "mandate_data[customer_acceptance][online][user_agent]": AGENT,
-            "confirm": "true",
-        }
-    ).encode()
+    body = urllib.parse.urlencode(MANUAL_SETUP_FORM).encode()
     request = urllib.request.Request(
         f"{server}/v1/setup_intents",
         data=body,
@@ -150,8 +154,8 @@ def test_in_an_app_the_url_follows_the_request_that_made_it() -> None:
     with app.test_request_context(base_url="http://shop.example:8000/"):
         url = hosted_url(pending_setup(sdk))
     assert url.startswith("http://shop.example:8000/finconn/sandbox/microdeposits/sacs_test_")
-    # Outside a request (a task, the CLI): the address the app was last reached at.
-    assert hosted_url(pending_setup(sdk)).startswith("http://shop.example:8000/finconn/")
+    # Outside a request (a task, the CLI): the API's address, not the last request's.
+    assert hosted_url(pending_setup(sdk)).startswith(f"{sb.api_base}/sandbox/microdeposits/")
     # The page is served there.
     path = urllib.parse.urlsplit(url).path
     assert app.test_client().get(path, base_url="http://shop.example:8000").status_code == 200
@@ -162,3 +166,27 @@ def test_in_an_app_the_url_follows_the_request_that_made_it() -> None:
     # It takes no hook on the app's requests to learn the address.
     hooks = [f for funcs in app.before_request_funcs.values() for f in funcs]
     assert not [f for f in hooks if f.__module__ == "flask_finconn.sandbox.browser_payments"]
+
+
+def test_a_request_host_does_not_carry_over_to_other_calls() -> None:
+    """The address comes from the caller's Host header; a link made for anyone else must
+    not point there."""
+    app: Flask = create_app()
+    sb = sandbox_of(app)
+    sdk = sb.stripe_client()
+    with app.test_request_context(base_url="http://evil.example/"):
+        assert hosted_url(pending_setup(sdk)).startswith("http://evil.example/finconn/")
+    # A later call outside any request: the API's own address.
+    assert hosted_url(pending_setup(sdk)).startswith(f"{sb.api_base}/sandbox/microdeposits/")
+    # A later call in a request of another app serving the same sandbox (the standalone
+    # server's): that request's address, not the one the first app was last reached at.
+    server = WsgiClient(make_app(sb))
+    response = server.post(
+        "/v1/setup_intents",
+        data=MANUAL_SETUP_FORM,
+        headers={"Authorization": "Bearer sk_test_x"},
+        base_url="http://sandbox.test:9000",
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    url = response.get_json()["next_action"]["verify_with_microdeposits"]["hosted_verification_url"]
+    assert url.startswith("http://sandbox.test:9000/sandbox/microdeposits/sacs_test_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from sandbox_support import Served, link, present, sb_fixture  # noqa: F401
 from stripe.params.financial_connections import SessionCreateParams, SessionCreateParamsLimits
 
 from flask_finconn.sandbox import Sandbox, SessionError, _data
+from flask_finconn.sandbox._store import Store
 
 
 def _session(
@@ -172,6 +174,25 @@ def test_a_failed_operation_leaves_nothing_half_written(sb: Sandbox) -> None:
     assert sb.events() == []
     sb.complete_session(session.id, "bank_oauth", ["checking"])
     assert len(client.v1.financial_connections.accounts.list().data) == 1
+
+
+def test_a_failed_commit_forgets_what_the_transaction_remembered() -> None:
+    store = Store(":memory:")
+    # A deferred foreign key is checked at COMMIT, which then fails.
+    store.execute("PRAGMA foreign_keys = ON")
+    store.ensure(
+        "CREATE TABLE parent (id TEXT PRIMARY KEY);"
+        "CREATE TABLE child (parent TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+    )
+    assert store.cached("count", lambda: 0) == 0
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), store.tx():
+        store.execute("INSERT INTO child (parent) VALUES ('missing')")
+        store.remember("count", 1)
+    # The value is read again, and the failed transaction is over: the next one starts.
+    assert store.cached("count", lambda: 0) == 0
+    with store.tx():
+        assert store.all("SELECT * FROM child") == []
+    store.close()
 
 
 # --- data -------------------------------------------------------------------------------

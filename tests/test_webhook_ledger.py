@@ -148,13 +148,43 @@ def test_copies_racing_a_delivery_that_fails_are_processed_exactly_once(
         statuses.append(post_webhook(app, event).status_code)
 
     threads = [threading.Thread(target=deliver) for _ in range(copies)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    # The failing copy answers 500; another one stored and processed the event.
-    assert sorted(statuses) == [200] * (copies - 1) + [500]
+    with captured_signals(event_failed, app) as failed:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    # The failing copy answers 500 when it recorded the failure; when another copy had
+    # stored and processed the event before that, the event is done and it answers 200.
+    assert sorted(statuses) in ([200] * copies, [200] * (copies - 1) + [500])
+    assert len(failed) == statuses.count(500)
     assert committed(app, event["id"]) == ("processed", 1)
+
+
+def test_a_failure_after_another_delivery_processed_the_event_is_not_recorded(
+    effect_app: tuple[Flask, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = effect_app
+    event = effect_event()
+
+    def taken_over(state: Any, stored: WebhookEvent) -> None:
+        # Meanwhile another delivery processes the event and commits (it took the claim
+        # over, say, as stuck); then this one's handler breaks.
+        with state.db.engine.begin() as conn:
+            conn.execute(
+                sa.update(WebhookEvent)
+                .where(WebhookEvent.id == stored.id)
+                .values(status="processed", processed_at=utcnow())
+            )
+        raise Boom("this delivery's handler broke")
+
+    monkeypatch.setitem(handlers.HANDLERS, EFFECT_TYPE, taken_over)
+    with app.app_context(), captured_signals(event_failed, app) as failed:
+        state = get_state(app)
+        assert events.store_event(state, event) is not None
+        # Not a failure to report, nor one for Stripe to deliver again: the event is done.
+        assert events.process_event(state, event["id"]) == "processed"
+    assert failed == []
+    assert committed(app, event["id"]) == ("processed", 0)
 
 
 def test_many_new_events_racing_with_their_copies_are_each_processed_once(

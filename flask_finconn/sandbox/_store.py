@@ -234,7 +234,12 @@ class _Transaction:
                 self._rollback()
             else:
                 store._depth = 0
-                store._conn.execute("COMMIT")
+                try:
+                    store._conn.execute("COMMIT")
+                except BaseException:
+                    # Nothing was written, so what this transaction remembered is void too.
+                    self._rollback()
+                    raise
         finally:
             store._lock.release()
 
@@ -242,4 +247,6 @@ class _Transaction:
         store = self._store
         store._depth = 0
         store._generation += 1  # what this transaction remembered is void
-        store._conn.execute("ROLLBACK")
+        # A failed COMMIT may have ended the transaction already (or left it open).
+        if store._conn.in_transaction:
+            store._conn.execute("ROLLBACK")

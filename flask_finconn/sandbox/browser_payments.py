@@ -194,22 +194,26 @@ def add_payment_routes(bp: Blueprint, sandbox: Sandbox) -> None:
 
 def add_hosted_page(bp: Blueprint, sandbox: Sandbox) -> None:
     """Add the hosted verification page (``microdeposits/<token>``) to ``bp``, and point the
-    ``hosted_verification_url`` of intents confirmed in its app's requests at it."""
+    ``hosted_verification_url`` of intents confirmed in its app's requests at it (only
+    those: elsewhere the configured base or the API's address is used)."""
     payments = sandbox.payments
 
     def point_links_here(setup: BlueprintSetupState) -> None:
         app, prefix = setup.app, setup.url_prefix or ""
-        last: str | None = None
 
         def locate() -> str | None:
             # The URL is made inside an API call; when a request of this app made that call
             # (its views through the SDK's in-process transport, the Stripe.js stand-in,
             # or the standalone server's API), the page is here, at the address that
-            # request came to. Outside a request, the last such address.
-            nonlocal last
-            if has_request_context() and current_app == app:
-                last = f"{request.url_root.rstrip('/')}{prefix}/microdeposits"
-            return last
+            # request came to. Nothing is remembered between requests: the address comes
+            # from the caller's Host header, so carrying it to a call made outside that
+            # request (or in another app's request) would let one caller choose the link
+            # another holder is sent.
+            if not has_request_context():
+                return None
+            if current_app._get_current_object() is not app:  # type: ignore[attr-defined]
+                return None
+            return f"{request.url_root.rstrip('/')}{prefix}/microdeposits"
 
         payments.page_locators.append(locate)
 

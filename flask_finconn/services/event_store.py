@@ -216,13 +216,15 @@ def record_outcome(
     status: Literal["failed", "ignored"],
     reason: str,
     exc: BaseException | None = None,
-) -> None:
-    """Record that processing the claimed ``event`` failed or was ignored, and commit.
+) -> bool:
+    """Record that processing the claimed ``event`` failed or was ignored, and commit;
+    whether the row was written.
 
     Call after the handler's transaction was rolled back. The row is written whether or not
     that rollback took its insert: inserted again with the outcome, or updated if it is
     still this claim's (``processing`` with the same ``claimed_at``). A row another
-    delivery stored and processed meanwhile is left alone. ``exc``'s traceback is kept.
+    delivery stored and processed meanwhile is left alone (False). ``exc``'s traceback is
+    kept.
     """
     session = state.db.session
     now = utcnow()
@@ -239,14 +241,18 @@ def record_outcome(
     if dialect in _INSERTS:
         row = {column.key: getattr(event, column.key) for column in COLUMNS}
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EVENTS)
-        session.execute(
-            insert.values({**row, **outcome}).on_conflict_do_update(
-                index_elements=["id"], set_=outcome, where=mine
-            )
+        # A row comes back only when the upsert wrote one (its WHERE may refuse the update).
+        upsert = insert.values({**row, **outcome}).on_conflict_do_update(
+            index_elements=["id"], set_=outcome, where=mine
         )
+        wrote = session.execute(upsert.returning(EVENTS.c.id)).first() is not None
     else:
-        session.execute(sa.update(EVENTS).where(EVENTS.c.id == event.id, mine).values(outcome))
+        result = session.execute(
+            sa.update(EVENTS).where(EVENTS.c.id == event.id, mine).values(outcome)
+        )
+        wrote = getattr(result, "rowcount", 0) == 1
     session.commit()
+    return wrote
 
 
 __all__ = [

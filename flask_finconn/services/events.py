@@ -225,7 +225,8 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
     in the session's open transaction, needs no mark: this commit makes it true. On
     an exception that is rolled back, the event is recorded ``failed`` with the error and
     its traceback (also logged) in a transaction of its own and ``event_failed`` is sent;
-    the exception does not propagate (the event row is the record).
+    the exception does not propagate (the event row is the record). When another delivery
+    processed the event meanwhile, its row is left alone and the outcome is ``processed``.
     """
     session = state.db.session
     try:
@@ -247,7 +248,14 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
             record_outcome(state, event, "ignored", reason)
             logger.warning("Event %s ignored: %s", event.id, reason)
             return "ignored"
-        record_outcome(state, event, "failed", describe(exc), exc)
+        if not record_outcome(state, event, "failed", describe(exc), exc):
+            # Another delivery processed the event meanwhile: it is done, not failed.
+            logger.warning(
+                "Processing event %s failed (%s), but another delivery processed it.",
+                event.id,
+                describe(exc),
+            )
+            return "processed"
         logger.exception("Processing event %s failed: %s", event.id, describe(exc))
         failed = session.get(WebhookEvent, event.id, populate_existing=True)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
