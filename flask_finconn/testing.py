@@ -308,16 +308,23 @@ def captured_signals(signal: Signal, app: Flask) -> Iterator[list[dict[str, Any]
 
 
 @contextmanager
-def throwaway_database(url: str) -> Iterator[str]:
+def throwaway_database(url: str, *, template: str | None = None) -> Iterator[str]:
     """Create a fresh, empty database beside the one ``url`` names; yield its URL; drop it.
 
     PostgreSQL: ``url`` is any database on the server (``postgres`` will do) whose user may
     create databases; a new database with a random ``finconn_tmp_`` name is created there and
-    dropped on exit, even with connections still open. SQLite: ``url`` names a file; the new
-    database is a file with a random name in the same directory, deleted on exit.
+    dropped on exit, even with connections still open; with ``template``, it starts as a copy
+    of that database on the same server (PostgreSQL's ``CREATE DATABASE ... TEMPLATE``).
+    SQLite: ``url`` names a file; the new database is a file with a random name in the same
+    directory, deleted on exit.
     """
     base = sa.make_url(url)
     name = "finconn_tmp_" + uuid.uuid4().hex[:12]
+    if template is not None and (base.get_backend_name() != "postgresql" or '"' in template):
+        raise ValueError(
+            "throwaway_database's template is the name of a PostgreSQL database on the same "
+            f"server; {template!r} cannot be used with {base.get_backend_name()}."
+        )
     if base.get_backend_name() == "sqlite":
         if not base.database or base.database == ":memory:":
             raise ValueError(
@@ -339,7 +346,8 @@ def throwaway_database(url: str) -> Iterator[str]:
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            copy = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
         try:
             yield base.set(database=name).render_as_string(hide_password=False)
         finally:

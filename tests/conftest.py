@@ -6,7 +6,6 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -66,24 +65,6 @@ def postgres_template() -> Iterator[str]:
         yield str(sa.make_url(url).database)
 
 
-@contextmanager
-def _copy_of(template: str) -> Iterator[str]:
-    """A new PostgreSQL database copied from ``template``, dropped on exit; yields its URL."""
-    base = sa.make_url(POSTGRES_URL or "")
-    name = "finconn_tmp_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        try:
-            yield base.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
     """A fresh database: a SQLite file, or a new PostgreSQL database.
@@ -101,7 +82,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
     from flask_finconn.testing import throwaway_database
 
     if "make_finconn_app" in request.fixturenames:
-        with _copy_of(request.getfixturevalue("postgres_template")) as url:
+        with throwaway_database(
+            POSTGRES_URL, template=request.getfixturevalue("postgres_template")
+        ) as url:
             yield url
         return
     with throwaway_database(POSTGRES_URL) as url:

@@ -40,6 +40,29 @@ def test_a_postgresql_throwaway_is_empty_and_dropped_even_with_connections_open(
     engine.dispose()
 
 
+def test_a_postgresql_throwaway_from_a_template_starts_as_its_copy(tmp_path: Path) -> None:
+    server_url = os.environ.get("FINCONN_TEST_POSTGRES_URL")
+    if not server_url:
+        pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
+    with throwaway_database(server_url) as source:
+        engine = sa.create_engine(source)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE kept (id integer)"))
+            conn.execute(sa.text("INSERT INTO kept VALUES (7)"))
+        engine.dispose()
+        template = sa.make_url(source).database
+        assert template is not None
+        with throwaway_database(server_url, template=template) as copy:
+            engine = sa.create_engine(copy)
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT id FROM kept")).scalars().all() == [7]
+            engine.dispose()
+    sqlite = f"sqlite:///{tmp_path}/app.sqlite3"
+    refused = pytest.raises(ValueError, match="template is the name of a PostgreSQL database")
+    with refused, throwaway_database(sqlite, template="anything"):
+        pass
+
+
 def test_a_sqlite_throwaway_is_a_new_file_beside_the_given_one_removed_after(
     tmp_path: Path,
 ) -> None:
