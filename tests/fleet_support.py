@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import redis as redis_lib
 import stripe
 from celery import Celery
 from flask import Flask
+from process_support import process
 
 from flask_finconn import get_state
 from flask_finconn.ratelimit import RateLimitedHTTPClient, RedisBucket
@@ -120,22 +120,3 @@ def worker_command() -> list[str]:
         "--without-heartbeat",
         "--loglevel=WARNING",
     ]
-
-
-@contextmanager
-def process(
-    command: list[str], env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (output to ``log``) and end it on the way out, if still running."""
-    with open(log, "ab") as output:
-        proc = subprocess.Popen(command, env=env, cwd=HERE, stdout=output, stderr=output)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()

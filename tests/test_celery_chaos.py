@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from celery_chaos_app import EFFECT_TYPE, EFFECTS, make_celery
 from conftest import POSTGRES_URL, stripe_event
+from process_support import process
 
 from flask_finconn import get_state
 from flask_finconn.models import WebhookEvent, utcnow
@@ -63,18 +64,8 @@ def worker(
         "--loglevel",
         "warning",
     ]
-    with open(log, "wb") as output:
-        proc = subprocess.Popen(command, env=env, cwd=TESTS, stdout=output, stderr=output)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    with process(command, env, log) as proc:
+        yield proc
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, log: Path) -> None:

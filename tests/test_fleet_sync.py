@@ -20,7 +20,8 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 from flask import Flask
-from fleet_support import make_celery, process, served_sandbox, worker_command
+from fleet_support import make_celery, served_sandbox, worker_command
+from process_support import process
 
 from flask_finconn import Holder, get_state
 from flask_finconn.errors import ConfigurationError
