@@ -234,6 +234,11 @@ def test_link_use_for_payments_pay_and_settle(
     accept_mandate(page)
     method = page.locator(".methods .method[data-method]")
     expect(method).to_contain_text("Ready")
+    # The balance read at link time finishes now, not after a delay a loaded box can outrun
+    # (the pay form checks the balance and asks to retry while it is still being refreshed).
+    sandbox = sandbox_of(app)
+    sandbox.finish_refreshes(status="succeeded")
+    sandbox.deliver_events(retry_now=True)
 
     row = pay_plan(page)
     expect(row.locator(".badge")).to_have_text("Processing")
