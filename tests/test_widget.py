@@ -198,6 +198,25 @@ def test_events_carry_json_details_and_busy_state(widget_page: Page) -> None:
     expect(widget_page.get_by_role("status")).to_have_text("2 accounts linked.")
 
 
+def test_the_outcome_reaches_the_document_when_the_page_removed_the_element(
+    widget_page: Page,
+) -> None:
+    # A page may redraw the part that holds the button while the modal is open (the example
+    # app redraws its account list when a refresh finishes): the outcome must still be heard.
+    widget_page.goto("/")
+    widget_page.locator(BUTTON).click()
+    expect(widget_page.locator(".dialog[data-step='consent']")).to_be_visible()
+    widget_page.evaluate("document.querySelector('finconn-connect').remove()")
+    expect(widget_page.locator("finconn-connect")).to_have_count(0)
+    link_test_bank(widget_page)
+    success = outcome(widget_page)
+    assert success["type"] == "finconn-connect-success"
+    assert [a["display_name"] for a in success["detail"]["accounts"]] == [
+        "Test Checking",
+        "Test Savings",
+    ]
+
+
 def test_start_event_can_be_cancelled(widget_page: Page) -> None:
     posts = session_posts(widget_page)
     widget_page.goto("/")

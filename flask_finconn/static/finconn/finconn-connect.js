@@ -329,9 +329,10 @@
     }
 
     #emit(name, detail, cancelable = false) {
-      return this.dispatchEvent(
-        new CustomEvent(`finconn-connect-${name}`, { bubbles: true, cancelable, detail }),
-      );
+      const event = new CustomEvent(`finconn-connect-${name}`, { bubbles: true, cancelable, detail });
+      // The page may have redrawn the element's part while the modal was open; the outcome is
+      // still the page's to hear, so a detached element tells the document instead.
+      return (this.isConnected ? this : document).dispatchEvent(event);
     }
 
     /** The network half of a click; override it to customise the request. */

@@ -173,7 +173,9 @@
     }
 
     #emit(name, detail, cancelable = false) {
-      return this.dispatchEvent(new CustomEvent(`finconn-verify-${name}`, { bubbles: true, cancelable, detail }));
+      const event = new CustomEvent(`finconn-verify-${name}`, { bubbles: true, cancelable, detail });
+      // As for finconn-connect: a detached element (the page redrew it mid-flow) tells the document.
+      return (this.isConnected ? this : document).dispatchEvent(event);
     }
 
     #say(message, isError = false) {
