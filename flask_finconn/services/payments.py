@@ -8,16 +8,19 @@ duplicates and replays are harmless.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..errors import Conflict, NotFound
-from ..models import Payment, utcnow
+from ..models import Customer, Payment, PaymentMethod, utcnow
 from ..state import FinConnState
 from .accounts import loaded
 from .debits import announce, failure_message, locked, resume, status_of
+
+logger = logging.getLogger("flask_finconn.payments")
 
 STATUSES = ("requires_verification", "processing", "succeeded", "failed", "canceled", "disputed")
 RANK = {
@@ -92,15 +95,74 @@ def refresh_payment(state: FinConnState, payment: Payment) -> Payment:
     return apply_intent(state, intent) or payment
 
 
-def apply_intent_by_id(state: FinConnState, intent_id: str) -> Payment | None:
-    """Re-read a PaymentIntent and apply it, if one of our debits has it (webhooks)."""
-    known = state.db.session.scalars(
-        sa.select(Payment.id).where(Payment.stripe_id == intent_id)
+def apply_intent_by_id(
+    state: FinConnState, intent_id: str, *, claimed_by: str | None = None
+) -> Payment | None:
+    """Re-read a PaymentIntent and apply it, if one of our debits has it (webhooks).
+
+    ``claimed_by`` is the ``finconn_payment_id`` an event's snapshot carries in its
+    metadata: an event may arrive before the debit that created the intent stored its
+    ``pi_`` id. The named debit then takes the intent only while it is still waiting for
+    its first answer (``processing``, no ``pi_`` id) and the re-read intent is the one it
+    created (:func:`mismatch`); anything else is ignored.
+    """
+    session = state.db.session
+    known = session.scalars(sa.select(Payment.id).where(Payment.stripe_id == intent_id)).first()
+    if known is not None:
+        intent = state.stripe.retrieve_payment_intent(intent_id).to_dict()
+        return apply_intent(state, intent)
+    if not claimed_by:
+        return None
+    waiting = session.scalars(
+        sa.select(Payment).where(
+            Payment.id == claimed_by,
+            Payment.stripe_id.is_(None),
+            Payment.status == "processing",
+        )
     ).first()
-    if known is None:
+    if waiting is None:
         return None
     intent = state.stripe.retrieve_payment_intent(intent_id).to_dict()
-    return apply_intent(state, intent)
+    reason = mismatch(state, waiting, intent)
+    if reason is not None:
+        logger.warning(
+            "PaymentIntent %s names debit %s in its metadata, but %s; ignored.",
+            intent_id,
+            waiting.id,
+            reason,
+        )
+        session.rollback()
+        return None
+    return apply_intent(state, intent, payment_id=waiting.id)
+
+
+def mismatch(state: FinConnState, payment: Payment, intent: dict[str, Any]) -> str | None:
+    """Why ``intent`` is not the PaymentIntent this debit created; None when it is.
+
+    A debit creates its intent with its own id as metadata ``finconn_payment_id``, for its
+    holder's Customer, with its amount and currency; all of them must match, so an intent of
+    another holder or of another installation sharing the Stripe account (whose Customers
+    are not ours), or one whose metadata was copied, is never taken for this debit.
+    """
+    metadata = intent.get("metadata") or {}
+    if metadata.get("finconn_payment_id") != payment.id:
+        return f"its metadata finconn_payment_id is not {payment.id}"
+    customer = intent.get("customer")
+    if isinstance(customer, dict):
+        customer = customer.get("id")
+    ours = state.db.session.scalar(
+        sa.select(Customer.stripe_id)
+        .join(PaymentMethod, PaymentMethod.customer_id == Customer.id)
+        .where(PaymentMethod.id == payment.payment_method_id)
+    )
+    if customer is None or customer != ours:
+        return "it debits another Stripe customer than the debit's holder"
+    if (intent.get("amount"), intent.get("currency")) != (payment.amount, payment.currency):
+        return (
+            f"its amount ({intent.get('amount')} {intent.get('currency')}) is not the "
+            f"debit's ({payment.amount} {payment.currency})"
+        )
+    return None
 
 
 def cancel(state: FinConnState, holder_id: str, payment_id: str) -> Payment:
@@ -173,6 +235,7 @@ __all__ = [
     "find_payments",
     "get_payment",
     "list_payments",
+    "mismatch",
     "refresh_payment",
     "stuck_payments",
 ]
