@@ -421,7 +421,7 @@ class StripeAPI:
         params: dict[str, Any] = {"customer": customer, "limit": PAGE_SIZE}
         while True:
             with _calling("list the customer's payments", not_found="customer_not_found"):
-                page = self.client.v1.payment_intents.list(params)
+                page = self.client.v1.payment_intents.list(params)  # type: ignore[arg-type]
             data: list[stripe.PaymentIntent] = page.data
             for intent in data:
                 yield intent.to_dict()

@@ -52,9 +52,11 @@ def unanswered(app: Flask, method: str, key: str, *, reached_stripe: bool) -> st
     with pytest.raises(StripeUnavailable):
         debit(app, method, key)
     with app.app_context():
-        payment = get_state(app).db.session.scalars(
-            sa.select(Payment).where(Payment.idempotency_key == key)
-        ).one()
+        payment = (
+            get_state(app)
+            .db.session.scalars(sa.select(Payment).where(Payment.idempotency_key == key))
+            .one()
+        )
         assert (payment.stripe_id, payment.status) == (None, "processing")
         return payment.id
 
@@ -68,9 +70,13 @@ def stored(app: Flask, payment_id: str) -> tuple[str | None, str, str | None]:
 
 def intents_of(app: Flask, holder_id: str) -> list[Any]:
     with app.app_context():
-        customer = get_state(app).db.session.scalars(
-            sa.select(Customer.stripe_id).where(Customer.holder_id == holder_id)
-        ).one()
+        customer = (
+            get_state(app)
+            .db.session.scalars(
+                sa.select(Customer.stripe_id).where(Customer.holder_id == holder_id)
+            )
+            .one()
+        )
     listed = sandbox_of(app).stripe_client().v1.payment_intents.list({"customer": customer})
     return list(listed.auto_paging_iter())
 
@@ -79,9 +85,7 @@ def cli(app: Flask, *args: str) -> Any:
     return app.test_cli_runner().invoke(args=["finconn", "payments", *args])
 
 
-def test_attach_stores_the_intent_stripe_created_and_applies_it(
-    app: Flask, method_id: str
-) -> None:
+def test_attach_stores_the_intent_stripe_created_and_applies_it(app: Flask, method_id: str) -> None:
     payment_id = unanswered(app, method_id, "order-1", reached_stripe=True)
     other = debit(app, method_id, "order-2")
     [intent] = [i for i in intents_of(app, "ada") if i.id != other.stripe_id]
@@ -182,16 +186,16 @@ def test_only_a_debit_that_needs_review_is_settled(
     assert len(sandbox_of(app).events("payment_intent.created")) == created
 
 
-def test_the_python_api_checks_the_intent_belongs_to_the_debit(
-    app: Flask, method_id: str
-) -> None:
+def test_the_python_api_checks_the_intent_belongs_to_the_debit(app: Flask, method_id: str) -> None:
     payment_id = unanswered(app, method_id, "order-1", reached_stripe=False)
     bob_method = save_bank_account(app, BOB)
     sb = sandbox_of(app)
     with app.app_context():
-        bob = get_state(app).db.session.scalars(
-            sa.select(Customer.stripe_id).where(Customer.holder_id == "bob")
-        ).one()
+        bob = (
+            get_state(app)
+            .db.session.scalars(sa.select(Customer.stripe_id).where(Customer.holder_id == "bob"))
+            .one()
+        )
     # Bob's intent claims Ada's debit in its metadata, with the right amount.
     forged = sb.stripe_client().v1.payment_intents.create(
         cast(

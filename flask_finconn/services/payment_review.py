@@ -51,8 +51,7 @@ def attach_payment_intent(state: FinConnState, payment_id: str, intent_id: str) 
         intent = state.stripe.retrieve_payment_intent(intent_id).to_dict()
     except NotFound:
         raise NotFound(
-            f"Stripe has no PaymentIntent {intent_id}; copy the pi_ id from the Stripe "
-            "Dashboard.",
+            f"Stripe has no PaymentIntent {intent_id}; copy the pi_ id from the Stripe Dashboard.",
             code="payment_intent_not_found",
         ) from None
     reason = mismatch(state, payment, intent)
@@ -122,8 +121,7 @@ def mark_payment_failed(state: FinConnState, payment_id: str) -> Payment:
     session.commit()
     loaded(state, row)
     logger.warning(
-        "An operator marked debit %s failed (needed review; Stripe has no PaymentIntent for "
-        "it).",
+        "An operator marked debit %s failed (needed review; Stripe has no PaymentIntent for it).",
         row.id,
     )
     payment_failed.send(sender(), payment=row)
