@@ -67,8 +67,8 @@ def attach_payment_intent(state: FinConnState, payment_id: str, intent_id: str) 
     applied = apply_intent(state, intent, payment_id=payment.id)
     if applied is None:
         raise Conflict(
-            f"The debit {payment.id} took another PaymentIntent meanwhile; run `flask finconn "
-            f"payments show {payment.id}` to see it.",
+            f"The debit {payment.id} was settled meanwhile (by a webhook or another "
+            f"operator); run `flask finconn payments show {payment.id}` to see how.",
             code="payment_not_in_review",
             extra={"payment": payment.id},
         )

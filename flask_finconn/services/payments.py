@@ -58,14 +58,21 @@ def apply_intent(
     """Move the stored debit of a PaymentIntent forward to what the intent says.
 
     The row is found by ``payment_id`` (the debit that created the intent) or by the
-    ``pi_`` id; None when there is none (a PaymentIntent this app did not create), or when
-    the row already stores another PaymentIntent's id (the intent is then ignored).
+    ``pi_`` id; None when there is none (a PaymentIntent this app did not create), when
+    the row already stores another PaymentIntent's id, or when it has none but is no longer
+    waiting for one (refused at once, or marked failed by an operator): the intent is then
+    ignored.
     """
     session = state.db.session
     where = Payment.id == payment_id if payment_id else Payment.stripe_id == intent["id"]
     row = locked(state, where)
-    if row is None or row.stripe_id not in (None, intent["id"]):
-        # Not ours, or another PaymentIntent than the one this debit created: ignored.
+    if (
+        row is None
+        or row.stripe_id not in (None, intent["id"])
+        or (row.stripe_id is None and row.status != "processing")
+    ):
+        # Not ours, another PaymentIntent than the one this debit created, or settled
+        # without one (checked under the lock, as a racing operator may settle it).
         session.rollback()
         return None
     first = row.stripe_id is None
