@@ -81,11 +81,21 @@ def intents_of(app: Flask, holder_id: str) -> list[Any]:
     return list(listed.auto_paging_iter())
 
 
+def operator_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "flask_finconn.payments" and r.getMessage().startswith("An operator")
+    ]
+
+
 def cli(app: Flask, *args: str) -> Any:
     return app.test_cli_runner().invoke(args=["finconn", "payments", *args])
 
 
-def test_attach_stores_the_intent_stripe_created_and_applies_it(app: Flask, method_id: str) -> None:
+def test_attach_stores_the_intent_stripe_created_and_applies_it(
+    app: Flask, method_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
     payment_id = unanswered(app, method_id, "order-1", reached_stripe=True)
     other = debit(app, method_id, "order-2")
     [intent] = [i for i in intents_of(app, "ada") if i.id != other.stripe_id]
@@ -116,6 +126,10 @@ def test_attach_stores_the_intent_stripe_created_and_applies_it(app: Flask, meth
         assert again.exit_code == 0 and again.output == attached.output
     assert [s["payment"].id for s in started] == [payment_id]
     assert stored(app, payment_id) == (intent.id, "processing", None)
+    assert operator_log(caplog) == [
+        f"An operator attached PaymentIntent {intent.id} to debit {payment_id} (needed "
+        "review); it is processing."
+    ]
     # The host's retry now returns the settled row; Stripe saw one PaymentIntent per debit.
     assert debit(app, method_id, "order-1").stripe_id == intent.id
     assert len(sandbox_of(app).events("payment_intent.created")) == 2
@@ -125,7 +139,9 @@ def test_attach_stores_the_intent_stripe_created_and_applies_it(app: Flask, meth
     assert stored(app, payment_id) == (intent.id, "succeeded", None)
 
 
-def test_mark_failed_when_stripe_never_created_the_intent(app: Flask, method_id: str) -> None:
+def test_mark_failed_when_stripe_never_created_the_intent(
+    app: Flask, method_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
     other = debit(app, method_id, "order-1")
     payment_id = unanswered(app, method_id, "order-2", reached_stripe=False)
     assert [i.id for i in intents_of(app, "ada")] == [other.stripe_id]
@@ -137,6 +153,10 @@ def test_mark_failed_when_stripe_never_created_the_intent(app: Flask, method_id:
         again = cli(app, "mark-failed", payment_id)
         assert again.exit_code == 0 and again.output == result.output
     assert [s["payment"].id for s in failed] == [payment_id]
+    assert operator_log(caplog) == [
+        f"An operator marked debit {payment_id} failed (needed review; Stripe has no "
+        "PaymentIntent for it)."
+    ]
     shown = cli(app, "show", payment_id)
     assert "the holder was not debited" in shown.output
     # Nothing is ever sent for it again, and it no longer waits for review.
