@@ -167,7 +167,7 @@ class FinConn:
         """Settle a debit that needs review with the PaymentIntent an operator found for it.
 
         The intent is read from Stripe and must be the one the debit created (metadata
-        ``finconn_payment_id``, the holder's Customer, amount, currency), else ``Conflict``
+        ``finconn_payment_id``, Customer, bank account, amount, currency), else ``Conflict``
         (``payment_intent_mismatch``); its status is then applied as a webhook's would be.
         A debit that does not need review is a ``Conflict`` (``payment_not_in_review``).
         Nothing is ever charged; ``flask finconn payments attach`` calls this.

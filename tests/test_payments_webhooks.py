@@ -256,12 +256,14 @@ def test_a_forged_finconn_payment_id_is_not_applied(app: Flask) -> None:
     stranger = client.v1.customers.create({"email": "other@example.com"}).id
     online = {"ip_address": "203.0.113.7", "user_agent": "UA"}
     forged = []
-    # Another installation's customer, another holder of ours, and Ada's customer with
-    # another amount: each names Ada's waiting debit in its metadata.
+    other_account = save_bank_account(app, ADA, SUCCESS)
+    # Another installation's customer, another holder of ours, Ada's customer with another
+    # amount or another bank account: each names Ada's waiting debit in its metadata.
     for customer, payment_method, amount in [
         (stranger, "pm_usBankAccount_success", 4200),
         (customers["bob"], bob_method.stripe_id, 4200),
         (customers["ada"], method.stripe_id, 99),
+        (customers["ada"], other_account.stripe_id, 4200),
     ]:
         forged.append(
             client.v1.payment_intents.create(

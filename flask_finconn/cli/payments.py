@@ -124,7 +124,7 @@ def attach(payment_id: str, payment_intent_id: str) -> None:
     """Settle a debit that needs review with the PaymentIntent found in the Stripe Dashboard.
 
     The PaymentIntent is read from Stripe and must be the one the debit created (metadata
-    finconn_payment_id, the holder's customer, amount, currency); its status is then stored
+    finconn_payment_id, customer, bank account, amount, currency); its status is then stored
     as a webhook's would be. Nothing is charged. Exit status 0 once the debit has that
     PaymentIntent (repeating the command is safe), 1 with the reason otherwise.
     """

@@ -39,10 +39,10 @@ def attach_payment_intent(state: FinConnState, payment_id: str, intent_id: str) 
     """Store the PaymentIntent an operator found for a debit that needs review, and apply it.
 
     The intent is read from Stripe and must be the one the debit created (its
-    ``finconn_payment_id`` metadata, the holder's Customer, the amount and currency); its
-    status is then applied exactly as a webhook's would be. Attaching the intent a debit
-    already has returns it re-read (safe to repeat); any other debit that is not waiting for
-    review is a ``Conflict`` (``payment_not_in_review``).
+    ``finconn_payment_id`` metadata, the holder's Customer and bank account, the amount and
+    currency); its status is then applied exactly as a webhook's would be. Attaching the
+    intent a debit already has returns it re-read (safe to repeat); any other debit that is
+    not waiting for review is a ``Conflict`` (``payment_not_in_review``).
     """
     payment = _debit(state, payment_id)
     if payment.stripe_id != intent_id:

@@ -143,27 +143,35 @@ def apply_intent_by_id(
     return apply_intent(state, intent, payment_id=waiting.id)
 
 
+def _id_of(reference: Any) -> str | None:
+    """The id of an expandable field, whether Stripe sent it expanded or not."""
+    if isinstance(reference, dict):
+        reference = reference.get("id")
+    return reference if isinstance(reference, str) else None
+
+
 def mismatch(state: FinConnState, payment: Payment, intent: dict[str, Any]) -> str | None:
     """Why ``intent`` is not the PaymentIntent this debit created; None when it is.
 
     A debit creates its intent with its own id as metadata ``finconn_payment_id``, for its
-    holder's Customer, with its amount and currency; all of them must match, so an intent of
-    another holder or of another installation sharing the Stripe account (whose Customers
-    are not ours), or one whose metadata was copied, is never taken for this debit.
+    holder's Customer and bank account, with its amount and currency; all must match, so
+    an intent of another holder or of another installation sharing the Stripe account
+    (whose Customers are not ours), or one whose metadata was copied, is never taken for
+    this debit.
     """
     metadata = intent.get("metadata") or {}
     if metadata.get("finconn_payment_id") != payment.id:
         return f"its metadata finconn_payment_id is not {payment.id}"
-    customer = intent.get("customer")
-    if isinstance(customer, dict):
-        customer = customer.get("id")
-    ours = state.db.session.scalar(
-        sa.select(Customer.stripe_id)
+    customer, method = (_id_of(intent.get(name)) for name in ("customer", "payment_method"))
+    ours = state.db.session.execute(
+        sa.select(Customer.stripe_id, PaymentMethod.stripe_id)
         .join(PaymentMethod, PaymentMethod.customer_id == Customer.id)
         .where(PaymentMethod.id == payment.payment_method_id)
-    )
-    if customer is None or customer != ours:
+    ).one()
+    if customer is None or customer != ours[0]:
         return "it debits another Stripe customer than the debit's holder"
+    if method != ours[1]:
+        return "it debits another bank account than the debit's"
     if (intent.get("amount"), intent.get("currency")) != (payment.amount, payment.currency):
         return (
             f"its amount ({intent.get('amount')} {intent.get('currency')}) is not the "
