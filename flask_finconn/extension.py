@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 from .models import Payment
 from .ratelimit import Bucket, LocalBucket, RedisBucket
 from .sandbox import Sandbox, browser
-from .services import debits, owners, payment_methods, payments, privacy
+from .services import debits, owners, payment_methods, payment_review, payments, privacy
 from .services.privacy import Erased
 from .state import FinConnState, Holder, Settings, get_state, read_settings
 from .stripe_api import StripeAPI
@@ -162,6 +162,27 @@ class FinConn:
         ``Conflict`` (``payment_not_submitted``): cancelling never sends a debit.
         """
         return payments.cancel(get_state(), holder_id, payment_id)
+
+    def attach_payment_intent(self, payment_id: str, payment_intent_id: str) -> Payment:
+        """Settle a debit that needs review with the PaymentIntent an operator found for it.
+
+        The intent is read from Stripe and must be the one the debit created (metadata
+        ``finconn_payment_id``, Customer, bank account, amount, currency), else ``Conflict``
+        (``payment_intent_mismatch``); its status is then applied as a webhook's would be.
+        A debit that does not need review is a ``Conflict`` (``payment_not_in_review``).
+        Nothing is ever charged; ``flask finconn payments attach`` calls this.
+        """
+        return payment_review.attach_payment_intent(get_state(), payment_id, payment_intent_id)
+
+    def mark_payment_failed(self, payment_id: str) -> Payment:
+        """Settle a debit that needs review as ``failed``: Stripe has no PaymentIntent for it.
+
+        The holder's PaymentIntents are listed from Stripe first; one created by this debit
+        is a ``Conflict`` (``payment_intent_exists``) naming it, to attach instead. A debit
+        that does not need review is a ``Conflict`` (``payment_not_in_review``).
+        ``flask finconn payments mark-failed`` calls this.
+        """
+        return payment_review.mark_payment_failed(get_state(), payment_id)
 
     @property
     def mandate_text(self) -> str:

@@ -412,6 +412,23 @@ class StripeAPI:
             )
         return intent
 
+    def customer_payment_intents(self, customer: str) -> Iterator[dict[str, Any]]:
+        """A customer's PaymentIntents, newest first, a page requested as the last is used up.
+
+        Listing is read-after-write consistent, unlike search, so a PaymentIntent created a
+        moment ago is in the list.
+        """
+        params: dict[str, Any] = {"customer": customer, "limit": PAGE_SIZE}
+        while True:
+            with _calling("list the customer's payments", not_found="customer_not_found"):
+                page = self.client.v1.payment_intents.list(params)  # type: ignore[arg-type]
+            data: list[stripe.PaymentIntent] = page.data
+            for intent in data:
+                yield intent.to_dict()
+            if not page.has_more or not data:
+                return
+            params["starting_after"] = data[-1].id
+
     def cancel_payment_intent(self, intent_id: str) -> stripe.PaymentIntent:
         """Cancel a debit that has not settled yet."""
         key = "finconn-cancel-" + _digest(intent_id)

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from stripe.params import PaymentIntentCreateParams
 
-from flask_finconn import Holder, get_state, signals
-from flask_finconn.models import Payment, PaymentMethod, WebhookEvent
+from flask_finconn import Holder, StripeUnavailable, get_state, signals
+from flask_finconn.models import Customer, Payment, PaymentMethod, WebhookEvent
 from flask_finconn.testing import (
     captured_signals,
     deliver_webhooks,
@@ -200,3 +200,101 @@ def test_a_webhook_can_store_a_saved_account_before_the_browser_completes(app: F
         assert done.payment_method is not None
         assert done.payment_method.status == "verified"
         assert get_state(app).db.session.query(PaymentMethod).count() == 1
+
+
+def unanswered_debit(app: Flask, method_id: str, key: str, *, reached_stripe: bool) -> str:
+    """A debit whose every answer was lost; ``reached_stripe``: Stripe created its intent."""
+    faults = sandbox_of(app).faults
+    if reached_stripe:
+        faults.fail_after_commit(3)  # the call and the SDK's two retries
+    else:
+        faults.fail_next(500, 500, 500)
+    with app.app_context(), pytest.raises(StripeUnavailable):
+        get_state(app).extension.debit(
+            "ada", method_id, 4200, description="Rent", idempotency_key=key
+        )
+    with app.app_context():
+        payment = get_state(app).db.session.query(Payment).filter_by(idempotency_key=key).one()
+        assert (payment.stripe_id, payment.status) == (None, "processing")
+        return payment.id
+
+
+def test_an_event_that_beats_the_debits_answer_attaches_the_intent_once(app: Flask) -> None:
+    method = save_bank_account(app, ADA, SUCCESS)
+    payment_id = unanswered_debit(app, method.id, "order-1", reached_stripe=True)
+    [created] = sandbox_of(app).events("payment_intent.created")
+    intent_id = created["data"]["object"]["id"]
+    with captured_signals(signals.payment_processing, app) as started:
+        assert deliver_webhooks(app) > 0
+        assert stored(app, payment_id)["status"] == "processing"
+        with app.app_context():
+            row = get_state(app).db.session.get(Payment, payment_id)
+            assert row is not None and row.stripe_id == intent_id
+            # The host's retry: Stripe answers with the same intent, already stored.
+            retried = get_state(app).extension.debit(
+                "ada", method.id, 4200, description="Rent", idempotency_key="order-1"
+            )
+            assert (retried.id, retried.stripe_id) == (payment_id, intent_id)
+    assert [s["payment"].id for s in started] == [payment_id]
+    assert len(sandbox_of(app).events("payment_intent.created")) == 1
+    with captured_signals(signals.payment_succeeded, app) as succeeded:
+        settle_payments(app)
+        replay_all(app, reverse=True)
+    assert len(succeeded) == 1 and stored(app, payment_id)["status"] == "succeeded"
+
+
+def test_a_forged_finconn_payment_id_is_not_applied(app: Flask) -> None:
+    method = save_bank_account(app, ADA, SUCCESS)
+    bob_method = save_bank_account(app, Holder("bob", email="bob@example.com"), SUCCESS)
+    payment_id = unanswered_debit(app, method.id, "order-1", reached_stripe=False)
+    sb = sandbox_of(app)
+    client = sb.stripe_client()
+    with app.app_context():
+        customers = dict(
+            get_state(app).db.session.query(Customer.holder_id, Customer.stripe_id).all()
+        )
+    stranger = client.v1.customers.create({"email": "other@example.com"}).id
+    online = {"ip_address": "203.0.113.7", "user_agent": "UA"}
+    forged = []
+    other_account = save_bank_account(app, ADA, SUCCESS)
+    # Another installation's customer, another holder of ours, Ada's customer with another
+    # amount or another bank account: each names Ada's waiting debit in its metadata.
+    for customer, payment_method, amount in [
+        (stranger, "pm_usBankAccount_success", 4200),
+        (customers["bob"], bob_method.stripe_id, 4200),
+        (customers["ada"], method.stripe_id, 99),
+        (customers["ada"], other_account.stripe_id, 4200),
+    ]:
+        forged.append(
+            client.v1.payment_intents.create(
+                cast(
+                    PaymentIntentCreateParams,
+                    {
+                        "amount": amount,
+                        "currency": "usd",
+                        "customer": customer,
+                        "payment_method": payment_method,
+                        "payment_method_types": ["us_bank_account"],
+                        "confirm": True,
+                        "metadata": {"finconn_payment_id": payment_id},
+                        "mandate_data": {
+                            "customer_acceptance": {"type": "online", "online": online}
+                        },
+                    },
+                )
+            ).id
+        )
+    with captured_signals(signals.payment_processing, app) as started:
+        assert deliver_webhooks(app) > 0
+    assert started == []
+    with app.app_context():
+        session = get_state(app).db.session
+        row = session.get(Payment, payment_id)
+        assert row is not None and (row.stripe_id, row.status) == (None, "processing")
+        assert session.query(Payment).count() == 1
+        assert {e.status for e in session.query(WebhookEvent)} == {"processed"}
+        # The debit is still free to take its own intent when the host retries.
+        retried = get_state(app).extension.debit(
+            "ada", method.id, 4200, description="Rent", idempotency_key="order-1"
+        )
+    assert retried.stripe_id is not None and retried.stripe_id not in forged

@@ -570,6 +570,31 @@ def test_success_token_and_account(sb: Sandbox, sdk: Client) -> None:
     assert first.payment_method != second.payment_method, "each use of a token is a new PM"
 
 
+def test_list_payment_intents_by_customer_newest_first(sdk: Client) -> None:
+    ada = sdk.v1.customers.create({"email": "ada@example.com"}).id
+    bob = sdk.v1.customers.create({"email": "bob@example.com"}).id
+    first, theirs, second, third = (
+        debit(sdk, "pm_usBankAccount_success", customer=customer, amount=amount)
+        for customer, amount in ((ada, 100), (bob, 200), (ada, 300), (ada, 400))
+    )
+    page = sdk.v1.payment_intents.list({"customer": ada, "limit": 2})
+    assert [pi.id for pi in page.data] == [third.id, second.id] and page.has_more
+    assert [pi.amount for pi in page.data] == [400, 300]
+    rest = sdk.v1.payment_intents.list({"customer": ada, "starting_after": second.id})
+    assert [pi.id for pi in rest.data] == [first.id] and not rest.has_more
+    back = sdk.v1.payment_intents.list({"customer": ada, "ending_before": first.id})
+    assert [pi.id for pi in back.data] == [third.id, second.id]
+    everyone = sdk.v1.payment_intents.list({"expand": ["data.customer"]})
+    assert [cast(Any, pi.customer).id for pi in everyone.data] == [ada, ada, bob, ada]
+    assert theirs.id in [pi.id for pi in everyone.data]
+    with pytest.raises(stripe.InvalidRequestError) as foreign:
+        sdk.v1.payment_intents.list({"customer": ada, "starting_after": theirs.id})
+    assert error_of(foreign.value)["code"] == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        sdk.v1.payment_intents.list(cast(Any, {"status": "succeeded"}))  # not a filter
+    assert error_of(unknown.value)["code"] == "parameter_unknown"
+
+
 def test_dispute_account_succeeds_then_is_disputed(sb: Sandbox, sdk: Client) -> None:
     for pi in (_verified_manual(sdk, "000555555559"), debit(sdk, "pm_usBankAccount_dispute")):
         sb.advance_time(sb.payments.settlement_delay)

@@ -1,4 +1,5 @@
-"""``flask finconn payments``: list the debits, show one, re-read stuck ones from Stripe."""
+"""``flask finconn payments``: list the debits, show one, re-read stuck ones from Stripe, and
+settle the ones that need review (``attach``, ``mark-failed``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from flask.cli import AppGroup, with_appcontext
 
 from ..errors import FinConnError, NotFound
+from ..services import payment_review
 from ..services import payments as payments_service
 from ..state import get_state
 
@@ -53,7 +55,7 @@ def payments(
     With --refresh-stuck the exit status is 1 when some debit could not be re-read, so a
     cron job notices; run it again, it is safe to repeat. A debit never answered by Stripe
     for more than 23 hours is not sent again: it is reported as "needs review" (exit 1) for
-    a person to look up in the Stripe Dashboard.
+    a person to look up in the Stripe Dashboard and settle with `attach` or `mark-failed`.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -113,3 +115,38 @@ def show_payment(payment_id: str) -> None:
         click.echo(f"failure: {payment.failure_message}")
     if payment.metadata_:
         click.echo(f"metadata: {payment.metadata_}")
+
+
+@payments.command("attach")
+@click.argument("payment_id")
+@click.argument("payment_intent_id")
+def attach(payment_id: str, payment_intent_id: str) -> None:
+    """Settle a debit that needs review with the PaymentIntent found in the Stripe Dashboard.
+
+    The PaymentIntent is read from Stripe and must be the one the debit created (metadata
+    finconn_payment_id, customer, bank account, amount, currency); its status is then stored
+    as a webhook's would be. Nothing is charged. Exit status 0 once the debit has that
+    PaymentIntent (repeating the command is safe), 1 with the reason otherwise.
+    """
+    try:
+        payment = payment_review.attach_payment_intent(get_state(), payment_id, payment_intent_id)
+    except FinConnError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{payment.id}  {payment.stripe_id}  {payment.status}")
+
+
+@payments.command("mark-failed")
+@click.argument("payment_id")
+def mark_failed(payment_id: str) -> None:
+    """Settle a debit that needs review as failed: Stripe has no PaymentIntent for it.
+
+    The holder's PaymentIntents are listed from Stripe first; if one was created by this
+    debit, nothing is changed and the command names it for `attach`. Nothing is charged.
+    Exit status 0 once the debit is failed this way (repeating the command is safe), 1
+    with the reason otherwise.
+    """
+    try:
+        payment = payment_review.mark_payment_failed(get_state(), payment_id)
+    except FinConnError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{payment.id}  {payment.status}  {payment.failure_code}")

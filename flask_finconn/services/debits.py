@@ -282,14 +282,14 @@ def resume(state: FinConnState, payment: Payment) -> Payment:
     """
     if payment.stripe_id is not None or payment.status != "processing":
         return payment
-    age = state.stripe.now() - payment.created_at.timestamp()
-    if age > RESUBMIT_WINDOW.total_seconds():
+    if needs_review(state, payment):
         raise Conflict(
             f"The debit {payment.id} was never answered by Stripe and is more than 23 hours "
             "old, past the time Stripe remembers its idempotency key, so it is not sent "
             "again (that could debit the holder twice). Look in the Stripe Dashboard for a "
-            f"PaymentIntent with metadata finconn_payment_id={payment.id} before debiting "
-            "the holder again with a new key.",
+            f"PaymentIntent with metadata finconn_payment_id={payment.id}, then run `flask "
+            f"finconn payments attach {payment.id} <pi_ id>` if there is one, or `flask "
+            f"finconn payments mark-failed {payment.id}` if there is none.",
             code="payment_needs_review",
             extra={"payment": payment.id},
         )
@@ -304,6 +304,18 @@ def resume(state: FinConnState, payment: Payment) -> Payment:
         for column in PAYMENT_TABLE.columns
     }
     return _submit(state, columns, target)
+
+
+def needs_review(state: FinConnState, payment: Payment) -> bool:
+    """Whether a debit was never answered by Stripe and is too old to be sent again.
+
+    Its age is read on the clock of the Stripe the client talks to, as Stripe's memory of
+    idempotency keys is.
+    """
+    if payment.stripe_id is not None or payment.status != "processing":
+        return False
+    age = state.stripe.now() - payment.created_at.timestamp()
+    return age > RESUBMIT_WINDOW.total_seconds()
 
 
 def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Payment:
@@ -442,6 +454,7 @@ __all__ = [
     "debit",
     "failure_message",
     "locked",
+    "needs_review",
     "resume",
     "status_of",
 ]

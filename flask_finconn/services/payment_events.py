@@ -96,9 +96,21 @@ def setup_intent_event(state: FinConnState, event: WebhookEvent) -> None:
 
 
 def payment_intent_event(state: FinConnState, event: WebhookEvent) -> None:
-    """Re-read the PaymentIntent and advance the debit that created it."""
-    intent_id = _object(event).get("id")
-    if not isinstance(intent_id, str) or payments.apply_intent_by_id(state, intent_id) is None:
+    """Re-read the PaymentIntent and advance the debit that created it.
+
+    The event can beat the debit's own answer from Stripe: the debit named by the
+    snapshot's ``finconn_payment_id`` metadata then takes the intent, once the re-read
+    intent proves to be the one it created (:func:`.payments.apply_intent_by_id`).
+    """
+    snapshot = _object(event)
+    intent_id = snapshot.get("id")
+    claimed_by = (snapshot.get("metadata") or {}).get("finconn_payment_id")
+    if not isinstance(claimed_by, str):
+        claimed_by = None
+    if (
+        not isinstance(intent_id, str)
+        or payments.apply_intent_by_id(state, intent_id, claimed_by=claimed_by) is None
+    ):
         _not_ours(event)
 
 

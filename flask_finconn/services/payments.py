@@ -8,16 +8,19 @@ duplicates and replays are harmless.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..errors import Conflict, NotFound
-from ..models import Payment, utcnow
+from ..models import Customer, Payment, PaymentMethod, utcnow
 from ..state import FinConnState
 from .accounts import loaded
 from .debits import announce, failure_message, locked, resume, status_of
+
+logger = logging.getLogger("flask_finconn.payments")
 
 STATUSES = ("requires_verification", "processing", "succeeded", "failed", "canceled", "disputed")
 RANK = {
@@ -55,14 +58,21 @@ def apply_intent(
     """Move the stored debit of a PaymentIntent forward to what the intent says.
 
     The row is found by ``payment_id`` (the debit that created the intent) or by the
-    ``pi_`` id; None when there is none (a PaymentIntent this app did not create), or when
-    the row already stores another PaymentIntent's id (the intent is then ignored).
+    ``pi_`` id; None when there is none (a PaymentIntent this app did not create), when
+    the row already stores another PaymentIntent's id, or when it has none but is no longer
+    waiting for one (refused at once, or marked failed by an operator): the intent is then
+    ignored.
     """
     session = state.db.session
     where = Payment.id == payment_id if payment_id else Payment.stripe_id == intent["id"]
     row = locked(state, where)
-    if row is None or row.stripe_id not in (None, intent["id"]):
-        # Not ours, or another PaymentIntent than the one this debit created: ignored.
+    if (
+        row is None
+        or row.stripe_id not in (None, intent["id"])
+        or (row.stripe_id is None and row.status != "processing")
+    ):
+        # Not ours, another PaymentIntent than the one this debit created, or settled
+        # without one (checked under the lock, as a racing operator may settle it).
         session.rollback()
         return None
     first = row.stripe_id is None
@@ -92,15 +102,82 @@ def refresh_payment(state: FinConnState, payment: Payment) -> Payment:
     return apply_intent(state, intent) or payment
 
 
-def apply_intent_by_id(state: FinConnState, intent_id: str) -> Payment | None:
-    """Re-read a PaymentIntent and apply it, if one of our debits has it (webhooks)."""
-    known = state.db.session.scalars(
-        sa.select(Payment.id).where(Payment.stripe_id == intent_id)
+def apply_intent_by_id(
+    state: FinConnState, intent_id: str, *, claimed_by: str | None = None
+) -> Payment | None:
+    """Re-read a PaymentIntent and apply it, if one of our debits has it (webhooks).
+
+    ``claimed_by`` is the ``finconn_payment_id`` an event's snapshot carries in its
+    metadata: an event may arrive before the debit that created the intent stored its
+    ``pi_`` id. The named debit then takes the intent only while it is still waiting for
+    its first answer (``processing``, no ``pi_`` id) and the re-read intent is the one it
+    created (:func:`mismatch`); anything else is ignored.
+    """
+    session = state.db.session
+    known = session.scalars(sa.select(Payment.id).where(Payment.stripe_id == intent_id)).first()
+    if known is not None:
+        intent = state.stripe.retrieve_payment_intent(intent_id).to_dict()
+        return apply_intent(state, intent)
+    if not claimed_by:
+        return None
+    waiting = session.scalars(
+        sa.select(Payment).where(
+            Payment.id == claimed_by,
+            Payment.stripe_id.is_(None),
+            Payment.status == "processing",
+        )
     ).first()
-    if known is None:
+    if waiting is None:
         return None
     intent = state.stripe.retrieve_payment_intent(intent_id).to_dict()
-    return apply_intent(state, intent)
+    reason = mismatch(state, waiting, intent)
+    if reason is not None:
+        logger.warning(
+            "PaymentIntent %s names debit %s in its metadata, but %s; ignored.",
+            intent_id,
+            waiting.id,
+            reason,
+        )
+        session.rollback()
+        return None
+    return apply_intent(state, intent, payment_id=waiting.id)
+
+
+def _id_of(reference: Any) -> str | None:
+    """The id of an expandable field, whether Stripe sent it expanded or not."""
+    if isinstance(reference, dict):
+        reference = reference.get("id")
+    return reference if isinstance(reference, str) else None
+
+
+def mismatch(state: FinConnState, payment: Payment, intent: dict[str, Any]) -> str | None:
+    """Why ``intent`` is not the PaymentIntent this debit created; None when it is.
+
+    A debit creates its intent with its own id as metadata ``finconn_payment_id``, for its
+    holder's Customer and bank account, with its amount and currency; all must match, so
+    an intent of another holder or of another installation sharing the Stripe account
+    (whose Customers are not ours), or one whose metadata was copied, is never taken for
+    this debit.
+    """
+    metadata = intent.get("metadata") or {}
+    if metadata.get("finconn_payment_id") != payment.id:
+        return f"its metadata finconn_payment_id is not {payment.id}"
+    customer, method = (_id_of(intent.get(name)) for name in ("customer", "payment_method"))
+    ours = state.db.session.execute(
+        sa.select(Customer.stripe_id, PaymentMethod.stripe_id)
+        .join(PaymentMethod, PaymentMethod.customer_id == Customer.id)
+        .where(PaymentMethod.id == payment.payment_method_id)
+    ).one()
+    if customer is None or customer != ours[0]:
+        return "it debits another Stripe customer than the debit's holder"
+    if method != ours[1]:
+        return "it debits another bank account than the debit's"
+    if (intent.get("amount"), intent.get("currency")) != (payment.amount, payment.currency):
+        return (
+            f"its amount ({intent.get('amount')} {intent.get('currency')}) is not the "
+            f"debit's ({payment.amount} {payment.currency})"
+        )
+    return None
 
 
 def cancel(state: FinConnState, holder_id: str, payment_id: str) -> Payment:
@@ -173,6 +250,7 @@ __all__ = [
     "find_payments",
     "get_payment",
     "list_payments",
+    "mismatch",
     "refresh_payment",
     "stuck_payments",
 ]

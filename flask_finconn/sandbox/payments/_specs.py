@@ -355,6 +355,7 @@ PM_LIST = {
     "customer_account": S(),
     "type": E(*LIST_TYPES),
 }
+PI_LIST = {**PAGINATION, "customer": S()}
 CUSTOMER_PM_LIST = {**PAGINATION, "allow_redisplay": REDISPLAY, "type": E(*LIST_TYPES)}
 ATTACH = {"customer": S(), "customer_account": S(), "expand": EXPAND}
 

@@ -171,13 +171,6 @@ def list_customer_pms(api: Any, params: dict[str, Any], args: tuple[str, ...]) -
 def _page(pay: Payments, p: dict[str, Any], customer: str | None, url: str) -> tuple[int, str]:
     """One page of PaymentMethods, newest first (Stripe's cursor pagination)."""
     paths = _expand(p, _PM_EXPANDABLE, "data.")
-    limit = p.get("limit", 10)
-    if not 1 <= limit <= 100:
-        raise invalid(
-            f"Invalid limit: must be between 1 and 100, got {limit}.",
-            param="limit",
-            code="parameter_invalid_integer",
-        )
     where, args = "kind = 'pm'", []
     if customer:
         where += " AND owner = ?"
@@ -187,6 +180,36 @@ def _page(pay: Payments, p: dict[str, Any], customer: str | None, url: str) -> t
     if p.get("allow_redisplay"):
         where += " AND json_extract(data, '$.allow_redisplay') = ?"
         args.append(p["allow_redisplay"])
+    items, more = _listing(pay, p, where, args, "payment method")
+    return _list_body([_render_pm(pay, item, paths) for item in items], more, url)
+
+
+@_conformant
+def list_pis(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
+    """One page of PaymentIntents, newest first, of one customer or of all."""
+    pay = _pay(api)
+    p = _specs.check(params, _specs.PI_LIST)
+    paths = _expand(p, _PI_EXPANDABLE, "data.")
+    where, where_args = "kind = 'pi'", []
+    if p.get("customer"):
+        where += " AND owner = ?"
+        where_args.append(p["customer"])
+    items, more = _listing(pay, p, where, where_args, "payment intent")
+    rendered = [dumps(_intents.render(pay, item, paths)) for item in items]
+    return _list_body(rendered, more, "/v1/payment_intents")
+
+
+def _listing(
+    pay: Payments, p: dict[str, Any], where: str, args: list[Any], noun: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """The objects of one page, newest first, and whether more follow (cursor pagination)."""
+    limit = p.get("limit", 10)
+    if not 1 <= limit <= 100:
+        raise invalid(
+            f"Invalid limit: must be between 1 and 100, got {limit}.",
+            param="limit",
+            code="parameter_invalid_integer",
+        )
     cursor = p.get("starting_after") or p.get("ending_before")
     order = "DESC"
     if cursor:
@@ -195,13 +218,13 @@ def _page(pay: Payments, p: dict[str, Any], customer: str | None, url: str) -> t
         )
         if row is None:
             raise invalid(
-                f"No such payment method: '{cursor}'",
+                f"No such {noun}: '{cursor}'",
                 param="starting_after" if p.get("starting_after") else "ending_before",
                 code="resource_missing",
             )
         where += " AND seq < ?" if p.get("starting_after") else " AND seq > ?"
         order = "DESC" if p.get("starting_after") else "ASC"
-        args.append(row[0])
+        args = [*args, row[0]]
     rows = pay.host.store.all(
         f"SELECT data FROM pay_objects WHERE {where} ORDER BY seq {order} LIMIT ?",
         (*args, limit + 1),
@@ -209,17 +232,15 @@ def _page(pay: Payments, p: dict[str, Any], customer: str | None, url: str) -> t
     items = [pay.objects.decode(r[0]) for r in rows[:limit]]
     if order == "ASC":
         items.reverse()
-    body = {
-        "object": "list",
-        "data": [_render_pm(pay, item, paths) for item in items],
-        "has_more": len(rows) > limit,
-        "url": url,
-    }
+    return items, len(rows) > limit
+
+
+def _list_body(rendered: list[str], has_more: bool, url: str) -> tuple[int, str]:
     return 200, (
         '{"object":"list","data":['
-        + ",".join(body["data"])
+        + ",".join(rendered)
         + '],"has_more":'
-        + ("true" if body["has_more"] else "false")
+        + ("true" if has_more else "false")
         + ',"url":'
         + dumps(url)
         + "}"
@@ -274,6 +295,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", f"/v1/setup_intents/{_ID}/cancel", _intent_op("seti", "cancel")),
     ("POST", f"/v1/setup_intents/{_ID}/verify_microdeposits", _intent_op("seti", "verify")),
     ("POST", "/v1/payment_intents", _intent_op("pi", "create")),
+    ("GET", "/v1/payment_intents", list_pis),
     ("GET", f"/v1/payment_intents/{_ID}", _retrieve_intent("pi")),
     ("POST", f"/v1/payment_intents/{_ID}", _intent_op("pi", "update")),
     ("POST", f"/v1/payment_intents/{_ID}/confirm", _intent_op("pi", "confirm")),
