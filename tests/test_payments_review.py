@@ -12,8 +12,14 @@ from flask import Flask
 from stripe.params import PaymentIntentCreateParams
 
 from flask_finconn import Conflict, Holder, NotFound, StripeUnavailable, get_state, signals
-from flask_finconn.models import Customer, Payment
-from flask_finconn.testing import captured_signals, sandbox_of, save_bank_account, settle_payments
+from flask_finconn.models import Customer, Payment, PaymentMethod
+from flask_finconn.testing import (
+    captured_signals,
+    deliver_webhooks,
+    sandbox_of,
+    save_bank_account,
+    settle_payments,
+)
 
 ADA = Holder("ada", email="ada@example.com", name="Ada Lovelace")
 BOB = Holder("bob", email="bob@example.com", name="Bob Babbage")
@@ -246,3 +252,46 @@ def test_the_python_api_checks_the_intent_belongs_to_the_debit(app: Flask, metho
         with pytest.raises(Conflict) as late:
             finconn.attach_payment_intent(payment_id, forged.id)
         assert late.value.code == "payment_not_in_review"
+
+
+def test_an_intent_that_turns_up_after_mark_failed_is_reported_as_an_error(
+    app: Flask, method_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    payment_id = unanswered(app, method_id, "order-1", reached_stripe=False)
+    sandbox_of(app).advance_time(DAY)
+    assert cli(app, "mark-failed", payment_id).exit_code == 0
+    with app.app_context():
+        ada = (
+            get_state(app)
+            .db.session.scalars(sa.select(Customer.stripe_id).where(Customer.holder_id == "ada"))
+            .one()
+        )
+    # However unlikely, an intent for the debit appears at Stripe after all (say a request
+    # stuck in a proxy for a day): money may move while the row says failed.
+    with app.app_context():
+        method = get_state(app).db.session.get(PaymentMethod, method_id)
+        assert method is not None
+        stripe_method = method.stripe_id
+    late = (
+        sandbox_of(app)
+        .stripe_client()
+        .v1.payment_intents.create(
+            cast(
+                PaymentIntentCreateParams,
+                {
+                    "amount": 1500,
+                    "currency": "usd",
+                    "customer": ada,
+                    "payment_method": stripe_method,
+                    "payment_method_types": ["us_bank_account"],
+                    "metadata": {"finconn_payment_id": payment_id},
+                },
+            )
+        )
+    )
+    caplog.set_level("ERROR", logger="flask_finconn.payments")
+    assert deliver_webhooks(app) > 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(late.id in m and payment_id in m and "marked failed" in m for m in errors), errors
+    # The row is left for a person to reconcile.
+    assert stored(app, payment_id) == (None, "failed", "payment_intent_missing")

@@ -21,14 +21,13 @@ from ..state import FinConnState
 from .accounts import loaded
 from .debits import locked, needs_review
 from .payment_method_sync import sender
-from .payments import apply_intent, find_payment, mismatch
+from .payments import MISSING_CODE, apply_intent, find_payment, mismatch
 
 logger = logging.getLogger("flask_finconn.payments")
 
 # How far the two clocks (ours when the debit was claimed, Stripe's when the intent was
 # created) may disagree: listing a customer's intents stops at ones older than this.
 CLOCK_MARGIN = timedelta(hours=1)
-MISSING_CODE = "payment_intent_missing"
 MISSING_MESSAGE = (
     "Stripe never created a PaymentIntent for this debit (checked by an operator), so the "
     "holder was not debited."

@@ -21,6 +21,8 @@ from .accounts import loaded
 from .debits import announce, failure_message, locked, resume, status_of
 
 logger = logging.getLogger("flask_finconn.payments")
+# The failure code of a debit an operator marked failed: Stripe had no PaymentIntent for it.
+MISSING_CODE = "payment_intent_missing"
 
 STATUSES = ("requires_verification", "processing", "succeeded", "failed", "canceled", "disputed")
 RANK = {
@@ -128,6 +130,7 @@ def apply_intent_by_id(
         )
     ).first()
     if waiting is None:
+        _alert_if_marked_missing(state, intent_id, claimed_by)
         return None
     intent = state.stripe.retrieve_payment_intent(intent_id).to_dict()
     reason = mismatch(state, waiting, intent)
@@ -141,6 +144,34 @@ def apply_intent_by_id(
         session.rollback()
         return None
     return apply_intent(state, intent, payment_id=waiting.id)
+
+
+def _alert_if_marked_missing(state: FinConnState, intent_id: str, payment_id: str) -> None:
+    """Log an error when the debit ``payment_id``, which an operator marked failed because
+    Stripe had no PaymentIntent for it, turns out to have one after all.
+
+    The row is left as it is (only a person can tell what happened), but money may move
+    while it says failed, so this is logged as an error naming both ids.
+    """
+    marked = state.db.session.scalars(
+        sa.select(Payment).where(
+            Payment.id == payment_id,
+            Payment.stripe_id.is_(None),
+            Payment.failure_code == MISSING_CODE,
+        )
+    ).first()
+    if marked is None:
+        return
+    intent = state.stripe.retrieve_payment_intent(intent_id).to_dict()
+    if mismatch(state, marked, intent) is None:
+        logger.error(
+            "PaymentIntent %s (%s) is debit %s's, which was marked failed because Stripe had "
+            "no PaymentIntent for it: money may move while the debit says failed. Check the "
+            "PaymentIntent in the Stripe dashboard and cancel or refund it.",
+            intent_id,
+            intent.get("status"),
+            payment_id,
+        )
 
 
 def _id_of(reference: Any) -> str | None:
