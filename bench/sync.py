@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -204,7 +205,11 @@ class WriteClock:
     Wall time, and CPU time: this thread's, plus the PostgreSQL backend's (read from
     ``/proc``, so the server must run on this machine). CPU time is what a row costs the
     two processes whatever else the machine runs; wall time is what a user waits.
-    ``marks`` holds (rows, wall s, CPU s) so far at the end of each ``window`` of rows.
+    Also this thread's kernel CPU time and the bytes it wrote (``/proc/thread-self/io``):
+    SQLite writes its journal and database pages from the syncing thread itself, where
+    PostgreSQL's backend leaves its page writes to the background writer and checkpointer.
+    ``marks`` holds (rows, wall s, CPU s, kernel s, bytes written) so far at the end of
+    each ``window`` of rows.
     With ``buffers`` (PostgreSQL with pg_stat_statements loaded), ``buffer_marks`` holds
     the shared buffers the upsert statements found in memory (hit) and had to read, so far,
     at the same points.
@@ -213,7 +218,8 @@ class WriteClock:
     def __init__(self, app: Flask, window: int, *, buffers: bool = False) -> None:
         self.app, self.window, self.buffers = app, window, buffers
         self.rows, self.wall, self.cpu = 0, 0.0, 0.0
-        self.marks: list[tuple[int, float, float]] = []
+        self.kernel, self.written = 0.0, 0
+        self.marks: list[tuple[int, float, float, float, int]] = []
         self.buffer_marks: list[tuple[int, int, int]] = []
         self._backend: str | None = None
         self._backend_cpu = 0.0
@@ -225,39 +231,44 @@ class WriteClock:
             fields = stat.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def _add(self, wall: float, cpu: float) -> None:
+    def _add(self, wall: float, cpu: float, kernel: tuple[float, int]) -> None:
         self.wall += wall
         self.cpu += cpu
+        now = _thread_kernel()
+        self.kernel += now[0] - kernel[0]
+        self.written += now[1] - kernel[1]
 
     def sync(self, stripe_id: str) -> int:
         """One sync of the account, timed; returns the rows it added."""
         write = transactions_service._write
-        commit_began: list[tuple[float, float]] = []
+        commit_began: list[tuple[float, float, tuple[float, int]]] = []
 
         def timed_write(session: Any, dialect: str, rows: list[dict[str, Any]]) -> Any:
+            kernel = _thread_kernel()
             began, began_cpu = time.perf_counter(), time.thread_time()
             try:
                 return write(session, dialect, rows)
             finally:
-                self._add(time.perf_counter() - began, time.thread_time() - began_cpu)
+                self._add(time.perf_counter() - began, time.thread_time() - began_cpu, kernel)
                 before = self.rows
                 self.rows += len(rows)
                 if self.rows // self.window != before // self.window:
                     server = self._server_cpu()
                     self.cpu += server - self._backend_cpu
                     self._backend_cpu = server
-                    self.marks.append((self.rows, self.wall, self.cpu))
+                    self.marks.append((self.rows, self.wall, self.cpu, self.kernel, self.written))
                     if self.buffers:
                         hit, read = session.execute(UPSERT_BUFFERS).one()
                         self.buffer_marks.append((self.rows, int(hit), int(read)))
 
         def before_commit(session: Any) -> None:
-            commit_began.append((time.perf_counter(), time.thread_time()))
+            kernel = _thread_kernel()
+            commit_began.append((time.perf_counter(), time.thread_time(), kernel))
 
         def after_commit(session: Any) -> None:
             if commit_began:
-                began, began_cpu = commit_began.pop()
-                self._add(time.perf_counter() - began, time.thread_time() - began_cpu)
+                began, began_cpu, kernel = commit_began.pop()
+                self._add(time.perf_counter() - began, time.thread_time() - began_cpu, kernel)
 
         with self.app.app_context():
             state = get_state(self.app)
@@ -282,18 +293,28 @@ class WriteClock:
             assert applied is not None and applied.sync is not None
             return applied.sync.added
 
-    def per_row(self) -> dict[int, tuple[float, float]]:
-        """Microseconds per row (wall, CPU) in each window, by the rows at its end."""
+    def per_row(self) -> dict[int, tuple[float, float, float, float]]:
+        """Per row in each window, by the rows at its end: wall, CPU and kernel CPU
+        microseconds, and bytes written."""
         result = {}
-        previous = (0, 0.0, 0.0)
+        previous: tuple[int, float, float, float, int] = (0, 0.0, 0.0, 0.0, 0)
         for mark in self.marks:
             rows = mark[0] - previous[0]
             result[mark[0]] = (
                 (mark[1] - previous[1]) / rows * 1e6,
                 (mark[2] - previous[2]) / rows * 1e6,
+                (mark[3] - previous[3]) / rows * 1e6,
+                (mark[4] - previous[4]) / rows,
             )
             previous = mark
         return result
+
+
+def _thread_kernel() -> tuple[float, int]:
+    """This thread's kernel CPU seconds and bytes written through system calls so far."""
+    with open("/proc/thread-self/io") as io:
+        written = next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_stime, written
 
 
 UPSERT_BUFFERS = sa.text(
@@ -361,9 +382,9 @@ def scale(kind: str, workdir: str, size: int, rounds: int, buffers: bool = False
                     counts.append(f"{mark[0] // 1000}k: {hit:.2f} hit, {read:.3f} read")
                 previous = mark
             print(f"{kind:10} upsert's shared buffers per row:   " + "   ".join(counts))
-        pairs: list[tuple[tuple[float, float], tuple[float, float]]] = []
+        pairs: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
         for round_ in range(rounds):
-            measured: dict[str, tuple[float, float]] = {}
+            measured: dict[str, tuple[float, ...]] = {}
             for side in ("empty", "full") if round_ % 2 == 0 else ("full", "empty"):
                 measured[side] = one_window(kind, workdir, app if side == "full" else None, round_)
             pairs.append((measured["empty"], measured["full"]))
@@ -371,6 +392,13 @@ def scale(kind: str, workdir: str, size: int, rounds: int, buffers: bool = False
                 f"{kind:10} round {round_ + 1}: 10k rows into an empty table "
                 f"{measured['empty'][0]:.1f} us/row wall, {measured['empty'][1]:.1f} CPU; into "
                 f"{size} rows {measured['full'][0]:.1f} wall, {measured['full'][1]:.1f} CPU"
+                + (
+                    f"; kernel CPU {measured['empty'][2]:.1f} and {measured['full'][2]:.1f}, "
+                    f"written {measured['empty'][3] / 1024:.1f} and "
+                    f"{measured['full'][3] / 1024:.1f} KiB/row"
+                    if kind == "sqlite"
+                    else ""
+                )
             )
         for label, index in (("wall", 0), ("CPU", 1)) if pairs else ():
             ratios = [full[index] / empty[index] for empty, full in pairs]
@@ -380,19 +408,35 @@ def scale(kind: str, workdir: str, size: int, rounds: int, buffers: bool = False
                 + " ".join(f"{r:.2f}" for r in ratios)
                 + ")"
             )
+        if kind == "sqlite" and pairs:
+            median = {
+                side: [statistics.median(pair[n][i] for pair in pairs) for i in (1, 2, 3)]
+                for n, side in enumerate(("empty", f"{size} rows"))
+            }
+            print(
+                f"{kind:10} interleaved, medians per row: "
+                + ";  ".join(
+                    f"{side}: CPU {cpu:.1f} us of which kernel {kernel:.1f}, "
+                    f"{written / 1024:.1f} KiB written"
+                    for side, (cpu, kernel, written) in median.items()
+                )
+            )
         with app.app_context():
             get_state(app).db.engine.dispose()
 
 
-def one_window(kind: str, workdir: str, app: Flask | None, round_: int) -> tuple[float, float]:
-    """(wall, CPU) us per row of the first sync of a new 10k-row account.
+def one_window(
+    kind: str, workdir: str, app: Flask | None, round_: int
+) -> tuple[float, float, float, float]:
+    """(wall, CPU, kernel CPU) us and bytes written per row of the first sync of a new
+    10k-row account.
 
     Into ``app``'s database, or into a new empty database when ``app`` is None (which then
     holds only the 1,000 rows of the warm-up account).
     """
     window = 10_000
 
-    def run(target: Flask) -> tuple[float, float]:
+    def run(target: Flask) -> tuple[float, float, float, float]:
         # An untimed 1,000-row account first, so that neither side pays for compiling the
         # statement, preparing it on the connection or loading the server's caches.
         timed = None
