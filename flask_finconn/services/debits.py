@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from ..errors import Conflict, FinConnError, InsufficientBalance, StripeUnavailable, ValidationError
 from ..models import Account, Customer, Payment, PaymentMethod, new_payment_id, utcnow
@@ -151,10 +151,67 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
     A debit Stripe refuses at once (a blocked account, a revoked mandate) is stored and
     returned as ``failed``; when Stripe cannot be reached the row stays without a
     PaymentIntent and the error is raised: retry with the same key.
+
+    Work the caller left in the session (pending or flushed) is committed with the debit's
+    claim, or, when the key was claimed before, just before the stored debit is read; a
+    debit refused before its claim (a bad request, an unusable method) leaves it pending.
     """
     _validate(request)
+    own = None if check_balance else _own_connection(state)
+    try:
+        return _debit(state, request, own, check_balance=check_balance)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def watch_sessions(db_session: Any) -> None:
+    """Track whether sessions of ``db_session``'s class hold a database transaction.
+
+    A session starts a transaction for its bookkeeping alone (``add`` does), so whether it
+    is in one does not tell whether it holds a connection with the caller's work on it; the
+    session events marking that are public, its record of its connections is not.
+    """
+    for name, receiver in (("after_begin", _began), ("after_transaction_end", _ended)):
+        if not sa.event.contains(db_session, name, receiver):
+            sa.event.listen(db_session, name, receiver)
+
+
+_IN_DATABASE = "flask_finconn.in_database_transaction"
+
+
+def _began(session: Session, transaction: SessionTransaction, connection: sa.Connection) -> None:
+    session.info[_IN_DATABASE] = True
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_IN_DATABASE, None)
+
+
+def _own_connection(state: FinConnState) -> sa.Connection | None:
+    """A connection of its own for a debit, when the session holds none of the caller's work.
+
+    Then the debit runs outside the session's bookkeeping (no transaction of the session
+    begun, committed and expired twice), which is most of what it costs beyond the Stripe
+    call. A session with pending objects or a database transaction of its own keeps the
+    debit on its connection, so that the caller's work is committed with the claim rather
+    than left holding locks the claim would wait for. So does a session bound to a
+    connection (a test inside a transaction): its work must stay inside that transaction.
+    """
+    session = state.db.session()
+    if session.info.get(_IN_DATABASE) or session.new or session.dirty or session.deleted:
+        return None
+    bind = session.get_bind()
+    return bind.connect() if isinstance(bind, sa.Engine) else None
+
+
+def _debit(
+    state: FinConnState, request: DebitRequest, own: sa.Connection | None, *, check_balance: bool
+) -> Payment:
+    """:func:`debit` on ``own`` connection, or on the session's when ``own`` is None."""
     session = state.db.session
-    connection = session.connection()
+    connection = own if own is not None else session.connection()
     try:
         method = connection.execute(
             _METHOD_AND_CUSTOMER,
@@ -168,6 +225,8 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
         if check_balance:
             _check_balance(state, method.account_id, request.amount)
     except FinConnError:
+        if own is not None:
+            own.rollback()
         # A retry of a debit made before the method became unusable returns that debit.
         existing = _by_key(state, request.holder_id, request.idempotency_key)
         if existing is None:
@@ -194,17 +253,49 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
         "created_at": now,
         "updated_at": now,
     }
-    try:
-        # The unique (holder_id, idempotency_key) decides which racer owns the debit.
-        connection.execute(_CLAIM, columns)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
+    if own is not None:
+        lost = _claim_alone(own, columns)
+    else:
+        lost = _claim_in_session(state, connection, columns)
+    if lost is not None:
         winner = _by_key(state, request.holder_id, request.idempotency_key)
         if winner is None:
-            raise
+            raise lost
         return resume(state, _same_request(winner, request))
-    return _submit(state, columns, target)
+    return _submit(state, columns, target, own)
+
+
+def _claim_alone(own: sa.Connection, columns: dict[str, Any]) -> IntegrityError | None:
+    """Insert and commit the claim on ``own`` connection; the error when the key was taken."""
+    try:
+        # The unique (holder_id, idempotency_key) decides which racer owns the debit.
+        own.execute(_CLAIM, columns)
+        own.commit()
+    except IntegrityError as exc:
+        own.rollback()
+        return exc
+    return None
+
+
+def _claim_in_session(
+    state: FinConnState, connection: sa.Connection, columns: dict[str, Any]
+) -> IntegrityError | None:
+    """Insert the claim and commit it with the caller's work; the error if the key was taken.
+
+    The insert runs in a savepoint, so that losing the key rolls back the claim alone: the
+    caller's work is then committed by itself rather than lost.
+    """
+    session = state.db.session
+    session.flush()  # the caller's own writes fail here, as the caller's own errors
+    lost = None
+    try:
+        # The unique (holder_id, idempotency_key) decides which racer owns the debit.
+        with session.begin_nested():
+            connection.execute(_CLAIM, columns)
+    except IntegrityError as exc:
+        lost = exc
+    session.commit()
+    return lost
 
 
 @dataclass(frozen=True)
@@ -306,10 +397,16 @@ def resume(state: FinConnState, payment: Payment) -> Payment:
     return _submit(state, columns, target)
 
 
-def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Payment:
+def _submit(
+    state: FinConnState,
+    columns: dict[str, Any],
+    target: _Target,
+    own: sa.Connection | None = None,
+) -> Payment:
     """Create the PaymentIntent (same key, same intent) and store its first answer.
 
-    ``columns`` is the stored row, by column name.
+    ``columns`` is the stored row, by column name; the answer is stored on ``own``
+    connection (which claimed the row), or through the session when ``own`` is None.
     """
     session = state.db.session
     payment_id = columns["id"]
@@ -327,7 +424,8 @@ def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Pa
     except Conflict as exc:
         return _refused(state, payment_id, target, exc)
     except StripeUnavailable:
-        session.rollback()
+        if own is None:
+            session.rollback()
         raise
     status, code = status_of(intent)
     values: dict[str, Any] = {
@@ -339,12 +437,19 @@ def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Pa
     }
     # Only the first caller to store the answer announces it; a racer that lost finds
     # the intent stored and returns the row as it is.
+    connection = own if own is not None else session.connection()
     result = cast(
         "sa.CursorResult[Any]",
-        session.connection().execute(_STORE_ANSWER, {"payment_id": payment_id, **values}),
+        connection.execute(_STORE_ANSWER, {"payment_id": payment_id, **values}),
     )
-    session.commit()
-    if result.rowcount != 1 or session.identity_key(Payment, payment_id) in session.identity_map:
+    if own is not None:
+        own.commit()
+    else:
+        session.commit()
+    # A row claimed on ``own`` connection was made by this call: the session cannot hold it.
+    if result.rowcount != 1 or (
+        own is None and session.identity_key(Payment, payment_id) in session.identity_map
+    ):
         payment = session.get(Payment, payment_id, populate_existing=True)
         assert payment is not None
         if result.rowcount == 1:
