@@ -232,8 +232,6 @@ def _debit(
         if existing is None:
             raise
         return resume(state, _same_request(existing, request))
-    if check_balance:
-        connection = session.connection()  # refreshing the balance may have committed
     target = _Target(method.customer, method.stripe_id, method.mandate_id)
     now = utcnow()
     columns = {
@@ -253,10 +251,7 @@ def _debit(
         "created_at": now,
         "updated_at": now,
     }
-    if own is not None:
-        lost = _claim_alone(own, columns)
-    else:
-        lost = _claim_in_session(state, connection, columns)
+    lost = _claim_alone(own, columns) if own is not None else _claim_in_session(state, columns)
     if lost is not None:
         winner = _by_key(state, request.holder_id, request.idempotency_key)
         if winner is None:
@@ -277,9 +272,7 @@ def _claim_alone(own: sa.Connection, columns: dict[str, Any]) -> IntegrityError 
     return None
 
 
-def _claim_in_session(
-    state: FinConnState, connection: sa.Connection, columns: dict[str, Any]
-) -> IntegrityError | None:
+def _claim_in_session(state: FinConnState, columns: dict[str, Any]) -> IntegrityError | None:
     """Insert the claim and commit it with the caller's work; the error if the key was taken.
 
     The insert runs in a savepoint, so that losing the key rolls back the claim alone: the
@@ -291,7 +284,8 @@ def _claim_in_session(
     try:
         # The unique (holder_id, idempotency_key) decides which racer owns the debit.
         with session.begin_nested():
-            connection.execute(_CLAIM, columns)
+            # The savepoint is emitted when the nested transaction takes its connection.
+            session.connection().execute(_CLAIM, columns)
     except IntegrityError as exc:
         lost = exc
     session.commit()
