@@ -29,6 +29,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import Conflict, FinConnError, InsufficientBalance, StripeUnavailable, ValidationError
 from ..models import Account, Customer, Payment, PaymentMethod, new_payment_id, utcnow
@@ -450,9 +451,10 @@ def _submit(
             announce(payment)
         return payment
     # Everything stored is known here: make the row without reading it back.
-    stored = {**columns, **values}
-    stored["metadata_"] = stored.pop("metadata")
-    payment = Payment(**stored)
+    # Values set as committed, as a load sets them: no change events, nothing to expire.
+    payment = Payment()
+    for name, value in {**columns, **values}.items():
+        set_committed_value(payment, "metadata_" if name == "metadata" else name, value)
     make_transient_to_detached(payment)
     session.add(payment)
     announce(payment)
@@ -528,7 +530,8 @@ def announce(row: Payment) -> None:
         "failed": payment_failed,
         "disputed": payment_disputed,
     }.get(row.status)
-    if signal is not None:
+    # Most apps connect no receiver to most signals: then there is nothing to send.
+    if signal is not None and signal.receivers:
         signal.send(sender(), payment=row)
 
 
