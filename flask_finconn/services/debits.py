@@ -12,9 +12,11 @@
    that found the row still without a ``pi_``, or a retry after a crash or a lost answer)
    gets the same PaymentIntent back.
 
-A debit is a hot path: the payment method is read as plain columns, the statements run on
-the session's connection without loading objects, and the returned :class:`Payment` is
-built from what was written rather than read back. What happens after the first answer
+A debit is a hot path: the payment method is read as plain columns, the statements run
+without loading objects, and the returned :class:`Payment` is built from what was written
+rather than read back. When the session holds none of the caller's work, the debit runs on
+one connection of its own, outside the session's bookkeeping; otherwise on the session's,
+committing the caller's work with the claim. What happens after the first answer
 (webhooks, polling, cancelling) is :mod:`.payments`.
 """
 
@@ -28,7 +30,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import Conflict, FinConnError, InsufficientBalance, StripeUnavailable, ValidationError
@@ -166,7 +168,7 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
             own.close()
 
 
-def watch_sessions(db_session: Any) -> None:
+def watch_sessions(db_session: scoped_session[Any]) -> None:
     """Track whether sessions of ``db_session``'s class hold a database transaction.
 
     A session starts a transaction for its bookkeeping alone (``add`` does), so whether it
