@@ -201,6 +201,10 @@ def _own_connection(state: FinConnState) -> sa.Connection | None:
     debit on its connection, so that the caller's work is committed with the claim rather
     than left holding locks the claim would wait for. So does a session bound to a
     connection (a test inside a transaction): its work must stay inside that transaction.
+
+    The connection is closed before the session is used (to read a winner's row, store a
+    refusal): a debit never holds two connections, which threads sharing a pool could
+    otherwise exhaust while each waits for its second.
     """
     session = state.db.session()
     if session.info.get(_IN_DATABASE) or session.new or session.dirty or session.deleted:
@@ -221,6 +225,8 @@ def _debit(
             {"method_id": request.payment_method_id, "holder_id": request.holder_id},
         ).first()
         if method is None:
+            if own is not None:
+                own.close()  # never two connections at once: see _own_connection
             # The same 404 as every other lookup of a payment method.
             get_payment_method(state, request.holder_id, request.payment_method_id)
         assert method is not None
@@ -229,7 +235,7 @@ def _debit(
             _check_balance(state, method.account_id, request.amount)
     except FinConnError:
         if own is not None:
-            own.rollback()
+            own.close()
         # A retry of a debit made before the method became unusable returns that debit.
         existing = _by_key(state, request.holder_id, request.idempotency_key)
         if existing is None:
@@ -270,7 +276,7 @@ def _claim_alone(own: sa.Connection, columns: dict[str, Any]) -> IntegrityError 
         own.execute(_CLAIM, columns)
         own.commit()
     except IntegrityError as exc:
-        own.rollback()
+        own.close()  # the winner's row is read through the session
         return exc
     return None
 
@@ -419,6 +425,8 @@ def _submit(
             idempotency_key=columns["idempotency_key"],
         )
     except Conflict as exc:
+        if own is not None:
+            own.close()
         return _refused(state, payment_id, target, exc)
     except StripeUnavailable:
         if own is None:
@@ -441,6 +449,7 @@ def _submit(
     )
     if own is not None:
         own.commit()
+        own.close()
     else:
         session.commit()
     # A row claimed on ``own`` connection was made by this call: the session cannot hold it.
