@@ -99,6 +99,7 @@ class FinConn:
             )
         settings = read_settings(app)
         models.attach_to(self.db.metadata)
+        debits.watch_sessions(self.db.session)
 
         sandbox = None
         if settings.sandbox:

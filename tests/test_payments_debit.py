@@ -137,8 +137,10 @@ def test_stripe_down_before_the_request_ran_leaves_a_retryable_row(
     assert len(rows(app)) == 1
 
 
-def test_eight_workers_racing_one_key_make_one_payment(app: Flask, method_id: str) -> None:
-    barrier = threading.Barrier(8)
+def test_twenty_workers_racing_one_key_make_one_payment(app: Flask, method_id: str) -> None:
+    # More workers than the connection pool holds (5, and 10 more on demand): a debit
+    # holding two connections at once would leave them all waiting for a second.
+    barrier = threading.Barrier(20)
     results: list[str] = []
     errors: list[BaseException] = []
 
@@ -149,16 +151,117 @@ def test_eight_workers_racing_one_key_make_one_payment(app: Flask, method_id: st
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker) for _ in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(set(results)) == 1 and len(results) == 8
+    assert len(set(results)) == 1 and len(results) == 20
     assert intents_created(app) == 1
     [(payment_id, stripe_id, status)] = rows(app)
     assert payment_id == results[0] and stripe_id is not None and status == "processing"
+
+
+def bank_name(app: Flask, method_id: str) -> str | None:
+    with app.app_context():
+        method = get_state(app).db.session.get(PaymentMethod, method_id)
+        assert method is not None
+        return method.bank_name
+
+
+def test_a_debit_in_a_session_holding_the_callers_write_commits_it_with_the_claim(
+    app: Flask, method_id: str
+) -> None:
+    with app.app_context():
+        session = get_state(app).db.session
+        method = session.get(PaymentMethod, method_id)
+        assert method is not None
+        method.bank_name = "Renamed by the caller"
+        session.flush()  # the caller's write is in the session's database transaction
+        payment = get_state(app).extension.debit(
+            "ada", method_id, 1500, description="March rent", idempotency_key="in-session"
+        )
+        made = (payment.id, payment.stripe_id, payment.status)
+        session.rollback()  # nothing is left to roll back: the debit committed it
+    assert bank_name(app, method_id) == "Renamed by the caller"
+    assert made[1] is not None and made[2] == "processing"
+    assert rows(app) == [made]
+    assert intents_created(app) == 1
+
+
+def test_a_reused_key_in_a_session_holding_the_callers_write_keeps_that_write(
+    app: Flask, method_id: str
+) -> None:
+    first = debit(app, method_id, "order-5")
+    with app.app_context():
+        session = get_state(app).db.session
+        method = session.get(PaymentMethod, method_id)
+        assert method is not None
+        method.bank_name = "Renamed with a retry"  # pending: not even flushed yet
+        again = get_state(app).extension.debit(
+            "ada", method_id, 1500, description="March rent", idempotency_key="order-5"
+        )
+        assert (again.id, again.stripe_id) == (first.id, first.stripe_id)
+    # Losing the key to the stored debit rolled back the second claim, not the caller's work.
+    assert bank_name(app, method_id) == "Renamed with a retry"
+    assert intents_created(app) == 1 and len(rows(app)) == 1
+
+
+def test_a_debit_in_an_idle_session_returns_its_row_in_that_session(
+    app: Flask, method_id: str
+) -> None:
+    with app.app_context():
+        session = get_state(app).db.session
+        payment = get_state(app).extension.debit(
+            "ada", method_id, 1500, description="March rent", idempotency_key="idle"
+        )
+        assert payment in session and payment not in session.dirty
+        made = (payment.id, payment.stripe_id, payment.status)
+        # The row is the session's like any loaded one: the caller's change to it is stored.
+        payment.description = "March rent, flat 2"
+        session.commit()
+    assert rows(app) == [made]
+    with app.app_context():
+        stored = get_state(app).db.session.get(Payment, made[0])
+        assert stored is not None and stored.description == "March rent, flat 2"
+        assert stored.amount == 1500 and stored.idempotency_key == "idle"
+
+
+def test_workers_racing_one_key_with_writes_of_their_own_make_one_payment(
+    app: Flask, method_id: str
+) -> None:
+    barrier = threading.Barrier(4)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            with app.app_context():
+                session = get_state(app).db.session
+                method = session.get(PaymentMethod, method_id)
+                assert method is not None
+                method.bank_name = f"Worker {n}"
+                barrier.wait()
+                payment = get_state(app).extension.debit(
+                    "ada", method_id, 1500, description="March rent", idempotency_key="busy"
+                )
+                results.append(payment.id)
+                session.rollback()  # the debit committed the worker's write already
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(results)) == 1 and len(results) == 4
+    assert intents_created(app) == 1
+    [(payment_id, stripe_id, status)] = rows(app)
+    assert payment_id == results[0] and stripe_id is not None and status == "processing"
+    assert bank_name(app, method_id) in {f"Worker {n}" for n in range(4)}
 
 
 def test_unusable_payment_methods_are_refused(app: Flask, method_id: str) -> None:

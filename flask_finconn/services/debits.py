@@ -12,9 +12,11 @@
    that found the row still without a ``pi_``, or a retry after a crash or a lost answer)
    gets the same PaymentIntent back.
 
-A debit is a hot path: the payment method is read as plain columns, the statements run on
-the session's connection without loading objects, and the returned :class:`Payment` is
-built from what was written rather than read back. What happens after the first answer
+A debit is a hot path: the payment method is read as plain columns, the statements run
+without loading objects, and the returned :class:`Payment` is built from what was written
+rather than read back. When the session holds none of the caller's work, the debit runs on
+one connection of its own, outside the session's bookkeeping; otherwise on the session's,
+committing the caller's work with the claim. What happens after the first answer
 (webhooks, polling, cancelling) is :mod:`.payments`.
 """
 
@@ -28,7 +30,8 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached, scoped_session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import Conflict, FinConnError, InsufficientBalance, StripeUnavailable, ValidationError
 from ..models import Account, Customer, Payment, PaymentMethod, new_payment_id, utcnow
@@ -151,16 +154,79 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
     A debit Stripe refuses at once (a blocked account, a revoked mandate) is stored and
     returned as ``failed``; when Stripe cannot be reached the row stays without a
     PaymentIntent and the error is raised: retry with the same key.
+
+    Work the caller left in the session (pending or flushed) is committed with the debit's
+    claim, or, when the key was claimed before, just before the stored debit is read; a
+    debit refused before its claim (a bad request, an unusable method) leaves it pending.
     """
     _validate(request)
+    own = None if check_balance else _own_connection(state)
+    try:
+        return _debit(state, request, own, check_balance=check_balance)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def watch_sessions(db_session: scoped_session[Any]) -> None:
+    """Track whether sessions of ``db_session``'s class hold a database transaction.
+
+    A session starts a transaction for its bookkeeping alone (``add`` does), so whether it
+    is in one does not tell whether it holds a connection with the caller's work on it; the
+    session events marking that are public, its record of its connections is not.
+    """
+    for name, receiver in (("after_begin", _began), ("after_transaction_end", _ended)):
+        if not sa.event.contains(db_session, name, receiver):
+            sa.event.listen(db_session, name, receiver)
+
+
+_IN_DATABASE = "flask_finconn.in_database_transaction"
+
+
+def _began(session: Session, transaction: SessionTransaction, connection: sa.Connection) -> None:
+    session.info[_IN_DATABASE] = True
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_IN_DATABASE, None)
+
+
+def _own_connection(state: FinConnState) -> sa.Connection | None:
+    """A connection of its own for a debit, when the session holds none of the caller's work.
+
+    Then the debit runs outside the session's bookkeeping (no transaction of the session
+    begun, committed and expired twice), which is most of what it costs beyond the Stripe
+    call. A session with pending objects or a database transaction of its own keeps the
+    debit on its connection, so that the caller's work is committed with the claim rather
+    than left holding locks the claim would wait for. So does a session bound to a
+    connection (a test inside a transaction): its work must stay inside that transaction.
+
+    The connection is closed before the session is used (to read a winner's row, store a
+    refusal): a debit never holds two connections, which threads sharing a pool could
+    otherwise exhaust while each waits for its second.
+    """
+    session = state.db.session()
+    if session.info.get(_IN_DATABASE) or session.new or session.dirty or session.deleted:
+        return None
+    bind = session.get_bind()
+    return bind.connect() if isinstance(bind, sa.Engine) else None
+
+
+def _debit(
+    state: FinConnState, request: DebitRequest, own: sa.Connection | None, *, check_balance: bool
+) -> Payment:
+    """:func:`debit` on ``own`` connection, or on the session's when ``own`` is None."""
     session = state.db.session
-    connection = session.connection()
+    connection = own if own is not None else session.connection()
     try:
         method = connection.execute(
             _METHOD_AND_CUSTOMER,
             {"method_id": request.payment_method_id, "holder_id": request.holder_id},
         ).first()
         if method is None:
+            if own is not None:
+                own.close()  # never two connections at once: see _own_connection
             # The same 404 as every other lookup of a payment method.
             get_payment_method(state, request.holder_id, request.payment_method_id)
         assert method is not None
@@ -168,13 +234,13 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
         if check_balance:
             _check_balance(state, method.account_id, request.amount)
     except FinConnError:
+        if own is not None:
+            own.close()
         # A retry of a debit made before the method became unusable returns that debit.
         existing = _by_key(state, request.holder_id, request.idempotency_key)
         if existing is None:
             raise
         return resume(state, _same_request(existing, request))
-    if check_balance:
-        connection = session.connection()  # refreshing the balance may have committed
     target = _Target(method.customer, method.stripe_id, method.mandate_id)
     now = utcnow()
     columns = {
@@ -194,17 +260,45 @@ def debit(state: FinConnState, request: DebitRequest, *, check_balance: bool = F
         "created_at": now,
         "updated_at": now,
     }
-    try:
-        # The unique (holder_id, idempotency_key) decides which racer owns the debit.
-        connection.execute(_CLAIM, columns)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
+    lost = _claim_alone(own, columns) if own is not None else _claim_in_session(state, columns)
+    if lost is not None:
         winner = _by_key(state, request.holder_id, request.idempotency_key)
         if winner is None:
-            raise
+            raise lost
         return resume(state, _same_request(winner, request))
-    return _submit(state, columns, target)
+    return _submit(state, columns, target, own)
+
+
+def _claim_alone(own: sa.Connection, columns: dict[str, Any]) -> IntegrityError | None:
+    """Insert and commit the claim on ``own`` connection; the error when the key was taken."""
+    try:
+        # The unique (holder_id, idempotency_key) decides which racer owns the debit.
+        own.execute(_CLAIM, columns)
+        own.commit()
+    except IntegrityError as exc:
+        own.close()  # the winner's row is read through the session
+        return exc
+    return None
+
+
+def _claim_in_session(state: FinConnState, columns: dict[str, Any]) -> IntegrityError | None:
+    """Insert the claim and commit it with the caller's work; the error if the key was taken.
+
+    The insert runs in a savepoint, so that losing the key rolls back the claim alone: the
+    caller's work is then committed by itself rather than lost.
+    """
+    session = state.db.session
+    session.flush()  # the caller's own writes fail here, as the caller's own errors
+    lost = None
+    try:
+        # The unique (holder_id, idempotency_key) decides which racer owns the debit.
+        with session.begin_nested():
+            # The savepoint is emitted when the nested transaction takes its connection.
+            session.connection().execute(_CLAIM, columns)
+    except IntegrityError as exc:
+        lost = exc
+    session.commit()
+    return lost
 
 
 @dataclass(frozen=True)
@@ -318,10 +412,16 @@ def needs_review(state: FinConnState, payment: Payment) -> bool:
     return age > RESUBMIT_WINDOW.total_seconds()
 
 
-def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Payment:
+def _submit(
+    state: FinConnState,
+    columns: dict[str, Any],
+    target: _Target,
+    own: sa.Connection | None = None,
+) -> Payment:
     """Create the PaymentIntent (same key, same intent) and store its first answer.
 
-    ``columns`` is the stored row, by column name.
+    ``columns`` is the stored row, by column name; the answer is stored on ``own``
+    connection (which claimed the row), or through the session when ``own`` is None.
     """
     session = state.db.session
     payment_id = columns["id"]
@@ -337,9 +437,12 @@ def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Pa
             idempotency_key=columns["idempotency_key"],
         )
     except Conflict as exc:
+        if own is not None:
+            own.close()
         return _refused(state, payment_id, target, exc)
     except StripeUnavailable:
-        session.rollback()
+        if own is None:
+            session.rollback()
         raise
     status, code = status_of(intent)
     values: dict[str, Any] = {
@@ -351,21 +454,30 @@ def _submit(state: FinConnState, columns: dict[str, Any], target: _Target) -> Pa
     }
     # Only the first caller to store the answer announces it; a racer that lost finds
     # the intent stored and returns the row as it is.
+    connection = own if own is not None else session.connection()
     result = cast(
         "sa.CursorResult[Any]",
-        session.connection().execute(_STORE_ANSWER, {"payment_id": payment_id, **values}),
+        connection.execute(_STORE_ANSWER, {"payment_id": payment_id, **values}),
     )
-    session.commit()
-    if result.rowcount != 1 or session.identity_key(Payment, payment_id) in session.identity_map:
+    if own is not None:
+        own.commit()
+        own.close()
+    else:
+        session.commit()
+    # A row claimed on ``own`` connection was made by this call: the session cannot hold it.
+    if result.rowcount != 1 or (
+        own is None and session.identity_key(Payment, payment_id) in session.identity_map
+    ):
         payment = session.get(Payment, payment_id, populate_existing=True)
         assert payment is not None
         if result.rowcount == 1:
             announce(payment)
         return payment
     # Everything stored is known here: make the row without reading it back.
-    stored = {**columns, **values}
-    stored["metadata_"] = stored.pop("metadata")
-    payment = Payment(**stored)
+    # Values set as committed, as a load sets them: no change events, nothing to expire.
+    payment = Payment()
+    for name, value in {**columns, **values}.items():
+        set_committed_value(payment, "metadata_" if name == "metadata" else name, value)
     make_transient_to_detached(payment)
     session.add(payment)
     announce(payment)
@@ -441,7 +553,8 @@ def announce(row: Payment) -> None:
         "failed": payment_failed,
         "disputed": payment_disputed,
     }.get(row.status)
-    if signal is not None:
+    # Most apps connect no receiver to most signals: then there is nothing to send.
+    if signal is not None and signal.receivers:
         signal.send(sender(), payment=row)
 
 
