@@ -195,6 +195,22 @@ def test_a_failed_commit_forgets_what_the_transaction_remembered() -> None:
     store.close()
 
 
+def test_in_memory_stores_are_private_and_roll_back() -> None:
+    one, two = Store(":memory:"), Store(":memory:")
+    one.set_meta("owner", "one")
+    assert two.get_meta("owner") is None
+    with pytest.raises(RuntimeError, match="undone"), one.tx():
+        one.set_meta("owner", "changed")
+        raise RuntimeError("undone")
+    assert one.get_meta("owner") == "one"
+    one.close()
+    # A new in-memory store starts empty, whatever an earlier one held.
+    three = Store(":memory:")
+    assert three.get_meta("owner") is None
+    two.close()
+    three.close()
+
+
 # --- data -------------------------------------------------------------------------------
 
 

@@ -87,12 +87,10 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         self._writing = False
-        self._conn = sqlite3.connect(
-            database, check_same_thread=False, isolation_level=None, timeout=30.0
-        )
         # Only a file can be shared with another connection; a private database is never
         # changed behind this one's back.
         self._shared = database not in (":memory:", "")
+        self._conn = _connect(database)
         self._data_version = -1
         self._generation = 0
         self._cache: dict[str, tuple[int, Any]] = {}
@@ -192,6 +190,29 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _connect(database: str) -> sqlite3.Connection:
+    """Open ``database``; ``:memory:`` through SQLite's ``memdb`` VFS where it has one.
+
+    A classic ``:memory:`` database's COMMIT slows down as the database grows (a sandbox
+    holding 8,000 debits took ten times as long per COMMIT as a new one); one in the
+    ``memdb`` VFS (SQLite 3.36 and later) commits in time proportional to what the
+    transaction wrote; it holds at most 1 GiB. The name has no leading ``/``, so the
+    database is private to this connection, as ``:memory:`` is; it is freed when the
+    connection closes.
+    """
+    if database == ":memory:":
+        try:
+            return sqlite3.connect(
+                "file:finconn-sandbox?vfs=memdb",
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+        except sqlite3.OperationalError:
+            pass  # an SQLite without the memdb VFS: the classic in-memory database
+    return sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30.0)
 
 
 class _Transaction:

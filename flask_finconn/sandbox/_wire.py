@@ -344,8 +344,12 @@ class Api:
         )
 
 
+# One encoder for every request: json.dumps builds a new one per call when given options.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def _canonical(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL.encode(params)
 
 
 def expand_paths(params: dict[str, Any], allowed: tuple[str, ...], prefix: str = "") -> list[str]:
