@@ -89,7 +89,7 @@ class Store:
     """A SQLite connection shared by the threads of one process, used under a lock."""
 
     #: How many statements' results :meth:`column_kept` keeps (a page of 100 transactions is
-    #: ~40 kB, so a full store is ~40 MB).
+    #: ~40 kB, so at most ~40 MB are kept).
     KEPT_RESULTS = 1024
 
     def __init__(self, database: str) -> None:
