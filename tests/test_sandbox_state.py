@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import stripe
-from sandbox_support import Served, link, present, sb_fixture  # noqa: F401
+from sandbox_support import Served, client_fixture, link, present, sb_fixture  # noqa: F401
 from stripe.params.financial_connections import SessionCreateParams, SessionCreateParamsLimits
 
 from flask_finconn.sandbox import Sandbox, SessionError, _data
@@ -209,6 +209,95 @@ def test_in_memory_stores_are_private_and_roll_back() -> None:
     assert three.get_meta("owner") is None
     two.close()
     three.close()
+
+
+def _newest(client: stripe.StripeClient, account: str) -> list[tuple[str, str]]:
+    page = client.v1.financial_connections.transactions.list({"account": account, "limit": 20})
+    return [(t.id, t.status) for t in page.data]
+
+
+def _stored_newest(sb: Sandbox, account: str) -> list[tuple[str, str]]:
+    return [
+        (row[0], row[1])
+        for row in sb.store.all(
+            "SELECT id, status FROM transactions WHERE account = ? "
+            "ORDER BY transacted_at DESC, id DESC LIMIT 20",
+            (account,),
+        )
+    ]
+
+
+def _refresh_transactions(sb: Sandbox, account: str) -> None:
+    sb.advance_time(2 * 86400)
+    sb.refresh_account(account, ["transactions"])
+    sb.finish_refreshes(account)
+
+
+def test_a_page_read_again_shows_what_was_written_in_between(
+    sb: Sandbox, client: stripe.StripeClient
+) -> None:
+    # Pages are kept in memory until the next write: a write between two identical list
+    # calls must show in the second.
+    account = link(sb, client, "bank_oauth", accounts=["checking"])[0].id
+    _refresh_transactions(sb, account)
+    first = _newest(client, account)
+    assert _newest(client, account) == first == _stored_newest(sb, account)
+    _refresh_transactions(sb, account)  # new rows, and the pending ones settle
+    second = _newest(client, account)
+    assert second != first and second == _stored_newest(sb, account)
+    sb.disconnect(account)  # hides the account's transactions
+    assert _newest(client, account) == []
+
+
+def test_a_page_read_again_shows_what_another_sandbox_on_the_file_wrote(tmp_path: Any) -> None:
+    path = str(tmp_path / "shared.sqlite3")
+    one, two = Sandbox(path), Sandbox(path)
+    client_one = one.stripe_client()
+    account = link(one, client_one, "bank_oauth", accounts=["checking"])[0].id
+    _refresh_transactions(one, account)
+    first = _newest(client_one, account)
+    assert _newest(client_one, account) == first
+    _refresh_transactions(two, account)  # another connection (another process, in production)
+    second = _newest(client_one, account)
+    assert second != first and second == _stored_newest(two, account)
+    one.close()
+    two.close()
+
+
+def test_a_rolled_back_write_leaves_no_page_behind(sb: Sandbox) -> None:
+    client = sb.stripe_client()
+    account = link(sb, client, "bank_oauth", accounts=["checking"])[0].id
+    _refresh_transactions(sb, account)
+    first = _newest(client, account)
+    newest = first[0][0]
+
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned), sb.store.tx():
+        sb.store.execute(
+            "UPDATE transactions SET body = json_set(body, '$.status', 'void') WHERE id = ?",
+            (newest,),
+        )
+        # The request joins the open transaction, so it sees (and may keep) the change.
+        assert _newest(client, account)[0] == (newest, "void")
+        raise Abandoned
+    assert _newest(client, account) == first == _stored_newest(sb, account)
+
+
+def test_a_failed_commit_leaves_no_kept_rows_behind() -> None:
+    store = Store(":memory:")
+    store.execute("PRAGMA foreign_keys = ON")
+    store.ensure(
+        "CREATE TABLE parent (id TEXT PRIMARY KEY);"
+        "CREATE TABLE child (parent TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+    )
+    assert store.column_kept("SELECT parent FROM child") == ()
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), store.tx():
+        store.execute("INSERT INTO child (parent) VALUES ('missing')")
+        assert store.column_kept("SELECT parent FROM child") == ("missing",)
+    assert store.column_kept("SELECT parent FROM child") == ()
+    store.close()
 
 
 # --- data -------------------------------------------------------------------------------

@@ -10,12 +10,18 @@ it moves on when another connection (another process sharing the file) has commi
 which ``PRAGMA data_version`` tells at the start of each transaction, and when a
 transaction of this one rolls back. Code that writes a cached value updates it with
 :meth:`Store.remember` in the same transaction.
+
+The rows of read statements that are repeated unchanged (list pages) may be kept too, with
+:meth:`Store.column_kept`: they stay valid while the generation does *and* this connection has
+changed no row since, so any write at all (this process's, committed or not, or another's)
+makes them read again.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -82,6 +88,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 class Store:
     """A SQLite connection shared by the threads of one process, used under a lock."""
 
+    #: How many statements' results :meth:`column_kept` keeps (a page of 100 transactions is
+    #: ~40 kB, so at most ~40 MB are kept).
+    KEPT_RESULTS = 1024
+
     def __init__(self, database: str) -> None:
         self.database = database
         self._lock = threading.RLock()
@@ -94,6 +104,8 @@ class Store:
         self._data_version = -1
         self._generation = 0
         self._cache: dict[str, tuple[int, Any]] = {}
+        self._kept: OrderedDict[tuple[str, tuple[Any, ...]], tuple[Any, ...]] = OrderedDict()
+        self._kept_version = (-1, -1)
         if self._shared:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
@@ -138,6 +150,31 @@ class Store:
         """Make the next :meth:`cached` read of ``name`` load it again."""
         with self._lock:
             self._cache.pop(name, None)
+
+    def column_kept(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+        """The first column of the rows of the read-only statement ``sql``, kept in memory
+        while the database is unchanged (see the module's docstring); the least recently used
+        results are dropped first."""
+        with self._lock:
+            if not self._depth:
+                self._sync()
+            # total_changes counts every row this connection inserted, updated or deleted,
+            # rolled back or not; the generation covers other connections and rollbacks.
+            version = (self._generation, self._conn.total_changes)
+            kept = self._kept
+            if version != self._kept_version:
+                kept.clear()
+                self._kept_version = version
+            key = (sql, args)
+            rows = kept.get(key)
+            if rows is not None:
+                kept.move_to_end(key)
+                return rows
+            rows = tuple(row[0] for row in self._conn.execute(sql, args).fetchall())
+            kept[key] = rows
+            if len(kept) > self.KEPT_RESULTS:
+                kept.popitem(last=False)
+            return rows
 
     def _sync(self) -> None:
         if self._shared:

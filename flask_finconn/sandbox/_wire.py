@@ -289,7 +289,8 @@ class Api:
         ``where`` columns followed by ``key``; the cursor's key is a subquery, so a page is
         one statement. ``render`` may rewrite the stored JSON bodies. When the page is
         empty, ``when_empty`` may raise the error that explains it (a guard in ``where``
-        failed), and then a cursor that matches no row is a 404.
+        failed), and then a cursor that matches no row is a 404. The rows are kept in memory
+        until the next write (:meth:`.Store.column_kept`), so reading a page again is cheap.
         """
         limit = params.get("limit", 10)
         if not 1 <= limit <= 100:
@@ -313,10 +314,10 @@ class Api:
                 f"{base} AND ({cols}) {op} (SELECT {cols} FROM {table} WHERE id = ? AND {where})"
                 f" ORDER BY {', '.join(f'{k} {order}' for k in key)} LIMIT ?"
             )
-            rows = self.store.all(sql, (*args, cursor_id, *args, limit + 1))
+            rows = self.store.column_kept(sql, (*args, cursor_id, *args, limit + 1))
         else:
             desc = ", ".join(f"{k} DESC" for k in key)
-            rows = self.store.all(f"{base} ORDER BY {desc} LIMIT ?", (*args, limit + 1))
+            rows = self.store.column_kept(f"{base} ORDER BY {desc} LIMIT ?", (*args, limit + 1))
         if not rows:
             if when_empty is not None:
                 when_empty()
@@ -328,7 +329,7 @@ class Api:
                     code="resource_missing",
                 )
         has_more = len(rows) > limit
-        items = [r[0] for r in rows[:limit]]
+        items = list(rows[:limit])
         if before:
             items.reverse()
         if render is not None:
