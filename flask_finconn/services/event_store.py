@@ -21,10 +21,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from flask_sqlalchemy.session import Session as _FlaskSession
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-
-from flask_sqlalchemy.session import Session as _FlaskSession
 
 from ..models import WebhookEvent, from_unix, utcnow
 from ..state import FinConnState
