@@ -25,11 +25,10 @@ it on beat, or run ``flask finconn sync --all`` from cron) queues one
 
 The web side never waits for the broker: a request hands the stored event's id to a
 publisher thread of its process and answers. The thread publishes whatever has gathered
-since its last message as one task, so under load one message carries many ids and a
-quiet site still sends each id within :data:`LINGER`; under load it sends at most one
-message per :data:`INTERVAL`. An id lost on the way (broker down,
-the process killed) belongs to an event stored as ``pending``, which the sweep queues
-again.
+since its last message as one task: a quiet site still sends each id within
+:data:`LINGER`, and a busy one sends at most one message per :data:`INTERVAL`, carrying
+many ids. An id lost on the way (broker down, the process killed) belongs to an event
+stored as ``pending``, which the sweep queues again.
 """
 
 from __future__ import annotations

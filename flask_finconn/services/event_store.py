@@ -170,6 +170,8 @@ def insert_alone(
 def _bind(state: FinConnState) -> sa.Engine | sa.Connection:
     """What ``state.db.session.get_bind()`` answers, without creating a session to ask.
 
+    The acknowledge path needs only the engine: a session built just to name it, and
+    removed when the request ends, took about 7% of a gunicorn thread's time per delivery.
     Flask-SQLAlchemy's session class answers the default engine; a session of another
     class, or one already in use in this context, is asked.
     """
