@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLEET_TASK",
+    "INTERVAL",
     "MAX_BATCH",
     "PROCESS_TASK",
     "SWEEP_INTERVAL",
