@@ -25,10 +25,10 @@ it on beat, or run ``flask finconn sync --all`` from cron) queues one
 
 The web side never waits for the broker: a request hands the stored event's id to a
 publisher thread of its process and answers. The thread publishes whatever has gathered
-since its last message as one task, so under load one message carries many ids and a
-quiet site still sends each id within :data:`LINGER`. An id lost on the way (broker down,
-the process killed) belongs to an event stored as ``pending``, which the sweep queues
-again.
+since its last message as one task: a quiet site still sends each id within
+:data:`LINGER`, and a busy one sends at most one message per :data:`INTERVAL`, carrying
+many ids. An id lost on the way (broker down, the process killed) belongs to an event
+stored as ``pending``, which the sweep queues again.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLEET_TASK",
+    "INTERVAL",
     "MAX_BATCH",
     "PROCESS_TASK",
     "SWEEP_INTERVAL",
@@ -74,9 +75,12 @@ SYNC_TASK = "flask_finconn.sync_account"
 FLEET_TASK = "flask_finconn.sync_fleet"
 SWEEP_INTERVAL = 60.0
 MAX_BATCH = 100  # ids per message: bounds how much one worker takes at once
-# How long the publisher lets ids gather after the first one: on a busy site one message
-# then carries many ids; on a quiet one an event waits this much longer, unnoticed.
+# How long the publisher lets ids gather after the first one: on a quiet site an event
+# waits this much longer, unnoticed.
 LINGER = 0.05
+# Under load it publishes at most once per this long, so one message carries what many
+# requests queued: a message costs the web process about as much CPU as a delivery does.
+INTERVAL = 0.2
 PUBLISHER_KEY = "finconn.publisher"
 
 
@@ -172,10 +176,12 @@ class _Publisher:
 
     def _run(self) -> None:
         wake = self._wake
+        last = -INTERVAL  # when the last message went
         while True:
             wake.wait()
-            time.sleep(LINGER)
+            time.sleep(max(LINGER, last + INTERVAL - time.monotonic()))
             wake.clear()
+            last = time.monotonic()
             self.flush()
 
     def flush(self) -> None:

@@ -6,6 +6,8 @@ sandbox) on its own Redis queue, with the Redis server ``scripts/test`` started.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 import uuid
@@ -22,7 +24,7 @@ from flask import Flask
 from flask_finconn import Holder, account_deactivated, get_state
 from flask_finconn.models import Account, WebhookEvent, utcnow
 from flask_finconn.services import events
-from flask_finconn.tasks import PROCESS_TASK, SWEEP_TASK, init_celery
+from flask_finconn.tasks import INTERVAL, PROCESS_TASK, SWEEP_TASK, init_celery
 from flask_finconn.testing import captured_signals, link_accounts, sandbox_of
 
 REDIS_URL = os.environ.get("FINCONN_TEST_REDIS_URL")
@@ -46,6 +48,32 @@ def celery_worker(app: Flask) -> Iterator[Any]:
     init_celery(celery, app)
     with start_worker(celery, pool="solo", perform_ping_check=False, shutdown_timeout=30):
         yield celery
+
+
+def celery_without_worker(app: Flask) -> tuple[Any, str]:
+    """A Celery app on Redis wired to ``app``, nobody consuming its queue; (celery, queue)."""
+    if not REDIS_URL:
+        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    from celery import Celery
+
+    queue = f"finconn-test-{uuid.uuid4().hex[:8]}"
+    celery = Celery("finconn_test", broker=REDIS_URL)
+    celery.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=True)
+    init_celery(celery, app)
+    return celery, queue
+
+
+def queued_messages(queue: str) -> list[list[str]]:
+    """The event ids of each ``process_events`` message waiting in ``queue``, oldest first."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL or "")
+    try:
+        raw = client.lrange(queue, 0, -1)
+    finally:
+        client.close()
+    bodies = [json.loads(base64.b64decode(json.loads(message)["body"])) for message in raw]
+    return [args[0] for args, _kwargs, _embed in reversed(bodies)]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -90,6 +118,44 @@ def test_the_route_queues_and_a_worker_processes_once(
         assert account_status(app, account.id) == "inactive"
     assert len(deactivated) == 1
     assert sorted(statuses(app).values()) == [("processed", 1), ("processed", 1)]
+
+
+def test_the_acknowledge_path_makes_no_session(
+    make_finconn_app: Callable[..., Flask], post_webhook: Callable[..., Any]
+) -> None:
+    app = make_finconn_app(FINCONN_TASK_QUEUE="celery")
+    _celery, queue = celery_without_worker(app)
+    had_session: list[bool] = []
+
+    @app.after_request
+    def look(response: Any) -> Any:
+        had_session.append(get_state(app).db.session.registry.has())
+        return response
+
+    event = stripe_event("charge.succeeded", {"id": "ch_1", "object": "charge"})
+    assert post_webhook(app, event).status_code == 200
+    # Stored on the engine's own connection: no session was built only to find the engine.
+    assert had_session == [False]
+    assert statuses(app) == {event["id"]: ("pending", 0)}
+    wait_for(lambda: queued_messages(queue) == [[event["id"]]])
+
+
+def test_under_load_the_publisher_sends_one_message_per_interval(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app(FINCONN_TASK_QUEUE="celery")
+    _celery, queue = celery_without_worker(app)
+    state = get_state(app)
+    ids = [f"evt_{n}" for n in range(25)]
+    started = time.monotonic()
+    for event_id in ids:  # a busy site: a delivery every 20 ms for half a second
+        state.queue.enqueue(app, [event_id])
+        time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    wait_for(lambda: [i for batch in queued_messages(queue) for i in batch] == ids)
+    # The first id went on its own after LINGER; after that one message per INTERVAL at
+    # most (a slow box only makes them fewer). A message every LINGER would be about 10.
+    assert len(queued_messages(queue)) <= 2 + int(elapsed / INTERVAL)
 
 
 def test_an_id_queued_many_times_is_processed_once(
