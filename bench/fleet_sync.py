@@ -16,7 +16,7 @@ account: no account missed, no row twice.
 
     source scripts/_services.sh; start_postgres; start_redis   # in a bash script
     .venv/bin/python bench/fleet_sync.py [--accounts 1000] [--transactions 1000]
-                                         [--rate 100] [--lock-ttl 10] [--no-chaos]
+                                         [--rate 25] [--lock-ttl 10] [--no-chaos]
 
 This module is also the workers' Celery app (``celery -A fleet_sync worker``) and the
 sandbox's gunicorn factory (``fleet_sync:serve_sandbox()``), configured from the
@@ -233,15 +233,15 @@ def meter(base_url: str) -> dict[str, int]:
 def seed(app: Flask, accounts: int, transactions: int) -> dict[str, str]:
     """Link ``accounts`` accounts with ``transactions`` rows each; {account id: Stripe id}."""
     started_at = time.perf_counter()
+    sandbox = sandbox_of(app)
+    sandbox.default_history_size = transactions  # each account is linked with its size
     linked: list[Any] = []
     holders = (accounts + len(KINDS) - 1) // len(KINDS)
     for i in range(holders):
         kinds = KINDS[: min(len(KINDS), accounts - len(linked))]
         linked += link_accounts(app, Holder(f"holder{i:05d}"), accounts=kinds)
     linking = time.perf_counter() - started_at
-    sandbox = sandbox_of(app)
     for account in linked:
-        sandbox.set_history_size(account.stripe_id, transactions)
         sandbox.finish_refreshes(account.stripe_id)
     print(
         f"seeded {len(linked)} accounts x {transactions} transactions: linking "
@@ -382,7 +382,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--transactions", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=100.0, help="requests a second")
+    parser.add_argument(
+        "--rate", type=float, default=25.0, help="requests a second (Stripe's limit per endpoint)"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--lock-ttl", type=float, default=10.0, help="FINCONN_SYNC_LOCK_TTL")
     parser.add_argument("--no-chaos", action="store_true")
