@@ -15,8 +15,9 @@
 A debit is a hot path: the payment method is read as plain columns, the statements run
 without loading objects, and the returned :class:`Payment` is built from what was written
 rather than read back. When the session holds none of the caller's work, the debit runs on
-one connection of its own, outside the session's bookkeeping; otherwise on the session's,
-committing the caller's work with the claim. What happens after the first answer
+a connection of its own, outside the session's bookkeeping (given back to the pool for the
+call to Stripe); otherwise on the session's, committing the caller's work with the claim.
+What happens after the first answer
 (webhooks, polling, cancelling) is :mod:`.payments`.
 """
 
