@@ -451,3 +451,44 @@ def test_an_intent_with_another_id_is_ignored(app: Flask, method_id: str) -> Non
         intent = state.stripe.retrieve_payment_intent(present(other.stripe_id)).to_dict()
         assert apply_intent(state, intent, payment_id=kept.id) is None
     assert (kept.id, kept.stripe_id, "processing") in rows(app)
+
+
+def test_debits_waiting_for_stripe_hold_no_database_connection(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    # Two pooled connections, given up after a second: debits that kept their connection
+    # through a slow call to Stripe would leave a third debit (and every other request of
+    # the app) without one.
+    app = make_finconn_app(
+        FINCONN_PERMISSIONS=PAYMENT_PERMISSIONS,
+        FINCONN_SANDBOX_REFRESH_DELAY=3600,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 2, "max_overflow": 0, "pool_timeout": 1},
+    )
+    [checking] = link_accounts(app, ADA, accounts=["checking"], permissions=PAYMENT_PERMISSIONS)
+    method = save_account_for_payments(app, ADA, checking).id
+    barrier = threading.Barrier(3)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker(key: str) -> None:
+        try:
+            with app.app_context():
+                barrier.wait()
+                payment = get_state(app).extension.debit(
+                    "ada", method, 1500, description="March rent", idempotency_key=key
+                )
+                results.append(payment.status)
+        except BaseException as exc:
+            errors.append(exc)
+
+    sandbox_of(app).faults.latency = 3
+    keys = ("slow-1", "slow-2", "slow-3")
+    threads = [threading.Thread(target=worker, args=(key,)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sandbox_of(app).faults.latency = 0
+    assert errors == []
+    assert results == ["processing"] * 3
+    assert intents_created(app) == 3

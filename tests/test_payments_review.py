@@ -295,3 +295,21 @@ def test_an_intent_that_turns_up_after_mark_failed_is_reported_as_an_error(
     assert any(late.id in m and payment_id in m and "marked failed" in m for m in errors), errors
     # The row is left for a person to reconcile.
     assert stored(app, payment_id) == (None, "failed", "payment_intent_missing")
+
+
+def test_attach_takes_an_intent_whose_debit_the_bank_returned(app: Flask, method_id: str) -> None:
+    # A failed PaymentIntent goes back to requires_payment_method and Stripe clears its
+    # payment_method (the bank account is then in last_payment_error): it is still the
+    # debit's, and the debit must be settled as failed rather than left needing review.
+    payment_id = unanswered(app, method_id, "order-returned", reached_stripe=True)
+    [intent] = intents_of(app, "ada")
+    sandbox_of(app).payments.fail(intent.id, "insufficient_funds")
+    returned = sandbox_of(app).stripe_client().v1.payment_intents.retrieve(intent.id)
+    assert returned.status == "requires_payment_method" and returned.payment_method is None
+    sandbox_of(app).advance_time(DAY)
+    with captured_signals(signals.payment_failed, app) as failed:
+        attached = cli(app, "attach", payment_id, intent.id)
+        assert attached.exit_code == 0, attached.output
+    assert attached.output == f"{payment_id}  {intent.id}  failed\n"
+    assert stored(app, payment_id) == (intent.id, "failed", "insufficient_funds")
+    assert [s["payment"].id for s in failed] == [payment_id]

@@ -298,3 +298,24 @@ def test_a_forged_finconn_payment_id_is_not_applied(app: Flask) -> None:
             "ada", method.id, 4200, description="Rent", idempotency_key="order-1"
         )
     assert retried.stripe_id is not None and retried.stripe_id not in forged
+
+
+def test_an_event_for_a_returned_debit_that_beats_its_answer_fails_it(app: Flask) -> None:
+    # A returned debit's intent has no payment_method any more (Stripe moves it into
+    # last_payment_error); it is still this debit's, so its event settles the debit.
+    method = save_bank_account(app, ADA, SUCCESS)
+    payment_id = unanswered_debit(app, method.id, "order-1", reached_stripe=True)
+    [created] = sandbox_of(app).events("payment_intent.created")
+    intent_id = created["data"]["object"]["id"]
+    sandbox_of(app).payments.fail(intent_id, "account_closed")
+    with captured_signals(signals.payment_failed, app) as failed:
+        assert deliver_webhooks(app) > 0
+    assert [s["payment"].id for s in failed] == [payment_id]
+    with app.app_context():
+        row = get_state(app).db.session.get(Payment, payment_id)
+        assert row is not None
+        assert (row.stripe_id, row.status, row.failure_code) == (
+            intent_id,
+            "failed",
+            "account_closed",
+        )

@@ -15,8 +15,9 @@
 A debit is a hot path: the payment method is read as plain columns, the statements run
 without loading objects, and the returned :class:`Payment` is built from what was written
 rather than read back. When the session holds none of the caller's work, the debit runs on
-one connection of its own, outside the session's bookkeeping; otherwise on the session's,
-committing the caller's work with the claim. What happens after the first answer
+a connection of its own, outside the session's bookkeeping (given back to the pool for the
+call to Stripe); otherwise on the session's, committing the caller's work with the claim.
+What happens after the first answer
 (webhooks, polling, cancelling) is :mod:`.payments`.
 """
 
@@ -278,6 +279,9 @@ def _claim_alone(own: sa.Connection, columns: dict[str, Any]) -> IntegrityError 
     except IntegrityError as exc:
         own.close()  # the winner's row is read through the session
         return exc
+    # Back to the pool for the call to Stripe, which can take seconds: debits waiting on
+    # Stripe must not hold every connection the app has.
+    own.close()
     return None
 
 
@@ -420,8 +424,9 @@ def _submit(
 ) -> Payment:
     """Create the PaymentIntent (same key, same intent) and store its first answer.
 
-    ``columns`` is the stored row, by column name; the answer is stored on ``own``
-    connection (which claimed the row), or through the session when ``own`` is None.
+    ``columns`` is the stored row, by column name; the answer is stored on a connection of
+    ``own``'s engine (``own`` claimed the row and is closed by now), or through the session
+    when ``own`` is None.
     """
     session = state.db.session
     payment_id = columns["id"]
@@ -437,8 +442,6 @@ def _submit(
             idempotency_key=columns["idempotency_key"],
         )
     except Conflict as exc:
-        if own is not None:
-            own.close()
         return _refused(state, payment_id, target, exc)
     except StripeUnavailable:
         if own is None:
@@ -454,15 +457,19 @@ def _submit(
     }
     # Only the first caller to store the answer announces it; a racer that lost finds
     # the intent stored and returns the row as it is.
-    connection = own if own is not None else session.connection()
-    result = cast(
-        "sa.CursorResult[Any]",
-        connection.execute(_STORE_ANSWER, {"payment_id": payment_id, **values}),
-    )
     if own is not None:
-        own.commit()
-        own.close()
+        # ``own`` went back to the pool for the call: the answer takes a connection afresh.
+        with own.engine.connect() as connection:
+            result = cast(
+                "sa.CursorResult[Any]",
+                connection.execute(_STORE_ANSWER, {"payment_id": payment_id, **values}),
+            )
+            connection.commit()
     else:
+        result = cast(
+            "sa.CursorResult[Any]",
+            session.connection().execute(_STORE_ANSWER, {"payment_id": payment_id, **values}),
+        )
         session.commit()
     # A row claimed on ``own`` connection was made by this call: the session cannot hold it.
     if result.rowcount != 1 or (

@@ -188,12 +188,16 @@ def mismatch(state: FinConnState, payment: Payment, intent: dict[str, Any]) -> s
     holder's Customer and bank account, with its amount and currency; all must match, so
     an intent of another holder or of another installation sharing the Stripe account
     (whose Customers are not ours), or one whose metadata was copied, is never taken for
-    this debit.
+    this debit. The bank account of a failed intent is the one its last_payment_error names.
     """
     metadata = intent.get("metadata") or {}
     if metadata.get("finconn_payment_id") != payment.id:
         return f"its metadata finconn_payment_id is not {payment.id}"
     customer, method = (_id_of(intent.get(name)) for name in ("customer", "payment_method"))
+    if method is None:
+        # A failed attempt (an ACH return) clears the intent's payment_method; the bank
+        # account it debited is then in last_payment_error.
+        method = _id_of((intent.get("last_payment_error") or {}).get("payment_method"))
     ours = state.db.session.execute(
         sa.select(Customer.stripe_id, PaymentMethod.stripe_id)
         .join(PaymentMethod, PaymentMethod.customer_id == Customer.id)
