@@ -112,6 +112,7 @@ class Sandbox:
                 emit=events.emit,
                 schedule=self.kernel.schedule,
                 customer=customers.get,
+                check_customer=customers.check,
                 account=accounts.get,
                 api_base=self.api_base,
             ),

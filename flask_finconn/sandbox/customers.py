@@ -88,6 +88,13 @@ class Customers:
             raise not_found("customer", cus_id, param=param, status=status)
         return dict(json.loads(row[0]))
 
+    def check(self, cus_id: str, *, param: str = "id", status: int = 404) -> None:
+        """Raise the :meth:`get` error if there is no such customer (reads no body)."""
+        with self.store.tx(write=False):
+            row = self.store.one("SELECT 1 FROM customers WHERE id = ?", (cus_id,))
+        if row is None:
+            raise not_found("customer", cus_id, param=param, status=status)
+
 
 _ADDRESS_KEYS = ("city", "country", "line1", "line2", "postal_code", "state")
 

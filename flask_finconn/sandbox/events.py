@@ -7,6 +7,7 @@ endpoint registered at that moment (delivery itself lives in :mod:`.webhooks`).
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from . import _data
@@ -35,6 +36,11 @@ AUTHORIZATION_EVENT_TYPES = (
     "financial_connections.authorization.expected_deactivation_date_updated",
 )
 EVENT_TYPES = ACCOUNT_EVENT_TYPES + AUTHORIZATION_EVENT_TYPES
+
+
+def _string(value: str | None) -> str:
+    """A string (or ``None``) as the shared encoder writes it."""
+    return "null" if value is None else encode_basestring_ascii(value)
 
 
 class Events:
@@ -69,10 +75,19 @@ class Events:
             "type": type,
         }
         event = {**head, "data": {"object": obj}, **tail}
-        if text is None:
+        livemode = tail["livemode"]
+        # (``type`` is the event type here: compare classes instead.)
+        if text is None or at.__class__ is not int or livemode.__class__ is not bool:
             body = _dumps(event)
-        else:  # the same text, key order included, without encoding obj again
-            body = f'{_dumps(head)[:-1]},"data":{{"object":{text}}},{_dumps(tail)[1:]}'
+        else:  # the same text, key order included, without encoding obj (or dicts) again
+            body = (
+                f'{{"id":"{head["id"]}","object":"event","api_version":"{API_VERSION}",'
+                f'"created":{at},"data":{{"object":{text}}},'
+                f'"livemode":{"true" if livemode else "false"},'
+                f'"pending_webhooks":{len(endpoints)},'
+                f'"request":{{"id":{_string(ctx.id)},"idempotency_key":'
+                f'{_string(ctx.idempotency_key)}}},"type":{_string(type)}}}'
+            )
         account = obj["id"] if obj.get("object") == "financial_connections.account" else None
         self.store.execute(
             "INSERT INTO events (id, created, type, account, body) VALUES (?, ?, ?, ?, ?)",

@@ -82,6 +82,8 @@ class Host:
       ``Payments.run_task(kind, key, extra, at)`` (it registers every kind in
       :data:`TASK_KINDS` with its task queue).
     - ``customer(id, param=..., status=...)``: the customer dict, or an :class:`ApiError`.
+    - ``check_customer(id, param=..., status=...)``: the same error when there is no such
+      customer, else nothing (cheaper when the customer itself is not needed).
     - ``account(fca_id)``: the Financial Connections account dict, or an :class:`ApiError`.
     - ``api_base``: the sandbox's base address (for ``hosted_verification_url``).
     """
@@ -91,6 +93,7 @@ class Host:
     emit: Callable[[str, dict[str, Any], int, str | None], dict[str, Any]]
     schedule: Callable[[float, str, str, dict[str, Any]], None]
     customer: Callable[..., dict[str, Any]]
+    check_customer: Callable[..., None]
     account: Callable[[str], dict[str, Any]]
     api_base: str
 

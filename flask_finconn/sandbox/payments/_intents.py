@@ -66,7 +66,7 @@ class Flow:
         """``POST /v1/{setup,payment}_intents`` (confirms too when ``confirm=true``)."""
         now = pay.objects.now()
         if p.get("customer"):
-            pay.host.customer(p["customer"], param="customer", status=400)
+            pay.host.check_customer(p["customer"], param="customer", status=400)
         types = p.get("payment_method_types") or ["us_bank_account"]
         own = self.fields(p, types)
         intent_id = new_id(f"{self.kind}_")
@@ -124,7 +124,7 @@ class Flow:
         check_state(self.kind, data, self.updatable, "update")
         if "customer" in p:
             if p["customer"]:
-                pay.host.customer(p["customer"], param="customer", status=400)
+                pay.host.check_customer(p["customer"], param="customer", status=400)
             data["customer"] = p["customer"] or None
         if "metadata" in p:
             merged = {**data["metadata"], **(p["metadata"] or {})}

@@ -214,7 +214,7 @@ def attach(pay: Payments, pm_id: str, customer: str | None) -> dict[str, Any]:
     """``POST /v1/payment_methods/{pm}/attach``: save it to a customer."""
     if not customer:
         raise missing("customer")
-    pay.host.customer(customer, param="customer", status=400)
+    pay.host.check_customer(customer, param="customer", status=400)
     data, internal = resolve(pay, pm_id, "")
     if data["customer"] == customer:
         return data

@@ -164,7 +164,7 @@ def list_pms(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[i
 def list_customer_pms(api: Any, params: dict[str, Any], args: tuple[str, ...]) -> tuple[int, str]:
     p = _specs.check(params, _specs.CUSTOMER_PM_LIST)
     pay = _pay(api)
-    pay.host.customer(args[0], param="customer")
+    pay.host.check_customer(args[0], param="customer")
     return _page(pay, p, args[0], f"/v1/customers/{args[0]}/payment_methods")
 
 
