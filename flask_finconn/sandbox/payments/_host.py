@@ -185,7 +185,7 @@ class Objects:
             "(?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM pay_objects), ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET data = excluded.data, internal = excluded.internal, "
             "owner = COALESCE(excluded.owner, pay_objects.owner)",
-            (data["id"], kind, owner, text, dumps(internal)),
+            (data["id"], kind, owner, text, dumps(internal) if internal else "{}"),
         )
         self._local.saved = (data, text)
 
