@@ -115,3 +115,16 @@ def test_an_event_without_a_stored_object_is_encoded_whole(sb: Sandbox) -> None:
     events = _events(sb)
     assert events["payment_intent.created"]["data"]["object"]["status"] == ("requires_confirmation")
     assert events["payment_intent.processing"]["data"]["object"] == json.loads(_text(pi))
+
+
+def test_an_event_body_escapes_the_request_it_stamps(sb: Sandbox) -> None:
+    # The event's text is written around the object's; the idempotency key is the client's
+    # own string, so quotes, backslashes and control characters must come out escaped.
+    client = sb.stripe_client()
+    customer = client.v1.customers.create({"email": "esc@example.com"}).id
+    key = 'k"\\ \t\u00e9'
+    form = f"amount=1234&currency=usd&customer={customer}&payment_method_types[0]=us_bank_account"
+    created = json.loads(_post(sb, "/v1/payment_intents", form, key))
+    event = _events(sb)["payment_intent.created"]
+    assert event["request"]["idempotency_key"] == key
+    assert event["data"]["object"] == created
