@@ -20,6 +20,23 @@ if TYPE_CHECKING:
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get("FINCONN_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("FINCONN_TEST_REDIS_URL")
+
+
+def require_postgres() -> str:
+    """The test PostgreSQL server's URL, which ``scripts/test`` starts; without one the test
+    is skipped, and under CI=true a skip is a failure (see ``pytest_runtest_makereport``)."""
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
+    return POSTGRES_URL
+
+
+def require_redis() -> str:
+    """The test Redis's URL, as :func:`require_postgres` for PostgreSQL."""
+    if not REDIS_URL:
+        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    return REDIS_URL
+
 
 # A loaded CI box (2 cores, browser and databases together) can take seconds for a link
 # to round-trip; expectations wait as long as page actions do before they fail.
@@ -77,17 +94,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/app.sqlite3"
         return
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
+    server = require_postgres()
     from flask_finconn.testing import throwaway_database
 
     if "make_finconn_app" in request.fixturenames:
         with throwaway_database(
-            POSTGRES_URL, template=request.getfixturevalue("postgres_template")
+            server, template=request.getfixturevalue("postgres_template")
         ) as url:
             yield url
         return
-    with throwaway_database(POSTGRES_URL) as url:
+    with throwaway_database(server) as url:
         yield url
 
 

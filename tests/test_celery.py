@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import stripe_event
+from conftest import REDIS_URL, require_redis, stripe_event
 from flask import Flask
 
 from flask_finconn import Holder, account_deactivated, get_state
@@ -27,19 +26,17 @@ from flask_finconn.services import events
 from flask_finconn.tasks import INTERVAL, PROCESS_TASK, SWEEP_TASK, init_celery
 from flask_finconn.testing import captured_signals, link_accounts, sandbox_of
 
-REDIS_URL = os.environ.get("FINCONN_TEST_REDIS_URL")
 DEACTIVATED = "financial_connections.account.deactivated"
 
 
 @contextmanager
 def celery_worker(app: Flask) -> Iterator[Any]:
     """A Celery app on Redis wired to ``app`` with ``init_celery``, and a worker thread."""
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    redis_url = require_redis()
     from celery import Celery
     from celery.contrib.testing.worker import start_worker
 
-    celery = Celery("finconn_test", broker=REDIS_URL)
+    celery = Celery("finconn_test", broker=redis_url)
     celery.conf.update(
         task_default_queue=f"finconn-test-{uuid.uuid4().hex[:8]}",
         broker_connection_retry_on_startup=True,
@@ -52,12 +49,11 @@ def celery_worker(app: Flask) -> Iterator[Any]:
 
 def celery_without_worker(app: Flask) -> tuple[Any, str]:
     """A Celery app on Redis wired to ``app``, nobody consuming its queue; (celery, queue)."""
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    redis_url = require_redis()
     from celery import Celery
 
     queue = f"finconn-test-{uuid.uuid4().hex[:8]}"
-    celery = Celery("finconn_test", broker=REDIS_URL)
+    celery = Celery("finconn_test", broker=redis_url)
     celery.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=True)
     init_celery(celery, app)
     return celery, queue

@@ -21,10 +21,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from celery_chaos_app import EFFECT_TYPE, EFFECTS, make_celery
-from conftest import POSTGRES_URL, stripe_event
+from conftest import require_postgres, require_redis, stripe_event
 from process_support import process
 
 from flask_finconn import get_state
@@ -33,7 +32,6 @@ from flask_finconn.services import events
 from flask_finconn.tasks import init_celery
 from flask_finconn.testing import create_app, throwaway_database
 
-REDIS_URL = os.environ.get("FINCONN_TEST_REDIS_URL")
 TESTS = Path(__file__).resolve().parent
 EVENTS = 40
 # How long a step may take before the test fails: a worker boots in a few seconds, but on
@@ -79,10 +77,10 @@ def wait_for(condition: Callable[[], bool], timeout: float, log: Path) -> None:
 def test_a_worker_killed_mid_drain_loses_no_event_and_processes_none_twice(
     tmp_path: Path, post_webhook: Callable[..., Any]
 ) -> None:
-    if not (POSTGRES_URL and REDIS_URL):
-        pytest.skip("PostgreSQL and Redis are not running; run the suite with scripts/test.")
+    postgres_url = require_postgres()
+    require_redis()  # the worker processes read it from the environment
     queue = f"finconn-chaos-{uuid.uuid4().hex[:8]}"
-    with throwaway_database(POSTGRES_URL) as url:
+    with throwaway_database(postgres_url) as url:
         app = create_app(url, FINCONN_TASK_QUEUE="celery")
         state = get_state(app)
         with app.app_context():

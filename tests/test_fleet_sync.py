@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
+from conftest import REDIS_URL, require_redis
 from flask import Flask
 from fleet_support import make_celery, served_sandbox, worker_command
 from process_support import process
@@ -30,18 +31,16 @@ from flask_finconn.services import fleet
 from flask_finconn.tasks import init_celery
 from flask_finconn.testing import link_accounts, sandbox_of
 
-REDIS_URL = os.environ.get("FINCONN_TEST_REDIS_URL")
 SIZES = (250, 120, 0)
 
 
 @contextmanager
 def celery_worker(app: Flask) -> Iterator[Any]:
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    redis_url = require_redis()
     from celery import Celery
     from celery.contrib.testing.worker import start_worker
 
-    celery = Celery("finconn_fleet_test", broker=REDIS_URL)
+    celery = Celery("finconn_fleet_test", broker=redis_url)
     celery.conf.update(
         task_default_queue=f"finconn-test-{uuid.uuid4().hex[:8]}",
         broker_connection_retry_on_startup=True,
@@ -55,13 +54,12 @@ def celery_worker(app: Flask) -> Iterator[Any]:
 @pytest.fixture
 def fleet_app(make_finconn_app: Callable[..., Flask]) -> tuple[Flask, list[Any]]:
     """Three accounts of two holders whose histories (250, 120, 0 rows) are ready."""
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    redis_url = require_redis()
     app = make_finconn_app(
         FINCONN_TASK_QUEUE="celery",
         FINCONN_PERMISSIONS=["transactions"],
         FINCONN_SANDBOX_REFRESH_DELAY=3600,
-        FINCONN_REDIS_URL=REDIS_URL,
+        FINCONN_REDIS_URL=redis_url,
     )
     accounts = link_accounts(app, Holder("ada"), accounts=["checking", "savings"])
     accounts += link_accounts(app, Holder("bob"), accounts=["checking"])
@@ -190,15 +188,14 @@ def test_a_worker_killed_mid_run_loses_nothing_once_the_run_is_resumed(
 ) -> None:
     """A real worker process killed with SIGKILL halfway; a second ``sync --all`` resumes
     the run on a new worker: every account synced, each row stored once."""
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    redis_url = require_redis()
     sandbox_db = str(tmp_path / "sandbox.sqlite3")
     app = make_finconn_app(
         FINCONN_TASK_QUEUE="celery",
         FINCONN_PERMISSIONS=["transactions"],
         FINCONN_SANDBOX_REFRESH_DELAY=3600,
         FINCONN_SANDBOX_DATABASE=sandbox_db,
-        FINCONN_REDIS_URL=REDIS_URL,
+        FINCONN_REDIS_URL=redis_url,
         FINCONN_SYNC_LOCK_TTL=2,  # as the workers'
     )
     accounts = []
@@ -210,14 +207,14 @@ def test_a_worker_killed_mid_run_loses_nothing_once_the_run_is_resumed(
         sandbox.set_history_size(account.stripe_id, sizes[account.id])
         sandbox.finish_refreshes(account.stripe_id)
     queue = f"finconn-test-{uuid.uuid4().hex[:8]}"
-    make_celery(app, REDIS_URL, queue)  # the command's side: it queues, workers run
-    redis = redis_lib.Redis.from_url(REDIS_URL)
+    make_celery(app, redis_url, queue)  # the command's side: it queues, workers run
+    redis = redis_lib.Redis.from_url(redis_url)
     log = tmp_path / "processes.log"
     with served_sandbox(sandbox_db, log) as url:
         env = {
             **os.environ,
             "FLEET_DATABASE_URL": database_url,
-            "FLEET_REDIS_URL": REDIS_URL,
+            "FLEET_REDIS_URL": redis_url,
             "FLEET_SANDBOX_URL": url,
             "FLEET_QUEUE": queue,
             # Slow enough to stop halfway: about 6 requests an account, 15 a second.
@@ -321,8 +318,7 @@ def test_the_recovery_times_must_be_seconds_above_zero(
 def test_two_commands_starting_at_once_make_one_run_that_queues_each_account_once() -> None:
     """Two ``sync --all`` racing: one starts the run, the other resumes it and queues
     nothing (its accounts have just been queued), many times over."""
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    redis_url = require_redis()
     accounts = [(f"fcacct_{i}", f"fca_{i}") for i in range(5)]
 
     def race(scope: str) -> list[fleet.Start]:
@@ -330,7 +326,7 @@ def test_two_commands_starting_at_once_make_one_run_that_queues_each_account_onc
         starts: list[fleet.Start] = []
 
         def start() -> None:
-            redis = redis_lib.Redis.from_url(REDIS_URL or "")
+            redis = redis_lib.Redis.from_url(redis_url)
             barrier.wait()
             starts.append(fleet.start_or_resume(redis, scope, accounts))
 
@@ -354,12 +350,11 @@ def test_a_worker_whose_lock_expired_midway_stops_and_records_why(
 ) -> None:
     """Pages slower than the lock's TTL: the lock is gone at the first page written, so the
     worker stops writing and the account fails with the reason instead of syncing on."""
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
+    redis_url = require_redis()
     app = make_finconn_app(
         FINCONN_PERMISSIONS=["transactions"],
         FINCONN_SANDBOX_REFRESH_DELAY=3600,
-        FINCONN_REDIS_URL=REDIS_URL,
+        FINCONN_REDIS_URL=redis_url,
         FINCONN_SYNC_LOCK_TTL=0.05,
     )
     (account,) = link_accounts(app, Holder("ada"), accounts=["checking"])
@@ -367,7 +362,7 @@ def test_a_worker_whose_lock_expired_midway_stops_and_records_why(
     sandbox.set_history_size(account.stripe_id, 250)
     sandbox.finish_refreshes(account.stripe_id)
     sandbox.faults.latency = 0.2
-    redis = redis_lib.Redis.from_url(REDIS_URL)
+    redis = redis_lib.Redis.from_url(redis_url)
     run_id = fleet.start_or_resume(
         redis, f"lost-{uuid.uuid4().hex[:8]}", [(account.id, account.stripe_id)]
     ).run_id

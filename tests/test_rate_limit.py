@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 import stripe
+from conftest import require_redis
 from flask import Flask
 
 from flask_finconn import Holder, get_state
@@ -19,14 +20,6 @@ from flask_finconn.ratelimit import LocalBucket, RedisBucket, retry_after
 from flask_finconn.sandbox import Sandbox
 from flask_finconn.services import sync
 from flask_finconn.testing import create_app, link_accounts, sandbox_of
-
-REDIS_URL = os.environ.get("FINCONN_TEST_REDIS_URL")
-
-
-def redis_url() -> str:
-    if not REDIS_URL:
-        pytest.skip("Redis is not running; run the suite with scripts/test.")
-    return REDIS_URL
 
 
 def busiest_second(stamps: list[float]) -> int:
@@ -92,8 +85,8 @@ def test_processes_sharing_the_redis_bucket_keep_to_one_rate() -> None:
 
     key = f"finconn:test-rate:{uuid.uuid4().hex}"
     # Two buckets on one key, as two worker processes would build them, four threads each.
-    buckets = [RedisBucket(redis.Redis.from_url(redis_url()), key, rate=20, burst=1)]
-    buckets.append(RedisBucket(redis.Redis.from_url(redis_url()), key, rate=20, burst=1))
+    buckets = [RedisBucket(redis.Redis.from_url(require_redis()), key, rate=20, burst=1)]
+    buckets.append(RedisBucket(redis.Redis.from_url(require_redis()), key, rate=20, burst=1))
     stamps: list[float] = []
     lock = threading.Lock()
 
@@ -148,7 +141,7 @@ def test_a_sync_on_the_shared_budget_never_meets_a_429(
         FINCONN_PERMISSIONS=["transactions"],
         FINCONN_SANDBOX_REFRESH_DELAY=3600,
         FINCONN_STRIPE_RATE_LIMIT=8,
-        FINCONN_REDIS_URL=redis_url(),
+        FINCONN_REDIS_URL=require_redis(),
     )
     stripe_id = linked_with_history(app, 1500)
     faults = sandbox_of(app).faults

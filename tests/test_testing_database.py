@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import require_postgres
 from flask import Flask
 
 from flask_finconn.testing import HOLDER_HEADER, count_statements, throwaway_database
@@ -22,9 +22,7 @@ def _databases(server_url: str) -> set[str]:
 
 
 def test_a_postgresql_throwaway_is_empty_and_dropped_even_with_connections_open() -> None:
-    server_url = os.environ.get("FINCONN_TEST_POSTGRES_URL")
-    if not server_url:
-        pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
+    server_url = require_postgres()
     before = _databases(server_url)
     with throwaway_database(server_url) as url, throwaway_database(server_url) as other:
         name = sa.make_url(url).database
@@ -41,9 +39,7 @@ def test_a_postgresql_throwaway_is_empty_and_dropped_even_with_connections_open(
 
 
 def test_a_postgresql_throwaway_from_a_template_starts_as_its_copy(tmp_path: Path) -> None:
-    server_url = os.environ.get("FINCONN_TEST_POSTGRES_URL")
-    if not server_url:
-        pytest.skip("PostgreSQL is not running; run the suite with scripts/test.")
+    server_url = require_postgres()
     with throwaway_database(server_url) as source:
         engine = sa.create_engine(source)
         with engine.begin() as conn:
