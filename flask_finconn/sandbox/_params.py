@@ -64,6 +64,18 @@ def invalid(message: str, *, param: str | None = None, code: str | None = None) 
     return ApiError(400, message, code=code, param=param)
 
 
+def page_limit(params: dict[str, Any]) -> int:
+    """A list's ``limit`` (10 when absent); outside 1 to 100 it is Stripe's 400."""
+    limit: int = params.get("limit", 10)
+    if not 1 <= limit <= 100:
+        raise invalid(
+            f"Invalid limit: must be between 1 and 100, got {limit}.",
+            param="limit",
+            code="parameter_invalid_integer",
+        )
+    return limit
+
+
 def missing(param: str) -> ApiError:
     return ApiError(400, f"Missing required param: {param}.", code="parameter_missing", param=param)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import _data
 from ._context import RequestContext
 from ._data import dumps as _dumps
-from ._params import ApiError, invalid, parse_form
+from ._params import ApiError, invalid, page_limit, parse_form
 from .events import API_VERSION
 
 if TYPE_CHECKING:
@@ -292,13 +292,7 @@ class Api:
         failed), and then a cursor that matches no row is a 404. The rows are kept in memory
         until the next write (:meth:`.Store.column_kept`), so reading a page again is cheap.
         """
-        limit = params.get("limit", 10)
-        if not 1 <= limit <= 100:
-            raise invalid(
-                f"Invalid limit: must be between 1 and 100, got {limit}.",
-                param="limit",
-                code="parameter_invalid_integer",
-            )
+        limit = page_limit(params)
         after, before = params.get("starting_after"), params.get("ending_before")
         if after and before:
             raise invalid(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._data import dumps
-from .._params import ApiError, S, invalid, validate
+from .._params import ApiError, S, invalid, page_limit, validate
 from . import _intents, _specs
 from ._host import Committed, PaymentsError
 from .engine import Payments
@@ -203,13 +203,7 @@ def _listing(
     pay: Payments, p: dict[str, Any], where: str, args: list[Any], noun: str
 ) -> tuple[list[dict[str, Any]], bool]:
     """The objects of one page, newest first, and whether more follow (cursor pagination)."""
-    limit = p.get("limit", 10)
-    if not 1 <= limit <= 100:
-        raise invalid(
-            f"Invalid limit: must be between 1 and 100, got {limit}.",
-            param="limit",
-            code="parameter_invalid_integer",
-        )
+    limit = page_limit(p)
     cursor = p.get("starting_after") or p.get("ending_before")
     order = "DESC"
     if cursor:
