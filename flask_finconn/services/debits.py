@@ -32,7 +32,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached, scoped_session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_dict
 
 from ..errors import Conflict, FinConnError, InsufficientBalance, StripeUnavailable, ValidationError
 from ..models import Account, Customer, Payment, PaymentMethod, new_payment_id, utcnow
@@ -480,11 +480,14 @@ def _submit(
         if result.rowcount == 1:
             announce(payment)
         return payment
-    # Everything stored is known here: make the row without reading it back.
-    # Values set as committed, as a load sets them: no change events, nothing to expire.
+    # Everything stored is known here: make the row without reading it back. The values go
+    # into the new object's dict as a load puts them there: committed, no change events,
+    # nothing to expire (set_committed_value per attribute does the same, slower).
     payment = Payment()
-    for name, value in {**columns, **values}.items():
-        set_committed_value(payment, "metadata_" if name == "metadata" else name, value)
+    stored = instance_dict(payment)
+    stored.update(columns)
+    stored["metadata_"] = stored.pop("metadata")
+    stored.update(values)
     make_transient_to_detached(payment)
     session.add(payment)
     announce(payment)
