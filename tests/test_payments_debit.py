@@ -13,7 +13,7 @@ from sandbox_support import present
 
 from flask_finconn import Holder, get_state, signals
 from flask_finconn.errors import Conflict, InsufficientBalance, StripeUnavailable, ValidationError
-from flask_finconn.models import Account, Payment, PaymentMethod
+from flask_finconn.models import Account, Customer, Payment, PaymentMethod
 from flask_finconn.services.payments import apply_intent
 from flask_finconn.services.refresh import request_refresh
 from flask_finconn.testing import (
@@ -77,6 +77,18 @@ def test_a_debit_starts_processing_and_a_retry_returns_it(app: Flask, method_id:
     intent = sandbox_of(app).payments.payment_intent(first.stripe_id)
     assert intent["amount"] == 1500 and intent["status"] == "processing"
     assert intent["metadata"] == {"order": "1", "finconn_payment_id": first.id}
+    # The intent is for the saved account and its customer (the request is the SDK's raw
+    # one: nothing typed checks its fields).
+    with app.app_context():
+        session = get_state(app).db.session
+        method = session.get(PaymentMethod, method_id)
+        assert method is not None
+        customer = session.get(Customer, method.customer_id)
+        assert customer is not None
+        expected = (customer.stripe_id, method.stripe_id)
+    assert (intent["customer"], intent["payment_method"]) == expected
+    assert intent["payment_method_types"] == ["us_bank_account"]
+    assert intent["description"] == "March rent" and intent["currency"] == "usd"
     with pytest.raises(Conflict) as reused:
         debit(app, method_id, "order-1", amount=1600)
     assert reused.value.code == "idempotency_key_reused"
