@@ -221,8 +221,8 @@ def browser_sign_in(page: Page, email: str) -> None:
     expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
 
 
-def accept_mandate(page: Page) -> None:
-    dialog = page.get_by_role("dialog", name="Authorize debits from your bank account")
+def accept_mandate(page: Page, account: str = "your bank account") -> None:
+    dialog = page.get_by_role("dialog", name=f"Authorize debits from {account}")
     expect(dialog).to_contain_text("Pocketbook")
     dialog.get_by_role("button", name="Accept").click()
 
@@ -263,7 +263,7 @@ def test_link_use_for_payments_pay_and_settle(
     expect(page.get_by_role("heading", name="Payments", exact=True)).to_be_visible()
     expect(page.get_by_text("No bank account is set up for payments yet.")).to_be_visible()
     page.get_by_role("button", name="Use for payments Test Checking").click()
-    accept_mandate(page)
+    accept_mandate(page, "Test Checking •••• 6789")
     method = page.locator(".methods .method[data-method]")
     expect(method).to_contain_text("Ready")
     # The balance read at link time finishes now, not after a delay a loaded box can outrun
@@ -400,7 +400,7 @@ def test_the_payments_pages_pass_axe_in_each_state(
 
     use = page.get_by_role("button", name="Use for payments Test Checking")
     use.click()
-    dialog = page.get_by_role("dialog", name="Authorize debits from your bank account")
+    dialog = page.get_by_role("dialog", name="Authorize debits from Test Checking •••• 6789")
     expect(dialog).to_be_visible()
     assert_accessible(page)
     page.keyboard.press("Escape")

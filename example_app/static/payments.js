@@ -36,7 +36,8 @@
         window.FinConn.request(`${endpoint}/mandate`, { method: "GET" }),
         window.FinConn.loadPayments(),
       ]);
-      if (!(await mandate(text))) {
+      // The dialog names the account, as the person may have linked several.
+      if (!(await mandate(text, `Authorize debits from ${row.dataset.label}`))) {
         say("Nothing was set up: you did not accept the authorization.");
         return;
       }
