@@ -116,17 +116,51 @@ def usable_accounts(methods: list[PaymentMethod]) -> list[Account]:
     ]
 
 
+def method_names(methods: list[PaymentMethod]) -> dict[str, str]:
+    """What to call each saved bank account: a linked account's own name ("Test Checking"),
+    else the bank's name as Stripe gives it (often in capitals), else "Bank account"."""
+    linked = {method.account_id for method in methods if method.account_id}
+    accounts = {
+        account.id: account
+        for account in db.session.scalars(sa.select(Account).where(Account.id.in_(linked)))
+    }
+    names = {}
+    for method in methods:
+        account = accounts.get(method.account_id or "")
+        name = account.display_name if account is not None else None
+        names[method.id] = name or method.bank_name or "Bank account"
+    return names
+
+
+def method_labels(methods: list[PaymentMethod]) -> dict[str, str]:
+    """Each saved bank account's name with its last four digits, as the payments list says
+    where a payment came from."""
+    names = method_names(methods)
+    return {
+        method.id: f"{names[method.id]} •••• {method.last4}" if method.last4 else names[method.id]
+        for method in methods
+    }
+
+
+def usable(method: PaymentMethod) -> bool:
+    """Whether a saved bank account can be debited now: verified, and not blocked by Stripe
+    after the bank returned a debit (a closed account, for example)."""
+    return method.status == "verified" and not method.blocked
+
+
 def _page(
     form: dict[str, Any] | None = None, error: str = "", status: int = 200
 ) -> tuple[str, int]:
     methods = payment_methods()
-    verified = [method for method in methods if method.status == "verified"]
+    verified = [method for method in methods if usable(method)]
     form = form or {}
     # A new key per render: the same rendered form submitted twice is one charge.
     form.setdefault("idempotency_key", str(uuid.uuid4()))
     body = render_template(
         "payments.html",
         methods=methods,
+        names=method_names(methods),
+        sources=method_labels(methods),
         verified=verified,
         accounts=usable_accounts(methods),
         payments=payments(),
@@ -150,15 +184,18 @@ def payment_globals() -> dict[str, Any]:
 @bp.get("/")
 @login_required
 def index() -> ResponseReturnValue:
-    """Saved bank accounts, the pay form and the payments so far."""
-    return _page()
+    """Saved bank accounts, the pay form and the payments so far; ``?pay_from=<id>`` picks
+    the account the pay form starts on (the verify page links here that way)."""
+    return _page({"payment_method": request.args.get("pay_from", "")})
 
 
 @bp.get("/list")
 @login_required
 def payment_list() -> ResponseReturnValue:
     """The payments list alone, for the page script to swap in while payments settle."""
-    return render_template("_payments.html", payments=payments())
+    return render_template(
+        "_payments.html", payments=payments(), sources=method_labels(payment_methods())
+    )
 
 
 def _amount(form: dict[str, str]) -> tuple[int, str] | str:
@@ -196,7 +233,7 @@ def pay() -> ResponseReturnValue:
         abort(400, "The form is out of date. Reload the page and pay again.")
     methods = {method.id: method for method in payment_methods()}
     method = methods.get(form.get("payment_method", ""))
-    if method is None or method.status != "verified":
+    if method is None or not usable(method):
         return _page(form, "Choose the bank account to pay from.", 400)
     amount = _amount(form)
     if isinstance(amount, str):

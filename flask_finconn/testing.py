@@ -219,6 +219,9 @@ def save_bank_account(
     with _context(app) as ctx:
         state = get_state(app)
         new = payment_methods.create_setup_intent(state, holder)
+        billing = {"name": holder.name or holder.id}
+        if holder.email:  # Stripe takes an email or none, never a null one
+            billing["email"] = holder.email
         sandbox.payments.collect(
             new.client_secret,
             {
@@ -228,7 +231,7 @@ def save_bank_account(
                     "routing_number": routing_number,
                     "account_holder_type": "individual",
                 },
-                "billing_details": {"name": holder.name or holder.id, "email": holder.email},
+                "billing_details": billing,
             },
         )
         sandbox.payments.confirm_setup_intent(

@@ -214,6 +214,8 @@ def test_transactions_are_searchable_filterable_and_paginated(
     assert "No transactions match" in client.get(url, query_string={"q": "%"}).get_data(
         as_text=True
     )
+    none = client.get(url, query_string={"q": "%", "status": "void"}).get_data(as_text=True)
+    assert "No void transactions match “%”." in none
 
 
 def test_pages_carry_a_csp_whose_nonce_is_on_every_script(

@@ -139,6 +139,36 @@ def test_a_debit_above_the_balance_is_refused_with_the_balance(
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Payment)) == 0
 
 
+def test_an_account_the_bank_closed_is_no_longer_offered(
+    make_pocketbook: Callable[..., Flask],
+) -> None:
+    app = make_pocketbook()
+    client = app.test_client()
+    holder_id = sign_in(client, "ada@example.com")
+    linked = saved_checking(app, holder_id)
+    closed = save_bank_account(app, Holder(holder_id), "000111111113")
+    form = {**pay_form(client), "what": "plan", "payment_method": closed.id}
+    assert client.post("/payments/pay", data=form).status_code == 302
+    sandbox = sandbox_of(app)
+    sandbox.advance_time(3600)
+    sandbox.deliver_events(retry_now=True)
+
+    html = client.get("/payments/").get_data(as_text=True)
+    row = re.search(rf'<li class="method" data-method="{closed.id}">.*?</li>', html, re.S)
+    assert row is not None
+    assert "Can't be used" in row.group(0) and "Ready" not in row.group(0)
+    options = re.findall(r'<option value="(fcpm_[^"]+)"', html)
+    assert options == [linked]
+    # The linked account goes by its own name, not the bank's name in capitals.
+    assert re.search(r"Test Checking\s*<span[^>]*>•••• 6789</span>", html)
+    assert "Payment started." not in html  # the payment has settled (failed)
+    refused = client.post("/payments/pay", data={**pay_form(client), **form})
+    assert refused.status_code == 400
+    assert "Choose the bank account to pay from." in refused.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Payment)) == 1
+
+
 def test_another_users_payment_method_cannot_be_charged(
     make_pocketbook: Callable[..., Flask],
 ) -> None:
@@ -191,8 +221,8 @@ def browser_sign_in(page: Page, email: str) -> None:
     expect(page.get_by_role("heading", name="Your accounts")).to_be_visible()
 
 
-def accept_mandate(page: Page) -> None:
-    dialog = page.get_by_role("dialog", name="Authorize debits from your bank account")
+def accept_mandate(page: Page, account: str = "your bank account") -> None:
+    dialog = page.get_by_role("dialog", name=f"Authorize debits from {account}")
     expect(dialog).to_contain_text("Pocketbook")
     dialog.get_by_role("button", name="Accept").click()
 
@@ -204,6 +234,8 @@ def settle(app: Flask) -> None:
 
 def pay_plan(page: Page) -> Any:
     page.get_by_role("radio", name=re.compile("Pocketbook Plus")).check()
+    # The goal and amount belong to a transfer only.
+    expect(page.get_by_label("Amount, in dollars")).to_be_hidden()
     page.get_by_role("button", name="Pay", exact=True).click()
     expect(page.get_by_text("Payment started.")).to_be_visible()
     row = page.locator("#payment-list .payment").first
@@ -231,7 +263,7 @@ def test_link_use_for_payments_pay_and_settle(
     expect(page.get_by_role("heading", name="Payments", exact=True)).to_be_visible()
     expect(page.get_by_text("No bank account is set up for payments yet.")).to_be_visible()
     page.get_by_role("button", name="Use for payments Test Checking").click()
-    accept_mandate(page)
+    accept_mandate(page, "Test Checking •••• 6789")
     method = page.locator(".methods .method[data-method]")
     expect(method).to_contain_text("Ready")
     # The balance read at link time finishes now, not after a delay a loaded box can outrun
@@ -242,8 +274,11 @@ def test_link_use_for_payments_pay_and_settle(
 
     row = pay_plan(page)
     expect(row.locator(".badge")).to_have_text("Processing")
+    expect(row).to_contain_text("from Test Checking •••• 6789")
     settle(app)
     expect(row.locator(".badge")).to_have_text("Paid", timeout=20_000)
+    expect(page.locator("#announcer")).to_have_text("Pocketbook Plus, monthly plan: Paid.")
+    expect(page.get_by_text("Payment started.")).to_have_count(0)
 
 
 def test_manual_entry_microdeposits_then_pay(
@@ -264,6 +299,7 @@ def test_manual_entry_microdeposits_then_pay(
     accept_mandate(page)
 
     expect(page.get_by_role("heading", name="Verify your bank account")).to_be_visible()
+    method_id = page.url.split("/methods/")[1].split("/")[0]
     verify = page.locator("finconn-verify")
     if page.get_by_label("First deposit, in cents").count():
         page.get_by_label("First deposit, in cents").fill("32")
@@ -272,9 +308,13 @@ def test_manual_entry_microdeposits_then_pay(
         page.get_by_label(re.compile("^Code from the deposit")).fill("SM11AA")
     verify.get_by_role("button", name="Verify").click()
     expect(verify.get_by_role("status")).to_have_text("Bank account verified.")
+    expect(page.get_by_text("In the sandbox,")).to_have_count(0)
+    onward = page.get_by_role("link", name="Pay from this account")
+    expect(onward).to_be_focused()
 
-    page.get_by_role("link", name="← Payments").click()
+    onward.click()
     expect(page.locator(".methods .method[data-method]")).to_contain_text("Ready")
+    expect(page.get_by_label("Pay from")).to_have_value(method_id)
     page.get_by_role("radio", name="A transfer to a savings goal").check()
     page.get_by_label("Amount, in dollars").fill("25")
     page.get_by_role("button", name="Pay", exact=True).click()
@@ -330,6 +370,12 @@ def test_a_failing_account_shows_why_in_a_sentence(
     settle(app)
     expect(row.locator(".badge")).to_have_text("Failed", timeout=20_000)
     expect(row.locator("[data-field='failure']")).to_have_text(sentence)
+    expect(page.locator("#announcer")).to_have_text(
+        f"Pocketbook Plus, monthly plan: Failed. {sentence}"
+    )
+    page.reload()
+    method = page.locator(".methods .method[data-method]")
+    expect(method).to_contain_text("Can't be used" if number == "000111111113" else "Ready")
 
 
 @pytest.mark.parametrize(("width", "scheme"), [(1200, "light"), (390, "dark")])
@@ -354,7 +400,7 @@ def test_the_payments_pages_pass_axe_in_each_state(
 
     use = page.get_by_role("button", name="Use for payments Test Checking")
     use.click()
-    dialog = page.get_by_role("dialog", name="Authorize debits from your bank account")
+    dialog = page.get_by_role("dialog", name="Authorize debits from Test Checking •••• 6789")
     expect(dialog).to_be_visible()
     assert_accessible(page)
     page.keyboard.press("Escape")

@@ -20,6 +20,7 @@ from flask_finconn.testing import (
     link_accounts,
     reactivate,
     sandbox_of,
+    save_bank_account,
 )
 
 ADA = Holder("ada", email="ada@example.com")
@@ -128,3 +129,8 @@ def test_deactivate_and_reactivate_show_in_the_account(finconn_app: Flask) -> No
 
 def test_deliver_webhooks_with_nothing_pending_is_zero(finconn_app: Flask) -> None:
     assert deliver_webhooks(finconn_app) == 0
+
+
+def test_save_bank_account_for_a_holder_without_an_email(finconn_app: Flask) -> None:
+    method = save_bank_account(finconn_app, Holder("bob"))
+    assert (method.holder_id, method.last4, method.status) == ("bob", "6789", "verified")

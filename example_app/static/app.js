@@ -308,6 +308,17 @@
     else if (button.dataset.action === "disconnect") disconnect(button);
   });
 
+  // The verify page: once the deposits check out, the sandbox hint goes and the way on to
+  // the pay form appears and takes the focus (the widget's form, which held it, is gone).
+  document.addEventListener("finconn-verify-verified", (event) => {
+    if (event.detail.paymentMethod.status !== "verified") return;
+    for (const hint of document.querySelectorAll("[data-until-verified]")) hint.remove();
+    const next = document.querySelector("[data-when-verified]");
+    if (!next) return;
+    next.hidden = false;
+    next.querySelector("a")?.focus();
+  });
+
   document.addEventListener("finconn-connect-success", (event) => {
     // A bank account saved for payments is the payments page script's business.
     if (event.detail.paymentMethod) return;

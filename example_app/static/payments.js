@@ -36,7 +36,8 @@
         window.FinConn.request(`${endpoint}/mandate`, { method: "GET" }),
         window.FinConn.loadPayments(),
       ]);
-      if (!(await mandate(text))) {
+      // The dialog names the account, as the person may have linked several.
+      if (!(await mandate(text, `Authorize debits from ${row.dataset.label}`))) {
         say("Nothing was set up: you did not accept the authorization.");
         return;
       }
@@ -102,11 +103,16 @@
       for (const row of list.querySelectorAll("[data-payment]")) {
         const was = before.get(row.dataset.payment);
         if (was && was !== row.dataset.status) {
+          // "Pocketbook Plus, monthly plan: Paid." or "...: Failed. Your bank returned ..."
+          const what = row.querySelector("[data-label='Description']").firstChild.textContent.trim();
+          const label = row.querySelector(".badge").textContent.trim();
           const failure = row.querySelector("[data-field='failure']");
-          announce(failure ? `A payment failed. ${failure.textContent}` : `A payment is now ${row.dataset.status}.`);
+          announce(`${what}: ${label}.${failure ? ` ${failure.textContent}` : ""}`);
         }
       }
     }
+    // "Payment started ... processing" is no longer true once the bank has settled it.
+    document.querySelector("[data-field='started']")?.remove();
   }
   follow();
 })();
