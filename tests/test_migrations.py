@@ -137,6 +137,10 @@ def test_the_readme_migration_rekeys_a_0_1_0_table_and_keeps_its_rows(database_u
     assert primary_key(engine) == ["account_id", "id"]
     indexes = {index["name"] for index in sa.inspect(engine).get_indexes(Transaction.__tablename__)}
     assert indexes >= {index.name for index in TRANSACTIONS.indexes}
+    foreign_keys = sa.inspect(engine).get_foreign_keys(Transaction.__tablename__)
+    assert [(fk["referred_table"], fk["options"].get("ondelete")) for fk in foreign_keys] == [
+        ("finconn_account", "CASCADE")
+    ]
     with app.app_context():
         # The first sync after the upgrade finds every row already there, by Stripe id.
         applied = sync_account_from_stripe(state, account.stripe_id)
