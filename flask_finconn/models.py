@@ -215,14 +215,14 @@ class Transaction(Base):
     """A transaction, upserted by its Stripe id as it moves pending → posted or void.
 
     Keyed by (``account_id``, ``id``): a Stripe transaction belongs to one ``fca_`` account,
-    which belongs to one of ours, so the Stripe id is still unique.
+    and an ``fca_`` account to one of ours, so each Stripe id is still stored once.
     """
 
     __tablename__ = "finconn_transaction"
     __table_args__ = (
         # The account first: Stripe's ids are random, and a key of the id alone puts each
         # synced row on its own page of one table-wide index, which SQLite journals and
-        # writes at every commit (about 4 KiB a row once the table holds a million rows).
+        # writes at every commit (one 4 KiB page a row once the table holds a million rows).
         # Under the account, a sync writes into the account's own part of the key.
         sa.PrimaryKeyConstraint("account_id", "id"),
         # The listing's keyset order, unfiltered and by status: each page is one index

@@ -282,9 +282,9 @@ class _SQLiteCache:
     Transaction ids are random, so each page of rows lands on scattered leaves of the
     account's part of the primary key. With SQLite's default 2 MB cache those leaves stop
     fitting once the account holds a few hundred thousand rows, and every batch re-reads
-    and spills them: the cost per row more than doubled from 10k to 1M rows. With 64 MiB during the
-    batch it stays flat. The connection's own setting is put back before the commit (and
-    on any way out), so the host's pooled connections keep what they had.
+    and spills them: the cost per row more than doubled from 10k to 1M rows. With 64 MiB
+    during the batch it stays flat. The connection's own setting is put back before the
+    commit (and on any way out), so the host's pooled connections keep what they had.
     """
 
     SIZE = -64 * 1024  # negative: KiB, as SQLite reads it
