@@ -212,12 +212,22 @@ class Owner(Base):
 
 
 class Transaction(Base):
-    """A transaction, upserted by its Stripe id as it moves pending → posted or void."""
+    """A transaction, upserted by its Stripe id as it moves pending → posted or void.
+
+    Keyed by (``account_id``, ``id``): a Stripe transaction belongs to one ``fca_`` account,
+    and an ``fca_`` account to one of ours, so each Stripe id is still stored once.
+    """
 
     __tablename__ = "finconn_transaction"
-    # The listing's keyset order, unfiltered and by status: each page is one index range,
-    # however deep, and a rare status (pending) never walks the rest of the history.
     __table_args__ = (
+        # The account first: Stripe's ids are random, and a key of the id alone puts each
+        # synced row on its own page of one table-wide index, which SQLite journals and
+        # writes at every commit (one 4 KiB page a row once the table holds a million rows).
+        # Under the account, a sync writes into the account's own part of the key.
+        sa.PrimaryKeyConstraint("account_id", "id"),
+        # The listing's keyset order, unfiltered and by status: each page is one index
+        # range, however deep, and a rare status (pending) never walks the rest of the
+        # history.
         sa.Index("ix_finconn_transaction_account_time", "account_id", "transacted_at", "id"),
         sa.Index(
             "ix_finconn_transaction_account_status_time",
@@ -228,7 +238,7 @@ class Transaction(Base):
         ),
     )
 
-    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)  # fctxn_...
+    id: Mapped[str] = mapped_column(sa.String(255))  # fctxn_...
     account_id: Mapped[str] = mapped_column(sa.ForeignKey("finconn_account.id", ondelete="CASCADE"))
     amount: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))

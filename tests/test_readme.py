@@ -58,10 +58,12 @@ QUERY = ("python", 'Account.holder_id == "42"')
 SIGNAL = ("python", "@account_deactivated.connect_via(app)")
 CELERY = ("python", "init_celery(celery, create_app())")
 PAYMENTS = ("python", "def test_rent_is_debited_once(")
+# Run by tests/test_migrations.py, on both databases.
+MIGRATION = ("python", 'get_pk_constraint("finconn_transaction")')
 
 
 def test_every_python_and_jinja_block_of_the_readme_is_run_here() -> None:
-    covered = [APP, TEMPLATE, TEST, QUERY, SIGNAL, CELERY, PAYMENTS]
+    covered = [APP, TEMPLATE, TEST, QUERY, SIGNAL, CELERY, PAYMENTS, MIGRATION]
     for language in ("python", "jinja"):
         markers = [marker for lang, marker in covered if lang == language]
         for body in blocks(language):

@@ -5,8 +5,8 @@ created or updated it, and lists ``transaction_refresh[after]=<id>`` as "everyth
 refresh touched". :func:`sync_transactions` keeps that id as ``Account.transactions_cursor``
 and asks only for what changed since; the first sync takes the whole history.
 
-Pages of 100 rows are streamed: each page is upserted with one ``INSERT ... ON CONFLICT (id)
-DO UPDATE``, and the rows are committed together with the sync's progress
+Pages of 100 rows are streamed: each page is upserted with one ``INSERT ... ON CONFLICT
+(account_id, id) DO UPDATE``, and the rows are committed together with the sync's progress
 (``Account.transactions_sync``: the refresh the sync catches up to, the last row written,
 the relink watermark), every page or every :data:`COMMIT_INTERVAL` seconds. The cursor
 moves to the target only with the last page. A crash therefore loses nothing (the cursor
@@ -117,7 +117,7 @@ def transaction_row(txn: StripeTransaction, account_id: str) -> dict[str, Any]:
 
 
 def _on_conflict_update(statement: Any) -> Any:
-    """``ON CONFLICT (id) DO UPDATE``, never rolling a row back.
+    """``ON CONFLICT (account_id, id) DO UPDATE``, never rolling a row back.
 
     A row is only rewritten when Stripe's version is newer (``updated``) or comes from
     another refresh: an older page (a retried or racing sync) arriving late changes
@@ -125,7 +125,7 @@ def _on_conflict_update(statement: Any) -> Any:
     """
     excluded = statement.excluded
     return statement.on_conflict_do_update(
-        index_elements=[_TABLE.c.id],
+        index_elements=[_TABLE.c.account_id, _TABLE.c.id],
         set_={name: excluded[name] for name in _UPDATED_COLUMNS},
         where=sa.or_(
             _TABLE.c.stripe_updated < excluded.stripe_updated,
@@ -138,7 +138,8 @@ def _on_conflict_update(statement: Any) -> Any:
 
 
 def upsert_statement(dialect: str) -> Any:
-    """``INSERT ... ON CONFLICT (id) DO UPDATE`` of one row (executemany) for the dialect."""
+    """``INSERT ... ON CONFLICT (account_id, id) DO UPDATE`` of one row (executemany) for the
+    dialect."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return _on_conflict_update(insert(_TABLE))
 
@@ -168,7 +169,8 @@ def _pg_upsert() -> Any:
 _PG_UPSERT = _pg_upsert()
 
 _EXISTING = sa.select(_TABLE.c.id, _TABLE.c.stripe_updated, _TABLE.c.transaction_refresh).where(
-    _TABLE.c.id.in_(sa.bindparam("ids", expanding=True))
+    _TABLE.c.account_id == sa.bindparam("account_id"),
+    _TABLE.c.id.in_(sa.bindparam("ids", expanding=True)),
 )
 
 
@@ -278,11 +280,11 @@ class _SQLiteCache:
     """Gives a SQLite connection a large page cache for the length of one batch.
 
     Transaction ids are random, so each page of rows lands on scattered leaves of the
-    primary-key index. With SQLite's default 2 MB cache those leaves stop fitting once
-    the table holds a few hundred thousand rows, and every batch re-reads and spills
-    them: the cost per row more than doubled from 10k to 1M rows. With 64 MiB during the
-    batch it stays flat. The connection's own setting is put back before the commit (and
-    on any way out), so the host's pooled connections keep what they had.
+    account's part of the primary key. With SQLite's default 2 MB cache those leaves stop
+    fitting once the account holds a few hundred thousand rows, and every batch re-reads
+    and spills them: the cost per row more than doubled from 10k to 1M rows. With 64 MiB
+    during the batch it stays flat. The connection's own setting is put back before the
+    commit (and on any way out), so the host's pooled connections keep what they had.
     """
 
     SIZE = -64 * 1024  # negative: KiB, as SQLite reads it
@@ -318,7 +320,9 @@ def _write(session: Any, dialect: str, rows: list[dict[str, Any]]) -> tuple[int,
     # SQLite: an in-process lookup is cheap, and its executemany runs in C.
     known = {
         row[0]: (row[1], row[2])
-        for row in session.execute(_EXISTING, {"ids": [row["id"] for row in rows]})
+        for row in session.execute(
+            _EXISTING, {"account_id": rows[0]["account_id"], "ids": [row["id"] for row in rows]}
+        )
     }
     added = updated = 0
     changed = []
