@@ -14,12 +14,11 @@ lists filter on: the customer of a PaymentMethod, the PaymentMethod of a mandate
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._data import dumps
@@ -239,52 +238,32 @@ class Objects:
             (kind, *args),
         )
 
-    def writing(self) -> _Writing:
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
         """One write transaction in which a :class:`Committed` error still commits.
 
         The sandbox clock is read once per transaction (see :meth:`now`).
         """
-        return _Writing(self)
+        error: Committed | None = None
+        with self.store.tx():
+            outer = getattr(self._local, "now", None) is None
+            if outer:
+                self._local.now = self.host.now()
+                self._local.saved = None
+            try:
+                yield
+            except Committed as exc:
+                error = exc
+            finally:
+                if outer:
+                    self._local.now = None
+        if error is not None:
+            raise error
 
     def now(self) -> int:
         """The sandbox clock: fixed for the duration of a :meth:`writing` transaction."""
         cached: int | None = getattr(self._local, "now", None)
         return cached if cached is not None else self.host.now()
-
-
-class _Writing:
-    # A class rather than a generator: entered on every payments request.
-    __slots__ = ("_objects", "_outer", "_tx")
-
-    def __init__(self, objects: Objects) -> None:
-        self._objects = objects
-        self._tx = objects.store.tx()
-        self._outer = False
-
-    def __enter__(self) -> None:
-        self._tx.__enter__()
-        try:
-            local = self._objects._local
-            self._outer = getattr(local, "now", None) is None
-            if self._outer:
-                local.now = self._objects.host.now()
-                local.saved = None
-        except BaseException:
-            self._tx.__exit__(*sys.exc_info())
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._outer:
-            self._objects._local.now = None
-        if isinstance(exc, Committed):
-            self._tx.__exit__(None, None, None)  # commits; the error then goes on
-        else:
-            self._tx.__exit__(exc_type, exc, tb)
 
 
 def check_state(kind: str, obj: dict[str, Any], allowed: tuple[str, ...], verb: str) -> None:
