@@ -135,7 +135,7 @@ class Kernel:
         clock = self._clock()
         self.store.execute(
             "INSERT INTO tasks (due_at, kind, account, data) VALUES (?, ?, ?, ?)",
-            (due_at, kind, subject, _dumps(extra or {})),
+            (due_at, kind, subject, _dumps(extra) if extra else "{}"),
         )
         self.store.remember("kernel.clock", _Clock(clock.offset, min(clock.next_due, due_at)))
 

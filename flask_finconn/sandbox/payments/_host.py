@@ -209,7 +209,8 @@ class Objects:
         )
         if row is None:
             raise not_found(KIND_NAMES[kind], obj_id, param=param, status=status)
-        return json.loads(row[0]), json.loads(row[1])
+        # Most objects have no internal state: "{}" needs no decoder.
+        return json.loads(row[0]), (json.loads(row[1]) if row[1] != "{}" else {})
 
     def get(self, kind: str, obj_id: str) -> dict[str, Any]:
         return self.load(kind, obj_id)[0]
