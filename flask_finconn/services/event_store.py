@@ -4,7 +4,8 @@
 ``finconn_webhook_event`` row, in one of three ways:
 
 - :func:`insert_alone`: ``INSERT ... ON CONFLICT DO NOTHING`` as its own transaction on an
-  autocommit connection (the acknowledge path: durable when it returns);
+  autocommit connection (the acknowledge path: durable when it returns). Deliveries that
+  arrive together in one process share one multi-row statement (:class:`_Combiner`);
 - :func:`insert_in_session`: the same insert, of a row already marked processed, inside the
   session's transaction, which the caller commits with the handler's work (inline
   processing: one commit per event, no separate mark). Until then the row is invisible to
@@ -16,7 +17,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import traceback
+import weakref
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -46,6 +51,7 @@ _INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
 
 _Compiled = tuple[str, "tuple[str, ...] | None", dict[str, Any]]
 _COMPILED: dict[tuple[str, str], _Compiled] = {}
+_COMPILED_ROWS: dict[tuple[str, str, int], _Compiled] = {}
 
 
 def _created(value: int) -> datetime | None:
@@ -130,6 +136,44 @@ def _insert_on(connection: sa.Connection, values: dict[str, Any], raw: str | Non
     return bool(result.rowcount == 1)
 
 
+def _compiled_rows(dialect: sa.Dialect, count: int) -> _Compiled:
+    """The insert of ``count`` rows returning the ids it stored, compiled once per size."""
+    key = (dialect.name, dialect.driver, count)
+    if key not in _COMPILED_ROWS:
+        statement = (
+            _INSERTS[dialect.name]
+            .values([{column.key: None for column in COLUMNS}] * count)
+            .returning(EVENTS.c.id)
+        )
+        compiled = statement.compile(dialect=dialect)
+        order = tuple(compiled.positiontup) if compiled.positiontup else None
+        _COMPILED_ROWS[key] = (compiled.string, order, _compiled_insert(dialect)[2])
+    return _COMPILED_ROWS[key]
+
+
+def _insert_rows(
+    connection: sa.Connection, rows: Sequence[tuple[dict[str, Any], str | None]]
+) -> set[str]:
+    """Insert ``rows`` (values, raw body) in one statement; the ids it stored.
+
+    Like :func:`_insert_on`, through ``exec_driver_sql`` with the columns' own converters,
+    so the host's event listeners see the statement.
+    """
+    sql, order, processors = _compiled_rows(connection.dialect, len(rows))
+    params: dict[str, Any] = {}
+    for n, (values, raw) in enumerate(rows):
+        for name, process in processors.items():
+            if raw is not None and name == "payload":
+                params[f"payload_m{n}"] = raw
+            else:
+                value = values[name]
+                params[f"{name}_m{n}"] = value if process is None else process(value)
+    result = connection.exec_driver_sql(
+        sql, params if order is None else tuple(params[k] for k in order)
+    )
+    return set(result.scalars())
+
+
 def execute_alone(
     state: FinConnState, statement: Any, params: dict[str, Any] | None = None
 ) -> sa.Row[Any] | None:
@@ -154,17 +198,130 @@ def insert_alone(
 ) -> dict[str, Any] | None:
     """Insert the event's row unless its id is stored, durably; the values, or None.
 
-    The acknowledge path's one statement, on an autocommit connection of the app's engine.
+    The acknowledge path's one statement, on an autocommit connection of the app's engine,
+    shared with the deliveries this process is storing at the same moment (:class:`_Combiner`).
     """
     session = state.db.session
     values = row_values(event, claimed=claimed)
     bind = _bind(state)
     if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
-        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return values if _insert_on(connection, values, raw) else None
+        return values if _combiner(bind).insert(values, raw) else None
     stored = _insert_in(state, values, raw)  # a session bound to a connection (tests in one)
     session.commit()
     return values if stored else None
+
+
+MAX_ROWS = 50  # rows per shared statement; more wait for the next one
+
+
+class _Pending:
+    """One delivery's row waiting in a :class:`_Combiner`, and what became of it."""
+
+    __slots__ = ("done", "error", "lead", "raw", "ready", "stored", "values")
+
+    def __init__(self, values: dict[str, Any], raw: str | None) -> None:
+        self.values = values
+        self.raw = raw
+        self.ready = threading.Event()
+        self.lead = False  # this thread sends the next statement
+        self.done = False
+        self.stored = False
+        self.error: BaseException | None = None
+
+
+class _Combiner:
+    """The acknowledge-path inserts of one engine in this process, one statement at a time.
+
+    A delivery that finds no statement in flight sends its row at once, alone. Rows that
+    arrive while one is in flight wait for it, and then one of their threads sends them all
+    as one ``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING id``: one
+    round trip and one commit for all, where each used to cost its own. Every caller
+    returns only once the statement holding its row has committed, so a 2xx still means
+    "stored". Rows go in id order, so two processes' statements never wait on each other's
+    ids in opposite orders (a deadlock). If the shared statement fails, each row is sent
+    again alone, so every delivery gets the answer of its own row.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._reset()
+        # A forked child starts with nothing in flight and a lock nobody holds.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_Pending] = []
+        self._busy = False
+
+    def insert(self, values: dict[str, Any], raw: str | None) -> bool:
+        """Store one row unless its id is stored (durably, when this returns); whether it was."""
+        mine = _Pending(values, raw)
+        with self._lock:
+            self._waiting.append(mine)
+            if not self._busy:
+                self._busy = mine.lead = True
+        if not mine.lead:
+            mine.ready.wait()  # done by another thread's statement, or this one's turn
+        if not mine.done:
+            self._send()
+        if mine.error is not None:
+            raise mine.error
+        return mine.stored
+
+    def _send(self) -> None:
+        with self._lock:
+            batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
+        try:
+            self._store(batch)
+        finally:
+            with self._lock:
+                for pending in batch:
+                    pending.done = True
+                    pending.ready.set()
+                if self._waiting:  # arrived meanwhile: the first of them sends the next one
+                    self._waiting[0].lead = True
+                    self._waiting[0].ready.set()
+                else:
+                    self._busy = False
+
+    def _store(self, batch: Sequence[_Pending]) -> None:
+        first: dict[str, _Pending] = {}  # the same id twice: the later copy is a duplicate
+        for pending in batch:
+            first.setdefault(pending.values["id"], pending)
+        rows = [first[key] for key in sorted(first)]
+        try:
+            stored = self._run(rows)
+        except Exception as exc:
+            if len(rows) == 1:
+                rows[0].error = exc
+                return
+            for pending in rows:  # each row alone: a bad one fails only its own delivery
+                try:
+                    pending.stored = bool(self._run([pending]))
+                except Exception as own:
+                    pending.error = own
+            return
+        for pending in rows:
+            pending.stored = pending.values["id"] in stored
+
+    def _run(self, rows: Sequence[_Pending]) -> set[str]:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return _insert_rows(connection, [(pending.values, pending.raw) for pending in rows])
+
+
+_COMBINERS: weakref.WeakKeyDictionary[sa.Engine, _Combiner] = weakref.WeakKeyDictionary()
+_COMBINERS_LOCK = threading.Lock()
+
+
+def _combiner(engine: sa.Engine) -> _Combiner:
+    """The engine's combiner in this process (made on first use)."""
+    combiner = _COMBINERS.get(engine)
+    if combiner is None:
+        with _COMBINERS_LOCK:
+            combiner = _COMBINERS.get(engine)
+            if combiner is None:
+                combiner = _COMBINERS[engine] = _Combiner(engine)
+    return combiner
 
 
 def _bind(state: FinConnState) -> sa.Engine | sa.Connection:
