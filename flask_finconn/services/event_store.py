@@ -37,6 +37,7 @@ EVENTS: sa.Table = WebhookEvent.__table__  # type: ignore[assignment]
 COLUMNS = tuple(EVENTS.c)
 _FSA_GET_BIND = _FlaskSession.get_bind
 ERROR_LIMIT = 2000
+DONE = ("processed", "ignored")  # statuses no claim takes (see events.claim)
 TRACEBACK_LIMIT = 20_000
 
 
@@ -123,6 +124,15 @@ def _insert_on(connection: sa.Connection, values: dict[str, Any], raw: str | Non
     serialized again.
     """
     sql, order, processors = _compiled_insert(connection.dialect)
+    params = _params(processors, values, raw)
+    result = connection.exec_driver_sql(
+        sql, params if order is None else tuple(params[k] for k in order)
+    )
+    return bool(result.rowcount == 1)
+
+
+def _params(processors: dict[str, Any], values: dict[str, Any], raw: str | None) -> dict[str, Any]:
+    """The row's values converted by the columns' types; ``raw`` as the payload if given."""
     params = {
         name: (process(values[name]) if process is not None else values[name])
         for name, process in processors.items()
@@ -130,10 +140,35 @@ def _insert_on(connection: sa.Connection, values: dict[str, Any], raw: str | Non
     }
     if raw is not None:
         params["payload"] = raw
-    result = connection.exec_driver_sql(
-        sql, params if order is None else tuple(params[k] for k in order)
-    )
-    return bool(result.rowcount == 1)
+    return params
+
+
+# PostgreSQL: the insert, and in the same statement the status of a row already stored
+# under the id, as this statement's snapshot sees it (a row committed while the insert
+# waited on its id is not seen: NULL).
+_STORED = _INSERTS["postgresql"].returning(EVENTS.c.id).cte("stored")
+_INSERT_OR_STATUS = sa.select(
+    sa.select(sa.func.count()).select_from(_STORED).scalar_subquery().label("stored"),
+    sa.select(EVENTS.c.status)
+    .where(EVENTS.c.id == sa.bindparam("stored_id"))
+    .scalar_subquery()
+    .label("status"),
+)
+_COMPILED_OR_STATUS: dict[str, str] = {}
+
+
+def _insert_or_status(
+    connection: sa.Connection, values: dict[str, Any], raw: str | None
+) -> tuple[bool, str | None]:
+    """PostgreSQL: insert the row unless its id is stored, in one round trip; (whether it
+    stored it, the status of the row it found stored, if its snapshot shows one)."""
+    dialect = connection.dialect
+    if dialect.driver not in _COMPILED_OR_STATUS:
+        _COMPILED_OR_STATUS[dialect.driver] = _INSERT_OR_STATUS.compile(dialect=dialect).string
+    params = _params(_compiled_insert(dialect)[2], values, raw)
+    params["stored_id"] = values["id"]
+    row = connection.exec_driver_sql(_COMPILED_OR_STATUS[dialect.driver], params).one()
+    return bool(row[0]), row[1]
 
 
 def _compiled_rows(dialect: sa.Dialect, count: int) -> _Compiled:
@@ -342,19 +377,26 @@ def _bind(state: FinConnState) -> sa.Engine | sa.Connection:
 
 def insert_in_session(
     state: FinConnState, event: dict[str, Any], raw: str | None = None
-) -> dict[str, Any] | None:
-    """Insert the event's row, marked processed, in the session's transaction; None for a
-    stored id.
+) -> tuple[dict[str, Any] | None, bool]:
+    """Insert the event's row, marked processed, in the session's transaction: (the values,
+    or None for a stored id; whether that stored row is already done).
 
     Nothing is committed: the caller runs the handler in this transaction and commits the
     row with its work, which makes the mark true, or rolls both back. Nobody sees the row
     before then; a concurrent insert of the same id waits for that end, then finds it
-    stored (or, after a rollback, stores it itself).
+    stored (or, after a rollback, stores it itself). "Done" means ``processed`` or
+    ``ignored``, statuses no claim takes, as the same statement found it on PostgreSQL
+    (elsewhere, and for a row committed while the insert waited, it is False: the caller
+    has to try a claim to know).
     """
     values = row_values(event, claimed=True)
     if values["status"] == "processing":
         values.update(status="processed", processed_at=values["claimed_at"])
-    return values if _insert_in(state, values, raw) else None
+    connection = state.db.session.connection()
+    if connection.dialect.name == "postgresql":
+        stored, status = _insert_or_status(connection, values, raw)
+        return (values if stored else None), status in DONE
+    return (values if _insert_in(state, values, raw) else None), False
 
 
 def _insert_in(state: FinConnState, values: dict[str, Any], raw: str | None) -> bool:

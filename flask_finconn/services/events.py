@@ -123,8 +123,9 @@ def receive(state: FinConnState, event: dict[str, Any], raw: bytes | None = None
     # (claimed for an inline handler that manages its own transactions).
     joined = inline and in_event_transaction(event["type"])
     text = _text(raw)
+    done = False
     if joined:
-        values = insert_in_session(state, event, text)
+        values, done = insert_in_session(state, event, text)
     else:
         values = insert_alone(state, event, claimed=inline, raw=text)
     stored = None
@@ -135,6 +136,8 @@ def receive(state: FinConnState, event: dict[str, Any], raw: bytes | None = None
         return Received(event_id, duplicate=False, outcome="ignored")
     if values is None and joined:
         session.rollback()  # nothing written: end the transaction before the queue claims
+        if done:  # processed or ignored already: no claim would take it
+            return Received(event_id, duplicate=True, outcome="skipped")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     listened = values is not None and event_received.has_receivers_for(app)
     # The row object only when someone uses it: on the acknowledge path it is not free.
