@@ -260,7 +260,7 @@ class _Pending:
         self.ready = threading.Event()
         self.lead = False  # this thread sends the next statement
         self.done = False
-        self.stored = False
+        self.stored: bool | None = None  # None: no answer (yet)
         self.error: BaseException | None = None
 
 
@@ -279,11 +279,6 @@ class _Combiner:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._reset()
-        # A forked child starts with nothing in flight and a lock nobody holds.
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._waiting: list[_Pending] = []
         self._busy = False
@@ -301,7 +296,7 @@ class _Combiner:
             self._send()
         if mine.error is not None:
             raise mine.error
-        return mine.stored
+        return bool(mine.stored)
 
     def _send(self) -> None:
         with self._lock:
@@ -311,6 +306,11 @@ class _Combiner:
         finally:
             with self._lock:
                 for pending in batch:
+                    if pending.stored is None and pending.error is None:
+                        # The sending thread was interrupted: nobody knows, so no 2xx.
+                        pending.error = RuntimeError(
+                            "Storing the event was interrupted; Stripe will deliver it again."
+                        )
                     pending.done = True
                     pending.ready.set()
                 if self._waiting:  # arrived meanwhile: the first of them sends the next one
@@ -329,15 +329,19 @@ class _Combiner:
         except Exception as exc:
             if len(rows) == 1:
                 rows[0].error = exc
-                return
-            for pending in rows:  # each row alone: a bad one fails only its own delivery
-                try:
-                    pending.stored = bool(self._run([pending]))
-                except Exception as own:
-                    pending.error = own
-            return
-        for pending in rows:
-            pending.stored = pending.values["id"] in stored
+            else:
+                for pending in rows:  # each row alone: a bad one fails only its own delivery
+                    try:
+                        pending.stored = bool(self._run([pending]))
+                    except Exception as own:
+                        pending.error = own
+        else:
+            for pending in rows:
+                pending.stored = pending.values["id"] in stored
+        for pending in batch:
+            head = first[pending.values["id"]]
+            if head is not pending:  # a copy within the batch: a duplicate, or the same error
+                pending.stored, pending.error = False, head.error
 
     def _run(self, rows: Sequence[_Pending]) -> set[str]:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -345,18 +349,27 @@ class _Combiner:
 
 
 _COMBINERS: weakref.WeakKeyDictionary[sa.Engine, _Combiner] = weakref.WeakKeyDictionary()
-_COMBINERS_LOCK = threading.Lock()
+_COMBINERS_LOCK = [threading.Lock()]
 
 
 def _combiner(engine: sa.Engine) -> _Combiner:
     """The engine's combiner in this process (made on first use)."""
     combiner = _COMBINERS.get(engine)
     if combiner is None:
-        with _COMBINERS_LOCK:
+        with _COMBINERS_LOCK[0]:
             combiner = _COMBINERS.get(engine)
             if combiner is None:
                 combiner = _COMBINERS[engine] = _Combiner(engine)
     return combiner
+
+
+def _forget_combiners() -> None:
+    # A forked child starts with nothing in flight and locks nobody holds.
+    _COMBINERS_LOCK[0] = threading.Lock()
+    _COMBINERS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_combiners)
 
 
 def _bind(state: FinConnState) -> sa.Engine | sa.Connection:
