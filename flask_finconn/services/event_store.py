@@ -194,7 +194,14 @@ def _insert_rows(
     Like :func:`_insert_on`, through ``exec_driver_sql`` with the columns' own converters,
     so the host's event listeners see the statement.
     """
-    sql, order, processors = _compiled_rows(connection.dialect, len(rows))
+    dialect = connection.dialect
+    if (
+        dialect.name == "postgresql"
+        and len(rows) * len(COLUMNS) > CACHED_PARAMETERS
+        and all(raw is not None for _, raw in rows)
+    ):
+        return _insert_arrays(connection, rows)
+    sql, order, processors = _compiled_rows(dialect, len(rows))
     params: dict[str, Any] = {}
     for n, (values, raw) in enumerate(rows):
         for name, process in processors.items():
@@ -207,6 +214,54 @@ def _insert_rows(
         sql, params if order is None else tuple(params[k] for k in order)
     )
     return set(result.scalars())
+
+
+_ARRAY_INSERTS: dict[str, str] = {}
+# psycopg keeps its conversion of a statement (and prepares it on the server) only when it
+# has at most this many parameters: up to 3 rows of 13 as a VALUES list.
+CACHED_PARAMETERS = 50
+
+
+def _array_insert(dialect: sa.Dialect) -> str:
+    """PostgreSQL: ``INSERT ... SELECT * FROM unnest(<one array per column>) ON CONFLICT DO
+    NOTHING RETURNING id``, the same text for any number of rows.
+
+    For more rows than a ``VALUES`` list of :data:`CACHED_PARAMETERS` holds: psycopg would
+    convert such a list (and PostgreSQL plan it) again every time, while dumping the
+    arrays costs more than a short list's cached parameters. The arrays go in binary
+    (``%(name)b``): as text, every quote of every payload would be escaped by a regular
+    expression.
+    """
+    if dialect.driver not in _ARRAY_INSERTS:
+        types = dialect.type_compiler_instance
+        arrays = ", ".join(
+            f"%({column.key})b::{types.process(column.type.dialect_impl(dialect))}[]"
+            for column in COLUMNS
+        )
+        names = ", ".join(column.name for column in COLUMNS)
+        _ARRAY_INSERTS[dialect.driver] = (
+            f"INSERT INTO {EVENTS.name} ({names}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({EVENTS.c.id.name}) DO NOTHING RETURNING {EVENTS.c.id.name}"
+        )
+    return _ARRAY_INSERTS[dialect.driver]
+
+
+def _insert_arrays(
+    connection: sa.Connection, rows: Sequence[tuple[dict[str, Any], str | None]]
+) -> set[str]:
+    """:func:`_insert_rows` on PostgreSQL: each column's values as one array, in row order
+    (the raw bodies as the payloads)."""
+    dialect = connection.dialect
+    processors = _compiled_insert(dialect)[2]
+    params: dict[str, list[Any]] = {name: [] for name in processors}
+    for values, raw in rows:
+        for name, process in processors.items():
+            if name == "payload":
+                params[name].append(raw)
+            else:
+                value = values[name]
+                params[name].append(value if process is None else process(value))
+    return set(connection.exec_driver_sql(_array_insert(dialect), params).scalars())
 
 
 def execute_alone(
