@@ -9,7 +9,9 @@
 - :func:`insert_in_session`: the same insert, of a row already marked processed, inside the
   session's transaction, which the caller commits with the handler's work (inline
   processing: one commit per event, no separate mark). Until then the row is invisible to
-  others, and a second delivery's insert of the same id waits for this transaction to end;
+  others, and a second delivery's insert of the same id waits for this transaction to end.
+  On PostgreSQL the same statement reads the status of a row already stored under the id,
+  so a copy of a finished event needs no claim;
 - :func:`record_outcome`: an ``ignored`` or ``failed`` result written in a transaction of
   its own after the handler's was rolled back, which may have taken the row's insert with
   it (so the row is inserted again, with the result).
