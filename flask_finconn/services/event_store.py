@@ -297,7 +297,7 @@ def insert_alone(
     values = row_values(event, claimed=claimed)
     bind = _bind(state)
     if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
-        return values if _combiner(bind).insert(values, raw) else None
+        return values if _combiner(bind).insert(bind, values, raw) else None
     stored = _insert_in(state, values, raw)  # a session bound to a connection (tests in one)
     session.commit()
     return values if stored else None
@@ -334,13 +334,13 @@ class _Combiner:
     again alone, so every delivery gets the answer of its own row.
     """
 
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
+    def __init__(self) -> None:
+        # No reference to the engine: it is the key of the weak map that holds this.
         self._lock = threading.Lock()
         self._waiting: list[_Pending] = []
         self._busy = False
 
-    def insert(self, values: dict[str, Any], raw: str | None) -> bool:
+    def insert(self, engine: sa.Engine, values: dict[str, Any], raw: str | None) -> bool:
         """Store one row unless its id is stored (durably, when this returns); whether it was."""
         mine = _Pending(values, raw)
         with self._lock:
@@ -350,16 +350,16 @@ class _Combiner:
         if not mine.lead:
             mine.ready.wait()  # done by another thread's statement, or this one's turn
         if not mine.done:
-            self._send()
+            self._send(engine)
         if mine.error is not None:
             raise mine.error
         return bool(mine.stored)
 
-    def _send(self) -> None:
+    def _send(self, engine: sa.Engine) -> None:
         with self._lock:
             batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
         try:
-            self._store(batch)
+            self._store(engine, batch)
         finally:
             with self._lock:
                 for pending in batch:
@@ -376,20 +376,20 @@ class _Combiner:
                 else:
                     self._busy = False
 
-    def _store(self, batch: Sequence[_Pending]) -> None:
+    def _store(self, engine: sa.Engine, batch: Sequence[_Pending]) -> None:
         first: dict[str, _Pending] = {}  # the same id twice: the later copy is a duplicate
         for pending in batch:
             first.setdefault(pending.values["id"], pending)
         rows = [first[key] for key in sorted(first)]
         try:
-            stored = self._run(rows)
+            stored = _run(engine, rows)
         except Exception as exc:
             if len(rows) == 1:
                 rows[0].error = exc
             else:
                 for pending in rows:  # each row alone: a bad one fails only its own delivery
                     try:
-                        pending.stored = bool(self._run([pending]))
+                        pending.stored = bool(_run(engine, [pending]))
                     except Exception as own:
                         pending.error = own
         else:
@@ -400,9 +400,10 @@ class _Combiner:
             if head is not pending:  # a copy within the batch: a duplicate, or the same error
                 pending.stored, pending.error = False, head.error
 
-    def _run(self, rows: Sequence[_Pending]) -> set[str]:
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return _insert_rows(connection, [(pending.values, pending.raw) for pending in rows])
+
+def _run(engine: sa.Engine, rows: Sequence[_Pending]) -> set[str]:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return _insert_rows(connection, [(pending.values, pending.raw) for pending in rows])
 
 
 _COMBINERS: weakref.WeakKeyDictionary[sa.Engine, _Combiner] = weakref.WeakKeyDictionary()
@@ -416,7 +417,7 @@ def _combiner(engine: sa.Engine) -> _Combiner:
         with _COMBINERS_LOCK[0]:
             combiner = _COMBINERS.get(engine)
             if combiner is None:
-                combiner = _COMBINERS[engine] = _Combiner(engine)
+                combiner = _COMBINERS[engine] = _Combiner()
     return combiner
 
 
