@@ -19,7 +19,7 @@ from flask import Flask
 from flask_finconn import event_failed, event_received, get_state
 from flask_finconn.models import WebhookEvent, utcnow
 from flask_finconn.services import events, handlers
-from flask_finconn.testing import captured_signals
+from flask_finconn.testing import captured_signals, count_statements
 
 EFFECT_TYPE = "test.effect"
 EFFECTS = sa.Table(
@@ -208,3 +208,37 @@ def test_many_new_events_racing_with_their_copies_are_each_processed_once(
         thread.join(timeout=120)
     assert statuses == [200] * (copies * len(sent))
     assert {committed(app, e["id"]) for e in sent} == {("processed", 1)}
+
+
+def test_a_copy_of_a_done_event_is_answered_without_a_claim_and_a_failed_one_is_retried(
+    effect_app: tuple[Flask, list[int]], post_webhook: Callable[..., Any]
+) -> None:
+    app, failures = effect_app
+    done, failing = effect_event(1), effect_event(2)
+    failures[0] = 1  # the first run (of ``failing``) raises
+    assert post_webhook(app, failing).status_code == 500
+    assert post_webhook(app, done).status_code == 200
+    with app.app_context():
+        engine = get_state(app).db.engine
+    rollbacks: list[object] = []
+
+    def rolled_back(connection: object) -> None:
+        rollbacks.append(connection)
+
+    sa.event.listen(engine, "rollback", rolled_back)
+    try:
+        with count_statements(app) as statements:
+            assert post_webhook(app, done).status_code == 200
+    finally:
+        sa.event.remove(engine, "rollback", rolled_back)
+    writes = [s for s in statements if "finconn_webhook_event" in s]
+    # The insert found the row processed; on PostgreSQL the same statement said so, so no
+    # claim was tried (elsewhere the claim finds nothing to take), and the transaction
+    # ended with a COMMIT: after a ROLLBACK psycopg forgets its prepared statements.
+    is_postgresql = engine.dialect.name == "postgresql"
+    assert len(writes) == (1 if is_postgresql else 2)
+    assert not is_postgresql or rollbacks == []
+    # Stripe's retry of the failed one: stored already, but not done, so it is processed.
+    assert post_webhook(app, failing).status_code == 200
+    assert committed(app, done["id"]) == ("processed", 1)
+    assert committed(app, failing["id"]) == ("processed", 1)

@@ -4,11 +4,14 @@
 ``finconn_webhook_event`` row, in one of three ways:
 
 - :func:`insert_alone`: ``INSERT ... ON CONFLICT DO NOTHING`` as its own transaction on an
-  autocommit connection (the acknowledge path: durable when it returns);
+  autocommit connection (the acknowledge path: durable when it returns). Deliveries that
+  arrive together in one process share one multi-row statement (:class:`_Combiner`);
 - :func:`insert_in_session`: the same insert, of a row already marked processed, inside the
   session's transaction, which the caller commits with the handler's work (inline
   processing: one commit per event, no separate mark). Until then the row is invisible to
-  others, and a second delivery's insert of the same id waits for this transaction to end;
+  others, and a second delivery's insert of the same id waits for this transaction to end.
+  On PostgreSQL the same statement reads the status of a row already stored under the id,
+  so a copy of a finished event needs no claim;
 - :func:`record_outcome`: an ``ignored`` or ``failed`` result written in a transaction of
   its own after the handler's was rolled back, which may have taken the row's insert with
   it (so the row is inserted again, with the result).
@@ -16,7 +19,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import traceback
+import weakref
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -32,6 +39,7 @@ EVENTS: sa.Table = WebhookEvent.__table__  # type: ignore[assignment]
 COLUMNS = tuple(EVENTS.c)
 _FSA_GET_BIND = _FlaskSession.get_bind
 ERROR_LIMIT = 2000
+DONE = ("processed", "ignored")  # statuses no claim takes (see events.claim)
 TRACEBACK_LIMIT = 20_000
 
 
@@ -46,6 +54,7 @@ _INSERTS = {name: _insert_statement(name) for name in ("postgresql", "sqlite")}
 
 _Compiled = tuple[str, "tuple[str, ...] | None", dict[str, Any]]
 _COMPILED: dict[tuple[str, str], _Compiled] = {}
+_COMPILED_ROWS: dict[tuple[str, str, int], _Compiled] = {}
 
 
 def _created(value: int) -> datetime | None:
@@ -117,6 +126,15 @@ def _insert_on(connection: sa.Connection, values: dict[str, Any], raw: str | Non
     serialized again.
     """
     sql, order, processors = _compiled_insert(connection.dialect)
+    params = _params(processors, values, raw)
+    result = connection.exec_driver_sql(
+        sql, params if order is None else tuple(params[k] for k in order)
+    )
+    return bool(result.rowcount == 1)
+
+
+def _params(processors: dict[str, Any], values: dict[str, Any], raw: str | None) -> dict[str, Any]:
+    """The row's values converted by the columns' types; ``raw`` as the payload if given."""
     params = {
         name: (process(values[name]) if process is not None else values[name])
         for name, process in processors.items()
@@ -124,10 +142,128 @@ def _insert_on(connection: sa.Connection, values: dict[str, Any], raw: str | Non
     }
     if raw is not None:
         params["payload"] = raw
+    return params
+
+
+# PostgreSQL: the insert, and in the same statement the status of a row already stored
+# under the id, as this statement's snapshot sees it (a row committed while the insert
+# waited on its id is not seen: NULL).
+_STORED = _INSERTS["postgresql"].returning(EVENTS.c.id).cte("stored")
+_INSERT_OR_STATUS = sa.select(
+    sa.select(sa.func.count()).select_from(_STORED).scalar_subquery().label("stored"),
+    sa.select(EVENTS.c.status)
+    .where(EVENTS.c.id == sa.bindparam("stored_id"))
+    .scalar_subquery()
+    .label("status"),
+)
+_COMPILED_OR_STATUS: dict[str, str] = {}
+
+
+def _insert_or_status(
+    connection: sa.Connection, values: dict[str, Any], raw: str | None
+) -> tuple[bool, str | None]:
+    """PostgreSQL: insert the row unless its id is stored, in one round trip; (whether it
+    stored it, the status of the row it found stored, if its snapshot shows one)."""
+    dialect = connection.dialect
+    if dialect.driver not in _COMPILED_OR_STATUS:
+        _COMPILED_OR_STATUS[dialect.driver] = _INSERT_OR_STATUS.compile(dialect=dialect).string
+    params = _params(_compiled_insert(dialect)[2], values, raw)
+    params["stored_id"] = values["id"]
+    row = connection.exec_driver_sql(_COMPILED_OR_STATUS[dialect.driver], params).one()
+    return bool(row[0]), row[1]
+
+
+def _compiled_rows(dialect: sa.Dialect, count: int) -> _Compiled:
+    """The insert of ``count`` rows returning the ids it stored, compiled once per size."""
+    key = (dialect.name, dialect.driver, count)
+    if key not in _COMPILED_ROWS:
+        statement = (
+            _INSERTS[dialect.name]
+            .values([{column.key: None for column in COLUMNS}] * count)
+            .returning(EVENTS.c.id)
+        )
+        compiled = statement.compile(dialect=dialect)
+        order = tuple(compiled.positiontup) if compiled.positiontup else None
+        _COMPILED_ROWS[key] = (compiled.string, order, _compiled_insert(dialect)[2])
+    return _COMPILED_ROWS[key]
+
+
+def _insert_rows(
+    connection: sa.Connection, rows: Sequence[tuple[dict[str, Any], str | None]]
+) -> set[str]:
+    """Insert ``rows`` (values, raw body) in one statement; the ids it stored.
+
+    Like :func:`_insert_on`, through ``exec_driver_sql`` with the columns' own converters,
+    so the host's event listeners see the statement.
+    """
+    dialect = connection.dialect
+    if (
+        dialect.name == "postgresql"
+        and len(rows) * len(COLUMNS) > CACHED_PARAMETERS
+        and all(raw is not None for _, raw in rows)
+    ):
+        return _insert_arrays(connection, rows)
+    sql, order, processors = _compiled_rows(dialect, len(rows))
+    params: dict[str, Any] = {}
+    for n, (values, raw) in enumerate(rows):
+        for name, process in processors.items():
+            if raw is not None and name == "payload":
+                params[f"payload_m{n}"] = raw
+            else:
+                value = values[name]
+                params[f"{name}_m{n}"] = value if process is None else process(value)
     result = connection.exec_driver_sql(
         sql, params if order is None else tuple(params[k] for k in order)
     )
-    return bool(result.rowcount == 1)
+    return set(result.scalars())
+
+
+_ARRAY_INSERTS: dict[str, str] = {}
+# psycopg keeps its conversion of a statement (and prepares it on the server) only when it
+# has at most this many parameters: up to 3 rows of 13 as a VALUES list.
+CACHED_PARAMETERS = 50
+
+
+def _array_insert(dialect: sa.Dialect) -> str:
+    """PostgreSQL: ``INSERT ... SELECT * FROM unnest(<one array per column>) ON CONFLICT DO
+    NOTHING RETURNING id``, the same text for any number of rows.
+
+    For more rows than a ``VALUES`` list of :data:`CACHED_PARAMETERS` holds: psycopg would
+    convert such a list (and PostgreSQL plan it) again every time, while dumping the
+    arrays costs more than a short list's cached parameters. The arrays go in binary
+    (``%(name)b``): as text, every quote of every payload would be escaped by a regular
+    expression.
+    """
+    if dialect.driver not in _ARRAY_INSERTS:
+        types = dialect.type_compiler_instance
+        arrays = ", ".join(
+            f"%({column.key})b::{types.process(column.type.dialect_impl(dialect))}[]"
+            for column in COLUMNS
+        )
+        names = ", ".join(column.name for column in COLUMNS)
+        _ARRAY_INSERTS[dialect.driver] = (
+            f"INSERT INTO {EVENTS.name} ({names}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({EVENTS.c.id.name}) DO NOTHING RETURNING {EVENTS.c.id.name}"
+        )
+    return _ARRAY_INSERTS[dialect.driver]
+
+
+def _insert_arrays(
+    connection: sa.Connection, rows: Sequence[tuple[dict[str, Any], str | None]]
+) -> set[str]:
+    """:func:`_insert_rows` on PostgreSQL: each column's values as one array, in row order
+    (the raw bodies as the payloads)."""
+    dialect = connection.dialect
+    processors = _compiled_insert(dialect)[2]
+    params: dict[str, list[Any]] = {name: [] for name in processors}
+    for values, raw in rows:
+        for name, process in processors.items():
+            if name == "payload":
+                params[name].append(raw)
+            else:
+                value = values[name]
+                params[name].append(value if process is None else process(value))
+    return set(connection.exec_driver_sql(_array_insert(dialect), params).scalars())
 
 
 def execute_alone(
@@ -154,17 +290,144 @@ def insert_alone(
 ) -> dict[str, Any] | None:
     """Insert the event's row unless its id is stored, durably; the values, or None.
 
-    The acknowledge path's one statement, on an autocommit connection of the app's engine.
+    The acknowledge path's one statement, on an autocommit connection of the app's engine,
+    shared with the deliveries this process is storing at the same moment (:class:`_Combiner`).
     """
     session = state.db.session
     values = row_values(event, claimed=claimed)
     bind = _bind(state)
     if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
-        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return values if _insert_on(connection, values, raw) else None
+        return values if _combiner(bind).insert(bind, values, raw) else None
     stored = _insert_in(state, values, raw)  # a session bound to a connection (tests in one)
     session.commit()
     return values if stored else None
+
+
+MAX_ROWS = 50  # rows per shared statement; more wait for the next one
+
+
+class _Pending:
+    """One delivery's row waiting in a :class:`_Combiner`, and what became of it."""
+
+    __slots__ = ("done", "error", "lead", "raw", "ready", "stored", "values")
+
+    def __init__(self, values: dict[str, Any], raw: str | None) -> None:
+        self.values = values
+        self.raw = raw
+        self.ready = threading.Event()
+        self.lead = False  # this thread sends the next statement
+        self.done = False
+        self.stored: bool | None = None  # None: no answer (yet)
+        self.error: BaseException | None = None
+
+
+class _Combiner:
+    """The acknowledge-path inserts of one engine in this process, one statement at a time.
+
+    A delivery that finds no statement in flight sends its row at once, alone. Rows that
+    arrive while one is in flight wait for it, and then one of their threads sends them all
+    as one ``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING id``: one
+    round trip and one commit for all, where each used to cost its own. Every caller
+    returns only once the statement holding its row has committed, so a 2xx still means
+    "stored". Rows go in id order, so two processes' statements never wait on each other's
+    ids in opposite orders (a deadlock). If the shared statement fails, each row is sent
+    again alone, so every delivery gets the answer of its own row.
+    """
+
+    def __init__(self) -> None:
+        # No reference to the engine: it is the key of the weak map that holds this.
+        self._lock = threading.Lock()
+        self._waiting: list[_Pending] = []
+        self._busy = False
+
+    def insert(self, engine: sa.Engine, values: dict[str, Any], raw: str | None) -> bool:
+        """Store one row unless its id is stored (durably, when this returns); whether it was."""
+        mine = _Pending(values, raw)
+        with self._lock:
+            self._waiting.append(mine)
+            if not self._busy:
+                self._busy = mine.lead = True
+        if not mine.lead:
+            mine.ready.wait()  # done by another thread's statement, or this one's turn
+        if not mine.done:
+            self._send(engine)
+        if mine.error is not None:
+            raise mine.error
+        return bool(mine.stored)
+
+    def _send(self, engine: sa.Engine) -> None:
+        with self._lock:
+            batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
+        try:
+            self._store(engine, batch)
+        finally:
+            with self._lock:
+                for pending in batch:
+                    if pending.stored is None and pending.error is None:
+                        # The sending thread was interrupted: nobody knows, so no 2xx.
+                        pending.error = RuntimeError(
+                            "Storing the event was interrupted; Stripe will deliver it again."
+                        )
+                    pending.done = True
+                    pending.ready.set()
+                if self._waiting:  # arrived meanwhile: the first of them sends the next one
+                    self._waiting[0].lead = True
+                    self._waiting[0].ready.set()
+                else:
+                    self._busy = False
+
+    def _store(self, engine: sa.Engine, batch: Sequence[_Pending]) -> None:
+        first: dict[str, _Pending] = {}  # the same id twice: the later copy is a duplicate
+        for pending in batch:
+            first.setdefault(pending.values["id"], pending)
+        rows = [first[key] for key in sorted(first)]
+        try:
+            stored = _run(engine, rows)
+        except Exception as exc:
+            if len(rows) == 1:
+                rows[0].error = exc
+            else:
+                for pending in rows:  # each row alone: a bad one fails only its own delivery
+                    try:
+                        pending.stored = bool(_run(engine, [pending]))
+                    except Exception as own:
+                        pending.error = own
+        else:
+            for pending in rows:
+                pending.stored = pending.values["id"] in stored
+        for pending in batch:
+            head = first[pending.values["id"]]
+            if head is not pending:  # a copy within the batch: a duplicate, or the same error
+                pending.stored, pending.error = False, head.error
+
+
+def _run(engine: sa.Engine, rows: Sequence[_Pending]) -> set[str]:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return _insert_rows(connection, [(pending.values, pending.raw) for pending in rows])
+
+
+_COMBINERS: weakref.WeakKeyDictionary[sa.Engine, _Combiner] = weakref.WeakKeyDictionary()
+_COMBINERS_LOCK = [threading.Lock()]
+
+
+def _combiner(engine: sa.Engine) -> _Combiner:
+    """The engine's combiner in this process (made on first use)."""
+    combiner = _COMBINERS.get(engine)
+    if combiner is None:
+        with _COMBINERS_LOCK[0]:
+            combiner = _COMBINERS.get(engine)
+            if combiner is None:
+                combiner = _COMBINERS[engine] = _Combiner()
+    return combiner
+
+
+def _forget_combiners() -> None:
+    # A forked child starts with nothing in flight and locks nobody holds.
+    _COMBINERS_LOCK[0] = threading.Lock()
+    _COMBINERS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_combiners)
 
 
 def _bind(state: FinConnState) -> sa.Engine | sa.Connection:
@@ -185,19 +448,26 @@ def _bind(state: FinConnState) -> sa.Engine | sa.Connection:
 
 def insert_in_session(
     state: FinConnState, event: dict[str, Any], raw: str | None = None
-) -> dict[str, Any] | None:
-    """Insert the event's row, marked processed, in the session's transaction; None for a
-    stored id.
+) -> tuple[dict[str, Any] | None, bool]:
+    """Insert the event's row, marked processed, in the session's transaction: (the values,
+    or None for a stored id; whether that stored row is already done).
 
     Nothing is committed: the caller runs the handler in this transaction and commits the
     row with its work, which makes the mark true, or rolls both back. Nobody sees the row
     before then; a concurrent insert of the same id waits for that end, then finds it
-    stored (or, after a rollback, stores it itself).
+    stored (or, after a rollback, stores it itself). "Done" means ``processed`` or
+    ``ignored``, statuses no claim takes, as the same statement found it on PostgreSQL
+    (elsewhere, and for a row committed while the insert waited, it is False: the caller
+    has to try a claim to know).
     """
     values = row_values(event, claimed=True)
     if values["status"] == "processing":
         values.update(status="processed", processed_at=values["claimed_at"])
-    return values if _insert_in(state, values, raw) else None
+    connection = state.db.session.connection()
+    if connection.dialect.name == "postgresql":
+        stored, status = _insert_or_status(connection, values, raw)
+        return (values if stored else None), status in DONE
+    return (values if _insert_in(state, values, raw) else None), False
 
 
 def _insert_in(state: FinConnState, values: dict[str, Any], raw: str | None) -> bool:

@@ -123,8 +123,9 @@ def receive(state: FinConnState, event: dict[str, Any], raw: bytes | None = None
     # (claimed for an inline handler that manages its own transactions).
     joined = inline and in_event_transaction(event["type"])
     text = _text(raw)
+    done = False
     if joined:
-        values = insert_in_session(state, event, text)
+        values, done = insert_in_session(state, event, text)
     else:
         values = insert_alone(state, event, claimed=inline, raw=text)
     stored = None
@@ -134,7 +135,11 @@ def receive(state: FinConnState, event: dict[str, Any], raw: bytes | None = None
         logger.warning("Stored event %s as ignored: %s", event_id, values["last_error"])
         return Received(event_id, duplicate=False, outcome="ignored")
     if values is None and joined:
-        session.rollback()  # nothing written: end the transaction before the queue claims
+        # Nothing written: end the transaction before the queue claims. A COMMIT, since
+        # after any ROLLBACK psycopg drops every statement it prepared on the connection.
+        _commit_keeping_loaded(session)
+        if done:  # processed or ignored already: no claim would take it
+            return Received(event_id, duplicate=True, outcome="skipped")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     listened = values is not None and event_received.has_receivers_for(app)
     # The row object only when someone uses it: on the acknowledge path it is not free.
@@ -235,12 +240,7 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
             session.execute(_MARK_PROCESSED, {"event_id": event.id, "now": utcnow()})
         # The mark changes no loaded object: keep what the handler's signals handed out
         # loaded, since receivers may read it after the request.
-        own = session()
-        expire, own.expire_on_commit = own.expire_on_commit, False
-        try:
-            session.commit()
-        finally:
-            own.expire_on_commit = expire
+        _commit_keeping_loaded(session)
     except Exception as exc:
         session.rollback()
         if _permanent(exc):
@@ -262,6 +262,16 @@ def run_claimed(state: FinConnState, event: WebhookEvent) -> Outcome:
         event_failed.send(app, event=failed, error=exc)
         return "failed"
     return "processed"
+
+
+def _commit_keeping_loaded(session: Any) -> None:
+    """Commit the session without expiring the objects it has loaded."""
+    own = session()
+    expire, own.expire_on_commit = own.expire_on_commit, False
+    try:
+        session.commit()
+    finally:
+        own.expire_on_commit = expire
 
 
 _MARK_PROCESSED = (

@@ -1,0 +1,184 @@
+"""The acknowledge path's shared insert: deliveries storing at the same moment in one
+process go to the ledger as one statement, and each still learns what became of its row.
+
+The first delivery's statement is held in the host's own ``before_cursor_execute``
+listener until the others are waiting behind it, so what shares a statement is certain,
+not a matter of timing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import stripe_event
+from flask import Flask
+
+from flask_finconn import get_state
+from flask_finconn.models import WebhookEvent
+from flask_finconn.services import event_store
+
+Stored = dict[str, Any] | None
+
+
+@dataclass
+class Held:
+    """Each ledger insert sent, as (statement, rows), and whether the first was reached."""
+
+    statements: list[tuple[str, int]]
+    reached: threading.Event
+
+
+def event(n: int) -> dict[str, Any]:
+    return stripe_event("customer.created", {"id": f"cus_{n}", "object": "customer"})
+
+
+def store(app: Flask, sent: dict[str, Any]) -> Stored:
+    """``insert_alone`` as the acknowledge path calls it (the body as the raw payload)."""
+    with app.app_context():
+        return event_store.insert_alone(get_state(app), sent, raw=json.dumps(sent))
+
+
+def stored_ids(app: Flask) -> list[str]:
+    with app.app_context(), get_state(app).db.engine.connect() as conn:
+        return sorted(conn.scalars(sa.select(WebhookEvent.id)))
+
+
+def ids_in(params: Any) -> list[str]:
+    """The event ids an insert's parameters carry: one array of them on PostgreSQL, one
+    value per row elsewhere."""
+    if isinstance(params, dict) and isinstance(params.get("id"), list):
+        return list(params["id"])
+    values = list(params.values() if isinstance(params, dict) else params)
+    return values[:: len(event_store.COLUMNS)]
+
+
+@contextmanager
+def first_statement_held(app: Flask, waiting: int) -> Iterator[Held]:
+    """Hold the first ledger insert until ``waiting`` rows queue behind it."""
+    with app.app_context():
+        engine = get_state(app).db.engine
+    combiner = event_store._combiner(engine)
+    held = Held([], threading.Event())
+    sent = held.statements
+
+    def hold(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if not statement.startswith("INSERT INTO finconn_webhook_event"):
+            return
+        sent.append((statement, len(ids_in(params))))
+        if len(sent) == 1:
+            held.reached.set()
+            deadline = time.monotonic() + 30
+            while len(combiner._waiting) < waiting:
+                assert time.monotonic() < deadline, "The other deliveries never queued."
+                time.sleep(0.01)
+
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    try:
+        yield held
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold)
+
+
+def run_together(held: Held, calls: list[Callable[[], Stored]]) -> list[Stored | BaseException]:
+    """Run each call in its own thread, the rest once the first is held; their results."""
+    results: list[Stored | BaseException] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # handed back to the test
+            results[i] = exc
+
+    first = threading.Thread(target=run, args=(0,))
+    first.start()
+    assert held.reached.wait(timeout=30)
+    rest = [threading.Thread(target=run, args=(i,)) for i in range(1, len(calls))]
+    for thread in rest:
+        thread.start()
+    for thread in [first, *rest]:
+        thread.join(timeout=60)
+    return results
+
+
+def test_deliveries_arriving_together_share_one_statement_and_a_copy_is_a_duplicate(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    events = [event(n) for n in range(7)]
+    already = events[3]
+    assert store(app, already) is not None  # stored before: every copy is a duplicate now
+    sent = [events[0], *events[1:], events[5], already]  # one copy inside the shared batch
+    with first_statement_held(app, waiting=len(sent) - 1) as held:
+        results = run_together(held, [lambda e=e: store(app, e) for e in sent])  # type: ignore[misc]
+    # The first went alone; everything that arrived meanwhile went as one statement.
+    assert [rows for _, rows in held.statements] == [1, 6]  # 7 waiting rows, one id twice
+    new = [r["id"] for r in results if isinstance(r, dict)]
+    assert sorted(new) == sorted(e["id"] for e in events if e is not already)
+    assert results[-1] is None  # stored before
+    assert [results[i] for i, e in enumerate(sent) if e is events[5]].count(None) == 1
+    assert stored_ids(app) == sorted(e["id"] for e in events)
+
+
+# 2 rows go as a VALUES list; 4, on PostgreSQL, as one array per column.
+@pytest.mark.parametrize("count", [3, 5])
+def test_a_row_refused_in_a_shared_statement_fails_only_its_own_delivery(
+    make_finconn_app: Callable[..., Flask], count: int
+) -> None:
+    app = make_finconn_app()
+    events = [event(n) for n in range(count)]
+    bad = events[2]["id"]
+    with app.app_context():
+        engine = get_state(app).db.engine
+
+    def refuse(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event") and bad in ids_in(params):
+            raise RuntimeError("the database refused this row")
+
+    with first_statement_held(app, waiting=len(events) - 1) as held:
+        sa.event.listen(engine, "before_cursor_execute", refuse)  # after the holder
+        try:
+            results = run_together(held, [lambda e=e: store(app, e) for e in events])  # type: ignore[misc]
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", refuse)
+    # The shared statement failed, so each of its rows was sent again alone.
+    assert [rows for _, rows in held.statements] == [1, count - 1] + [1] * (count - 1)
+    assert isinstance(results[2], RuntimeError)
+    assert all(isinstance(r, dict) for i, r in enumerate(results) if i != 2)
+    assert stored_ids(app) == sorted(e["id"] for e in events if e["id"] != bad)
+
+
+def test_many_deliveries_and_their_copies_at_once_are_each_stored_once(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    threads = 16
+    events = [event(n) for n in range(40)]
+    barrier = threading.Barrier(threads)
+    results: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def deliver(offset: int) -> None:
+        for i in range(len(events)):
+            sent = events[(i + offset) % len(events)] if offset % 2 else events[i]
+            barrier.wait()
+            new = store(app, sent) is not None
+            with lock:
+                results.append((sent["id"], new))
+
+    workers = [threading.Thread(target=deliver, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert len(results) == threads * len(events)
+    # Each event was told "new" to exactly one of its deliveries, the rest "duplicate".
+    assert sorted(i for i, new in results if new) == sorted(e["id"] for e in events)
+    assert stored_ids(app) == sorted(e["id"] for e in events)
