@@ -140,7 +140,11 @@ def test_two_amounts_mismatch_attempts_left_then_verified(
     second.fill("45")
     verify.get_by_role("button", name="Verify").click()
     expect(status).to_have_text("Bank account verified.")
-    expect(verify).to_contain_text("is verified and ready for payments.")
+    # The redrawn form drops the button that held the focus: the sentence saying the account
+    # is verified takes it (out of the Tab order), not the page's <body>.
+    verified = verify.get_by_text(re.compile("is verified and ready for payments\\.$"))
+    expect(verified).to_be_focused()
+    expect(verified).to_have_attribute("tabindex", "-1")
     expect(verify).to_have_attribute("data-status", "verified")
     expect(verify.get_by_role("textbox")).to_have_count(0)
     assert kinds(verify_page) == ["loaded", "verify", "verified"]
@@ -162,8 +166,9 @@ def test_descriptor_code_mismatch_then_the_four_characters_after_sm(
 
     code.fill("SM99ZZ")
     verify.get_by_role("button", name="Verify").click()
+    # A wrong code is told as a code, not as amounts.
     expect(verify.get_by_role("status")).to_have_text(
-        "Those values do not match the deposits. 9 attempts left."
+        "That code does not match the one on the deposit. 9 attempts left."
     )
     expect(code).to_be_focused()
     expect(code).to_have_attribute("aria-invalid", "true")
@@ -239,6 +244,8 @@ def test_the_last_wrong_amounts_fail_the_account_for_good(
     expect(verify).to_have_attribute("data-status", "verification_failed")
     expect(verify).to_contain_text("could not be verified. Set it up again")
     expect(verify.get_by_role("textbox")).to_have_count(0)
+    # No field is left to take the focus back: the sentence saying where things stand does.
+    expect(verify.get_by_text(re.compile("could not be verified"))).to_be_focused()
     expect(verify.get_by_role("status")).to_have_text(
         "Too many wrong attempts; save the bank account again."
     )
