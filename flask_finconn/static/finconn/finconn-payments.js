@@ -270,8 +270,10 @@
       fields.append(submit);
       form.append(fields);
       if (attempts && v.attempts_remaining != null) {
+        // The stored count goes down with the values sent from here; Stripe's own page (the
+        // link in its email) uses up the same attempts unseen. Only a mismatch's answer is exact.
         const n = v.attempts_remaining;
-        form.append(el("p", "attempts", `${n} attempt${n === 1 ? "" : "s"} left.`));
+        form.append(el("p", "attempts", `At most ${n} attempt${n === 1 ? "" : "s"} left.`));
       }
     }
 
