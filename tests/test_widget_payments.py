@@ -342,9 +342,10 @@ def test_manual_entry_then_microdeposits_in_finconn_verify(pay_page: Page) -> No
         pay_page.get_by_label(re.compile("^Code from the deposit")).fill("SM99ZZ")
     verify.get_by_role("button", name="Verify").click()
     # The server's sentence says how many attempts are left.
-    mismatch = "Those values do not match the deposits" if kind == "amounts" else (
-        "That code does not match the one on the deposit"
-    )
+    mismatch = {
+        "amounts": "Those values do not match the deposits",
+        "descriptor_code": "That code does not match the one on the deposit",
+    }[kind]
     expect(verify.get_by_role("status")).to_have_text(
         re.compile(rf"^{mismatch}\. [1-9]\d* attempts? left\.$")
     )

@@ -192,18 +192,17 @@ def test_codes_tried_on_stripes_own_page_make_the_count_a_bound_until_stripe_ans
     verify_page: Page, widget_app: Flask, live_server: str
 ) -> None:
     # Saved outside a request, the intent's page would be at the sandbox's API address.
-    sandbox_of(widget_app).payments.hosted_verification_base = (
-        f"{live_server}/finconn/sandbox/microdeposits"
-    )
+    payments = sandbox_of(widget_app).payments
+    payments.hosted_verification_base = f"{live_server}/finconn/sandbox/microdeposits"
     method = unverified(widget_app, "descriptor_code")
     with widget_app.app_context():
         state = get_state(widget_app)
         found = state.db.session.get(PaymentMethod, method)
         assert found is not None and found.setup_intent_id is not None
-        intent = state.stripe.retrieve_setup_intent(found.setup_intent_id)
+        intent = state.stripe.retrieve_setup_intent(found.setup_intent_id).to_dict()
     # The holder tries two wrong codes on the page Stripe's email links to: Stripe counts
     # them, and nothing it sends says so.
-    verify_page.goto(intent.next_action.verify_with_microdeposits.hosted_verification_url)
+    verify_page.goto(intent["next_action"]["verify_with_microdeposits"]["hosted_verification_url"])
     for _ in range(2):
         verify_page.get_by_label("Code from the deposit description").fill("SM12AB")
         verify_page.get_by_role("button", name="Verify").click()
