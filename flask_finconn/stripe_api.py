@@ -523,6 +523,11 @@ def _translate(exc: stripe.StripeError, operation: str, not_found: str | None) -
 
 _MICRODEPOSIT_PREFIX = "payment_method_microdeposit_"
 _ATTEMPTS = re.compile(r"(\d+) verification attempts? remaining")
+# A wrong code and wrong amounts are told apart: the holder looks at a different thing.
+_MISMATCH_MESSAGES = {
+    "verification_amounts_mismatch": "Those values do not match the deposits.",
+    "verification_descriptor_code_mismatch": "That code does not match the one on the deposit.",
+}
 
 
 def _microdeposit_error(exc: stripe.StripeError) -> FinConnError:
@@ -530,8 +535,8 @@ def _microdeposit_error(exc: stripe.StripeError) -> FinConnError:
     match = _ATTEMPTS.search(str(exc.user_message or ""))
     remaining = int(match.group(1)) if match else None
     code = (exc.code or "").removeprefix(_MICRODEPOSIT_PREFIX)
-    if code in ("verification_amounts_mismatch", "verification_descriptor_code_mismatch"):
-        message = "Those values do not match the deposits."
+    if code in _MISMATCH_MESSAGES:
+        message = _MISMATCH_MESSAGES[code]
         if remaining is not None:
             message += f" {remaining} attempt{'s' if remaining != 1 else ''} left."
     elif code == "verification_attempts_exceeded":

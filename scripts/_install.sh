@@ -118,13 +118,28 @@ if [ ! -d .venv ]; then
   echo "$want" >.venv/.finconn-stamp
 fi
 # One stamp per set of extras: ./scripts/example installing [postgres] must not let
-# ./scripts/test skip installing [test] (pytest, Playwright) afterwards. A stamp is written
-# only after pip succeeded, so an interrupted install is retried on the next run.
+# ./scripts/test skip installing [test] (pytest, Playwright) afterwards. The project itself
+# is built into .venv once: a later set of extras only adds its own requirements, which pip
+# finds already satisfied (silently) when an earlier set brought them ([test] holds
+# [postgres]). A stamp is written only after pip succeeded, so an interrupted install is
+# retried on the next run.
 extras=${FINCONN_EXTRAS:-test}
 stamp=".venv/.finconn-installed-$extras"
 if [ ! -f "$stamp" ]; then
-  _say "Installing the project with extras [$extras] into .venv"
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  if compgen -G ".venv/.finconn-installed-*" >/dev/null; then
+    mapfile -t wanted < <(.venv/bin/python -c '
+import sys, tomllib
+with open("pyproject.toml", "rb") as fh:
+    optional = tomllib.load(fh)["project"]["optional-dependencies"]
+for extra in sys.argv[1].split(","):
+    print("\n".join(optional[extra]))
+' "$extras")
+    _say "Adding what extras [$extras] need to .venv (the project is installed already)"
+    .venv/bin/python -m pip install -q "${wanted[@]}"
+  else
+    _say "Installing the project with extras [$extras] into .venv"
+    .venv/bin/python -m pip install -q -e ".[$extras]"
+  fi
   touch "$stamp"
 fi
 

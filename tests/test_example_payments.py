@@ -418,6 +418,6 @@ def test_the_payments_pages_pass_axe_in_each_state(
     page.get_by_label(re.compile("^Code from the deposit")).fill("SM99ZZ")
     verify.get_by_role("button", name="Verify").click()
     expect(verify.get_by_role("status")).to_have_text(
-        "Those values do not match the deposits. 9 attempts left."
+        "That code does not match the one on the deposit. 9 attempts left."
     )
     assert_accessible(page)

@@ -342,8 +342,12 @@ def test_manual_entry_then_microdeposits_in_finconn_verify(pay_page: Page) -> No
         pay_page.get_by_label(re.compile("^Code from the deposit")).fill("SM99ZZ")
     verify.get_by_role("button", name="Verify").click()
     # The server's sentence says how many attempts are left.
+    mismatch = {
+        "amounts": "Those values do not match the deposits",
+        "descriptor_code": "That code does not match the one on the deposit",
+    }[kind]
     expect(verify.get_by_role("status")).to_have_text(
-        re.compile(r"^Those values do not match the deposits\. [1-9]\d* attempts? left\.$")
+        re.compile(rf"^{mismatch}\. [1-9]\d* attempts? left\.$")
     )
     # The form is drawn again once the server has counted the attempt: type after that.
     expect(verify).to_have_attribute("aria-busy", "false")

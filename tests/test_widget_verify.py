@@ -13,6 +13,8 @@ from flask import Flask, render_template_string
 from playwright.sync_api import Locator, Page, expect
 
 from flask_finconn import Holder
+from flask_finconn.models import PaymentMethod
+from flask_finconn.state import get_state
 from flask_finconn.testing import sandbox_of, save_bank_account
 
 pytestmark = pytest.mark.browser
@@ -104,8 +106,9 @@ def test_two_amounts_mismatch_attempts_left_then_verified(
     first = verify_page.get_by_label("First deposit, in cents")
     second = verify_page.get_by_label("Second deposit, in cents")
     expect(verify.locator(".finconn-payments__prefix")).to_have_text(["$0.", "$0."])
-    # Before the first try the form says how many tries there are (3 for amounts).
-    expect(verify.locator(".finconn-payments__attempts")).to_have_text("3 attempts left.")
+    # Before the first try the form says how many tries there are (3 for amounts), as a
+    # bound: Stripe's hosted page may have used some.
+    expect(verify.locator(".finconn-payments__attempts")).to_have_text("At most 3 attempts left.")
     assert_accessible(verify_page)
 
     first.fill("10")
@@ -133,14 +136,18 @@ def test_two_amounts_mismatch_attempts_left_then_verified(
     expect(status).to_have_text("Those values do not match the deposits. 1 attempt left.")
     # Coming back later, the form itself says how many are left.
     verify_page.reload()
-    expect(verify.locator(".finconn-payments__attempts")).to_have_text("1 attempt left.")
+    expect(verify.locator(".finconn-payments__attempts")).to_have_text("At most 1 attempt left.")
     expect(verify.locator(".finconn-payments__status")).to_be_empty()
 
     first.fill("32")
     second.fill("45")
     verify.get_by_role("button", name="Verify").click()
     expect(status).to_have_text("Bank account verified.")
-    expect(verify).to_contain_text("is verified and ready for payments.")
+    # The redrawn form drops the button that held the focus: the sentence saying the account
+    # is verified takes it (out of the Tab order), not the page's <body>.
+    verified = verify.get_by_text(re.compile("is verified and ready for payments\\.$"))
+    expect(verified).to_be_focused()
+    expect(verified).to_have_attribute("tabindex", "-1")
     expect(verify).to_have_attribute("data-status", "verified")
     expect(verify.get_by_role("textbox")).to_have_count(0)
     assert kinds(verify_page) == ["loaded", "verify", "verified"]
@@ -162,8 +169,9 @@ def test_descriptor_code_mismatch_then_the_four_characters_after_sm(
 
     code.fill("SM99ZZ")
     verify.get_by_role("button", name="Verify").click()
+    # A wrong code is told as a code, not as amounts.
     expect(verify.get_by_role("status")).to_have_text(
-        "Those values do not match the deposits. 9 attempts left."
+        "That code does not match the one on the deposit. 9 attempts left."
     )
     expect(code).to_be_focused()
     expect(code).to_have_attribute("aria-invalid", "true")
@@ -178,6 +186,41 @@ def test_descriptor_code_mismatch_then_the_four_characters_after_sm(
     assert kinds(verify_page)[-1] == "verified"
     shown = verify_page.request.get(f"/finconn/payment-methods/{method}").json()
     assert shown["status"] == "verified"
+
+
+def test_codes_tried_on_stripes_own_page_make_the_count_a_bound_until_stripe_answers(
+    verify_page: Page, widget_app: Flask, live_server: str
+) -> None:
+    # Saved outside a request, the intent's page would be at the sandbox's API address.
+    payments = sandbox_of(widget_app).payments
+    payments.hosted_verification_base = f"{live_server}/finconn/sandbox/microdeposits"
+    method = unverified(widget_app, "descriptor_code")
+    with widget_app.app_context():
+        state = get_state(widget_app)
+        found = state.db.session.get(PaymentMethod, method)
+        assert found is not None and found.setup_intent_id is not None
+        intent = state.stripe.retrieve_setup_intent(found.setup_intent_id).to_dict()
+    # The holder tries two wrong codes on the page Stripe's email links to: Stripe counts
+    # them, and nothing it sends says so.
+    verify_page.goto(intent["next_action"]["verify_with_microdeposits"]["hosted_verification_url"])
+    for _ in range(2):
+        verify_page.get_by_label("Code from the deposit description").fill("SM12AB")
+        verify_page.get_by_role("button", name="Verify").click()
+        expect(verify_page.get_by_role("alert")).to_be_visible()
+    expect(verify_page.locator("#attempts")).to_have_text("8 verification attempts left.")
+
+    verify_page.goto(f"/verify/{method}")
+    verify = verify_page.locator("finconn-verify")
+    # The form cannot know: it promises no exact number.
+    expect(verify.locator(".finconn-payments__attempts")).to_have_text("At most 10 attempts left.")
+    verify_page.get_by_label(re.compile("^Code from the deposit")).fill("SM12AB")
+    verify.get_by_role("button", name="Verify").click()
+    # Stripe's answer to a wrong code is exact, and it counts the hosted page's tries.
+    expect(verify.get_by_role("status")).to_have_text(
+        "That code does not match the one on the deposit. 7 attempts left."
+    )
+    verify_page.reload()
+    expect(verify.locator(".finconn-payments__attempts")).to_have_text("At most 7 attempts left.")
 
 
 @pytest.mark.parametrize(
@@ -239,6 +282,8 @@ def test_the_last_wrong_amounts_fail_the_account_for_good(
     expect(verify).to_have_attribute("data-status", "verification_failed")
     expect(verify).to_contain_text("could not be verified. Set it up again")
     expect(verify.get_by_role("textbox")).to_have_count(0)
+    # No field is left to take the focus back: the sentence saying where things stand does.
+    expect(verify.get_by_text(re.compile("could not be verified"))).to_be_focused()
     expect(verify.get_by_role("status")).to_have_text(
         "Too many wrong attempts; save the bank account again."
     )

@@ -309,7 +309,7 @@
   });
 
   // The verify page: once the deposits check out, the sandbox hint goes and the way on to
-  // the pay form appears and takes the focus (the widget's form, which held it, is gone).
+  // the pay form appears and takes the focus from the widget's "verified" sentence.
   document.addEventListener("finconn-verify-verified", (event) => {
     if (event.detail.paymentMethod.status !== "verified") return;
     for (const hint of document.querySelectorAll("[data-until-verified]")) hint.remove();

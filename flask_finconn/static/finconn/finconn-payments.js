@@ -270,8 +270,10 @@
       fields.append(submit);
       form.append(fields);
       if (attempts && v.attempts_remaining != null) {
+        // The stored count goes down with the values sent from here; Stripe's own page (the
+        // link in its email) uses up the same attempts unseen. Only a mismatch's answer is exact.
         const n = v.attempts_remaining;
-        form.append(el("p", "attempts", `${n} attempt${n === 1 ? "" : "s"} left.`));
+        form.append(el("p", "attempts", `At most ${n} attempt${n === 1 ? "" : "s"} left.`));
       }
     }
 
@@ -281,7 +283,7 @@
       this.#emit("error", { error: detail });
     }
 
-    /** Mark the fields as wrong, described by the error, and focus the first. */
+    /** Mark the fields as wrong, described by the error, and focus the first (the form's sentence when none are left). */
     #invalid() {
       this.#status.id ||= `${this.paymentMethodId}-status`;
       const inputs = [...this.#form.querySelectorAll("input")];
@@ -290,6 +292,14 @@
         input.setAttribute("aria-describedby", this.#status.id);
       }
       if (inputs.length) inputs[0].focus();
+      else this.#focusIntro();
+    }
+
+    /** Focus the form's opening sentence (where the payment method now stands), out of the Tab order. */
+    #focusIntro() {
+      const intro = this.#form.firstChild;
+      intro.tabIndex = -1;
+      intro.focus();
     }
 
     /** What the form holds, as the verify route takes it; throws a FinConnError when unfit. */
@@ -326,8 +336,12 @@
       this.#say("");
       try {
         this.#paymentMethod = await request(this.#url("/verify"), { body });
+        const focused = this.contains(document.activeElement);
         this.#render();
         this.#say(this.#paymentMethod.status === "verified" ? "Bank account verified." : "");
+        // The redrawn form drops the field or button that held the focus: the sentence saying
+        // the account is verified takes it, before the page hears of it (and may move it on).
+        if (focused) this.#focusIntro();
         this.#emit("verified", { paymentMethod: this.#paymentMethod });
       } catch (error) {
         this.#fail(error);
