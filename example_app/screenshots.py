@@ -89,8 +89,8 @@ def shoot(base: str, out: str, app: object) -> None:
         page = context.new_page()
         page.set_default_timeout(15_000)
         sign_in(page, "ada@example.com")
-        link_bank(page, "bank_nonoauth", 3)
-        link_bank(page, "test_nonoauth", 5)
+        link_bank(page, "bank_nonoauth", 2)
+        link_bank(page, "test_nonoauth", 4)
         settle(page)
         # A day of readings for the chart: the sandbox's clock moves three hours before each
         # refresh (which also clears its 10 s cooldown); each refresh adds a point.
