@@ -8,6 +8,7 @@ not a matter of timing.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import threading
 import time
@@ -182,3 +183,57 @@ def test_many_deliveries_and_their_copies_at_once_are_each_stored_once(
     # Each event was told "new" to exactly one of its deliveries, the rest "duplicate".
     assert sorted(i for i, new in results if new) == sorted(e["id"] for e in events)
     assert stored_ids(app) == sorted(e["id"] for e in events)
+
+
+class Interrupted(BaseException):
+    """What a greenlet's timeout or kill raises in a thread waiting for its row."""
+
+
+def test_a_delivery_interrupted_while_waiting_leaves_the_next_ones_a_turn_to_send(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    first, interrupted, later = event(1), event(2), event(3)
+    with app.app_context():
+        engine = get_state(app).db.engine
+    combiner = event_store._combiner(engine)
+    waiter: list[threading.Thread] = []
+
+    def interrupt_the_waiter(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # The first statement is in flight: the second delivery waits behind it. It is
+        # interrupted as it wakes, just when the first hands it the turn to send.
+        if not statement.startswith("INSERT INTO finconn_webhook_event") or waiter:
+            return
+        thread = threading.Thread(target=run, args=(1, interrupted))
+        waiter.append(thread)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not combiner._waiting:
+            assert time.monotonic() < deadline, "The second delivery never queued."
+            time.sleep(0.01)
+        assert ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident or 0), ctypes.py_object(Interrupted)
+        )
+
+    results: list[Stored | BaseException] = [None, None, None]
+
+    def run(i: int, sent: dict[str, Any]) -> None:
+        try:
+            results[i] = store(app, sent)
+        except BaseException as exc:  # handed back to the test
+            results[i] = exc
+
+    sa.event.listen(engine, "before_cursor_execute", interrupt_the_waiter)
+    try:
+        run(0, first)
+        waiter[0].join(timeout=30)
+        # Without a sender, the next delivery would wait forever.
+        after = threading.Thread(target=run, args=(2, later), daemon=True)
+        after.start()
+        after.join(timeout=30)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", interrupt_the_waiter)
+    assert not after.is_alive(), "The delivery after the interrupted one never got an answer."
+    assert isinstance(results[1], Interrupted)
+    assert isinstance(results[0], dict) and isinstance(results[2], dict)
+    assert stored_ids(app) == sorted([first["id"], later["id"]])

@@ -347,18 +347,45 @@ class _Combiner:
             self._waiting.append(mine)
             if not self._busy:
                 self._busy = mine.lead = True
-        if not mine.lead:
-            mine.ready.wait()  # done by another thread's statement, or this one's turn
-        if not mine.done:
-            self._send(engine)
+        try:
+            if not mine.lead:
+                mine.ready.wait()  # done by another thread's statement, or this one's turn
+            if not mine.done:
+                self._send(engine)
+        except BaseException:
+            # Interrupted (a greenlet's timeout or kill, an async exception) while waiting
+            # or before sending: a turn to send left unused would leave every later
+            # delivery waiting forever.
+            self._withdraw(mine)
+            raise
         if mine.error is not None:
             raise mine.error
         return bool(mine.stored)
 
-    def _send(self, engine: sa.Engine) -> None:
+    def _withdraw(self, mine: _Pending) -> None:
+        """Take back a row its thread no longer waits for, passing on its turn to send."""
         with self._lock:
-            batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
+            if mine.done:
+                return
+            if mine in self._waiting:
+                self._waiting.remove(mine)
+                if mine.lead:
+                    self._pass_turn()
+            # Otherwise its row is in a statement in flight, which answers it.
+
+    def _pass_turn(self) -> None:
+        """With the lock held: the first row waiting sends next, or nothing is in flight."""
+        if self._waiting:
+            self._waiting[0].lead = True
+            self._waiting[0].ready.set()
+        else:
+            self._busy = False
+
+    def _send(self, engine: sa.Engine) -> None:
+        batch: list[_Pending] = []
         try:
+            with self._lock:
+                batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
             self._store(engine, batch)
         finally:
             with self._lock:
@@ -370,11 +397,7 @@ class _Combiner:
                         )
                     pending.done = True
                     pending.ready.set()
-                if self._waiting:  # arrived meanwhile: the first of them sends the next one
-                    self._waiting[0].lead = True
-                    self._waiting[0].ready.set()
-                else:
-                    self._busy = False
+                self._pass_turn()  # to the first of those that arrived meanwhile
 
     def _store(self, engine: sa.Engine, batch: Sequence[_Pending]) -> None:
         first: dict[str, _Pending] = {}  # the same id twice: the later copy is a duplicate
