@@ -237,3 +237,39 @@ def test_a_delivery_interrupted_while_waiting_leaves_the_next_ones_a_turn_to_sen
     assert isinstance(results[1], Interrupted)
     assert isinstance(results[0], dict) and isinstance(results[2], dict)
     assert stored_ids(app) == sorted([first["id"], later["id"]])
+
+
+def test_a_shared_statement_without_a_connection_is_not_sent_again_row_by_row(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    events = [event(n) for n in range(5)]
+    with app.app_context():
+        engine = get_state(app).db.engine
+    connects: list[object] = []
+    old_pools: list[sa.Pool] = []
+
+    def unreachable(*args: Any) -> None:
+        connects.append(args)
+        raise engine.dialect.loaded_dbapi.OperationalError("the database is unreachable")
+
+    def lose_the_database(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event") and not connects:
+            old_pools.append(engine.pool)
+            engine.dispose(close=False)  # a new pool: the next statement connects anew
+            sa.event.listen(engine, "do_connect", unreachable)
+
+    with first_statement_held(app, waiting=len(events) - 1) as held:
+        sa.event.listen(engine, "before_cursor_execute", lose_the_database)  # after the holder
+        try:
+            results = run_together(held, [lambda e=e: store(app, e) for e in events])  # type: ignore[misc]
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", lose_the_database)
+            sa.event.remove(engine, "do_connect", unreachable)
+            for pool in old_pools:
+                pool.dispose()
+    assert isinstance(results[0], dict)
+    # One try for the shared statement, each of its deliveries answered with its error.
+    assert len(connects) == 1
+    assert all(isinstance(r, sa.exc.OperationalError) for r in results[1:])
+    assert stored_ids(app) == [events[0]["id"]]

@@ -407,8 +407,9 @@ class _Combiner:
         try:
             stored = _run(engine, rows)
         except Exception as exc:
-            if len(rows) == 1:
-                rows[0].error = exc
+            if len(rows) == 1 or _unavailable(exc):
+                for pending in rows:
+                    pending.error = exc
             else:
                 for pending in rows:  # each row alone: a bad one fails only its own delivery
                     try:
@@ -422,6 +423,19 @@ class _Combiner:
             head = first[pending.values["id"]]
             if head is not pending:  # a copy within the batch: a duplicate, or the same error
                 pending.stored, pending.error = False, head.error
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Whether the shared statement failed for want of a connection, not for one of its rows.
+
+    Sending each row again alone would then only repeat the failure, one connect or pool
+    timeout after another, while every delivery of the process waits.
+    """
+    if isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and (
+        exc.connection_invalidated or exc.statement is None
+    )
 
 
 def _run(engine: sa.Engine, rows: Sequence[_Pending]) -> set[str]:
