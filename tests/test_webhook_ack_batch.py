@@ -273,3 +273,29 @@ def test_a_shared_statement_without_a_connection_is_not_sent_again_row_by_row(
     assert len(connects) == 1
     assert all(isinstance(r, sa.exc.OperationalError) for r in results[1:])
     assert stored_ids(app) == [events[0]["id"]]
+
+
+def test_a_shared_statement_that_found_the_database_locked_is_not_sent_again_row_by_row(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    events = [event(n) for n in range(5)]
+    with app.app_context():
+        engine = get_state(app).db.engine
+
+    def locked(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        # What SQLite answers once its busy timeout ran out behind another writer.
+        if statement.startswith("INSERT INTO finconn_webhook_event") and len(ids_in(params)) > 1:
+            raise engine.dialect.loaded_dbapi.OperationalError("database is locked")
+
+    with first_statement_held(app, waiting=len(events) - 1) as held:
+        sa.event.listen(engine, "before_cursor_execute", locked)  # after the holder
+        try:
+            results = run_together(held, [lambda e=e: store(app, e) for e in events])  # type: ignore[misc]
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", locked)
+    # Each row alone would have waited out the lock again, one after another.
+    assert [rows for _, rows in held.statements] == [1, len(events) - 1]
+    assert isinstance(results[0], dict)
+    assert all(isinstance(r, sa.exc.OperationalError) for r in results[1:])
+    assert stored_ids(app) == [events[0]["id"]]

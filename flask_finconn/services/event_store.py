@@ -426,12 +426,16 @@ class _Combiner:
 
 
 def _unavailable(exc: Exception) -> bool:
-    """Whether the shared statement failed for want of a connection, not for one of its rows.
+    """Whether the shared statement failed for want of a connection or of the database (a
+    pool or connect timeout, a lost connection, a lock wait: SQLite's "database is
+    locked"), not for one of its rows.
 
-    Sending each row again alone would then only repeat the failure, one connect or pool
-    timeout after another, while every delivery of the process waits.
+    Sending each row again alone would then only repeat the failure, one timeout after
+    another, while every delivery of the process waits.
     """
     if isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         return True
     return isinstance(exc, sa.exc.DBAPIError) and (
         exc.connection_invalidated or exc.statement is None
