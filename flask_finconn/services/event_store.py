@@ -330,8 +330,8 @@ class _Combiner:
     round trip and one commit for all, where each used to cost its own. Every caller
     returns only once the statement holding its row has committed, so a 2xx still means
     "stored". Rows go in id order, so two processes' statements never wait on each other's
-    ids in opposite orders (a deadlock). If the shared statement fails, each row is sent
-    again alone, so every delivery gets the answer of its own row.
+    ids in opposite orders (a deadlock). If one of its rows fails the shared statement, each
+    row is sent again alone (not after a connection or lock failure, which all share).
     """
 
     def __init__(self) -> None:
