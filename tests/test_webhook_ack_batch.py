@@ -98,14 +98,16 @@ def run_together(held: Held, calls: list[Callable[[], Stored]]) -> list[Stored |
         except BaseException as exc:  # handed back to the test
             results[i] = exc
 
-    first = threading.Thread(target=run, args=(0,))
+    # Daemons: a delivery that never gets its answer fails the test, not the run's exit.
+    first = threading.Thread(target=run, args=(0,), daemon=True)
     first.start()
     assert held.reached.wait(timeout=30)
-    rest = [threading.Thread(target=run, args=(i,)) for i in range(1, len(calls))]
+    rest = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(calls))]
     for thread in rest:
         thread.start()
     for thread in [first, *rest]:
         thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in [first, *rest]), "A delivery got no answer."
     return results
 
 
@@ -164,21 +166,27 @@ def test_many_deliveries_and_their_copies_at_once_are_each_stored_once(
     events = [event(n) for n in range(40)]
     barrier = threading.Barrier(threads)
     results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def deliver(offset: int) -> None:
-        for i in range(len(events)):
-            sent = events[(i + offset) % len(events)] if offset % 2 else events[i]
-            barrier.wait()
-            new = store(app, sent) is not None
-            with lock:
-                results.append((sent["id"], new))
+        try:
+            for i in range(len(events)):
+                sent = events[(i + offset) % len(events)] if offset % 2 else events[i]
+                barrier.wait(timeout=60)
+                new = store(app, sent) is not None
+                with lock:
+                    results.append((sent["id"], new))
+        except BaseException as exc:  # handed back to the test; the others stop waiting
+            errors.append(exc)
+            barrier.abort()
 
-    workers = [threading.Thread(target=deliver, args=(n,)) for n in range(threads)]
+    workers = [threading.Thread(target=deliver, args=(n,), daemon=True) for n in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=120)
+    assert errors == []
     assert len(results) == threads * len(events)
     # Each event was told "new" to exactly one of its deliveries, the rest "duplicate".
     assert sorted(i for i, new in results if new) == sorted(e["id"] for e in events)
