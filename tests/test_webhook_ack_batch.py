@@ -8,6 +8,7 @@ not a matter of timing.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import threading
 import time
@@ -97,14 +98,16 @@ def run_together(held: Held, calls: list[Callable[[], Stored]]) -> list[Stored |
         except BaseException as exc:  # handed back to the test
             results[i] = exc
 
-    first = threading.Thread(target=run, args=(0,))
+    # Daemons: a delivery that never gets its answer fails the test, not the run's exit.
+    first = threading.Thread(target=run, args=(0,), daemon=True)
     first.start()
     assert held.reached.wait(timeout=30)
-    rest = [threading.Thread(target=run, args=(i,)) for i in range(1, len(calls))]
+    rest = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(calls))]
     for thread in rest:
         thread.start()
     for thread in [first, *rest]:
         thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in [first, *rest]), "A delivery got no answer."
     return results
 
 
@@ -163,22 +166,144 @@ def test_many_deliveries_and_their_copies_at_once_are_each_stored_once(
     events = [event(n) for n in range(40)]
     barrier = threading.Barrier(threads)
     results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def deliver(offset: int) -> None:
-        for i in range(len(events)):
-            sent = events[(i + offset) % len(events)] if offset % 2 else events[i]
-            barrier.wait()
-            new = store(app, sent) is not None
-            with lock:
-                results.append((sent["id"], new))
+        try:
+            for i in range(len(events)):
+                sent = events[(i + offset) % len(events)] if offset % 2 else events[i]
+                barrier.wait(timeout=60)
+                new = store(app, sent) is not None
+                with lock:
+                    results.append((sent["id"], new))
+        except BaseException as exc:  # handed back to the test; the others stop waiting
+            errors.append(exc)
+            barrier.abort()
 
-    workers = [threading.Thread(target=deliver, args=(n,)) for n in range(threads)]
+    workers = [threading.Thread(target=deliver, args=(n,), daemon=True) for n in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=120)
+    assert errors == []
     assert len(results) == threads * len(events)
     # Each event was told "new" to exactly one of its deliveries, the rest "duplicate".
     assert sorted(i for i, new in results if new) == sorted(e["id"] for e in events)
     assert stored_ids(app) == sorted(e["id"] for e in events)
+
+
+class Interrupted(BaseException):
+    """What a greenlet's timeout or kill raises in a thread waiting for its row."""
+
+
+def test_a_delivery_interrupted_while_waiting_leaves_the_next_ones_a_turn_to_send(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    first, interrupted, later = event(1), event(2), event(3)
+    with app.app_context():
+        engine = get_state(app).db.engine
+    combiner = event_store._combiner(engine)
+    waiter: list[threading.Thread] = []
+
+    def interrupt_the_waiter(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # The first statement is in flight: the second delivery waits behind it. It is
+        # interrupted as it wakes, just when the first hands it the turn to send.
+        if not statement.startswith("INSERT INTO finconn_webhook_event") or waiter:
+            return
+        thread = threading.Thread(target=run, args=(1, interrupted))
+        waiter.append(thread)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not combiner._waiting:
+            assert time.monotonic() < deadline, "The second delivery never queued."
+            time.sleep(0.01)
+        assert ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident or 0), ctypes.py_object(Interrupted)
+        )
+
+    results: list[Stored | BaseException] = [None, None, None]
+
+    def run(i: int, sent: dict[str, Any]) -> None:
+        try:
+            results[i] = store(app, sent)
+        except BaseException as exc:  # handed back to the test
+            results[i] = exc
+
+    sa.event.listen(engine, "before_cursor_execute", interrupt_the_waiter)
+    try:
+        run(0, first)
+        waiter[0].join(timeout=30)
+        # Without a sender, the next delivery would wait forever.
+        after = threading.Thread(target=run, args=(2, later), daemon=True)
+        after.start()
+        after.join(timeout=30)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", interrupt_the_waiter)
+    assert not after.is_alive(), "The delivery after the interrupted one never got an answer."
+    assert isinstance(results[1], Interrupted)
+    assert isinstance(results[0], dict) and isinstance(results[2], dict)
+    assert stored_ids(app) == sorted([first["id"], later["id"]])
+
+
+def test_a_shared_statement_without_a_connection_is_not_sent_again_row_by_row(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    events = [event(n) for n in range(5)]
+    with app.app_context():
+        engine = get_state(app).db.engine
+    connects: list[object] = []
+    old_pools: list[sa.Pool] = []
+
+    def unreachable(*args: Any) -> None:
+        connects.append(args)
+        raise engine.dialect.loaded_dbapi.OperationalError("the database is unreachable")
+
+    def lose_the_database(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event") and not connects:
+            old_pools.append(engine.pool)
+            engine.dispose(close=False)  # a new pool: the next statement connects anew
+            sa.event.listen(engine, "do_connect", unreachable)
+
+    with first_statement_held(app, waiting=len(events) - 1) as held:
+        sa.event.listen(engine, "before_cursor_execute", lose_the_database)  # after the holder
+        try:
+            results = run_together(held, [lambda e=e: store(app, e) for e in events])  # type: ignore[misc]
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", lose_the_database)
+            sa.event.remove(engine, "do_connect", unreachable)
+            for pool in old_pools:
+                pool.dispose()
+    assert isinstance(results[0], dict)
+    # One try for the shared statement, each of its deliveries answered with its error.
+    assert len(connects) == 1
+    assert all(isinstance(r, sa.exc.OperationalError) for r in results[1:])
+    assert stored_ids(app) == [events[0]["id"]]
+
+
+def test_a_shared_statement_that_found_the_database_locked_is_not_sent_again_row_by_row(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    app = make_finconn_app()
+    events = [event(n) for n in range(5)]
+    with app.app_context():
+        engine = get_state(app).db.engine
+
+    def locked(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        # What SQLite answers once its busy timeout ran out behind another writer.
+        if statement.startswith("INSERT INTO finconn_webhook_event") and len(ids_in(params)) > 1:
+            raise engine.dialect.loaded_dbapi.OperationalError("database is locked")
+
+    with first_statement_held(app, waiting=len(events) - 1) as held:
+        sa.event.listen(engine, "before_cursor_execute", locked)  # after the holder
+        try:
+            results = run_together(held, [lambda e=e: store(app, e) for e in events])  # type: ignore[misc]
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", locked)
+    # Each row alone would have waited out the lock again, one after another.
+    assert [rows for _, rows in held.statements] == [1, len(events) - 1]
+    assert isinstance(results[0], dict)
+    assert all(isinstance(r, sa.exc.OperationalError) for r in results[1:])
+    assert stored_ids(app) == [events[0]["id"]]

@@ -330,8 +330,8 @@ class _Combiner:
     round trip and one commit for all, where each used to cost its own. Every caller
     returns only once the statement holding its row has committed, so a 2xx still means
     "stored". Rows go in id order, so two processes' statements never wait on each other's
-    ids in opposite orders (a deadlock). If the shared statement fails, each row is sent
-    again alone, so every delivery gets the answer of its own row.
+    ids in opposite orders (a deadlock). If one of its rows fails the shared statement, each
+    row is sent again alone (not after a connection or lock failure, which all share).
     """
 
     def __init__(self) -> None:
@@ -347,18 +347,45 @@ class _Combiner:
             self._waiting.append(mine)
             if not self._busy:
                 self._busy = mine.lead = True
-        if not mine.lead:
-            mine.ready.wait()  # done by another thread's statement, or this one's turn
-        if not mine.done:
-            self._send(engine)
+        try:
+            if not mine.lead:
+                mine.ready.wait()  # done by another thread's statement, or this one's turn
+            if not mine.done:
+                self._send(engine)
+        except BaseException:
+            # Interrupted (a greenlet's timeout or kill, an async exception) while waiting
+            # or before sending: a turn to send left unused would leave every later
+            # delivery waiting forever.
+            self._withdraw(mine)
+            raise
         if mine.error is not None:
             raise mine.error
         return bool(mine.stored)
 
-    def _send(self, engine: sa.Engine) -> None:
+    def _withdraw(self, mine: _Pending) -> None:
+        """Take back a row its thread no longer waits for, passing on its turn to send."""
         with self._lock:
-            batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
+            if mine.done:
+                return
+            if mine in self._waiting:
+                self._waiting.remove(mine)
+                if mine.lead:
+                    self._pass_turn()
+            # Otherwise its row is in a statement in flight, which answers it.
+
+    def _pass_turn(self) -> None:
+        """With the lock held: the first row waiting sends next, or nothing is in flight."""
+        if self._waiting:
+            self._waiting[0].lead = True
+            self._waiting[0].ready.set()
+        else:
+            self._busy = False
+
+    def _send(self, engine: sa.Engine) -> None:
+        batch: list[_Pending] = []
         try:
+            with self._lock:
+                batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
             self._store(engine, batch)
         finally:
             with self._lock:
@@ -370,11 +397,7 @@ class _Combiner:
                         )
                     pending.done = True
                     pending.ready.set()
-                if self._waiting:  # arrived meanwhile: the first of them sends the next one
-                    self._waiting[0].lead = True
-                    self._waiting[0].ready.set()
-                else:
-                    self._busy = False
+                self._pass_turn()  # to the first of those that arrived meanwhile
 
     def _store(self, engine: sa.Engine, batch: Sequence[_Pending]) -> None:
         first: dict[str, _Pending] = {}  # the same id twice: the later copy is a duplicate
@@ -384,8 +407,9 @@ class _Combiner:
         try:
             stored = _run(engine, rows)
         except Exception as exc:
-            if len(rows) == 1:
-                rows[0].error = exc
+            if len(rows) == 1 or _unavailable(exc):
+                for pending in rows:
+                    pending.error = exc
             else:
                 for pending in rows:  # each row alone: a bad one fails only its own delivery
                     try:
@@ -399,6 +423,23 @@ class _Combiner:
             head = first[pending.values["id"]]
             if head is not pending:  # a copy within the batch: a duplicate, or the same error
                 pending.stored, pending.error = False, head.error
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Whether the shared statement failed for want of a connection or of the database (a
+    pool or connect timeout, a lost connection, a lock wait: SQLite's "database is
+    locked"), not for one of its rows.
+
+    Sending each row again alone would then only repeat the failure, one timeout after
+    another, while every delivery of the process waits.
+    """
+    if isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and (
+        exc.connection_invalidated or exc.statement is None
+    )
 
 
 def _run(engine: sa.Engine, rows: Sequence[_Pending]) -> set[str]:
