@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing
+import queue
 import random
 import time
 import uuid
@@ -150,7 +151,22 @@ def drive(port: int, sent: list[tuple[bytes, str]], connections: int) -> Load:
     workers = [context.Process(target=_client, args=(port, share, start, out)) for share in shares]
     for worker in workers:
         worker.start()
-    results = [out.get(timeout=600) for _ in workers]
+    results: list[tuple[float, float, list[float], int]] = []
+    deadline = time.monotonic() + 600
+    while len(results) < len(workers):
+        try:
+            results.append(out.get(timeout=1))
+        except queue.Empty:
+            # A client that died (the server refused or reset its connection, e.g. because
+            # gunicorn's workers failed to boot) never answers: stop now, not in 10 minutes.
+            failed = [w for w in workers if w.exitcode not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                for worker in workers:
+                    worker.terminate()
+                raise RuntimeError(
+                    f"{len(failed)} of {len(workers)} client processes failed before sending "
+                    "everything; the server's log in the bench's work directory says why."
+                ) from None
     for worker in workers:
         worker.join()
     began = min(r[0] for r in results)

@@ -569,6 +569,9 @@ def main() -> int:
                     f"  Celery drain, {workers} worker(s) x 4 threads: {rate:6.0f} events/s "
                     f"(lost {lost}, twice {twice})"
                 )
+    except BaseException:
+        bad = True  # keep the servers' logs: they say why the run stopped
+        raise
     finally:
         if bad:
             print(f"\nLogs kept in {workdir}")
