@@ -88,11 +88,42 @@ EVENT_LABELS = {
     "financial_connections.account.refreshed_balance": "Balance refreshed",
     "financial_connections.account.refreshed_ownership": "Owners refreshed",
     "financial_connections.account.refreshed_transactions": "Transactions refreshed",
+    "payment_intent.created": "Payment created",
+    "payment_intent.requires_action": "Payment waits for verification",
+    "payment_intent.processing": "Payment processing",
+    "payment_intent.succeeded": "Payment succeeded",
+    "payment_intent.payment_failed": "Payment failed",
+    "payment_intent.canceled": "Payment canceled",
+    "charge.pending": "Debit sent to the bank",
+    "charge.succeeded": "Debit settled",
+    "charge.failed": "Debit returned by the bank",
+    "charge.dispute.created": "Payment disputed",
+    "charge.dispute.closed": "Dispute closed",
+    "setup_intent.created": "Bank account setup started",
+    "setup_intent.requires_action": "Bank account waits for verification",
+    "setup_intent.succeeded": "Bank account set up for payments",
+    "setup_intent.setup_failed": "Bank account setup failed",
+    "setup_intent.canceled": "Bank account setup canceled",
+    "payment_method.attached": "Bank account saved",
+    "payment_method.detached": "Bank account removed",
+    "payment_method.automatically_updated": "Bank account details updated",
+}
+# A mandate's status after ``mandate.updated``, in words.
+MANDATE_LABELS = {
+    "active": "Debit authorization active",
+    "inactive": "Debit authorization ended",
+    "pending": "Debit authorization pending",
 }
 
 
-def event_label(event_type: str) -> str:
-    """A Stripe event type in words: ``...account.refreshed_balance`` → Balance refreshed."""
+def event_label(event_type: str, payload: dict[str, Any] | None = None) -> str:
+    """A Stripe event type in words: ``...account.refreshed_balance`` → Balance refreshed.
+
+    With the event's payload, ``mandate.updated`` says what the mandate became.
+    """
+    if event_type == "mandate.updated" and payload:
+        status = ((payload.get("data") or {}).get("object") or {}).get("status")
+        return MANDATE_LABELS.get(status, "Debit authorization updated")
     if event_type in EVENT_LABELS:
         return EVENT_LABELS[event_type]
     return event_type.rsplit(".", 1)[-1].replace("_", " ").capitalize()

@@ -20,6 +20,7 @@ from sqlalchemy.orm import joinedload
 from flask_finconn import get_state
 from flask_finconn.models import Account, BalanceSnapshot, Owner, Transaction, WebhookEvent
 
+from . import history
 from .auth import current_user
 from .formatting import balance_chart
 from .models import User, db
@@ -192,16 +193,11 @@ def account(account_id: str) -> ResponseReturnValue:
 @bp.get("/events")
 @login_required
 def events() -> ResponseReturnValue:
-    """Webhook events about the user's accounts, newest first, with how processing went."""
-    accounts = user_accounts()
-    by_stripe_id = {}
-    for found in accounts:
-        for stripe_id in (found.stripe_id, *found.previous_stripe_ids):
-            by_stripe_id[stripe_id] = found
+    """Webhook events about the user's accounts and payments, newest first, with how
+    processing went."""
+    user = history.mine(str(_user().id), user_accounts())
     status = request.args.get("status", "")
-    conditions: list[sa.ColumnElement[bool]] = [
-        WebhookEvent.account_stripe_id.in_(list(by_stripe_id))
-    ]
+    conditions = [user.condition()]
     if status:
         conditions.append(WebhookEvent.status == status)
     rows = db.session.scalars(
@@ -212,10 +208,11 @@ def events() -> ResponseReturnValue:
     ).all()
     statuses = db.session.scalars(
         sa.select(WebhookEvent.status)
-        .where(WebhookEvent.account_stripe_id.in_(list(by_stripe_id)))
+        .where(user.condition())
         .distinct()
         .order_by(WebhookEvent.status)
     ).all()
+    subjects = {event.id: history.subject(event, user) for event in rows}
     return render_template(
-        "events.html", events=rows, accounts=by_stripe_id, status=status, statuses=statuses
+        "events.html", events=rows, subjects=subjects, status=status, statuses=statuses
     )

@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import BrowserContext, Page, expect
 
+from example_app.formatting import event_label
 from example_app.models import User, db
 from flask_finconn import Holder, get_state
 from flask_finconn.models import Account, Payment, PaymentMethod
@@ -181,6 +182,65 @@ def test_another_users_payment_method_cannot_be_charged(
     assert response.status_code == 400
     assert "Choose the bank account to pay from." in response.get_data(as_text=True)
     assert bob.get(f"/payments/methods/{method_id}/verify").status_code == 404
+
+
+def event_rows(client: FlaskClient) -> list[str]:
+    """The Events page's rows, each as its cells' text joined by " | "."""
+    html = client.get("/events").get_data(as_text=True)
+    if "<tbody>" not in html:
+        return []
+    rows = re.findall(r"<tr>(.*?)</tr>", html.split("<tbody>")[1], re.S)
+    return [
+        " | ".join(
+            " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        )
+        for row in rows
+    ]
+
+
+def test_the_events_page_shows_payment_events_with_what_they_are_about(
+    make_pocketbook: Callable[..., Flask],
+) -> None:
+    app = make_pocketbook()
+    ada, bob = app.test_client(), app.test_client()
+    method_id = saved_checking(app, sign_in(ada, "ada@example.com"))
+    form = {**pay_form(ada), "what": "plan", "payment_method": method_id}
+    assert ada.post("/payments/pay", data=form).status_code == 302
+    sandbox = sandbox_of(app)
+    sandbox.advance_time(3600)  # the bank settles the debit
+    sandbox.deliver_events(retry_now=True)
+
+    rows = event_rows(ada)
+    plan = "Pocketbook Plus, monthly plan $4.99"
+    # What happened, to what, when: each kind of payment event in words, not only its type.
+    for label, about in [
+        ("Bank account saved", "Test Checking •••• 6789"),
+        ("Bank account set up for payments", "Test Checking •••• 6789"),
+        ("Payment processing", plan),
+        ("Debit settled", plan),
+        ("Payment succeeded", plan),
+    ]:
+        found = [row for row in rows if f"| {label} " in row and f"| {about} |" in row]
+        assert found, f"No {label!r} row about {about!r} in {rows}"
+        assert re.match(r"\w{3} \d+, \d{4}, \d+:\d\d:\d\d [AP]M UTC \|", found[0]), found[0]
+        assert "Processed" in found[0]
+    assert any("| Account linked " in row for row in rows)  # account events are still there
+    succeeded = next(row for row in rows if "| Payment succeeded " in row)
+    assert "payment_intent.succeeded" in succeeded
+
+    # Another user's payments are not theirs to see.
+    sign_in(bob, "bob@example.com")
+    assert event_rows(bob) == []
+
+
+def test_a_mandate_event_says_what_the_debit_authorization_became() -> None:
+    def mandate(status: str) -> dict[str, Any]:
+        return {"data": {"object": {"object": "mandate", "status": status}}}
+
+    assert event_label("mandate.updated", mandate("inactive")) == "Debit authorization ended"
+    assert event_label("mandate.updated", mandate("active")) == "Debit authorization active"
+    assert event_label("mandate.updated") == "Updated"  # without its payload: the type's word
 
 
 # -- in Chromium ------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""The Events page's rows: which webhook events are the signed-in user's, and what each is about.
+
+Account events carry the account's id in their own column. Payment events (payment and
+setup intents, charges and disputes, payment methods, mandates) do not: they are the user's
+when their object names the user's Stripe customer, or one of the user's saved bank
+accounts, mandates, setup intents or payments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask import url_for
+
+from flask_finconn.models import Account, Customer, Payment, PaymentMethod, WebhookEvent
+
+from .formatting import money
+from .models import db
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What an event is about, for its row: a name, a link to it, and a detail after it."""
+
+    name: str
+    href: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Mine:
+    """The signed-in user's ids at Stripe, to pick their events out of everyone's."""
+
+    accounts: dict[str, Account]
+    customer: str | None
+    methods: list[PaymentMethod]
+    payments: list[Payment]
+
+    def condition(self) -> sa.ColumnElement[bool]:
+        """Events about one of these accounts, or about this customer's payments."""
+        obj = WebhookEvent.payload[("data", "object")]
+        ids = {
+            *(m.stripe_id for m in self.methods),
+            *(m.mandate_id for m in self.methods if m.mandate_id),
+            *(m.setup_intent_id for m in self.methods if m.setup_intent_id),
+            *(p.stripe_id for p in self.payments if p.stripe_id),
+        }
+        about = [
+            obj["id"].as_string().in_(sorted(ids)),
+            obj["payment_intent"].as_string().in_(
+                sorted(p.stripe_id for p in self.payments if p.stripe_id)
+            ),
+            obj["payment_method"].as_string().in_(sorted(m.stripe_id for m in self.methods)),
+        ]
+        if self.customer:
+            about.append(obj["customer"].as_string() == self.customer)
+        return sa.or_(
+            WebhookEvent.account_stripe_id.in_(list(self.accounts)),
+            sa.and_(WebhookEvent.account_stripe_id.is_(None), sa.or_(*about)),
+        )
+
+
+def mine(holder_id: str, accounts: list[Account]) -> Mine:
+    """The user's accounts by every Stripe id they had, customer, bank accounts and payments."""
+    by_stripe_id = {}
+    for account in accounts:
+        for stripe_id in (account.stripe_id, *account.previous_stripe_ids):
+            by_stripe_id[stripe_id] = account
+    customer = db.session.scalar(
+        sa.select(Customer.stripe_id).where(Customer.holder_id == holder_id)
+    )
+    methods = db.session.scalars(
+        sa.select(PaymentMethod).where(PaymentMethod.holder_id == holder_id)
+    ).all()
+    payments = db.session.scalars(sa.select(Payment).where(Payment.holder_id == holder_id)).all()
+    return Mine(by_stripe_id, customer, list(methods), list(payments))
+
+
+def _method_subject(method: PaymentMethod, accounts: dict[str, Account]) -> Subject:
+    linked = next((a for a in accounts.values() if a.id == method.account_id), None)
+    name = (linked.display_name if linked else None) or method.bank_name or "Bank account"
+    if method.last4:
+        name = f"{name} •••• {method.last4}"
+    return Subject(name, url_for("payments.index") + "#methods-title")
+
+
+def subject(event: WebhookEvent, user: Mine) -> Subject | None:
+    """The account, bank account or payment the event is about (None when unknown)."""
+    if event.account_stripe_id:
+        account = user.accounts.get(event.account_stripe_id)
+        if account is None:
+            return None
+        name = account.display_name or account.institution_name
+        detail = f"•••• {account.last4}" if account.last4 else ""
+        return Subject(name, url_for("pages.account", account_id=account.id), detail)
+    obj: dict[str, Any] = (event.payload.get("data") or {}).get("object") or {}
+    kind = obj.get("object")
+    intent = obj.get("payment_intent") if kind in ("charge", "dispute") else obj.get("id")
+    payment = next((p for p in user.payments if p.stripe_id and p.stripe_id == intent), None)
+    if payment is not None:
+        return Subject(
+            payment.description,
+            url_for("payments.index") + "#payments",
+            money(payment.amount, payment.currency),
+        )
+    if kind in ("payment_intent", "charge", "dispute") and isinstance(obj.get("amount"), int):
+        return Subject("Payment", None, money(obj["amount"], obj.get("currency")))
+    method_id = obj.get("id") if kind == "payment_method" else obj.get("payment_method")
+    for method in user.methods:
+        if method_id == method.stripe_id or obj.get("id") in (
+            method.setup_intent_id,
+            method.mandate_id,
+        ):
+            return _method_subject(method, user.accounts)
+    return None
