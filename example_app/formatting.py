@@ -121,8 +121,8 @@ def event_label(event_type: str, payload: dict[str, Any] | None = None) -> str:
 
     With the event's payload, ``mandate.updated`` says what the mandate became.
     """
-    if event_type == "mandate.updated" and payload:
-        status = ((payload.get("data") or {}).get("object") or {}).get("status")
+    if event_type == "mandate.updated":
+        status = (((payload or {}).get("data") or {}).get("object") or {}).get("status")
         return MANDATE_LABELS.get(status, "Debit authorization updated")
     if event_type in EVENT_LABELS:
         return EVENT_LABELS[event_type]

@@ -240,7 +240,7 @@ def test_a_mandate_event_says_what_the_debit_authorization_became() -> None:
 
     assert event_label("mandate.updated", mandate("inactive")) == "Debit authorization ended"
     assert event_label("mandate.updated", mandate("active")) == "Debit authorization active"
-    assert event_label("mandate.updated") == "Updated"  # without its payload: the type's word
+    assert event_label("mandate.updated") == "Debit authorization updated"  # payload erased
 
 
 # -- in Chromium ------------------------------------------------------------------------------
