@@ -243,18 +243,37 @@ def test_unsupported_accounts_are_shown_disabled(widget_page: Page) -> None:
 
 def test_search_covers_every_sandbox_bank(widget_page: Page, widget_app: Flask) -> None:
     reach(widget_page, "institutions")
-    featured = widget_page.locator("[data-institution]")
+    featured = widget_page.locator(".institutions--grid [data-institution]")
     expect(featured).to_have_count(4)
     total = len(sandbox_of(widget_app).institutions())
     expect(widget_page.get_by_role("searchbox")).to_have_attribute(
         "placeholder", f"Search all {total} sandbox banks"
     )
+    banks = widget_page.locator("[data-institution]:visible")
     widget_page.get_by_role("searchbox").fill("a")
-    expect(featured).to_have_count(len(sandbox_of(widget_app).institutions("a")))
+    expect(banks).to_have_count(len(sandbox_of(widget_app).institutions("a")))
+    expect(widget_page.get_by_role("heading", name="Test institutions")).to_be_hidden()
     widget_page.get_by_role("searchbox").fill("reauth")
-    expect(featured).to_have_count(2)
+    expect(banks).to_have_count(2)
     widget_page.get_by_role("searchbox").fill("no such bank")
     expect(widget_page.get_by_role("dialog")).to_contain_text("No sandbox bank matches")
+
+
+def test_the_failure_banks_are_listed_without_a_search(
+    widget_page: Page, widget_app: Flask
+) -> None:
+    reach(widget_page, "institutions")
+    expect(widget_page.get_by_role("heading", name="Test institutions")).to_be_visible()
+    group = widget_page.get_by_role("list", name="Test institutions")
+    others = [i for i in sandbox_of(widget_app).institutions() if not i["featured"]]
+    expect(group.get_by_role("listitem")).to_have_count(len(others))
+    # Each says what it simulates, read out as the button's description, not its name.
+    down = group.get_by_role("button", name="Down (Error)", exact=True)
+    expect(down).to_have_accessible_description("Login fails: unknown error at the bank")
+    expect(group.get_by_role("button", name="Inactive Accounts", exact=True)).to_be_visible()
+    down.click()
+    step(widget_page, "down")
+    expect(widget_page.get_by_role("dialog")).to_contain_text("could not be reached")
 
 
 def test_focus_stays_inside_the_modal(widget_page: Page) -> None:

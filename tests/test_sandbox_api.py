@@ -18,6 +18,7 @@ from stripe.params.financial_connections import (
 )
 
 from flask_finconn.sandbox import ApiError, Sandbox
+from flask_finconn.sandbox.institutions import INSTITUTIONS
 
 Client = stripe.StripeClient
 
@@ -948,3 +949,18 @@ def test_accounts_of_a_connected_account_or_customer_account(sb: Sandbox, client
     by_customer_account = fc.accounts.list({"account_holder": {"customer_account": "acct_2"}}).data
     assert len(by_account) == len(by_customer_account) == 1
     assert present(by_account[0].account_holder).account == "acct_1"
+
+
+def test_two_test_banks_never_offer_accounts_of_the_same_name(sb: Sandbox, client: Client) -> None:
+    # A host that links two test banks tells their accounts apart by name.
+    names: dict[str, str] = {}
+    for institution in INSTITUTIONS:
+        for template in institution.accounts:
+            assert template.display_name not in names, (
+                f"{institution.id} and {names.get(template.display_name)} both offer "
+                f"{template.display_name!r}"
+            )
+            names[template.display_name] = institution.id
+    first = link(sb, client, "test_nonoauth", accounts=["checking"])
+    second = link(sb, client, "test_oauth", accounts=["checking"])
+    assert [a.display_name for a in (*first, *second)] == ["Test Checking", "Test OAuth Checking"]

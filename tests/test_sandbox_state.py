@@ -415,7 +415,16 @@ def test_institutions_for_the_modal(sb: Sandbox) -> None:
         (i["featured"] for i in everything), reverse=True
     )
     first = everything[0]
-    assert set(first) == {"id", "name", "featured", "logo", "auth", "status", "status_message"}
+    assert set(first) == {
+        "id",
+        "name",
+        "featured",
+        "logo",
+        "auth",
+        "status",
+        "status_message",
+        "description",
+    }
     assert first["logo"]["color"].startswith("#") and len(first["logo"]["initials"]) == 2
     assert [i["id"] for i in sb.institutions("down")] == [
         "down_scheduled",

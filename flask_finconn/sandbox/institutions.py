@@ -55,6 +55,7 @@ class Institution:
     status: str = "up"
     status_message: str | None = None
     deactivation: str | None = None
+    description: str = ""  # what this test bank simulates, in a few words
     accounts: tuple[AccountTemplate, ...] = field(default_factory=tuple)
 
     def template(self, key: str) -> AccountTemplate | None:
@@ -69,27 +70,41 @@ class Institution:
             "auth": self.auth,
             "status": self.status,
             "status_message": self.status_message,
+            "description": self.description,
         }
 
 
-_STANDARD = (
-    AccountTemplate("checking", "Sample Checking Account", "6789"),
-    AccountTemplate("savings", "Sample Savings Account", "4321", subcategory="savings"),
-    AccountTemplate(
-        "credit_card",
-        "Sample Credit Card",
-        "1234",
-        category="credit",
-        subcategory="credit_card",
-        supported_payment_method_types=(),
-    ),
-)
-_BASIC = (
-    AccountTemplate("checking", "Test Checking", "6789"),
-    AccountTemplate("savings", "Test Savings", "4321", subcategory="savings"),
-)
-_DOWN_ACCOUNTS = (AccountTemplate("checking", "Checking", "1111"),)
+def _standard(prefix: str) -> tuple[AccountTemplate, ...]:
+    """The Bank institutions' checking, savings and credit card, named after the bank."""
+    return (
+        AccountTemplate("checking", f"{prefix} Checking Account", "6789"),
+        AccountTemplate("savings", f"{prefix} Savings Account", "4321", subcategory="savings"),
+        AccountTemplate(
+            "credit_card",
+            f"{prefix} Credit Card",
+            "1234",
+            category="credit",
+            subcategory="credit_card",
+            supported_payment_method_types=(),
+        ),
+    )
 
+
+def _basic(prefix: str) -> tuple[AccountTemplate, ...]:
+    """A checking and a savings account, named after the bank that offers them."""
+    return (
+        AccountTemplate("checking", f"{prefix} Checking", "6789"),
+        AccountTemplate("savings", f"{prefix} Savings", "4321", subcategory="savings"),
+    )
+
+
+def _down(prefix: str) -> tuple[AccountTemplate, ...]:
+    """The one account a down bank would offer, were it up."""
+    return (AccountTemplate("checking", f"{prefix} Checking", "1111"),)
+
+
+# Each bank names its accounts its own way, so two linked test banks never show two
+# accounts of the same name; the plain login banks keep Stripe's sample names.
 INSTITUTIONS: tuple[Institution, ...] = (
     Institution(
         "bank_oauth",
@@ -98,16 +113,36 @@ INSTITUTIONS: tuple[Institution, ...] = (
         "BO",
         auth="oauth",
         featured=True,
-        accounts=_STANDARD,
+        accounts=_standard("Sample OAuth"),
+        description="Log in at the bank and choose the accounts to share",
     ),
     Institution(
-        "bank_nonoauth", "Bank (Non-OAuth)", "#0a2540", "BN", featured=True, accounts=_STANDARD
+        "bank_nonoauth",
+        "Bank (Non-OAuth)",
+        "#0a2540",
+        "BN",
+        featured=True,
+        accounts=_standard("Sample"),
+        description="Login form: any details; mfa or error in the password",
     ),
     Institution(
-        "test_oauth", "Test (OAuth)", "#00a86b", "TO", auth="oauth", featured=True, accounts=_BASIC
+        "test_oauth",
+        "Test (OAuth)",
+        "#00a86b",
+        "TO",
+        auth="oauth",
+        featured=True,
+        accounts=_basic("Test OAuth"),
+        description="Checking and savings, OAuth login",
     ),
     Institution(
-        "test_nonoauth", "Test (Non-OAuth)", "#2e7d32", "TN", featured=True, accounts=_BASIC
+        "test_nonoauth",
+        "Test (Non-OAuth)",
+        "#2e7d32",
+        "TN",
+        featured=True,
+        accounts=_basic("Test"),
+        description="Checking and savings, any username and password",
     ),
     Institution(
         "ownership",
@@ -123,6 +158,7 @@ INSTITUTIONS: tuple[Institution, ...] = (
             ),
             AccountTemplate("no_owners", "No Ownership Data", "1005", owners="none"),
         ),
+        description="Joint, business and partial owners",
     ),
     Institution(
         "invalid_payment",
@@ -163,6 +199,7 @@ INSTITUTIONS: tuple[Institution, ...] = (
                 supported_payment_method_types=(),
             ),
         ),
+        description="Credit, loan and brokerage accounts: no ACH",
     ),
     Institution(
         "down_scheduled",
@@ -171,7 +208,8 @@ INSTITUTIONS: tuple[Institution, ...] = (
         "DS",
         status="down_scheduled",
         status_message="This bank is down for scheduled maintenance. Try again later.",
-        accounts=_DOWN_ACCOUNTS,
+        accounts=_down("Down Scheduled"),
+        description="Login fails: down for scheduled maintenance",
     ),
     Institution(
         "down_unscheduled",
@@ -180,7 +218,8 @@ INSTITUTIONS: tuple[Institution, ...] = (
         "DU",
         status="down_unscheduled",
         status_message="This bank is unavailable right now. Try again later.",
-        accounts=_DOWN_ACCOUNTS,
+        accounts=_down("Down Unscheduled"),
+        description="Login fails: down without notice",
     ),
     Institution(
         "down_error",
@@ -189,10 +228,17 @@ INSTITUTIONS: tuple[Institution, ...] = (
         "DE",
         status="down_error",
         status_message="Something went wrong connecting to this bank.",
-        accounts=_DOWN_ACCOUNTS,
+        accounts=_down("Down Error"),
+        description="Login fails: unknown error at the bank",
     ),
     Institution(
-        "inactive", "Inactive Accounts", "#ef6c00", "IA", deactivation="inactive", accounts=_BASIC
+        "inactive",
+        "Inactive Accounts",
+        "#ef6c00",
+        "IA",
+        deactivation="inactive",
+        accounts=_basic("Inactive"),
+        description="Accounts go inactive after linking: reconnect",
     ),
     Institution(
         "reauth_immediate",
@@ -201,7 +247,8 @@ INSTITUTIONS: tuple[Institution, ...] = (
         "IR",
         auth="oauth",
         deactivation="reauth_immediate",
-        accounts=_BASIC,
+        accounts=_basic("Reauth Now"),
+        description="Needs reauthentication right after linking",
     ),
     Institution(
         "reauth_eventual",
@@ -210,7 +257,8 @@ INSTITUTIONS: tuple[Institution, ...] = (
         "ER",
         auth="oauth",
         deactivation="reauth_eventual",
-        accounts=_BASIC,
+        accounts=_basic("Reauth Later"),
+        description="Needs reauthentication 30 days after linking",
     ),
 )
 

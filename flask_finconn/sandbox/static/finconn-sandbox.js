@@ -362,7 +362,15 @@
         autocomplete: "off",
         autofocus: true,
       });
-      this.body.append(search, results);
+      const testList = h("div", { class: "institutions", role: "list", "aria-labelledby": "finconn-test-banks" });
+      const testBanks = h(
+        "section",
+        { class: "test-banks", hidden: true },
+        h("h3", { id: "finconn-test-banks" }, "Test institutions"),
+        h("p", { class: "fine" }, "Failures, outages and accounts that change after linking."),
+        testList,
+      );
+      this.body.append(search, results, testBanks);
       let ticket = 0;
       const show = async () => {
         const mine = ++ticket;
@@ -370,29 +378,41 @@
         const data = await api(`institutions?q=${encodeURIComponent(query)}`, this.secret);
         if (mine !== ticket || this.step !== "institutions") return;
         if (data.error) return this.showError(data.error.message);
+        // Without a search: the featured banks as tiles, then every other test bank (the
+        // failure and deactivation paths) in a list that says what each one simulates.
         const list = query ? data.data : data.data.filter((i) => i.featured);
         if (!query) search.placeholder = `Search all ${data.data.length} sandbox banks`;
         results.classList.toggle("institutions--grid", !query);
-        results.replaceChildren(
-          ...list.map((institution) =>
+        results.replaceChildren(...list.map((institution) => bankItem(institution, Boolean(query))));
+        if (!list.length) results.append(h("p", { class: "empty" }, `No sandbox bank matches “${query}”.`));
+        const others = query ? [] : data.data.filter((i) => !i.featured);
+        testBanks.hidden = !others.length;
+        testList.replaceChildren(...others.map((institution) => bankItem(institution, true)));
+      };
+      const bankItem = (institution, described) => {
+        const hint = described && institution.description;
+        const id = `finconn-bank-${institution.id}`;
+        return h(
+          "div",
+          { role: "listitem" },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "institution",
+              "data-institution": institution.id,
+              "aria-describedby": hint ? id : null,
+              onclick: () => this.choose(institution),
+            },
+            logo(institution),
             h(
-              "div",
-              { role: "listitem" },
-              h(
-                "button",
-                {
-                  type: "button",
-                  class: "institution",
-                  "data-institution": institution.id,
-                  onclick: () => this.choose(institution),
-                },
-                logo(institution),
-                h("span", { class: "name" }, institution.name),
-              ),
+              "span",
+              { class: "institution__text" },
+              h("span", { class: "name" }, institution.name),
+              hint ? h("span", { class: "hint", id, "aria-hidden": "true" }, hint) : null,
             ),
           ),
         );
-        if (!list.length) results.append(h("p", { class: "empty" }, `No sandbox bank matches “${query}”.`));
       };
       search.addEventListener("input", show);
       if (this.payment) {
