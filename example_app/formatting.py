@@ -123,7 +123,7 @@ def event_label(event_type: str, payload: dict[str, Any] | None = None) -> str:
     """
     if event_type == "mandate.updated":
         status = (((payload or {}).get("data") or {}).get("object") or {}).get("status")
-        return MANDATE_LABELS.get(status, "Debit authorization updated")
+        return MANDATE_LABELS.get(str(status), "Debit authorization updated")
     if event_type in EVENT_LABELS:
         return EVENT_LABELS[event_type]
     return event_type.rsplit(".", 1)[-1].replace("_", " ").capitalize()

@@ -41,18 +41,16 @@ class Mine:
     def condition(self) -> sa.ColumnElement[bool]:
         """Events about one of these accounts, or about this customer's payments."""
         obj = WebhookEvent.payload[("data", "object")]
-        ids = {
-            *(m.stripe_id for m in self.methods),
+        intents = sorted(p.stripe_id for p in self.payments if p.stripe_id)
+        methods = sorted(m.stripe_id for m in self.methods)
+        others = [
             *(m.mandate_id for m in self.methods if m.mandate_id),
             *(m.setup_intent_id for m in self.methods if m.setup_intent_id),
-            *(p.stripe_id for p in self.payments if p.stripe_id),
-        }
+        ]
         about = [
-            obj["id"].as_string().in_(sorted(ids)),
-            obj["payment_intent"].as_string().in_(
-                sorted(p.stripe_id for p in self.payments if p.stripe_id)
-            ),
-            obj["payment_method"].as_string().in_(sorted(m.stripe_id for m in self.methods)),
+            obj["id"].as_string().in_(sorted({*intents, *methods, *others})),
+            obj["payment_intent"].as_string().in_(intents),
+            obj["payment_method"].as_string().in_(methods),
         ]
         if self.customer:
             about.append(obj["customer"].as_string() == self.customer)
@@ -81,9 +79,8 @@ def mine(holder_id: str, accounts: list[Account]) -> Mine:
 def _method_subject(method: PaymentMethod, accounts: dict[str, Account]) -> Subject:
     linked = next((a for a in accounts.values() if a.id == method.account_id), None)
     name = (linked.display_name if linked else None) or method.bank_name or "Bank account"
-    if method.last4:
-        name = f"{name} •••• {method.last4}"
-    return Subject(name, url_for("payments.index") + "#methods-title")
+    detail = f"•••• {method.last4}" if method.last4 else ""
+    return Subject(name, url_for("payments.index") + "#methods-title", detail)
 
 
 def subject(event: WebhookEvent, user: Mine) -> Subject | None:

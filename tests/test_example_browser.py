@@ -277,7 +277,7 @@ def test_an_account_the_bank_cut_off_is_reconnected_through_the_modal(
 def test_on_a_phone_every_column_is_readable_and_buttons_keep_their_colours(
     new_user: Callable[..., Page],
 ) -> None:
-    page = new_user(width=390)
+    page = new_user(width=360)
     page.goto("/")
     expect(page.locator(".brand__name")).to_be_visible()  # the sign-in header names the app
     page.get_by_label("Email address").fill("barbara@example.com")
@@ -297,15 +297,42 @@ def test_on_a_phone_every_column_is_readable_and_buttons_keep_their_colours(
     assert colours[0] != colours[1], colours
     page.get_by_role("dialog").get_by_role("button", name="Keep it").click()
 
-    # Transactions and events stack into one card per row: nothing is cut off at 390 px.
+    # A transaction takes two lines: description and amount, then date and status. Events
+    # stack into one card per row. Nothing is cut off at 360 px.
     checking.get_by_role("link", name="Test Checking", exact=True).click()
-    amount = page.locator("tr.txn").first.locator("td[data-label='Amount']")
+    row = page.locator("tr.txn").first
+    amount = row.locator("td[data-label='Amount']")
     expect(amount).to_be_visible()
-    box = amount.bounding_box()
-    assert box is not None and box["x"] + box["width"] <= 390, box
+    boxes = {}
+    for label in ("Description", "Amount", "Date", "Status"):
+        box = row.locator(f"td[data-label='{label}']").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, (label, box)
+        boxes[label] = box
+    line = boxes["Date"]["height"]
+    assert abs(boxes["Description"]["y"] - boxes["Amount"]["y"]) < line / 2, boxes
+    assert abs(boxes["Date"]["y"] - boxes["Status"]["y"]) < line / 2, boxes
+    assert boxes["Date"]["y"] > boxes["Description"]["y"], boxes
+    assert boxes["Amount"]["x"] > boxes["Description"]["x"], boxes
+    row_box = row.bounding_box()
+    two_lines = boxes["Description"]["height"] + line + 24  # with the row's padding
+    assert row_box is not None and row_box["height"] <= two_lines, (row_box, boxes)
     page.get_by_role("link", name="Events").click()
     attempts = page.locator("td[data-label='Attempts']").first
     expect(attempts).to_be_visible()
     box = attempts.bounding_box()
-    assert box is not None and box["x"] + box["width"] <= 390, box
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert box is not None and box["x"] + box["width"] <= 360, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    # An event: what happened beside its status, what it is about, then when (and attempts).
+    event = page.locator("tbody tr").first
+    cells = {}
+    for label in ("Event", "Status", "About", "Received", "Attempts"):
+        cell = event.locator(f"td[data-label='{label}']").bounding_box()
+        assert cell is not None and cell["x"] + cell["width"] <= 360, (label, cell)
+        cells[label] = cell
+    assert abs(cells["Event"]["y"] - cells["Status"]["y"]) < 8, cells
+    assert abs(cells["Received"]["y"] - cells["Attempts"]["y"]) < 8, cells
+    assert cells["Event"]["y"] < cells["About"]["y"] < cells["Received"]["y"], cells
+    label = event.locator("td[data-label='Attempts']").evaluate(
+        "c => getComputedStyle(c, '::before').content"
+    )
+    assert "Attempts" in label, label

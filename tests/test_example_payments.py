@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +19,9 @@ from flask_finconn import Holder, get_state
 from flask_finconn.models import Account, Payment, PaymentMethod
 from flask_finconn.services.payment_methods import save_account
 from flask_finconn.testing import link_accounts, sandbox_of, save_bank_account
+
+if TYPE_CHECKING:
+    from playwright._impl._api_structures import FloatRect
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
@@ -192,7 +195,7 @@ def event_rows(client: FlaskClient) -> list[str]:
     rows = re.findall(r"<tr>(.*?)</tr>", html.split("<tbody>")[1], re.S)
     return [
         " | ".join(
-            " ".join(re.sub(r"<[^>]+>", " ", cell).split())
+            " ".join(re.sub(r"<[^>]+>", " ", cell.replace("<wbr>", "")).split())
             for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
         )
         for row in rows
@@ -383,6 +386,16 @@ def test_manual_entry_microdeposits_then_pay(
     expect(row).to_contain_text("$25.00")
     settle(app)
     expect(row.locator(".badge")).to_have_text("Paid", timeout=20_000)
+    # On a phone a payment reads as two lines: what and how much, then when and its status.
+    boxes = {
+        label: row.locator(f"td[data-label='{label}']").bounding_box()
+        for label in ("Description", "Amount", "Date", "Status")
+    }
+    assert all(box is not None for box in boxes.values()), boxes
+    described, amount, date, status = (cast("FloatRect", boxes[k]) for k in boxes)
+    assert abs(described["y"] - amount["y"]) < date["height"] / 2, boxes
+    assert abs(date["y"] - status["y"]) < date["height"] / 2, boxes
+    assert amount["x"] + amount["width"] <= 390 and status["x"] + status["width"] <= 390, boxes
 
 
 @pytest.mark.parametrize(

@@ -84,9 +84,11 @@ def test_lists_accounts_and_reloads_after_linking(widget_page: Page) -> None:
     rows = widget_page.locator(".finconn-accounts__item")
     expect(rows).to_have_count(2)
     expect(widget_page.locator(".finconn-accounts__empty")).to_be_hidden()
-    expect(rows.first).to_contain_text("Test Checking •••• 6789")
+    expect(rows.first).to_contain_text("Test OAuth Checking •••• 6789")
     expect(rows.first).to_contain_text("Test (OAuth)")
-    expect(widget_page.get_by_role("button", name="Refresh Test Savings •••• 4321")).to_be_visible()
+    expect(
+        widget_page.get_by_role("button", name="Refresh Test OAuth Savings •••• 4321")
+    ).to_be_visible()
 
 
 def test_refresh_shows_progress_then_the_new_balance(widget_page: Page, widget_app: Flask) -> None:
@@ -194,16 +196,16 @@ def test_relink_needed_offers_a_relink_flow(widget_page: Page, widget_app: Flask
     row = widget_page.locator(".finconn-accounts__item")
     expect(row).to_have_attribute("data-action", "relink_required")
     expect(row).to_contain_text("Relink needed")
-    expect(widget_page.get_by_role("button", name="Refresh Test Checking •••• 6789")).to_have_count(
-        0
-    )
+    expect(
+        widget_page.get_by_role("button", name="Refresh Test OAuth Checking •••• 6789")
+    ).to_have_count(0)
 
-    widget_page.get_by_role("button", name="Relink Test Checking •••• 6789").click()
+    widget_page.get_by_role("button", name="Relink Test OAuth Checking •••• 6789").click()
     widget_page.get_by_role("button", name="Agree and continue").click()
     widget_page.locator("[data-institution='test_oauth']").click()
     widget_page.get_by_role("button", name="Continue to Test (OAuth)").click()
     widget_page.get_by_role("button", name="Authorize").click()
-    widget_page.get_by_role("checkbox", name="Test Savings").uncheck()
+    widget_page.get_by_role("checkbox", name="Test OAuth Savings").uncheck()
     widget_page.get_by_role("button", name="Link accounts").click()
     widget_page.get_by_role("button", name="Done").click()
     expect(row).to_have_attribute("data-action", "none")

@@ -367,7 +367,7 @@
         "section",
         { class: "test-banks", hidden: true },
         h("h3", { id: "finconn-test-banks" }, "Test institutions"),
-        h("p", { class: "fine" }, "Failures, outages and accounts that change after linking."),
+        h("p", { class: "fine" }, "One case each: owners, accounts without ACH, outages, deactivation."),
         testList,
       );
       this.body.append(search, results, testBanks);
@@ -416,7 +416,8 @@
       };
       search.addEventListener("input", show);
       if (this.payment) {
-        this.body.append(
+        // Right under the featured banks: the test institutions' list must not push it away.
+        testBanks.before(
           h("button", { type: "button", class: "link manual", onclick: () => this.go("manual") }, "Enter bank details manually"),
         );
       }
