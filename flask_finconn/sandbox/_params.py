@@ -127,10 +127,10 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     ``keep_blank_values=True, errors="strict"`` gives them (``UnicodeDecodeError`` for a
     percent-escape that is not UTF-8), without decoding what has nothing to decode."""
     pairs = []
-    for field in text.split("&"):
-        if not field:
+    for pair in text.split("&"):
+        if not pair:
             continue
-        name, sep, value = field.partition("=")
+        name, _, value = pair.partition("=")
         if "+" in name or "%" in name:
             name = unquote(name.replace("+", " "), errors="strict")
         if "+" in value or "%" in value:
