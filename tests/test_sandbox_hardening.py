@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from flask import Flask
@@ -15,6 +16,7 @@ from sandbox_support import link, present, sb_fixture  # noqa: F401
 from werkzeug.test import Client, EnvironBuilder
 
 from flask_finconn.sandbox import Sandbox, browser
+from flask_finconn.sandbox._params import _pairs
 
 AUTH = {"Authorization": "Bearer sk_test_sandbox"}
 FORM = "application/x-www-form-urlencoded"
@@ -66,6 +68,43 @@ def _stripe_error(response: Any, status: int = 400) -> dict[str, Any]:
 def test_odd_parameters_are_a_400_with_a_param(http: Client, query: str, param: str) -> None:
     error = _stripe_error(http.get(f"/v1/customers?{query}", headers=AUTH))
     assert error["param"] == param
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a=1&b=2",
+        "a=x+y&b=%2B%26%3D&c=%C3%A9",
+        "a&&b=&=c&d==e&",
+        "a+b%5B0%5D=1&a%2Bb=2",
+        "%e2%82=1",
+        "a=%ff",
+        "%",
+        "a=%zz&b=%2",
+    ],
+)
+def test_form_fields_split_as_parse_qsl_splits_them(text: str) -> None:
+    """The sandbox splits bodies itself (decoding only fields with ``%`` or ``+``): the
+    pairs, and the errors, must be the standard library's."""
+    expected: object
+    try:
+        expected = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        expected = UnicodeDecodeError
+    try:
+        got: object = _pairs(text)
+    except UnicodeDecodeError:
+        got = UnicodeDecodeError
+    assert got == expected
+
+
+def test_encoded_values_round_trip_through_a_form_body(http: Client) -> None:
+    body = "email=a%2Bb%40example.com&metadata[k+1]=x+y%26z%3D&metadata[%C3%A9]=%25"
+    response = http.post("/v1/customers", data=body, headers=AUTH, content_type=FORM)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    customer = json.loads(response.get_data(as_text=True))
+    assert customer["email"] == "a+b@example.com"
+    assert customer["metadata"] == {"k 1": "x y&z=", "\u00e9": "%"}
 
 
 @pytest.mark.parametrize("depth", [17, 300, 5000])

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
@@ -92,9 +92,14 @@ def parse_form(text: str) -> dict[str, Any]:
     root: dict[str, Any] = {}
     if not text:
         return root
-    for raw_key, value in parse_qsl(text, keep_blank_values=True, errors="strict"):
+    nested = False
+    for raw_key, value in _pairs(text):
         if _FLAT.fullmatch(raw_key):  # the common case: one level, nothing to check
-            _assign(root, [raw_key], value, raw_key)
+            if isinstance(root.get(raw_key), dict):
+                raise invalid(
+                    f"Invalid value for {raw_key}: it is also used as a hash.", param=raw_key
+                )
+            root[raw_key] = value
             continue
         match = _KEY.match(raw_key)
         if not match:
@@ -112,7 +117,26 @@ def parse_form(text: str) -> dict[str, Any]:
                 param=match.group(1),
             )
         _assign(root, parts, value, raw_key)
-    return _listify(root)
+        nested = True
+    # Only nested names leave dicts to turn into lists (or copy).
+    return _listify(root) if nested else root
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs of ``text``, as ``urllib.parse.parse_qsl`` with
+    ``keep_blank_values=True, errors="strict"`` gives them (``UnicodeDecodeError`` for a
+    percent-escape that is not UTF-8), without decoding what has nothing to decode."""
+    pairs = []
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "+" in name or "%" in name:
+            name = unquote(name.replace("+", " "), errors="strict")
+        if "+" in value or "%" in value:
+            value = unquote(value.replace("+", " "), errors="strict")
+        pairs.append((name, value))
+    return pairs
 
 
 def _assign(node: dict[str, Any], parts: list[str], value: str, raw_key: str) -> None:

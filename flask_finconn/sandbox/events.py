@@ -62,26 +62,25 @@ class Events:
         """
         ctx = self.kernel.ctx()
         endpoints = self.webhooks.endpoint_ids()
-        head = {
-            "id": _data.new_id("evt_"),
+        event_id = _data.new_id("evt_")
+        livemode = obj.get("livemode", False)
+        event = {
+            "id": event_id,
             "object": "event",
             "api_version": API_VERSION,
             "created": at,
-        }
-        tail = {
-            "livemode": obj.get("livemode", False),
+            "data": {"object": obj},
+            "livemode": livemode,
             "pending_webhooks": len(endpoints),
             "request": {"id": ctx.id, "idempotency_key": ctx.idempotency_key},
             "type": type,
         }
-        event = {**head, "data": {"object": obj}, **tail}
-        livemode = tail["livemode"]
         # (``type`` is the event type here: compare classes instead.)
         if text is None or at.__class__ is not int or livemode.__class__ is not bool:
             body = _dumps(event)
         else:  # the same text, key order included, without encoding obj (or dicts) again
             body = (
-                f'{{"id":"{head["id"]}","object":"event","api_version":"{API_VERSION}",'
+                f'{{"id":"{event_id}","object":"event","api_version":"{API_VERSION}",'
                 f'"created":{at},"data":{{"object":{text}}},'
                 f'"livemode":{"true" if livemode else "false"},'
                 f'"pending_webhooks":{len(endpoints)},'
@@ -91,9 +90,9 @@ class Events:
         account = obj["id"] if obj.get("object") == "financial_connections.account" else None
         self.store.execute(
             "INSERT INTO events (id, created, type, account, body) VALUES (?, ?, ?, ?, ?)",
-            (head["id"], at, type, account, body),
+            (event_id, at, type, account, body),
         )
-        self.webhooks.enqueue(event["id"], endpoints)
+        self.webhooks.enqueue(event_id, endpoints)
         return event
 
     def get(self, event_id: str) -> dict[str, Any]:

@@ -474,7 +474,7 @@ def mandate_for(
     if acceptance is None:
         reused = mandates.reusable(pay, pm["id"])
         if reused is not None:
-            return str(reused["id"])
+            return reused
         raise invalid(
             mandates.NO_MANDATE.format(name=NAME[kind]),
             param="mandate_data",

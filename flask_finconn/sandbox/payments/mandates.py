@@ -99,13 +99,16 @@ def create(
     return data
 
 
-def reusable(pay: Payments, pm_id: str) -> dict[str, Any] | None:
-    """The newest active multi-use mandate of a PaymentMethod, or None."""
-    for raw, _ in reversed(pay.objects.rows("mandate", "owner = ?", (pm_id,))):
-        data = pay.objects.decode(raw)
-        if data["status"] == "active" and data["type"] == "multi_use":
-            return data
-    return None
+def reusable(pay: Payments, pm_id: str) -> str | None:
+    """The id of the newest active multi-use mandate of a PaymentMethod, or None."""
+    # Asked on every off-session confirm: SQLite reads the two fields, nothing is decoded.
+    row = pay.host.store.one(
+        "SELECT id FROM pay_objects WHERE kind = 'mandate' AND owner = ? "
+        "AND json_extract(data, '$.status') = 'active' "
+        "AND json_extract(data, '$.type') = 'multi_use' ORDER BY seq DESC LIMIT 1",
+        (pm_id,),
+    )
+    return str(row[0]) if row else None
 
 
 def set_status(pay: Payments, mandate_id: str | None, status: str) -> None:
