@@ -24,7 +24,7 @@ from flask import Flask
 
 from flask_finconn import get_state
 from flask_finconn.models import WebhookEvent
-from flask_finconn.services import event_store
+from flask_finconn.services import event_combiner, event_store
 
 Stored = dict[str, Any] | None
 
@@ -52,6 +52,11 @@ def stored_ids(app: Flask) -> list[str]:
         return sorted(conn.scalars(sa.select(WebhookEvent.id)))
 
 
+def combiner_of(engine: sa.Engine) -> event_combiner.Combiner:
+    """The engine's combiner in this process, the one ``insert_alone`` uses."""
+    return event_combiner.combiner(engine, event_store._insert_rows)
+
+
 def ids_in(params: Any) -> list[str]:
     """The event ids an insert's parameters carry: one array of them on PostgreSQL, one
     value per row elsewhere."""
@@ -66,7 +71,7 @@ def first_statement_held(app: Flask, waiting: int) -> Iterator[Held]:
     """Hold the first ledger insert until ``waiting`` rows queue behind it."""
     with app.app_context():
         engine = get_state(app).db.engine
-    combiner = event_store._combiner(engine)
+    combiner = combiner_of(engine)
     held = Held([], threading.Event())
     sent = held.statements
 
@@ -204,7 +209,7 @@ def test_a_delivery_interrupted_while_waiting_leaves_the_next_ones_a_turn_to_sen
     first, interrupted, later = event(1), event(2), event(3)
     with app.app_context():
         engine = get_state(app).db.engine
-    combiner = event_store._combiner(engine)
+    combiner = combiner_of(engine)
     waiter: list[threading.Thread] = []
 
     def interrupt_the_waiter(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
