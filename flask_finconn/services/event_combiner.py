@@ -1,8 +1,8 @@
 """The acknowledge path's shared insert: the event rows a process is storing at the same
 moment go to the ledger as one statement (:class:`Combiner`).
 
-It knows nothing of the statement itself: :mod:`.event_store` hands it the function that
-inserts rows on a connection and answers the ids it stored.
+It knows nothing of the statements themselves: :mod:`.event_store` hands it a
+:class:`Ledger`.
 """
 
 from __future__ import annotations
@@ -11,30 +11,54 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from ..errors import FinConnError
+
 Row = tuple[dict[str, Any], str | None]  # the row's values, the raw body as its payload
-InsertRows = Callable[[sa.Connection, Sequence[Row]], set[str]]
-"""Insert rows in one statement, skipping stored ids; the ids it stored."""
+
+
+class Ledger(NamedTuple):
+    """The two statements the combiner runs, each on the connection it is given."""
+
+    insert: Callable[[sa.Connection, Sequence[Row]], set[str]]
+    """Insert rows in one statement, skipping stored ids; the ids it stored."""
+    stored_as: Callable[[sa.Connection, Sequence[dict[str, Any]]], set[str]]
+    """Of these rows' ids, those stored with these very values (this delivery's row)."""
+
 
 MAX_ROWS = 50  # rows per shared statement; more wait for the next one
+
+
+class StoreTimedOut(FinConnError):
+    """A delivery waited longer than ``FINCONN_WEBHOOK_STORE_TIMEOUT`` for its row's statement."""
+
+    status = 503
+    code = "event_store_timeout"
+    message = (
+        "The event was not stored within FINCONN_WEBHOOK_STORE_TIMEOUT: the statements ahead "
+        "of it are slow or waiting for a database connection. Stripe delivers it again; if "
+        "this repeats, look at the database's load and the connection pool's size."
+    )
 
 
 class _Pending:
     """One delivery's row waiting in a :class:`Combiner`, and what became of it."""
 
-    __slots__ = ("done", "error", "lead", "raw", "ready", "stored", "values")
+    __slots__ = ("done", "error", "lead", "raw", "ready", "recheck", "stored", "values")
 
     def __init__(self, values: dict[str, Any], raw: str | None) -> None:
         self.values = values
         self.raw = raw
         self.ready = threading.Event()
         self.lead = False  # this thread sends the next statement
-        self.done = False
+        self.done = False  # answered, or its thread no longer waits
         self.stored: bool | None = None  # None: no answer (yet)
         self.error: BaseException | None = None
+        # A statement that held this row stopped before it answered: it may have stored it.
+        self.recheck = False
 
 
 class Combiner:
@@ -48,16 +72,25 @@ class Combiner:
     "stored". Rows go in id order, so two processes' statements never wait on each other's
     ids in opposite orders (a deadlock). If one of its rows fails the shared statement, each
     row is sent again alone (not after a connection or lock failure, which all share).
+
+    A statement may commit and still fail, or its thread be interrupted, before it hands
+    out the answers. Its rows are then sent again, and a row found stored with the very
+    values this delivery sent (its ``received_at``, to the microsecond) is answered
+    "stored", not "duplicate". A delivery waits at most ``timeout`` seconds for a statement
+    to hold its row and answer it, then raises :class:`StoreTimedOut` (a 503: Stripe
+    delivers it again, and finds it stored if the statement stored it after all).
     """
 
-    def __init__(self, insert_rows: InsertRows) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         # No reference to the engine: it is the key of the weak map that holds this.
-        self._insert_rows = insert_rows
+        self._ledger = ledger
         self._lock = threading.Lock()
         self._waiting: list[_Pending] = []
         self._busy = False
 
-    def insert(self, engine: sa.Engine, values: dict[str, Any], raw: str | None) -> bool:
+    def insert(
+        self, engine: sa.Engine, values: dict[str, Any], raw: str | None, timeout: float
+    ) -> bool:
         """Store one row unless its id is stored (durably, when this returns); whether it was."""
         mine = _Pending(values, raw)
         with self._lock:
@@ -65,30 +98,34 @@ class Combiner:
             if not self._busy:
                 self._busy = mine.lead = True
         try:
-            if not mine.lead:
-                mine.ready.wait()  # done by another thread's statement, or this one's turn
+            # Done by another thread's statement, or this one's turn to send.
+            if not mine.lead and not mine.ready.wait(timeout) and self._withdraw(mine):
+                raise StoreTimedOut()
             if not mine.done:
-                self._send(engine)
+                self._send(engine, mine)
         except BaseException:
             # Interrupted (a greenlet's timeout or kill, an async exception) while waiting
             # or before sending: a turn to send left unused would leave every later
-            # delivery waiting forever.
+            # delivery waiting.
             self._withdraw(mine)
             raise
         if mine.error is not None:
             raise mine.error
         return bool(mine.stored)
 
-    def _withdraw(self, mine: _Pending) -> None:
-        """Take back a row its thread no longer waits for, passing on its turn to send."""
+    def _withdraw(self, mine: _Pending) -> bool:
+        """Take back a row its thread no longer waits for, passing on its turn to send;
+        False when it was answered already."""
         with self._lock:
             if mine.done:
-                return
+                return False
+            mine.done = True
             if mine in self._waiting:
                 self._waiting.remove(mine)
                 if mine.lead:
                     self._pass_turn()
-            # Otherwise its row is in a statement in flight, which answers it.
+            # Otherwise its row is in a statement in flight, which may store it unseen.
+            return True
 
     def _pass_turn(self) -> None:
         """With the lock held: the first row waiting sends next, or nothing is in flight."""
@@ -98,7 +135,7 @@ class Combiner:
         else:
             self._busy = False
 
-    def _send(self, engine: sa.Engine) -> None:
+    def _send(self, engine: sa.Engine, mine: _Pending) -> None:
         batch: list[_Pending] = []
         try:
             with self._lock:
@@ -106,14 +143,24 @@ class Combiner:
             self._store(engine, batch)
         finally:
             with self._lock:
+                # This thread was interrupted before the answers were out (its own row is
+                # answered by the interruption): the rows without one go first in the next
+                # statement, which learns whether this one stored them.
+                unanswered = [
+                    pending
+                    for pending in batch
+                    if pending is not mine
+                    and not pending.done
+                    and pending.stored is None
+                    and pending.error is None
+                ]
                 for pending in batch:
-                    if pending.stored is None and pending.error is None:
-                        # The sending thread was interrupted: nobody knows, so no 2xx.
-                        pending.error = RuntimeError(
-                            "Storing the event was interrupted; Stripe will deliver it again."
-                        )
-                    pending.done = True
-                    pending.ready.set()
+                    if pending in unanswered:
+                        pending.recheck = True
+                    else:
+                        pending.done = True
+                        pending.ready.set()
+                self._waiting[:0] = unanswered
                 self._pass_turn()  # to the first of those that arrived meanwhile
 
     def _store(self, engine: sa.Engine, batch: Sequence[_Pending]) -> None:
@@ -124,12 +171,18 @@ class Combiner:
         try:
             stored = self._run(engine, rows)
         except Exception as exc:
-            if len(rows) == 1 or _unavailable(exc):
+            if _unavailable(exc):
                 for pending in rows:
                     pending.error = exc
             else:
-                for pending in rows:  # each row alone: a bad one fails only its own delivery
-                    try:
+                # The statement may have committed before it failed (a host's listener
+                # raised after it): each row found stored is looked at again.
+                for pending in rows:
+                    pending.recheck = True
+                if len(rows) == 1:  # sending it again would only repeat its failure
+                    self._recheck_alone(engine, rows[0], exc)
+                for pending in rows if len(rows) > 1 else ():
+                    try:  # each row alone: a bad one fails only its own delivery
                         pending.stored = bool(self._run(engine, [pending]))
                     except Exception as own:
                         pending.error = own
@@ -141,11 +194,29 @@ class Combiner:
             if head is not pending:  # a copy within the batch: a duplicate, or the same error
                 pending.stored, pending.error = False, head.error
 
-    def _run(self, engine: sa.Engine, rows: Sequence[_Pending]) -> set[str]:
+    def _recheck_alone(self, engine: sa.Engine, pending: _Pending, exc: Exception) -> None:
+        """Answer the row of a statement that failed alone: stored if it committed all the
+        same, else ``exc``."""
+        try:
+            pending.stored = bool(self._run(engine, [pending], insert=False))
+        except Exception:  # the database cannot tell: the statement's own error answers
+            pending.stored = False
+        if not pending.stored:
+            pending.stored, pending.error = None, exc
+
+    def _run(self, engine: sa.Engine, rows: Sequence[_Pending], *, insert: bool = True) -> set[str]:
+        """Send ``rows`` as one statement (unless not ``insert``); the ids it stored, and
+        those of rows to recheck that an earlier statement stored with their values."""
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return self._insert_rows(
-                connection, [(pending.values, pending.raw) for pending in rows]
-            )
+            stored: set[str] = set()
+            if insert:
+                stored = self._ledger.insert(
+                    connection, [(pending.values, pending.raw) for pending in rows]
+                )
+            recheck = [p.values for p in rows if p.recheck and p.values["id"] not in stored]
+            if recheck:
+                stored |= self._ledger.stored_as(connection, recheck)
+            return stored
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -169,14 +240,14 @@ _COMBINERS: weakref.WeakKeyDictionary[sa.Engine, Combiner] = weakref.WeakKeyDict
 _COMBINERS_LOCK = [threading.Lock()]
 
 
-def combiner(engine: sa.Engine, insert_rows: InsertRows) -> Combiner:
-    """The engine's combiner in this process (made on first use, with ``insert_rows``)."""
+def combiner(engine: sa.Engine, ledger: Ledger) -> Combiner:
+    """The engine's combiner in this process (made on first use, with ``ledger``)."""
     found = _COMBINERS.get(engine)
     if found is None:
         with _COMBINERS_LOCK[0]:
             found = _COMBINERS.get(engine)
             if found is None:
-                found = _COMBINERS[engine] = Combiner(insert_rows)
+                found = _COMBINERS[engine] = Combiner(ledger)
     return found
 
 
@@ -189,4 +260,4 @@ def _forget_combiners() -> None:
 os.register_at_fork(after_in_child=_forget_combiners)
 
 
-__all__ = ["MAX_ROWS", "Combiner", "InsertRows", "Row", "combiner"]
+__all__ = ["MAX_ROWS", "Combiner", "Ledger", "Row", "StoreTimedOut", "combiner"]

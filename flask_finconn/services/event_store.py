@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..models import WebhookEvent, from_unix, utcnow
 from ..state import FinConnState
-from .event_combiner import combiner
+from .event_combiner import Ledger, combiner
 
 EVENTS: sa.Table = WebhookEvent.__table__  # type: ignore[assignment]
 COLUMNS = tuple(EVENTS.c)
@@ -264,6 +264,19 @@ def _insert_arrays(
     return set(connection.exec_driver_sql(_array_insert(dialect), params).scalars())
 
 
+def _stored_as(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Of these rows' ids, those whose stored row has the same ``received_at``: the row a
+    delivery sent (each takes its own time to the microsecond), not an earlier delivery's."""
+    sent = {values["id"]: values["received_at"] for values in rows}
+    found = connection.execute(
+        sa.select(EVENTS.c.id, EVENTS.c.received_at).where(EVENTS.c.id.in_(sent))
+    )
+    return {event_id for event_id, received in found if received == sent[event_id]}
+
+
+_LEDGER = Ledger(insert=_insert_rows, stored_as=_stored_as)
+
+
 def execute_alone(
     state: FinConnState, statement: Any, params: dict[str, Any] | None = None
 ) -> sa.Row[Any] | None:
@@ -296,7 +309,9 @@ def insert_alone(
     values = row_values(event, claimed=claimed)
     bind = _bind(state)
     if bind.dialect.name in _INSERTS and isinstance(bind, sa.Engine):
-        return values if combiner(bind, _insert_rows).insert(bind, values, raw) else None
+        shared = combiner(bind, _LEDGER)
+        stored = shared.insert(bind, values, raw, state.settings.webhook_store_timeout)
+        return values if stored else None
     stored = _insert_in(state, values, raw)  # a session bound to a connection (tests in one)
     session.commit()
     return values if stored else None
