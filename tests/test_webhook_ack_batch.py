@@ -435,3 +435,51 @@ def test_a_follower_waits_no_longer_than_the_store_timeout_and_is_stored_once_on
     again = store(app, events[gave_up])
     assert (again is None) == (where == "in flight")
     assert stored_ids(app) == sorted(e["id"] for e in events)
+
+
+def test_a_delivery_arriving_after_the_statement_ahead_outlasted_the_timeout_sends_its_own(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    """A statement that never ends (a lock wait, or a thread that died without passing on
+    its turn) does not refuse every later delivery of the process: one that arrives once it
+    has outlasted ``FINCONN_WEBHOOK_STORE_TIMEOUT`` sends its row beside it."""
+    timeout = 0.2
+    app = make_finconn_app(FINCONN_WEBHOOK_STORE_TIMEOUT=timeout)
+    stuck, later = event(1), event(2)
+    with app.app_context():
+        engine = get_state(app).db.engine
+    results: dict[str, Stored | BaseException] = {}
+    started: list[float] = []
+
+    def run(sent: dict[str, Any]) -> None:
+        try:
+            results[sent["id"]] = store(app, sent)
+        except BaseException as exc:  # handed back to the test
+            results[sent["id"]] = exc
+
+    def hold(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event") and stuck["id"] in ids_in(
+            params
+        ):
+            started.append(time.monotonic())
+            deadline = started[0] + 30
+            while later["id"] not in results:
+                assert time.monotonic() < deadline, "The later delivery never got an answer."
+                time.sleep(0.01)
+
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    try:
+        first = threading.Thread(target=run, args=(stuck,), daemon=True)
+        first.start()
+        deadline = time.monotonic() + 30
+        while not started or time.monotonic() < started[0] + 2 * timeout:
+            assert time.monotonic() < deadline, "The first delivery never sent its row."
+            time.sleep(0.01)
+        run(later)
+        first.join(timeout=60)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold)
+    assert not first.is_alive()
+    assert isinstance(results[later["id"]], dict)
+    assert isinstance(results[stuck["id"]], dict)
+    assert stored_ids(app) == sorted([stuck["id"], later["id"]])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -78,7 +79,9 @@ class Combiner:
     values this delivery sent (its ``received_at``, to the microsecond) is answered
     "stored", not "duplicate". A delivery waits at most ``timeout`` seconds for a statement
     to hold its row and answer it, then raises :class:`StoreTimedOut` (a 503: Stripe
-    delivers it again, and finds it stored if the statement stored it after all).
+    delivers it again, and finds it stored if the statement stored it after all). A
+    delivery that arrives once the turn in flight has lasted longer than that sends its
+    own statement beside it, so a stuck statement holds up no more than its own batch.
     """
 
     def __init__(self, ledger: Ledger) -> None:
@@ -87,6 +90,7 @@ class Combiner:
         self._lock = threading.Lock()
         self._waiting: list[_Pending] = []
         self._busy = False
+        self._turn_at = 0.0  # when the latest turn to send began (time.monotonic())
 
     def insert(
         self, engine: sa.Engine, values: dict[str, Any], raw: str | None, timeout: float
@@ -95,8 +99,13 @@ class Combiner:
         mine = _Pending(values, raw)
         with self._lock:
             self._waiting.append(mine)
-            if not self._busy:
+            now = time.monotonic()
+            if not self._busy or now - self._turn_at > timeout:
+                # Nothing in flight; or the turn in flight has outlasted any follower's
+                # wait, stuck (a lock wait) or lost (its thread died without passing it
+                # on): this delivery sends beside it, as another process would.
                 self._busy = mine.lead = True
+                self._turn_at = now
         try:
             # Done by another thread's statement, or this one's turn to send.
             if not mine.lead and not mine.ready.wait(timeout) and self._withdraw(mine):
@@ -132,6 +141,7 @@ class Combiner:
         if self._waiting:
             self._waiting[0].lead = True
             self._waiting[0].ready.set()
+            self._turn_at = time.monotonic()
         else:
             self._busy = False
 
@@ -139,7 +149,11 @@ class Combiner:
         batch: list[_Pending] = []
         try:
             with self._lock:
-                batch, self._waiting = self._waiting[:MAX_ROWS], self._waiting[MAX_ROWS:]
+                # In the order they came (rows to recheck first: a later copy of one is the
+                # duplicate), and its own row even when it took a stuck turn behind more.
+                self._waiting.remove(mine)
+                batch = [*self._waiting[: MAX_ROWS - 1], mine]
+                del self._waiting[: MAX_ROWS - 1]
             self._store(engine, batch)
         finally:
             with self._lock:
