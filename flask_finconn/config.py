@@ -90,6 +90,13 @@ FINCONN_WEBHOOK_MAX_CONTENT_LENGTH: int = 1024 * 1024
 FINCONN_WEBHOOK_TOLERANCE: int = 300
 """How old, in seconds, a webhook signature's timestamp may be."""
 
+FINCONN_WEBHOOK_STORE_TIMEOUT: float = 10.0
+"""Seconds a webhook delivery waits at most for the statements ahead of it to store its
+event (deliveries arriving together in one process share one insert, sent one statement at
+a time). Past it the delivery is answered 503 ``event_store_timeout`` and Stripe delivers it
+again; a row stored meanwhile is then found stored, never processed twice. Keep it well
+below the time Stripe waits for an answer and your server's request timeout."""
+
 FINCONN_ALLOWED_ORIGINS: list[str] = []
 """Origins, besides the request's own host, allowed to call the state-changing routes."""
 

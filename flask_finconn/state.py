@@ -100,6 +100,7 @@ class Settings:
     delete_data_on_disconnect: bool = False
     sync_lock_ttl: float = 60.0
     celery_visibility_timeout: float | None = None
+    webhook_store_timeout: float = 10.0
 
     @property
     def livemode(self) -> bool:
@@ -229,6 +230,7 @@ def read_settings(app: Flask) -> Settings:
         installation_id=_read_installation_id(cfg),
         delete_data_on_disconnect=bool(cfg["FINCONN_DELETE_DATA_ON_DISCONNECT"]),
         **_read_recovery_times(cfg),
+        webhook_store_timeout=_read_seconds(cfg, "FINCONN_WEBHOOK_STORE_TIMEOUT"),
     )
 
 

@@ -9,6 +9,7 @@ from types import ModuleType
 
 import flask_finconn
 from flask_finconn import errors, testing
+from flask_finconn.services.event_combiner import StoreTimedOut
 from flask_finconn.services.events import EventProcessingFailed
 from flask_finconn.services.fleet import LockLost
 from flask_finconn.services.handlers import EventIgnored
@@ -80,7 +81,13 @@ def test_errors_share_one_base() -> None:
     in_errors = _exception_classes(errors)
     assert len(in_errors) == 12  # FinConnError and its eleven kinds, all in errors.py
     assert {cls.__name__ for cls in in_errors} <= set(flask_finconn.__all__)
-    assert set(defined) == {*in_errors, EventProcessingFailed, EventIgnored, LockLost}
+    assert set(defined) == {
+        *in_errors,
+        EventProcessingFailed,
+        EventIgnored,
+        LockLost,
+        StoreTimedOut,
+    }
     for cls in defined:
         assert issubclass(cls, flask_finconn.FinConnError), cls
         assert isinstance(cls.status, int) and cls.code and cls.message.endswith("."), cls

@@ -23,8 +23,9 @@ from conftest import stripe_event
 from flask import Flask
 
 from flask_finconn import get_state
+from flask_finconn.errors import FinConnError
 from flask_finconn.models import WebhookEvent
-from flask_finconn.services import event_store
+from flask_finconn.services import event_combiner, event_store
 
 Stored = dict[str, Any] | None
 
@@ -52,6 +53,11 @@ def stored_ids(app: Flask) -> list[str]:
         return sorted(conn.scalars(sa.select(WebhookEvent.id)))
 
 
+def combiner_of(engine: sa.Engine) -> event_combiner.Combiner:
+    """The engine's combiner in this process, the one ``insert_alone`` uses."""
+    return event_combiner.combiner(engine, event_store._LEDGER)
+
+
 def ids_in(params: Any) -> list[str]:
     """The event ids an insert's parameters carry: one array of them on PostgreSQL, one
     value per row elsewhere."""
@@ -66,7 +72,7 @@ def first_statement_held(app: Flask, waiting: int) -> Iterator[Held]:
     """Hold the first ledger insert until ``waiting`` rows queue behind it."""
     with app.app_context():
         engine = get_state(app).db.engine
-    combiner = event_store._combiner(engine)
+    combiner = combiner_of(engine)
     held = Held([], threading.Event())
     sent = held.statements
 
@@ -204,7 +210,7 @@ def test_a_delivery_interrupted_while_waiting_leaves_the_next_ones_a_turn_to_sen
     first, interrupted, later = event(1), event(2), event(3)
     with app.app_context():
         engine = get_state(app).db.engine
-    combiner = event_store._combiner(engine)
+    combiner = combiner_of(engine)
     waiter: list[threading.Thread] = []
 
     def interrupt_the_waiter(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -307,3 +313,173 @@ def test_a_shared_statement_that_found_the_database_locked_is_not_sent_again_row
     assert isinstance(results[0], dict)
     assert all(isinstance(r, sa.exc.OperationalError) for r in results[1:])
     assert stored_ids(app) == [events[0]["id"]]
+
+
+@pytest.mark.parametrize("fault", [Interrupted, RuntimeError])
+def test_followers_of_a_statement_that_failed_after_committing_get_their_true_answers(
+    make_finconn_app: Callable[..., Flask], fault: type[BaseException]
+) -> None:
+    """The shared statement commits, then its thread is interrupted (a greenlet's timeout,
+    here as its connection goes back to the pool) or a host's listener raises, before the
+    answers are handed out: each follower still learns that its row is stored, or was
+    stored before."""
+    app = make_finconn_app()
+    events = [event(n) for n in range(5)]
+    already = events[3]
+    assert store(app, already) is not None
+    with app.app_context():
+        engine = get_state(app).db.engine
+    shared: list[str] = []
+    failed: list[str] = []
+
+    def after_the_shared_statement(
+        conn: Any, cursor: Any, statement: str, params: Any, *args: Any
+    ) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event") and len(ids_in(params)) > 1:
+            shared.append(statement)
+            if fault is RuntimeError and not failed:
+                failed.append(statement)
+                raise RuntimeError("a host's listener failed after the statement")
+
+    def on_return_to_the_pool(*args: Any) -> None:
+        if shared and fault is Interrupted and not failed:
+            failed.append(shared[0])
+            raise Interrupted()
+
+    with first_statement_held(app, waiting=len(events) - 1) as held:
+        sa.event.listen(engine, "after_cursor_execute", after_the_shared_statement)
+        sa.event.listen(engine.pool, "reset", on_return_to_the_pool)
+        try:
+            results = run_together(held, [lambda e=e: store(app, e) for e in events])  # type: ignore[misc]
+        finally:
+            sa.event.remove(engine, "after_cursor_execute", after_the_shared_statement)
+            sa.event.remove(engine.pool, "reset", on_return_to_the_pool)
+    assert failed
+    interrupted = [i for i, r in enumerate(results) if isinstance(r, Interrupted)]
+    # An interrupted thread raises its interruption; every other delivery gets its answer.
+    assert len(interrupted) == (1 if fault is Interrupted else 0)
+    for i, result in enumerate(results):
+        if i in interrupted:
+            continue
+        if events[i] is already:
+            assert result is None
+        else:
+            assert isinstance(result, dict) and result["id"] == events[i]["id"]
+    assert stored_ids(app) == sorted(e["id"] for e in events)
+
+
+@pytest.mark.parametrize("where", ["waiting", "in flight"])
+def test_a_follower_waits_no_longer_than_the_store_timeout_and_is_stored_once_on_retry(
+    make_finconn_app: Callable[..., Flask], where: str
+) -> None:
+    """A statement ahead that never ends (a lock wait with no timeout) holds its followers
+    only ``FINCONN_WEBHOOK_STORE_TIMEOUT`` seconds: they answer 503 and Stripe's retry
+    stores the row, or finds it stored, once."""
+    app = make_finconn_app(FINCONN_WEBHOOK_STORE_TIMEOUT=0.2)
+    events = [event(n) for n in range(3 if where == "in flight" else 2)]
+    with app.app_context():
+        engine = get_state(app).db.engine
+    combiner = combiner_of(engine)
+    answered: list[int] = []
+    results: list[Stored | BaseException] = [None] * len(events)
+    statements: list[int] = []
+    # The first statement, or the second (which holds the followers' rows), never ends
+    # until a follower has answered.
+    held_statement = 1 if where == "waiting" else 2
+
+    def run(i: int) -> None:
+        try:
+            results[i] = store(app, events[i])
+        except BaseException as exc:  # handed back to the test
+            results[i] = exc
+        answered.append(i)
+
+    def hold(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.startswith("INSERT INTO finconn_webhook_event"):
+            return
+        statements.append(1)
+        if len(statements) == 1 and held_statement == 2:
+            deadline = time.monotonic() + 30
+            while len(combiner._waiting) < len(events) - 1:
+                assert time.monotonic() < deadline, "The other deliveries never queued."
+                time.sleep(0.01)
+        elif len(statements) == held_statement:
+            deadline = time.monotonic() + 10
+            while not [i for i in answered if i != 0]:  # not the first: it sent alone
+                assert time.monotonic() < deadline, "No follower gave up waiting."
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(events))]
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    try:
+        threads[0].start()
+        deadline = time.monotonic() + 30
+        while not statements:
+            assert time.monotonic() < deadline, "The first delivery never sent its row."
+            time.sleep(0.01)
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold)
+    assert not any(thread.is_alive() for thread in threads), "A delivery got no answer."
+    gave_up = next(i for i in answered if i != 0)
+    error = results[gave_up]
+    assert isinstance(error, FinConnError) and error.status == 503
+    assert error.code == "event_store_timeout"
+    others = [r for i, r in enumerate(results) if i != gave_up]
+    assert all(isinstance(r, dict) for r in others)
+    # Stripe delivers the event again: stored now if the row was still waiting; if its
+    # statement was in flight, that statement stored it and the retry is a duplicate.
+    again = store(app, events[gave_up])
+    assert (again is None) == (where == "in flight")
+    assert stored_ids(app) == sorted(e["id"] for e in events)
+
+
+def test_a_delivery_arriving_after_the_statement_ahead_outlasted_the_timeout_sends_its_own(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    """A statement that never ends (a lock wait, or a thread that died without passing on
+    its turn) does not refuse every later delivery of the process: one that arrives once it
+    has outlasted ``FINCONN_WEBHOOK_STORE_TIMEOUT`` sends its row beside it."""
+    timeout = 0.2
+    app = make_finconn_app(FINCONN_WEBHOOK_STORE_TIMEOUT=timeout)
+    stuck, later = event(1), event(2)
+    with app.app_context():
+        engine = get_state(app).db.engine
+    results: dict[str, Stored | BaseException] = {}
+    started: list[float] = []
+
+    def run(sent: dict[str, Any]) -> None:
+        try:
+            results[sent["id"]] = store(app, sent)
+        except BaseException as exc:  # handed back to the test
+            results[sent["id"]] = exc
+
+    def hold(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event") and stuck["id"] in ids_in(
+            params
+        ):
+            started.append(time.monotonic())
+            deadline = started[0] + 30
+            while later["id"] not in results:
+                assert time.monotonic() < deadline, "The later delivery never got an answer."
+                time.sleep(0.01)
+
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    try:
+        first = threading.Thread(target=run, args=(stuck,), daemon=True)
+        first.start()
+        deadline = time.monotonic() + 30
+        while not started or time.monotonic() < started[0] + 2 * timeout:
+            assert time.monotonic() < deadline, "The first delivery never sent its row."
+            time.sleep(0.01)
+        run(later)
+        first.join(timeout=60)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold)
+    assert not first.is_alive()
+    assert isinstance(results[later["id"]], dict)
+    assert isinstance(results[stuck["id"]], dict)
+    assert stored_ids(app) == sorted([stuck["id"], later["id"]])
