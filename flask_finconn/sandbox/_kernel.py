@@ -38,11 +38,15 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class _Clock:
+class Clock:
     """The clock's offset from wall time, and no later than the earliest task's due time."""
 
     offset: float
     next_due: float
+
+    def work_due(self) -> bool:
+        """Whether a task may be due now."""
+        return time.time() + self.offset >= self.next_due
 
 
 class Kernel:
@@ -53,20 +57,24 @@ class Kernel:
         self.settings = settings
         self.requests = Requests()
         self._tasks: dict[str, TaskHandler] = {}
+        #: How many times the clock was read: an answer computed while it did not move
+        #: does not depend on the time of day (see :meth:`.Api.wsgi_app`).
+        self.clock_reads = 0
 
     # --- clock --------------------------------------------------------------------------
 
-    def _clock(self) -> _Clock:
-        # Read on every request, so kept in memory while the database has not changed.
+    def clock(self) -> Clock:
+        """The clock's offset and the earliest due time (no statement while the database
+        is unchanged: read on every request, so kept in memory)."""
         return self.store.cached("kernel.clock", self._load_clock)
 
-    def _load_clock(self) -> _Clock:
+    def _load_clock(self) -> Clock:
         offset = float(self.store.get_meta("clock_offset", "0") or 0)
         row = self.store.one("SELECT MIN(due_at) FROM tasks")
-        return _Clock(offset, math.inf if row[0] is None else float(row[0]))
+        return Clock(offset, math.inf if row[0] is None else float(row[0]))
 
     def _offset(self) -> float:
-        return self._clock().offset
+        return self.clock().offset
 
     def now(self) -> int:
         """The sandbox clock in whole Unix seconds."""
@@ -74,6 +82,7 @@ class Kernel:
 
     def now_float(self) -> float:
         """The sandbox clock: wall time plus what :meth:`advance` added."""
+        self.clock_reads += 1
         return time.time() + self._offset()
 
     def advance(self, seconds: float) -> int:
@@ -90,7 +99,7 @@ class Kernel:
         with self.store.tx():
             offset = self._offset() + seconds
             self.store.set_meta("clock_offset", repr(offset))
-            self.store.remember("kernel.clock", _Clock(offset, self._clock().next_due))
+            self.store.remember("kernel.clock", Clock(offset, self.clock().next_due))
             self.run_due()
             return self.now()
 
@@ -132,12 +141,12 @@ class Kernel:
         ``due_at``."""
         if kind not in self._tasks:
             raise ValueError(f"No handler runs tasks of kind '{kind}'; register it first.")
-        clock = self._clock()
+        clock = self.clock()
         self.store.execute(
             "INSERT INTO tasks (due_at, kind, account, data) VALUES (?, ?, ?, ?)",
             (due_at, kind, subject, _dumps(extra) if extra else "{}"),
         )
-        self.store.remember("kernel.clock", _Clock(clock.offset, min(clock.next_due, due_at)))
+        self.store.remember("kernel.clock", Clock(clock.offset, min(clock.next_due, due_at)))
 
     def catch_up(self, due_at: int, every: int) -> int:
         """When a task repeating ``every`` seconds, due at ``due_at``, should next run.
@@ -164,8 +173,7 @@ class Kernel:
 
     def work_due(self) -> bool:
         """Whether a task may be due now (no statement while the database is unchanged)."""
-        clock = self._clock()
-        return time.time() + clock.offset >= clock.next_due
+        return self.clock().work_due()
 
     def run_due(self) -> int:
         """Run every task whose time has come, oldest first, each at its own due time.
@@ -173,7 +181,7 @@ class Kernel:
         Returns how many ran. API requests call this first, so results do not depend on a
         background thread.
         """
-        clock = self._clock()
+        clock = self.clock()
         now = time.time() + clock.offset
         # next_due is a lower bound (a cancelled task may have left it early): no task is
         # due before it, so most requests need no statement here.
