@@ -184,14 +184,14 @@ class Store:
     def keep(self, key: Hashable, value: Any, size: int, since: tuple[int, int]) -> None:
         """Keep ``value`` (``size`` bytes) under ``key`` until the database changes.
 
-        Call it inside the outermost read transaction that produced ``value``, with the
-        :meth:`version` read before it did: if anything was written since, or the
-        transaction is nested in another (which may still roll back), nothing is kept. The
-        least recently used values go first past :attr:`KEPT_BYTES`.
+        Call it inside the transaction that produced ``value``, with the :meth:`version`
+        read before it did: if anything was written since, nothing is kept (a rollback
+        afterwards voids it, as any later write does). The least recently used values go
+        first past :attr:`KEPT_BYTES`.
         """
         with self._lock:
             version = (self._generation, self._conn.total_changes)
-            if version != since or self._depth != 1 or size > self.KEPT_BYTES:
+            if version != since or size > self.KEPT_BYTES:
                 return
             if version != self._kept_version:
                 self._drop_kept()
