@@ -69,9 +69,12 @@ class Kernel:
         return self.store.cached("kernel.clock", self._load_clock)
 
     def _load_clock(self) -> Clock:
-        offset = float(self.store.get_meta("clock_offset", "0") or 0)
-        row = self.store.one("SELECT MIN(due_at) FROM tasks")
-        return Clock(offset, math.inf if row[0] is None else float(row[0]))
+        # One statement rather than two: it runs again after every other connection's write.
+        row = self.store.one(
+            "SELECT (SELECT value FROM meta WHERE key = 'clock_offset'), "
+            "(SELECT MIN(due_at) FROM tasks)"
+        )
+        return Clock(float(row[0] or 0), math.inf if row[1] is None else float(row[1]))
 
     def _offset(self) -> float:
         return self.clock().offset
