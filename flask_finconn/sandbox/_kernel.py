@@ -57,9 +57,6 @@ class Kernel:
         self.settings = settings
         self.requests = Requests()
         self._tasks: dict[str, TaskHandler] = {}
-        #: How many times the clock was read: an answer computed while it did not move
-        #: does not depend on the time of day (see :meth:`.Api.wsgi_app`).
-        self.clock_reads = 0
 
     # --- clock --------------------------------------------------------------------------
 
@@ -84,8 +81,9 @@ class Kernel:
         return int(self.now_float())
 
     def now_float(self) -> float:
-        """The sandbox clock: wall time plus what :meth:`advance` added."""
-        self.clock_reads += 1
+        """The sandbox clock: wall time plus what :meth:`advance` added (noted on the
+        request being served: its answer depends on the time)."""
+        self.requests.current().read_clock = True
         return time.time() + self._offset()
 
     def advance(self, seconds: float) -> int:
