@@ -189,13 +189,12 @@ class Api:
         key: _Key | None,
     ) -> tuple[int, bytes]:
         """A GET's answer, in the open read transaction; kept when it may be given again."""
-        kernel = self.sb.kernel
-        since, reads = self.store.version(), kernel.clock_reads
+        since = self.store.version()
         with self.requests.serving(ctx):
             status, body = handler(self, params, args)
         data = body.encode("utf-8")
-        if key is not None and status == 200 and kernel.clock_reads == reads:
-            self.store.keep(key, (data, kernel.clock()), len(data), since)
+        if key is not None and status == 200 and not ctx.read_clock:
+            self.store.keep(key, (data, self.sb.kernel.clock()), len(data), since)
         return status, data
 
     def _route(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
