@@ -141,6 +141,7 @@ def test_a_refresh_coming_due_on_the_wall_clock_shows_without_any_write(sb: Sand
     deadline = time.monotonic() + 30
     while get(sb, path)[1]["balance_refresh"]["status"] == "pending":
         assert time.monotonic() < deadline, "the kept answer outlived the refresh's due time"
+        time.sleep(0.05)
     assert get(sb, path)[1]["balance"]["current"]["usd"] > 0
 
 
