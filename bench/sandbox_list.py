@@ -434,9 +434,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         database = f"{tmp}/sandbox.sqlite3"
         urls, pages = prepare(database, args.transactions)
+        print_load("before")
         in_process(database, urls, pages, args.repeat)
+        print_load("after the in-process part")
         if not args.no_http:
             over_http(database, urls, pages, args.repeat)
+            print_load("after the HTTP part")
+
+
+def print_load(when: str) -> None:
+    """The machine's load averages (1, 5, 15 minutes): the figures are only as steady."""
+    print(f"load average {when}: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -285,21 +285,6 @@ def test_a_rolled_back_write_leaves_no_page_behind(sb: Sandbox) -> None:
     assert _newest(client, account) == first == _stored_newest(sb, account)
 
 
-def test_a_failed_commit_leaves_no_kept_rows_behind() -> None:
-    store = Store(":memory:")
-    store.execute("PRAGMA foreign_keys = ON")
-    store.ensure(
-        "CREATE TABLE parent (id TEXT PRIMARY KEY);"
-        "CREATE TABLE child (parent TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
-    )
-    assert store.column_kept("SELECT parent FROM child") == ()
-    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), store.tx():
-        store.execute("INSERT INTO child (parent) VALUES ('missing')")
-        assert store.column_kept("SELECT parent FROM child") == ("missing",)
-    assert store.column_kept("SELECT parent FROM child") == ()
-    store.close()
-
-
 # --- data -------------------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ class RequestContext:
     id: str | None = None
     idempotency_key: str | None = None
     livemode: bool = False
+    #: Whether serving it read the sandbox clock (then its answer is never kept).
+    read_clock: bool = False
 
 
 class Requests:

@@ -38,11 +38,15 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class _Clock:
+class Clock:
     """The clock's offset from wall time, and no later than the earliest task's due time."""
 
     offset: float
     next_due: float
+
+    def work_due(self) -> bool:
+        """Whether a task may be due now."""
+        return time.time() + self.offset >= self.next_due
 
 
 class Kernel:
@@ -56,24 +60,30 @@ class Kernel:
 
     # --- clock --------------------------------------------------------------------------
 
-    def _clock(self) -> _Clock:
-        # Read on every request, so kept in memory while the database has not changed.
+    def clock(self) -> Clock:
+        """The clock's offset and the earliest due time (no statement while the database
+        is unchanged: read on every request, so kept in memory)."""
         return self.store.cached("kernel.clock", self._load_clock)
 
-    def _load_clock(self) -> _Clock:
-        offset = float(self.store.get_meta("clock_offset", "0") or 0)
-        row = self.store.one("SELECT MIN(due_at) FROM tasks")
-        return _Clock(offset, math.inf if row[0] is None else float(row[0]))
+    def _load_clock(self) -> Clock:
+        # One statement rather than two: it runs again after every other connection's write.
+        row = self.store.one(
+            "SELECT (SELECT value FROM meta WHERE key = 'clock_offset'), "
+            "(SELECT MIN(due_at) FROM tasks)"
+        )
+        return Clock(float(row[0] or 0), math.inf if row[1] is None else float(row[1]))
 
     def _offset(self) -> float:
-        return self._clock().offset
+        return self.clock().offset
 
     def now(self) -> int:
         """The sandbox clock in whole Unix seconds."""
         return int(self.now_float())
 
     def now_float(self) -> float:
-        """The sandbox clock: wall time plus what :meth:`advance` added."""
+        """The sandbox clock: wall time plus what :meth:`advance` added (noted on the
+        request being served: its answer depends on the time)."""
+        self.requests.current().read_clock = True
         return time.time() + self._offset()
 
     def advance(self, seconds: float) -> int:
@@ -90,7 +100,7 @@ class Kernel:
         with self.store.tx():
             offset = self._offset() + seconds
             self.store.set_meta("clock_offset", repr(offset))
-            self.store.remember("kernel.clock", _Clock(offset, self._clock().next_due))
+            self.store.remember("kernel.clock", Clock(offset, self.clock().next_due))
             self.run_due()
             return self.now()
 
@@ -132,12 +142,12 @@ class Kernel:
         ``due_at``."""
         if kind not in self._tasks:
             raise ValueError(f"No handler runs tasks of kind '{kind}'; register it first.")
-        clock = self._clock()
+        clock = self.clock()
         self.store.execute(
             "INSERT INTO tasks (due_at, kind, account, data) VALUES (?, ?, ?, ?)",
             (due_at, kind, subject, _dumps(extra) if extra else "{}"),
         )
-        self.store.remember("kernel.clock", _Clock(clock.offset, min(clock.next_due, due_at)))
+        self.store.remember("kernel.clock", Clock(clock.offset, min(clock.next_due, due_at)))
 
     def catch_up(self, due_at: int, every: int) -> int:
         """When a task repeating ``every`` seconds, due at ``due_at``, should next run.
@@ -164,8 +174,7 @@ class Kernel:
 
     def work_due(self) -> bool:
         """Whether a task may be due now (no statement while the database is unchanged)."""
-        clock = self._clock()
-        return time.time() + clock.offset >= clock.next_due
+        return self.clock().work_due()
 
     def run_due(self) -> int:
         """Run every task whose time has come, oldest first, each at its own due time.
@@ -173,7 +182,7 @@ class Kernel:
         Returns how many ran. API requests call this first, so results do not depend on a
         background thread.
         """
-        clock = self._clock()
+        clock = self.clock()
         now = time.time() + clock.offset
         # next_due is a lower bound (a cancelled task may have left it early): no task is
         # due before it, so most requests need no statement here.

@@ -11,10 +11,11 @@ which ``PRAGMA data_version`` tells at the start of each transaction, and when a
 transaction of this one rolls back. Code that writes a cached value updates it with
 :meth:`Store.remember` in the same transaction.
 
-The rows of read statements that are repeated unchanged (list pages) may be kept too, with
-:meth:`Store.column_kept`: they stay valid while the generation does *and* this connection has
-changed no row since, so any write at all (this process's, committed or not, or another's)
-makes them read again.
+Whole answers to reads (the API's GET responses) may be kept too, with :meth:`Store.keep`:
+they stay valid while the generation does *and* this connection has changed no row since
+(:meth:`Store.version`), so any write at all (this process's, committed or rolled back, or
+another connection's) voids them; :meth:`Store.kept` checks that with one ``PRAGMA
+data_version`` outside any transaction.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -88,9 +89,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
 class Store:
     """A SQLite connection shared by the threads of one process, used under a lock."""
 
-    #: How many statements' results :meth:`column_kept` keeps (a page of 100 transactions is
-    #: ~40 kB, so at most ~40 MB are kept).
-    KEPT_RESULTS = 1024
+    #: How many bytes of answers :meth:`keep` holds at most (a page of 100 transactions is
+    #: ~40 kB: about 1,600 such pages); the least recently used go first.
+    KEPT_BYTES = 64 << 20
 
     def __init__(self, database: str) -> None:
         self.database = database
@@ -104,7 +105,8 @@ class Store:
         self._data_version = -1
         self._generation = 0
         self._cache: dict[str, tuple[int, Any]] = {}
-        self._kept: OrderedDict[tuple[str, tuple[Any, ...]], tuple[Any, ...]] = OrderedDict()
+        self._kept: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._kept_bytes = 0
         self._kept_version = (-1, -1)
         if self._shared:
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -151,30 +153,60 @@ class Store:
         with self._lock:
             self._cache.pop(name, None)
 
-    def column_kept(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...]:
-        """The first column of the rows of the read-only statement ``sql``, kept in memory
-        while the database is unchanged (see the module's docstring); the least recently used
-        results are dropped first."""
+    def version(self) -> tuple[int, int]:
+        """Where the database stands for this connection, inside a transaction: it differs
+        after any write (this connection's row changes, committed or not, a rollback, or
+        another connection's commit seen when the transaction began)."""
         with self._lock:
             if not self._depth:
-                self._sync()
+                raise RuntimeError("Read the version inside a transaction.")
             # total_changes counts every row this connection inserted, updated or deleted,
             # rolled back or not; the generation covers other connections and rollbacks.
+            return self._generation, self._conn.total_changes
+
+    def kept(self, key: Hashable) -> Any:
+        """The value :meth:`keep` kept under ``key``, or None when there is none or the
+        database has changed since (one ``PRAGMA data_version``); always None inside a
+        transaction, whose reads may see its own writes."""
+        with self._lock:
+            if self._depth:
+                return None
+            self._sync()
+            if (self._generation, self._conn.total_changes) != self._kept_version:
+                self._drop_kept()
+                return None
+            entry = self._kept.get(key)
+            if entry is None:
+                return None
+            self._kept.move_to_end(key)
+            return entry[0]
+
+    def keep(self, key: Hashable, value: Any, size: int, since: tuple[int, int]) -> None:
+        """Keep ``value`` (``size`` bytes) under ``key`` until the database changes.
+
+        Call it inside the transaction that produced ``value``, with the :meth:`version`
+        read before it did: if anything was written since, nothing is kept (a rollback
+        afterwards voids it, as any later write does). The least recently used values go
+        first past :attr:`KEPT_BYTES`.
+        """
+        with self._lock:
             version = (self._generation, self._conn.total_changes)
-            kept = self._kept
+            if version != since or size > self.KEPT_BYTES:
+                return
             if version != self._kept_version:
-                kept.clear()
+                self._drop_kept()
                 self._kept_version = version
-            key = (sql, args)
-            rows = kept.get(key)
-            if rows is not None:
-                kept.move_to_end(key)
-                return rows
-            rows = tuple(row[0] for row in self._conn.execute(sql, args).fetchall())
-            kept[key] = rows
-            if len(kept) > self.KEPT_RESULTS:
-                kept.popitem(last=False)
-            return rows
+            old = self._kept.pop(key, None)
+            if old is not None:
+                self._kept_bytes -= old[1]
+            self._kept[key] = (value, size)
+            self._kept_bytes += size
+            while self._kept_bytes > self.KEPT_BYTES:
+                self._kept_bytes -= self._kept.popitem(last=False)[1][1]
+
+    def _drop_kept(self) -> None:
+        self._kept.clear()
+        self._kept_bytes = 0
 
     def _sync(self) -> None:
         if self._shared:
@@ -208,6 +240,11 @@ class Store:
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
+
+    def column(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The first column of every row of ``sql``."""
+        with self._lock:
+            return [row[0] for row in self._conn.execute(sql, args).fetchall()]
 
     def next_seq(self, table: str) -> int:
         row = self.one(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table}")

@@ -4,6 +4,12 @@ It authenticates (test-mode keys only), injects the configured faults, parses fo
 bodies, runs due tasks, serves each request in one transaction with its request context,
 replays idempotent POSTs, renders errors as Stripe's error body and lists as list objects.
 What each path does is in the handler modules; :mod:`._routes` lists them.
+
+A GET's successful answer is kept in memory (:meth:`.Store.keep`) and given again to the
+same GET (path, query string, ``Authorization`` header) while it cannot have changed: no
+write since, anywhere (:meth:`.Store.kept`), the sandbox clock short of the earliest due
+task (a GET runs due work first), and the handler did not read the clock. Faults still
+apply to it, and it gets its own ``Request-Id``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import _data
 from ._context import RequestContext
 from ._data import dumps as _dumps
+from ._kernel import Clock
 from ._params import ApiError, invalid, page_limit, parse_form
 from .events import API_VERSION
 
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("flask_finconn.sandbox")
 
 MAX_BODY = 1 << 20
+_HELPER_PATHS = "/v1/test_helpers/"
 _KEY_RE = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z_]+$")
 
 # A route handler: (the API, the parsed parameters, the path's captured ids) -> (status,
@@ -73,10 +81,17 @@ class Api:
             ("Stripe-Version", environ.get("HTTP_STRIPE_VERSION") or API_VERSION),
             ("Cache-Control", "no-cache, no-store"),
         ]
+        key = _kept_key(environ)
+        extra: list[tuple[str, str]] = []
         try:
-            status, body, extra = self._handle(environ, request_id)
+            data = self._kept(key) if key is not None else None
+            if data is not None:
+                status = 200
+            else:
+                status, data, extra = self._handle(environ, request_id, key)
         except ApiError as exc:
-            status, body, extra = exc.status, _dumps(exc.body()), list(exc.headers.items())
+            status, extra = exc.status, list(exc.headers.items())
+            data = _dumps(exc.body()).encode("utf-8")
         except Exception:
             log.exception("The sandbox failed to serve a request.")
             error = ApiError(
@@ -84,16 +99,24 @@ class Api:
                 "An unexpected error occurred in the sandbox. It has been logged.",
                 type="api_error",
             )
-            status, body, extra = 500, _dumps(error.body()), []
-        data = body.encode("utf-8")
+            status, data, extra = 500, _dumps(error.body()).encode("utf-8"), []
         headers.extend(extra)
         headers.append(("Content-Length", str(len(data))))
         start_response(f"{status} {_REASONS.get(status, 'Status')}", headers)
         return [data]
 
+    def _kept(self, key: _Key) -> bytes | None:
+        """The body kept for this GET if it is still the answer; faults apply to it."""
+        found: tuple[bytes, Clock] | None = self.store.kept(key)
+        if found is None or found[1].work_due():
+            return None
+        if not key[0].startswith(_HELPER_PATHS):
+            self._inject_faults()
+        return found[0]
+
     def _handle(
-        self, environ: dict[str, Any], request_id: str
-    ) -> tuple[int, str, list[tuple[str, str]]]:
+        self, environ: dict[str, Any], request_id: str, key: _Key | None
+    ) -> tuple[int, bytes, list[tuple[str, str]]]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO") or "/"
         handler, args = self._route(method, path)
@@ -104,7 +127,7 @@ class Api:
                 401,
                 "The sandbox only accepts test-mode keys (sk_test_... or rk_test_...).",
             )
-        helper = path.startswith("/v1/test_helpers/")
+        helper = path.startswith(_HELPER_PATHS)
         if not helper:
             self._inject_faults()
         params = self._params(environ, method)
@@ -114,38 +137,65 @@ class Api:
             # Usually nothing is due: then the read's own transaction answers both.
             with self.store.tx(write=False):
                 if not self.sb.kernel.work_due():
-                    with self.requests.serving(ctx):
-                        status, body = handler(self, params, args)
-                    return status, body, extra
+                    return *self._read(handler, params, args, ctx, key), extra
             self.sb.run_due()
-            with self.store.tx(write=False), self.requests.serving(ctx):
-                status, body = handler(self, params, args)
-            return status, body, extra
+            with self.store.tx(write=False):
+                return *self._read(handler, params, args, ctx, key), extra
         self.sb.run_due()
-        key = environ.get("HTTP_IDEMPOTENCY_KEY")
+        idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
         # Test helpers act as the end user or the bank would: their events are automatic.
-        ctx = RequestContext() if helper else RequestContext(id=request_id, idempotency_key=key)
+        ctx = (
+            RequestContext()
+            if helper
+            else RequestContext(id=request_id, idempotency_key=idempotency_key)
+        )
         if getattr(handler, "outside_transaction", False):
             # Delivering webhooks calls other apps, which may call back into the sandbox:
             # never hold the lock across that.
             with self.requests.serving(ctx):
                 status, body = handler(self, params, args)
-            return status, body, extra
+            return status, body.encode("utf-8"), extra
         with self.store.tx(), self.requests.serving(ctx):
-            if key:
-                extra.append(("Idempotency-Key", key))
-                replay = self._idempotent_replay(api_key, key, method, path, params)
+            if idempotency_key:
+                extra.append(("Idempotency-Key", idempotency_key))
+                replay = self._idempotent_replay(api_key, idempotency_key, method, path, params)
                 if replay is not None:
                     extra.append(("Idempotent-Replayed", "true"))
-                    return replay[0], replay[1], extra
+                    return replay[0], replay[1].encode("utf-8"), extra
             status, body = handler(self, params, args)
-            if key and 200 <= status < 300:
+            if idempotency_key and 200 <= status < 300:
                 self.store.execute(
                     "INSERT INTO idempotency (api_key, key, method, path, params, status, body, "
                     "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (api_key, key, method, path, _canonical(params), status, body, self.sb.now()),
+                    (
+                        api_key,
+                        idempotency_key,
+                        method,
+                        path,
+                        _canonical(params),
+                        status,
+                        body,
+                        self.sb.now(),
+                    ),
                 )
-        return status, body, extra
+        return status, body.encode("utf-8"), extra
+
+    def _read(
+        self,
+        handler: Handler,
+        params: dict[str, Any],
+        args: tuple[str, ...],
+        ctx: RequestContext,
+        key: _Key | None,
+    ) -> tuple[int, bytes]:
+        """A GET's answer, in the open read transaction; kept when it may be given again."""
+        since = self.store.version()
+        with self.requests.serving(ctx):
+            status, body = handler(self, params, args)
+        data = body.encode("utf-8")
+        if key is not None and status == 200 and not ctx.read_clock:
+            self.store.keep(key, (data, self.sb.kernel.clock()), len(data), since)
+        return status, data
 
     def _route(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
         fixed = self.fixed.get((method, path))
@@ -289,8 +339,7 @@ class Api:
         ``where`` columns followed by ``key``; the cursor's key is a subquery, so a page is
         one statement. ``render`` may rewrite the stored JSON bodies. When the page is
         empty, ``when_empty`` may raise the error that explains it (a guard in ``where``
-        failed), and then a cursor that matches no row is a 404. The rows are kept in memory
-        until the next write (:meth:`.Store.column_kept`), so reading a page again is cheap.
+        failed), and then a cursor that matches no row is a 404.
         """
         limit = page_limit(params)
         after, before = params.get("starting_after"), params.get("ending_before")
@@ -308,10 +357,10 @@ class Api:
                 f"{base} AND ({cols}) {op} (SELECT {cols} FROM {table} WHERE id = ? AND {where})"
                 f" ORDER BY {', '.join(f'{k} {order}' for k in key)} LIMIT ?"
             )
-            rows = self.store.column_kept(sql, (*args, cursor_id, *args, limit + 1))
+            rows = self.store.column(sql, (*args, cursor_id, *args, limit + 1))
         else:
             desc = ", ".join(f"{k} DESC" for k in key)
-            rows = self.store.column_kept(f"{base} ORDER BY {desc} LIMIT ?", (*args, limit + 1))
+            rows = self.store.column(f"{base} ORDER BY {desc} LIMIT ?", (*args, limit + 1))
         if not rows:
             if when_empty is not None:
                 when_empty()
@@ -323,7 +372,7 @@ class Api:
                     code="resource_missing",
                 )
         has_more = len(rows) > limit
-        items = list(rows[:limit])
+        items = rows[:limit] if has_more else rows
         if before:
             items.reverse()
         if render is not None:
@@ -338,6 +387,24 @@ class Api:
             + "}"
         )
 
+
+# A GET as its kept answer is looked up: (path, query string, Authorization header): all
+# of the request a handler reads besides the database and the clock.
+_Key = tuple[str, str, str]
+
+
+def _kept_key(environ: dict[str, Any]) -> _Key | None:
+    """The key of a GET without a body, whose answer may be kept; None for anything else."""
+    if environ.get("REQUEST_METHOD") != "GET" or environ.get("CONTENT_LENGTH") not in _NO_BODY:
+        return None
+    return (
+        environ.get("PATH_INFO") or "/",
+        environ.get("QUERY_STRING", ""),
+        environ.get("HTTP_AUTHORIZATION", ""),
+    )
+
+
+_NO_BODY = (None, "", "0")
 
 # One encoder for every request: json.dumps builds a new one per call when given options.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
