@@ -8,6 +8,7 @@ accounts, mandates, setup intents or payments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,22 +34,27 @@ class Subject:
 class Mine:
     """The signed-in user's ids at Stripe, to pick their events out of everyone's."""
 
+    holder_id: str
     accounts: dict[str, Account]
     customer: str | None
     methods: list[PaymentMethod]
-    payments: list[Payment]
 
     def condition(self) -> sa.ColumnElement[bool]:
         """Events about one of these accounts, or about this customer's payments."""
         obj = WebhookEvent.payload[("data", "object")]
-        intents = sorted(p.stripe_id for p in self.payments if p.stripe_id)
+        # The user's debits stay in the database: there may be more than a statement
+        # takes parameters, and the page shows at most a hundred of them.
+        intents = sa.select(Payment.stripe_id).where(
+            Payment.holder_id == self.holder_id, Payment.stripe_id.isnot(None)
+        )
         methods = sorted(m.stripe_id for m in self.methods)
         others = [
             *(m.mandate_id for m in self.methods if m.mandate_id),
             *(m.setup_intent_id for m in self.methods if m.setup_intent_id),
         ]
         about = [
-            obj["id"].as_string().in_(sorted({*intents, *methods, *others})),
+            obj["id"].as_string().in_(sorted({*methods, *others})),
+            obj["id"].as_string().in_(intents),
             obj["payment_intent"].as_string().in_(intents),
             obj["payment_method"].as_string().in_(methods),
         ]
@@ -61,7 +67,7 @@ class Mine:
 
 
 def mine(holder_id: str, accounts: list[Account]) -> Mine:
-    """The user's accounts by every Stripe id they had, customer, bank accounts and payments."""
+    """The user's accounts by every Stripe id they had, customer and bank accounts."""
     by_stripe_id = {}
     for account in accounts:
         for stripe_id in (account.stripe_id, *account.previous_stripe_ids):
@@ -72,8 +78,34 @@ def mine(holder_id: str, accounts: list[Account]) -> Mine:
     methods = db.session.scalars(
         sa.select(PaymentMethod).where(PaymentMethod.holder_id == holder_id)
     ).all()
-    payments = db.session.scalars(sa.select(Payment).where(Payment.holder_id == holder_id)).all()
-    return Mine(by_stripe_id, customer, list(methods), list(payments))
+    return Mine(holder_id, by_stripe_id, customer, list(methods))
+
+
+def _intent(obj: dict[str, Any]) -> Any:
+    """The PaymentIntent id an event's object is, or is about."""
+    kind = obj.get("object")
+    return obj.get("payment_intent") if kind in ("charge", "dispute") else obj.get("id")
+
+
+def subjects(events: Sequence[WebhookEvent], user: Mine) -> dict[str, Subject | None]:
+    """What each of these events is about, by event id (the user's debits they name read
+    in one query)."""
+    objects = {event.id: _object(event) for event in events}
+    intents = {i for i in map(_intent, objects.values()) if isinstance(i, str)}
+    payments = {
+        payment.stripe_id: payment
+        for payment in db.session.scalars(
+            sa.select(Payment).where(
+                Payment.holder_id == user.holder_id, Payment.stripe_id.in_(sorted(intents))
+            )
+        )
+    }
+    return {event.id: subject(event, objects[event.id], user, payments) for event in events}
+
+
+def _object(event: WebhookEvent) -> dict[str, Any]:
+    found = (event.payload.get("data") or {}).get("object") or {}
+    return found if isinstance(found, dict) else {}
 
 
 def _method_subject(method: PaymentMethod, accounts: dict[str, Account]) -> Subject:
@@ -83,8 +115,14 @@ def _method_subject(method: PaymentMethod, accounts: dict[str, Account]) -> Subj
     return Subject(name, url_for("payments.index") + "#methods-title", detail)
 
 
-def subject(event: WebhookEvent, user: Mine) -> Subject | None:
-    """The account, bank account or payment the event is about (None when unknown)."""
+def subject(
+    event: WebhookEvent,
+    obj: dict[str, Any],
+    user: Mine,
+    payments: Mapping[str | None, Payment],
+) -> Subject | None:
+    """The account, bank account or payment the event (its object ``obj``) is about (None
+    when unknown); ``payments``: the user's debits by PaymentIntent id."""
     if event.account_stripe_id:
         account = user.accounts.get(event.account_stripe_id)
         if account is None:
@@ -92,10 +130,9 @@ def subject(event: WebhookEvent, user: Mine) -> Subject | None:
         name = account.display_name or account.institution_name
         detail = f"•••• {account.last4}" if account.last4 else ""
         return Subject(name, url_for("pages.account", account_id=account.id), detail)
-    obj: dict[str, Any] = (event.payload.get("data") or {}).get("object") or {}
     kind = obj.get("object")
-    intent = obj.get("payment_intent") if kind in ("charge", "dispute") else obj.get("id")
-    payment = next((p for p in user.payments if p.stripe_id and p.stripe_id == intent), None)
+    intent = _intent(obj)
+    payment = payments.get(intent) if isinstance(intent, str) else None
     if payment is not None:
         return Subject(
             payment.description,

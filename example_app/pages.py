@@ -212,7 +212,7 @@ def events() -> ResponseReturnValue:
         .distinct()
         .order_by(WebhookEvent.status)
     ).all()
-    subjects = {event.id: history.subject(event, user) for event in rows}
+    subjects = history.subjects(rows, user)
     return render_template(
         "events.html", events=rows, subjects=subjects, status=status, statuses=statuses
     )

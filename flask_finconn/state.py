@@ -9,6 +9,7 @@ defined once and imported wherever it is needed.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -410,8 +411,12 @@ def _read_seconds(cfg: Mapping[str, Any], key: str) -> float:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = 0.0
-    if not seconds > 0:
-        raise ConfigurationError(f"{key} must be a number of seconds above 0, not {value!r}.")
+    # A thread's wait (the webhook store timeout's) refuses a longer timeout than this.
+    if not 0 < seconds <= threading.TIMEOUT_MAX:
+        raise ConfigurationError(
+            f"{key} must be a number of seconds above 0 and at most "
+            f"{threading.TIMEOUT_MAX:.0f}, not {value!r}."
+        )
     return seconds
 
 

@@ -237,6 +237,43 @@ def test_the_events_page_shows_payment_events_with_what_they_are_about(
     assert event_rows(bob) == []
 
 
+def test_the_events_page_of_a_user_with_many_payments_loads_only_the_ones_it_shows(
+    make_pocketbook: Callable[..., Flask],
+) -> None:
+    """The page matches payment events to the user's payments inside the database, not
+    through a list of every id they have: with more debits than one statement takes
+    parameters it still lists the user's events, and nobody else's."""
+    app = make_pocketbook()
+    ada, bob = app.test_client(), app.test_client()
+    holder_id = sign_in(ada, "ada@example.com")
+    method_id = saved_checking(app, holder_id)
+    form = {**pay_form(ada), "what": "plan", "payment_method": method_id}
+    assert ada.post("/payments/pay", data=form).status_code == 302
+    sandbox_of(app).deliver_events(retry_now=True)
+    with app.app_context():
+        old = [
+            {
+                "holder_id": holder_id,
+                "payment_method_id": method_id,
+                "stripe_id": f"pi_earlier{n}",
+                "amount": 100,
+                "currency": "usd",
+                "description": "An earlier debit",
+                "status": "succeeded",
+                "idempotency_key": f"earlier-{n}",
+            }
+            for n in range(40_000)
+        ]
+        db.session.execute(sa.insert(Payment), old)
+        db.session.commit()
+
+    rows = event_rows(ada)
+    plan = "Pocketbook Plus, monthly plan $4.99"
+    assert any("| Payment processing " in row and f"| {plan} |" in row for row in rows), rows
+    sign_in(bob, "bob@example.com")
+    assert event_rows(bob) == []
+
+
 def test_a_mandate_event_says_what_the_debit_authorization_became() -> None:
     def mandate(status: str) -> dict[str, Any]:
         return {"data": {"object": {"object": "mandate", "status": status}}}

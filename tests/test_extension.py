@@ -101,6 +101,12 @@ def test_settings_are_read_once_at_init() -> None:
         ({**REAL_KEYS, "FINCONN_MAX_CONTENT_LENGTH": 0}, "FINCONN_MAX_CONTENT_LENGTH"),
         ({**REAL_KEYS, "FINCONN_WEBHOOK_STORE_TIMEOUT": 0}, "FINCONN_WEBHOOK_STORE_TIMEOUT"),
         ({**REAL_KEYS, "FINCONN_WEBHOOK_STORE_TIMEOUT": "soon"}, "FINCONN_WEBHOOK_STORE_TIMEOUT"),
+        # No wait takes forever (or centuries): a thread's wait refuses such a timeout.
+        (
+            {**REAL_KEYS, "FINCONN_WEBHOOK_STORE_TIMEOUT": float("inf")},
+            "FINCONN_WEBHOOK_STORE_TIMEOUT",
+        ),
+        ({**REAL_KEYS, "FINCONN_WEBHOOK_STORE_TIMEOUT": 1e12}, "FINCONN_WEBHOOK_STORE_TIMEOUT"),
         ({**REAL_KEYS, "FINCONN_MERCHANT_NAME": None}, "FINCONN_MERCHANT_NAME"),
         ({**REAL_KEYS, "FINCONN_MERCHANT_NAME": ""}, "FINCONN_MERCHANT_NAME"),
     ],

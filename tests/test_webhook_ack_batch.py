@@ -483,3 +483,99 @@ def test_a_delivery_arriving_after_the_statement_ahead_outlasted_the_timeout_sen
     assert isinstance(results[later["id"]], dict)
     assert isinstance(results[stuck["id"]], dict)
     assert stored_ids(app) == sorted([stuck["id"], later["id"]])
+
+
+class GatedLock:
+    """A combiner's lock that holds one thread's ``nth`` acquisition until ``opened``: it
+    puts that thread's next step after what the test lets happen first."""
+
+    def __init__(self, lock: Any, thread: threading.Thread, nth: int) -> None:
+        self.lock, self.thread, self.nth = lock, thread, nth
+        self.taken = 0
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is self.thread:
+            self.taken += 1
+            if self.taken == self.nth:
+                self.reached.set()
+                assert self.opened.wait(timeout=30)
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_a_turn_passed_on_while_a_late_delivery_sends_beside_leaves_each_its_own_row(
+    make_finconn_app: Callable[..., Flask],
+) -> None:
+    """A late delivery takes a turn beside a stuck statement; that statement then ends and
+    passes its turn to the follower waiting ahead of the late one. Each of the two sends
+    its own row: neither takes the other's into its statement (which left the other's
+    thread sending a row no longer waiting, and answering an error for a stored row)."""
+    timeout = 2.0
+    app = make_finconn_app(FINCONN_WEBHOOK_STORE_TIMEOUT=timeout)
+    stuck, follower, late = event(1), event(2), event(3)
+    with app.app_context():
+        engine = get_state(app).db.engine
+    combiner = combiner_of(engine)
+    results: dict[str, Stored | BaseException] = {}
+    release = threading.Event()
+    reached = threading.Event()
+
+    def run(sent: dict[str, Any]) -> None:
+        try:
+            results[sent["id"]] = store(app, sent)
+        except BaseException as exc:  # handed back to the test
+            results[sent["id"]] = exc
+
+    def hold(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event") and stuck["id"] in ids_in(
+            params
+        ):
+            reached.set()
+            assert release.wait(timeout=30)
+
+    def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    threads = {
+        e["id"]: threading.Thread(target=run, args=(e,), daemon=True)
+        for e in (stuck, follower, late)
+    }
+    # The late delivery's second turn at the lock (taking its batch) waits for the test.
+    gate = GatedLock(combiner._lock, threads[late["id"]], nth=2)
+    combiner._lock = gate  # type: ignore[assignment]
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    try:
+        threads[stuck["id"]].start()
+        assert reached.wait(timeout=30)
+        began = combiner._turn_at
+        # The follower queues well after the turn began, so it still waits when the late
+        # delivery comes, once the turn has outlasted the timeout.
+        until(lambda: time.monotonic() > began + timeout / 2, "The clock stopped.")
+        threads[follower["id"]].start()
+        until(lambda: len(combiner._waiting) == 1, "The follower never queued.")
+        until(lambda: time.monotonic() > began + timeout + 0.05, "The clock stopped.")
+        threads[late["id"]].start()
+        assert gate.reached.wait(timeout=30)
+        assert [p.lead for p in combiner._waiting] == [False, True]
+        # The stuck statement ends and passes its turn on to the follower, which sends.
+        release.set()
+        threads[stuck["id"]].join(timeout=30)
+        threads[follower["id"]].join(timeout=30)
+        gate.opened.set()
+        threads[late["id"]].join(timeout=30)
+    finally:
+        release.set()
+        gate.opened.set()
+        sa.event.remove(engine, "before_cursor_execute", hold)
+    assert not any(thread.is_alive() for thread in threads.values()), "A delivery got no answer."
+    for sent in (stuck, follower, late):
+        result = results[sent["id"]]
+        assert isinstance(result, dict) and result["id"] == sent["id"], result
+    assert stored_ids(app) == sorted(e["id"] for e in (stuck, follower, late))

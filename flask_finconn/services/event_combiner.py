@@ -151,9 +151,15 @@ class Combiner:
             with self._lock:
                 # In the order they came (rows to recheck first: a later copy of one is the
                 # duplicate), and its own row even when it took a stuck turn behind more.
+                # Not a row whose thread has a turn too (taken beside a stuck one, or
+                # passed on meanwhile): that thread sends its row itself.
                 self._waiting.remove(mine)
-                batch = [*self._waiting[: MAX_ROWS - 1], mine]
-                del self._waiting[: MAX_ROWS - 1]
+                rows: list[_Pending] = []
+                rest: list[_Pending] = []
+                for pending in self._waiting:
+                    fits = not pending.lead and len(rows) < MAX_ROWS - 1
+                    (rows if fits else rest).append(pending)
+                batch, self._waiting = [*rows, mine], rest
             self._store(engine, batch)
         finally:
             with self._lock:
