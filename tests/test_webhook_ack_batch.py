@@ -24,8 +24,8 @@ from flask import Flask
 
 from flask_finconn import get_state
 from flask_finconn.errors import FinConnError
-from flask_finconn.models import WebhookEvent
-from flask_finconn.services import event_combiner, event_store
+from flask_finconn.models import WebhookEvent, utcnow
+from flask_finconn.services import event_combiner, event_store, events, handlers
 
 Stored = dict[str, Any] | None
 
@@ -579,3 +579,129 @@ def test_a_turn_passed_on_while_a_late_delivery_sends_beside_leaves_each_its_own
         result = results[sent["id"]]
         assert isinstance(result, dict) and result["id"] == sent["id"], result
     assert stored_ids(app) == sorted(e["id"] for e in (stuck, follower, late))
+
+
+RUN_TYPE = "test.counted"
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the events a test-only handler ran for, once per run. It manages its own
+    transactions (it is no in-event-transaction handler), so the inline queue stores its
+    events claimed on the acknowledge path (``processing``) before it runs."""
+    ran: list[str] = []
+    monkeypatch.setitem(handlers.HANDLERS, RUN_TYPE, lambda state, event: ran.append(event.id))
+    return ran
+
+
+def counted(n: int) -> dict[str, Any]:
+    return stripe_event(RUN_TYPE, {"id": f"obj_{n}", "object": "test"})
+
+
+def deliver(app: Flask, sent: dict[str, Any]) -> events.Received:
+    """A verified delivery as the webhook view hands it on (inline queue: processed now)."""
+    with app.app_context():
+        return events.receive(get_state(app), sent, json.dumps(sent).encode())
+
+
+def until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def status_of(app: Flask, event_id: str) -> str | None:
+    with app.app_context(), get_state(app).db.engine.connect() as conn:
+        return conn.scalar(sa.select(WebhookEvent.status).where(WebhookEvent.id == event_id))
+
+
+def test_two_deliveries_of_one_event_at_the_same_microsecond_rechecked_are_stored_once(
+    make_finconn_app: Callable[..., Flask], runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deliveries of one event, as two processes would send them, read the same
+    microsecond as their ``received_at``; each one's statement fails after it ran (a
+    host's listener raises), so each looks at the stored row again. Only one is answered
+    "stored": the event's handler runs once (the inline queue runs it for a stored row
+    without a claim)."""
+    app = make_finconn_app()
+    sent = counted(1)
+    with app.app_context():
+        engine = get_state(app).db.engine
+    now = utcnow()
+    monkeypatch.setattr(event_store, "utcnow", lambda: now)  # every delivery's clock reads it
+    failed: list[str] = []
+
+    def after_the_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO finconn_webhook_event"):
+            failed.append(statement)
+            raise RuntimeError("a host's listener failed after the statement")
+
+    sa.event.listen(engine, "after_cursor_execute", after_the_insert)
+    try:
+        first = deliver(app, sent)
+        # Not its row: the statement's own error answers it (Stripe delivers it again).
+        with pytest.raises(RuntimeError, match="a host's listener failed"):
+            deliver(app, sent)
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", after_the_insert)
+    assert len(failed) == 2  # both statements ran and failed: both rows were rechecked
+    assert (first.duplicate, first.outcome) == (False, "processed")
+    assert runs == [sent["id"]]
+    assert status_of(app, sent["id"]) == "processed"
+
+
+def test_a_row_stored_for_a_delivery_that_gave_up_is_processed_on_stripes_retry(
+    make_finconn_app: Callable[..., Flask], runs: list[str]
+) -> None:
+    """A delivery answered 503 while the statement holding its row was in flight: the
+    statement stores the row claimed all the same. It is put back to ``pending``, so
+    Stripe's retry, a duplicate, claims and processes it (once) instead of skipping a
+    claim nobody runs."""
+    app = make_finconn_app(FINCONN_WEBHOOK_STORE_TIMEOUT=0.2)
+    sent = [counted(n) for n in range(3)]
+    with app.app_context():
+        engine = get_state(app).db.engine
+    combiner = combiner_of(engine)
+    answered: list[int] = []
+    results: list[events.Received | BaseException | None] = [None] * len(sent)
+    statements: list[int] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = deliver(app, sent[i])
+        except BaseException as exc:  # handed back to the test
+            results[i] = exc
+        answered.append(i)
+
+    def hold(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.startswith("INSERT INTO finconn_webhook_event"):
+            return
+        statements.append(1)
+        if len(statements) == 1:  # the first delivery's, alone: until the others queue
+            until(lambda: len(combiner._waiting) == 2, "The other deliveries never queued.")
+        elif len(statements) == 2:  # theirs: until one of them gave up waiting
+            until(lambda: [i for i in answered if i != 0] != [], "No delivery gave up.", 10)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(sent))]
+    sa.event.listen(engine, "before_cursor_execute", hold)
+    try:
+        threads[0].start()
+        until(lambda: statements != [], "The first delivery never sent its row.")
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold)
+    assert not any(thread.is_alive() for thread in threads), "A delivery got no answer."
+    gave_up = next(i for i in answered if i != 0)
+    error = results[gave_up]
+    assert isinstance(error, FinConnError) and error.code == "event_store_timeout"
+    assert sorted(runs) == sorted(e["id"] for i, e in enumerate(sent) if i != gave_up)
+    assert status_of(app, sent[gave_up]["id"]) == "pending"
+    # Stripe delivers it again: the row is stored (a duplicate), and this delivery runs it.
+    again = deliver(app, sent[gave_up])
+    assert (again.duplicate, again.outcome) == (True, "processed")
+    assert runs.count(sent[gave_up]["id"]) == 1
+    assert status_of(app, sent[gave_up]["id"]) == "processed"

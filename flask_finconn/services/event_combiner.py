@@ -7,6 +7,7 @@ It knows nothing of the statements themselves: :mod:`.event_store` hands it a
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -26,9 +27,14 @@ class Ledger(NamedTuple):
 
     insert: Callable[[sa.Connection, Sequence[Row]], set[str]]
     """Insert rows in one statement, skipping stored ids; the ids it stored."""
-    stored_as: Callable[[sa.Connection, Sequence[dict[str, Any]]], set[str]]
-    """Of these rows' ids, those stored with these very values (this delivery's row)."""
+    claim_stored: Callable[[sa.Connection, Sequence[dict[str, Any]]], set[str]]
+    """Of these rows' ids, those stored with these very values (this delivery's row), each
+    taken in a committed statement of its own: no other delivery is ever given it."""
+    release: Callable[[sa.Connection, Sequence[dict[str, Any]]], None]
+    """Put rows stored claimed back where a claim takes them: their deliveries gave up."""
 
+
+logger = logging.getLogger("flask_finconn.events")
 
 MAX_ROWS = 50  # rows per shared statement; more wait for the next one
 
@@ -77,11 +83,16 @@ class Combiner:
     A statement may commit and still fail, or its thread be interrupted, before it hands
     out the answers. Its rows are then sent again, and a row found stored with the very
     values this delivery sent (its ``received_at``, to the microsecond) is answered
-    "stored", not "duplicate". A delivery waits at most ``timeout`` seconds for a statement
+    "stored", not "duplicate", once this delivery has taken it (two deliveries in two
+    processes may take the same microsecond; only one is answered "stored"). A delivery waits at most ``timeout`` seconds for a statement
     to hold its row and answer it, then raises :class:`StoreTimedOut` (a 503: Stripe
     delivers it again, and finds it stored if the statement stored it after all). A
     delivery that arrives once the turn in flight has lasted longer than that sends its
     own statement beside it, so a stuck statement holds up no more than its own batch.
+    When the statement then stores the row of a delivery that gave up (answered an error,
+    so Stripe delivers it again), a row stored claimed (the inline queue's ``processing``)
+    is put back to ``pending``: Stripe's retry finds a duplicate it can claim and process,
+    rather than one nobody runs until the claim counts as stuck.
     """
 
     def __init__(self, ledger: Ledger) -> None:
@@ -147,6 +158,7 @@ class Combiner:
 
     def _send(self, engine: sa.Engine, mine: _Pending) -> None:
         batch: list[_Pending] = []
+        gave_up: list[_Pending] = []  # stored, for a thread that no longer waits
         try:
             with self._lock:
                 # In the order they came (rows to recheck first: a later copy of one is the
@@ -178,10 +190,27 @@ class Combiner:
                     if pending in unanswered:
                         pending.recheck = True
                     else:
+                        if pending.done and pending.stored:
+                            gave_up.append(pending)
                         pending.done = True
                         pending.ready.set()
                 self._waiting[:0] = unanswered
                 self._pass_turn()  # to the first of those that arrived meanwhile
+        if gave_up:  # not when this thread was interrupted: it does no more work
+            self._release(engine, gave_up)
+
+    def _release(self, engine: sa.Engine, rows: Sequence[_Pending]) -> None:
+        """Put back the stored rows of deliveries that gave up (see :class:`Combiner`)."""
+        try:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                self._ledger.release(connection, [pending.values for pending in rows])
+        except Exception:
+            # This delivery's own answer stands; the sweep takes those rows once their
+            # claims count as stuck.
+            logger.exception(
+                "Could not put back events %s, stored for deliveries that gave up.",
+                ", ".join(pending.values["id"] for pending in rows),
+            )
 
     def _store(self, engine: sa.Engine, batch: Sequence[_Pending]) -> None:
         first: dict[str, _Pending] = {}  # the same id twice: the later copy is a duplicate
@@ -226,7 +255,8 @@ class Combiner:
 
     def _run(self, engine: sa.Engine, rows: Sequence[_Pending], *, insert: bool = True) -> set[str]:
         """Send ``rows`` as one statement (unless not ``insert``); the ids it stored, and
-        those of rows to recheck that an earlier statement stored with their values."""
+        those of rows to recheck that an earlier statement stored with their values (taken
+        for their deliveries)."""
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             stored: set[str] = set()
             if insert:
@@ -235,7 +265,7 @@ class Combiner:
                 )
             recheck = [p.values for p in rows if p.recheck and p.values["id"] not in stored]
             if recheck:
-                stored |= self._ledger.stored_as(connection, recheck)
+                stored |= self._ledger.claim_stored(connection, recheck)
             return stored
 
 

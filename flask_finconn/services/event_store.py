@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -264,17 +264,58 @@ def _insert_arrays(
     return set(connection.exec_driver_sql(_array_insert(dialect), params).scalars())
 
 
-def _stored_as(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Of these rows' ids, those whose stored row has the same ``received_at``: the row a
-    delivery sent (each takes its own time to the microsecond), not an earlier delivery's."""
-    sent = {values["id"]: values["received_at"] for values in rows}
-    found = connection.execute(
-        sa.select(EVENTS.c.id, EVENTS.c.received_at).where(EVENTS.c.id.in_(sent))
-    )
-    return {event_id for event_id, received in found if received == sent[event_id]}
+def _claim_stored(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Of these rows' ids, those whose stored row is the one a delivery sent: the same
+    ``received_at`` (and ``claimed_at``); each taken by this delivery alone.
+
+    Two deliveries of one event (two processes) may take the same microsecond, so finding
+    the values is not enough: an ``UPDATE`` of the row's ``received_at`` to a later time,
+    committed on its own, is the claim, and only one delivery's ``UPDATE`` finds the row
+    still as it sent it. A ``claimed_at`` taken with the time (the inline queue's row)
+    stays as it was, so no later delivery's values are the row's. ``rows`` that get the
+    row are changed to its new ``received_at``: a second recheck of the same delivery
+    finds it its own again.
+    """
+    taken: set[str] = set()
+    for values in rows:
+        sent = values["received_at"]
+        later = max(utcnow(), sent + timedelta(microseconds=1))
+        found = connection.execute(
+            sa.update(EVENTS)
+            .where(
+                EVENTS.c.id == values["id"],
+                EVENTS.c.received_at == sent,
+                EVENTS.c.claimed_at.is_not_distinct_from(values["claimed_at"]),
+            )
+            .values(received_at=later)
+            .returning(EVENTS.c.id)
+        ).first()
+        if found is not None:
+            values["received_at"] = later
+            taken.add(values["id"])
+    return taken
 
 
-_LEDGER = Ledger(insert=_insert_rows, stored_as=_stored_as)
+def _release(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Put rows stored claimed (``processing``, the inline queue's) back to ``pending`` while
+    nobody has claimed them since: the delivery that stored each gave up (it was answered
+    an error), so Stripe's retry, finding a duplicate, claims and processes it at once
+    rather than waiting for the claim to count as stuck."""
+    for values in rows:
+        if values["status"] != "processing":
+            continue
+        connection.execute(
+            sa.update(EVENTS)
+            .where(
+                EVENTS.c.id == values["id"],
+                EVENTS.c.status == "processing",
+                EVENTS.c.claimed_at == values["claimed_at"],
+            )
+            .values(status="pending")  # as the sweep puts back a stuck one
+        )
+
+
+_LEDGER = Ledger(insert=_insert_rows, claim_stored=_claim_stored, release=_release)
 
 
 def execute_alone(
