@@ -83,16 +83,18 @@ class Combiner:
     A statement may commit and still fail, or its thread be interrupted, before it hands
     out the answers. Its rows are then sent again, and a row found stored with the very
     values this delivery sent (its ``received_at``, to the microsecond) is answered
-    "stored", not "duplicate", once this delivery has taken it (two deliveries in two
-    processes may take the same microsecond; only one is answered "stored"). A delivery waits at most ``timeout`` seconds for a statement
-    to hold its row and answer it, then raises :class:`StoreTimedOut` (a 503: Stripe
-    delivers it again, and finds it stored if the statement stored it after all). A
-    delivery that arrives once the turn in flight has lasted longer than that sends its
-    own statement beside it, so a stuck statement holds up no more than its own batch.
-    When the statement then stores the row of a delivery that gave up (answered an error,
-    so Stripe delivers it again), a row stored claimed (the inline queue's ``processing``)
-    is put back to ``pending``: Stripe's retry finds a duplicate it can claim and process,
-    rather than one nobody runs until the claim counts as stuck.
+    "stored", not "duplicate", once this delivery has taken it: two deliveries in two
+    processes may read the same microsecond, and only one takes the row.
+
+    A delivery waits at most ``timeout`` seconds for a statement to hold its row and
+    answer it, then raises :class:`StoreTimedOut` (a 503: Stripe delivers it again, and
+    finds it stored if the statement stored it after all). A delivery that arrives once
+    the turn in flight has lasted longer than that sends its own statement beside it, so
+    a stuck statement holds up no more than its own batch. When a statement stores the
+    row of a delivery that gave up meanwhile (answered an error), a row stored claimed
+    (the inline queue's ``processing``) is put back to ``pending``: Stripe's retry finds
+    a duplicate it can claim and process, rather than a claim nobody runs until it counts
+    as stuck.
     """
 
     def __init__(self, ledger: Ledger) -> None:

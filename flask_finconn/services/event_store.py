@@ -268,13 +268,14 @@ def _claim_stored(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> 
     """Of these rows' ids, those whose stored row is the one a delivery sent: the same
     ``received_at`` (and ``claimed_at``); each taken by this delivery alone.
 
-    Two deliveries of one event (two processes) may take the same microsecond, so finding
+    Two deliveries of one event (two processes) may read the same microsecond, so finding
     the values is not enough: an ``UPDATE`` of the row's ``received_at`` to a later time,
     committed on its own, is the claim, and only one delivery's ``UPDATE`` finds the row
-    still as it sent it. A ``claimed_at`` taken with the time (the inline queue's row)
-    stays as it was, so no later delivery's values are the row's. ``rows`` that get the
-    row are changed to its new ``received_at``: a second recheck of the same delivery
-    finds it its own again.
+    still as it sent it. The inline queue's row keeps the ``claimed_at`` read with its
+    time, which no other delivery's row then matches; a ``pending`` row (a worker queue's,
+    whose own claim runs it once) only a delivery that read the very microsecond of the
+    ``UPDATE``. ``rows`` that get the row are changed to its new ``received_at``: a second
+    recheck of the same delivery finds it its own again.
     """
     taken: set[str] = set()
     for values in rows:
