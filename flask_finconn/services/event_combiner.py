@@ -83,8 +83,9 @@ class Combiner:
     A statement may commit and still fail, or its thread be interrupted, before it hands
     out the answers. Its rows are then sent again, and a row found stored with the very
     values this delivery sent (its ``received_at``, to the microsecond) is answered
-    "stored", not "duplicate", once this delivery has taken it: two deliveries in two
-    processes may read the same microsecond, and only one takes the row.
+    "stored", not "duplicate", once this delivery has taken it: of two deliveries that
+    read the same microsecond (in two processes) and are both rechecked, only one takes
+    the row.
 
     A delivery waits at most ``timeout`` seconds for a statement to hold its row and
     answer it, then raises :class:`StoreTimedOut` (a 503: Stripe delivers it again, and

@@ -275,7 +275,10 @@ def _claim_stored(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> 
     time, which no other delivery's row then matches; a ``pending`` row (a worker queue's,
     whose own claim runs it once) only a delivery that read the very microsecond of the
     ``UPDATE``. ``rows`` that get the row are changed to its new ``received_at``: a second
-    recheck of the same delivery finds it its own again.
+    recheck of the same delivery finds it its own again. A row a statement's own answer
+    gave to its delivery is not moved (that would cost every delivery a statement), so a
+    recheck of another delivery that read the same microsecond still finds it as sent:
+    nothing in the row tells the two apart.
     """
     taken: set[str] = set()
     for values in rows:
