@@ -239,3 +239,19 @@ def test_a_failed_commit_leaves_nothing_kept(sb: Sandbox) -> None:
     with store.tx(write=False):
         store.keep("answer", "none", 4, store.version())
     assert store.kept("answer") == "none"
+
+
+def test_the_bound_counts_each_answers_key_too(sb: Sandbox) -> None:
+    # Small answers to GETs with long query strings: what is held is mostly the keys.
+    sb.store.KEPT_BYTES = 100_000
+    paths = [f"/v1/customers?email={i:010000d}%40example.com" for i in range(20)]
+    for path in paths:
+        status, body, _ = get(sb, path)
+        assert status == 200 and body["data"] == []
+    assert 20 * 10_000 > sb.store.KEPT_BYTES >= sb.store._kept_bytes
+    with statements(sb) as seen:
+        get(sb, paths[-1])  # the most recent is still kept
+    assert seen == []
+    with statements(sb) as seen:
+        get(sb, paths[0])  # the oldest was dropped: the keys alone pass the bound
+    assert any(s.startswith("SELECT") for s in seen)

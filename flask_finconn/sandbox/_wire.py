@@ -194,7 +194,8 @@ class Api:
             status, body = handler(self, params, args)
         data = body.encode("utf-8")
         if key is not None and status == 200 and not ctx.read_clock:
-            self.store.keep(key, (data, self.sb.kernel.clock()), len(data), since)
+            size = len(data) + len(key[0]) + len(key[1]) + len(key[2]) + _KEPT_ENTRY_BYTES
+            self.store.keep(key, (data, self.sb.kernel.clock()), size, since)
         return status, data
 
     def _route(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
@@ -405,6 +406,11 @@ def _kept_key(environ: dict[str, Any]) -> _Key | None:
 
 
 _NO_BODY = (None, "", "0")
+
+# What a kept answer holds besides the text of its body and key: the key's and the value's
+# tuples, the strings' and bytes' headers, the Clock and the LRU's link (about 500 bytes
+# measured), counted so that many small answers or long query strings stay in the bound.
+_KEPT_ENTRY_BYTES = 512
 
 # One encoder for every request: json.dumps builds a new one per call when given options.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
