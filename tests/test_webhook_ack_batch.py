@@ -58,6 +58,14 @@ def combiner_of(engine: sa.Engine) -> event_combiner.Combiner:
     return event_combiner.combiner(engine, event_store._LEDGER)
 
 
+def until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Wait until ``condition`` holds; fail with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def ids_in(params: Any) -> list[str]:
     """The event ids an insert's parameters carry: one array of them on PostgreSQL, one
     value per row elsewhere."""
@@ -82,10 +90,7 @@ def first_statement_held(app: Flask, waiting: int) -> Iterator[Held]:
         sent.append((statement, len(ids_in(params))))
         if len(sent) == 1:
             held.reached.set()
-            deadline = time.monotonic() + 30
-            while len(combiner._waiting) < waiting:
-                assert time.monotonic() < deadline, "The other deliveries never queued."
-                time.sleep(0.01)
+            until(lambda: len(combiner._waiting) >= waiting, "The other deliveries never queued.")
 
     sa.event.listen(engine, "before_cursor_execute", hold)
     try:
@@ -221,10 +226,7 @@ def test_a_delivery_interrupted_while_waiting_leaves_the_next_ones_a_turn_to_sen
         thread = threading.Thread(target=run, args=(1, interrupted))
         waiter.append(thread)
         thread.start()
-        deadline = time.monotonic() + 30
-        while not combiner._waiting:
-            assert time.monotonic() < deadline, "The second delivery never queued."
-            time.sleep(0.01)
+        until(lambda: bool(combiner._waiting), "The second delivery never queued.")
         assert ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(thread.ident or 0), ctypes.py_object(Interrupted)
         )
@@ -399,24 +401,19 @@ def test_a_follower_waits_no_longer_than_the_store_timeout_and_is_stored_once_on
             return
         statements.append(1)
         if len(statements) == 1 and held_statement == 2:
-            deadline = time.monotonic() + 30
-            while len(combiner._waiting) < len(events) - 1:
-                assert time.monotonic() < deadline, "The other deliveries never queued."
-                time.sleep(0.01)
+            until(
+                lambda: len(combiner._waiting) >= len(events) - 1,
+                "The other deliveries never queued.",
+            )
         elif len(statements) == held_statement:
-            deadline = time.monotonic() + 10
-            while not [i for i in answered if i != 0]:  # not the first: it sent alone
-                assert time.monotonic() < deadline, "No follower gave up waiting."
-                time.sleep(0.01)
+            # Not the first: it sent alone.
+            until(lambda: [i for i in answered if i != 0] != [], "No follower gave up waiting.", 10)
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(events))]
     sa.event.listen(engine, "before_cursor_execute", hold)
     try:
         threads[0].start()
-        deadline = time.monotonic() + 30
-        while not statements:
-            assert time.monotonic() < deadline, "The first delivery never sent its row."
-            time.sleep(0.01)
+        until(lambda: bool(statements), "The first delivery never sent its row.")
         for thread in threads[1:]:
             thread.start()
         for thread in threads:
@@ -471,10 +468,10 @@ def test_a_delivery_arriving_after_the_statement_ahead_outlasted_the_timeout_sen
     try:
         first = threading.Thread(target=run, args=(stuck,), daemon=True)
         first.start()
-        deadline = time.monotonic() + 30
-        while not started or time.monotonic() < started[0] + 2 * timeout:
-            assert time.monotonic() < deadline, "The first delivery never sent its row."
-            time.sleep(0.01)
+        until(
+            lambda: bool(started) and time.monotonic() >= started[0] + 2 * timeout,
+            "The first delivery never sent its row.",
+        )
         run(later)
         first.join(timeout=60)
     finally:
@@ -537,12 +534,6 @@ def test_a_turn_passed_on_while_a_late_delivery_sends_beside_leaves_each_its_own
             reached.set()
             assert release.wait(timeout=30)
 
-    def until(condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + 30
-        while not condition():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.01)
-
     threads = {
         e["id"]: threading.Thread(target=run, args=(e,), daemon=True)
         for e in (stuck, follower, late)
@@ -602,13 +593,6 @@ def deliver(app: Flask, sent: dict[str, Any]) -> events.Received:
     """A verified delivery as the webhook view hands it on (inline queue: processed now)."""
     with app.app_context():
         return events.receive(get_state(app), sent, json.dumps(sent).encode())
-
-
-def until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def status_of(app: Flask, event_id: str) -> str | None:
